@@ -1,0 +1,84 @@
+"""Reading API payloads into snapshots, tolerantly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from watcher.core.model import TokenUsage
+from watcher.core.snapshot import (
+    SnapshotError,
+    parse_snapshot,
+    snapshot_from_dict,
+    snapshot_to_dict,
+    to_unix_ms,
+)
+
+FULL: dict[str, Any] = {
+    "sessionId": "abc",
+    "title": "Fix tests",
+    "status": "idle",
+    "messageCount": 12,
+    "createdAt": 1_764_000_000_000,
+    "updatedAt": 1_764_000_060_000,
+    "completedAt": 1_764_000_050_000,
+    "computerId": "cmp-1",
+    "sessionSettings": {
+        "model": "claude",
+        "tokenUsage": {"inputTokens": 10, "outputTokens": 5, "cacheCreationTokens": 1,
+                       "cacheReadTokens": 2, "thinkingTokens": 3, "factoryCredits": 0.5},
+        "archivedAt": "2026-11-28T12:00:00Z",
+        "tags": [{"name": "nightly"}, {"name": "x", "metadata": {"k": "v"}}, {"bad": 1}],
+    },
+}
+
+
+def test_full_payload_reads_every_field() -> None:
+    """Every documented field lands in the snapshot, timestamps as aware UTC."""
+    snapshot = parse_snapshot(FULL)
+    assert snapshot.session_id == "abc"
+    assert snapshot.status == "idle"
+    assert snapshot.message_count == 12
+    assert to_unix_ms(snapshot.updated_at) == 1_764_000_060_000
+    assert snapshot.completed_at is not None
+    assert snapshot.completed_at.tzinfo is not None
+    assert snapshot.archived_at == "2026-11-28T12:00:00Z"
+    assert snapshot.tags == ("nightly", "x")
+    assert snapshot.token_usage == TokenUsage(10, 5, 1, 2, 3, 0.5)
+
+
+def test_minimal_payload_with_unknown_status_and_extra_fields() -> None:
+    """Only required fields, an unknown status and unknown keys are all fine."""
+    payload = {"sessionId": "a", "status": "thinking-hard", "messageCount": 0,
+               "createdAt": 1, "updatedAt": 2, "somethingNew": {"x": 1},
+               "sessionSettings": {"tokenUsage": {"inputTokens": "many"}, "tags": "oops"}}
+    snapshot = parse_snapshot(payload)
+    assert snapshot.status == "thinking-hard"
+    assert snapshot.completed_at is None
+    assert snapshot.title == ""
+    assert snapshot.tags == ()
+    assert snapshot.token_usage == TokenUsage()
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ([], "not a JSON object"),
+        ({**FULL, "sessionId": None}, "missing required field 'sessionId'"),
+        ({**FULL, "status": 3}, "field 'status' has the wrong type"),
+        ({**FULL, "messageCount": True}, "field 'messageCount' has the wrong type"),
+        ({k: v for k, v in FULL.items() if k != "updatedAt"}, "missing required field 'updatedAt'"),
+    ],
+)
+def test_unreadable_payloads_are_errors(payload: Any, message: str) -> None:
+    """A payload without the required, typed fields is a SnapshotError naming the field."""
+    with pytest.raises(SnapshotError, match=message):
+        parse_snapshot(payload)
+
+
+@pytest.mark.parametrize("payload", [FULL, {**FULL, "completedAt": None, "sessionSettings": {}}])
+def test_store_round_trip(payload: dict[str, Any]) -> None:
+    """A snapshot survives serialisation for the store unchanged."""
+    snapshot = parse_snapshot(payload)
+    assert snapshot_from_dict(snapshot_to_dict(snapshot)) == snapshot

@@ -1,0 +1,3 @@
+"""factory-watcher: polls Factory agent sessions and notifies Slack or webhooks."""
+
+__version__ = "0.1.0"

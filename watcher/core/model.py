@@ -1,0 +1,100 @@
+"""Values that flow through the watcher: snapshots, events and their parts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+JSONValue: TypeAlias = Any  # JSON-serialisable: str, int, float, bool, None, list, dict
+
+
+class KnownStatus(StrEnum):
+    """Statuses the API documents today; any other string is a legal, unknown status."""
+
+    IDLE = "idle"
+    PENDING = "pending"
+    RUNNING = "running"
+
+
+class EventType(StrEnum):
+    """The v1 event catalog (DESIGN.md) plus the watcher's own health events."""
+
+    DISCOVERED = "session.discovered"
+    STATUS_CHANGED = "session.status_changed"
+    COMPLETED = "session.completed"
+    MESSAGES_ADDED = "session.messages_added"
+    ARCHIVED = "session.archived"
+    DELETED = "session.deleted"
+    API_UNAVAILABLE = "watcher.api_unavailable"
+    API_RECOVERED = "watcher.api_recovered"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Cumulative token counters of one session (`tokenUsage`)."""
+
+    input_tokens: float = 0
+    output_tokens: float = 0
+    cache_creation_tokens: float = 0
+    cache_read_tokens: float = 0
+    thinking_tokens: float = 0
+    factory_credits: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one successful `GET /api/v0/sessions/{id}` said about a session."""
+
+    session_id: str
+    status: str
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+    title: str = ""
+    completed_at: datetime | None = None
+    archived_at: str | None = None
+    computer_id: str | None = None
+    tags: tuple[str, ...] = ()
+    token_usage: TokenUsage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    """The session as notifications show it: ids, labels and its latest known state."""
+
+    id: str
+    title: str = ""
+    status: str = ""
+    name: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    url: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        """The most human name known: configured name, then title, then id."""
+        return self.name or self.title or self.id
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A transition worth telling someone about; `id` is stable for the same transition."""
+
+    id: str
+    type: EventType
+    occurred_at: datetime
+    session: SessionRef | None
+    data: Mapping[str, JSONValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """The API answered 404 for a session: soft-deleted, or never existed."""
+
+    session_id: str
+    last: Snapshot | None = None
+
+
+SessionState = Snapshot | Gone

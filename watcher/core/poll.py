@@ -1,0 +1,41 @@
+"""What one poll of the Factory API can come back with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from watcher.core.model import Snapshot
+
+
+class FetchFailureKind(StrEnum):
+    """Failed polls: a rejected key needs a human, the rest pass by themselves."""
+
+    AUTH = "auth"
+    RETRYABLE = "retryable"
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """200 with a readable session."""
+
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """404: the session was deleted (soft) or never existed."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchFailed:
+    """No usable answer; never a reason to derive a transition."""
+
+    kind: FetchFailureKind
+    reason: str
+    retry_after: timedelta | None = None
+    status: int | None = None
+
+
+FetchResult = Fetched | NotFound | FetchFailed

@@ -1,0 +1,129 @@
+"""The validated configuration as frozen values (built by `watcher.config`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from watcher.core.secret import Secret
+
+DEFAULT_BASE_URL = "https://api.factory.ai"
+DEFAULT_SESSION_URL = "https://app.factory.ai/sessions/{id}"
+
+
+class TargetKind(StrEnum):
+    """Destination kinds; each has one notifier module in `watcher.notifiers`."""
+
+    SLACK = "slack"
+    SLACK_WEBHOOK = "slack_webhook"
+    WEBHOOK = "webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class FactorySettings:
+    """How to reach the Factory API."""
+
+    api_key: Secret
+    base_url: str = DEFAULT_BASE_URL
+    timeout: timedelta = timedelta(seconds=10)
+    session_url: str = DEFAULT_SESSION_URL
+    concurrency: int = 16
+    unavailable_after: timedelta = timedelta(minutes=2)
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    """Default polling cadence; `jitter` is a fraction of the interval (0.1 = 10%)."""
+
+    interval: timedelta = timedelta(seconds=30)
+    jitter: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedSession:
+    """One session the watcher polls."""
+
+    id: str
+    name: str | None = None
+    interval: timedelta | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLimits:
+    """When the outbox gives up on a notification and keeps it as a dead letter."""
+
+    max_attempts: int = 12
+    max_age: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class SlackTarget:
+    """Slack Web API with a bot token (`chat:write`)."""
+
+    name: str
+    token: Secret
+    channel: str
+    api_url: str | None = None
+    limits: DeliveryLimits = DeliveryLimits()
+    # Slack allows about one message per second per channel.
+    min_interval: timedelta = timedelta(seconds=1)
+    kind: TargetKind = TargetKind.SLACK
+
+
+@dataclass(frozen=True, slots=True)
+class SlackWebhookTarget:
+    """A Slack incoming webhook; the URL itself is the credential."""
+
+    name: str
+    url: Secret
+    limits: DeliveryLimits = DeliveryLimits()
+    min_interval: timedelta = timedelta(seconds=1)
+    kind: TargetKind = TargetKind.SLACK_WEBHOOK
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """A JSON POST, signed per Standard Webhooks when `secret` is set."""
+
+    name: str
+    url: str
+    secret: Secret | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    allow_http: bool = False
+    ca_file: Path | None = None
+    limits: DeliveryLimits = DeliveryLimits()
+    min_interval: timedelta = timedelta(0)
+    kind: TargetKind = TargetKind.WEBHOOK
+
+
+Target = SlackTarget | SlackWebhookTarget | WebhookTarget
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Routes matching events to targets; absent conditions match anything."""
+
+    name: str
+    on: tuple[str, ...]
+    notify: tuple[str, ...]
+    from_status: tuple[str, ...] = ()
+    to_status: tuple[str, ...] = ()
+    session_globs: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration of one watcher."""
+
+    factory: FactorySettings
+    state_path: Path
+    poll: PollSettings = PollSettings()
+    sessions: tuple[WatchedSession, ...] = ()
+    targets: Mapping[str, Target] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+    source: Path | None = None

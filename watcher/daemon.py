@@ -1,0 +1,400 @@
+"""The composition root: polling on APScheduler's clock, the outbox worker, signals, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+from anyio.abc import CancelScope
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from watcher.api import FactoryClient, SessionSource
+from watcher.core.diff import diff_states, session_ref, state_changed
+from watcher.core.health import ApiHealth, ApiState, observe
+from watcher.core.model import Event, Gone, SessionState, Snapshot
+from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
+from watcher.core.rules import Route, route
+from watcher.core.settings import Rule, Settings, Target, WatchedSession
+from watcher.delivery import DeliveryWorker
+from watcher.notifiers import build_notifier
+from watcher.notifiers.base import Notifier
+from watcher.store import OutboxStatus, SqliteStore
+
+log = logging.getLogger("watcher.daemon")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DRAIN_DEADLINE = 5.0
+FIRST_POLL_SPREAD = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PollReport:
+    """What one poll changed: events found and routes queued, or why it failed."""
+
+    session_id: str
+    events: tuple[Event, ...] = ()
+    routes: tuple[tuple[Event, Route], ...] = ()
+    new_rows: int = 0
+    failure: FetchFailed | None = None
+
+    @property
+    def targets(self) -> frozenset[str]:
+        """Targets that got new work."""
+        return frozenset(r.target for _, r in self.routes)
+
+
+def next_state(previous: SessionState | None, result: FetchResult, session_id: str) -> SessionState:
+    """The state to store after a successful poll (a 404 keeps the last good snapshot)."""
+    if isinstance(result, NotFound):
+        if isinstance(previous, Gone):
+            return previous
+        return Gone(session_id, previous)
+    assert not isinstance(result, FetchFailed)
+    return result.snapshot
+
+
+def apply_poll(
+    store: SqliteStore,
+    rules: Sequence[Rule],
+    session_url: str | None,
+    watched: WatchedSession,
+    result: FetchResult,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+) -> PollReport:
+    """Diff a poll against the stored state, route its events, and commit it all at once.
+
+    A failed poll changes nothing: no transition is ever derived from it.
+    """
+    if isinstance(result, FetchFailed):
+        return PollReport(watched.id, failure=result)
+    previous = store.load_state(watched.id)
+    current = next_state(previous, result, watched.id)
+    if not state_changed(previous, current):
+        return PollReport(watched.id)
+    shown = current if isinstance(current, Snapshot) else current.last
+    ref = session_ref(watched, shown, session_url)
+    events = diff_states(previous, current, ref, now)
+    routes = tuple((event, r) for event in events for r in route(rules, event))
+    new_rows = 0 if dry_run else store.record(watched.id, current, events, routes, now)
+    return PollReport(watched.id, events, routes, new_rows)
+
+
+@dataclass
+class WatcherStats:
+    """Figures for the status line and the logs."""
+
+    polls: int = 0
+    failed_polls: int = 0
+    last_poll_at: datetime | None = None
+    events: int = 0
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class Watcher:
+    """One watcher: polls its sessions, records transitions, delivers notifications."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: SessionSource | None = None,
+        notifiers: Mapping[str, Notifier] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+        reload: Callable[[], Settings] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._rng = rng or random.Random()
+        self._reload_settings = reload
+        self.store = SqliteStore(settings.state_path)
+        self.source: SessionSource = source or self._client(settings)
+        self.notifiers: dict[str, Notifier] = dict(
+            notifiers or {name: build_notifier(t) for name, t in settings.targets.items()}
+        )
+        self._retired: list[Notifier | SessionSource] = []
+        self._db_limiter = anyio.CapacityLimiter(1)
+        self.delivery = DeliveryWorker(self.store, clock=clock, jitter=self._rng.random, db=self.db)
+        self.health = ApiHealth()
+        self.stats = WatcherStats(started_at=clock())
+        self._watched: dict[str, WatchedSession] = {w.id: w for w in settings.sessions}
+        self._in_flight: set[str] = set()
+        self._stop = anyio.Event()
+        self._stopping = False
+        self._scheduler: AsyncIOScheduler | None = None
+        self._queue: MemoryObjectSendStream[str] | None = None
+        self._work_scope: CancelScope | None = None
+
+    @staticmethod
+    def _client(settings: Settings) -> FactoryClient:
+        factory = settings.factory
+        return FactoryClient(
+            factory.base_url,
+            factory.api_key,
+            timeout=factory.timeout.total_seconds(),
+            concurrency=factory.concurrency,
+        )
+
+    async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a store call in the single database thread, off the event loop."""
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs),
+                                              limiter=self._db_limiter)
+
+    # --- polling -------------------------------------------------------------------
+
+    async def poll(self, session_id: str, *, dry_run: bool = False) -> PollReport:
+        """Poll one session now, record what changed, and wake the targets concerned."""
+        watched = self._watched.get(session_id)
+        if watched is None:
+            return PollReport(session_id)
+        result = await self.source.fetch_session(session_id)
+        now = self.clock()
+        settings = self.settings
+        report = await self.db(apply_poll, self.store, settings.rules,
+                               settings.factory.session_url, watched, result, now,
+                               dry_run=dry_run)
+        self.stats.polls += 1
+        self.stats.last_poll_at = now
+        if report.failure is not None:
+            self.stats.failed_polls += 1
+            log.debug("poll of %s failed: %s", session_id, report.failure.reason)
+        if isinstance(result, NotFound) and not report.events and report.new_rows == 0:
+            log.debug("session %s not found", session_id)
+        for event in report.events:
+            self.stats.events += 1
+            targets = [r.target for e, r in report.routes if e.id == event.id]
+            log.info("event %s %s %s -> %s", event.type, session_id, _describe(event),
+                     ", ".join(targets) or "no rule matched")
+        if not dry_run:
+            await self._observe_health(result, now)
+            if report.new_rows:
+                self.delivery.wake(report.targets)
+        return report
+
+    async def _observe_health(self, result: FetchResult, now: datetime) -> None:
+        failed = isinstance(result, FetchFailed)
+        if not failed and self.health.state is ApiState.UP:
+            return  # the hot path: nothing to fold in
+        change = observe(
+            self.health,
+            ok=not failed,
+            now=now,
+            threshold=self.settings.factory.unavailable_after,
+            reason=result.reason if isinstance(result, FetchFailed) else "",
+            auth=isinstance(result, FetchFailed) and result.kind is FetchFailureKind.AUTH,
+        )
+        self.health = change.health
+        if change.note:
+            level = logging.ERROR if change.health.auth else logging.WARNING
+            log.log(level if failed else logging.INFO, "%s", change.note)
+        if change.event is not None:
+            routes = tuple((change.event, r) for r in route(self.settings.rules, change.event))
+            log.info("event %s -> %s", change.event.type,
+                     ", ".join(r.target for _, r in routes) or "no rule matched")
+            new = await self.db(self.store.record_events, (change.event,), routes, now)
+            if new:
+                self.delivery.wake({r.target for _, r in routes})
+
+    async def _tick(self, session_id: str) -> None:
+        """APScheduler job: queue a poll unless one is already queued or running."""
+        if self._stopping or self._queue is None or session_id in self._in_flight:
+            return
+        try:
+            self._queue.send_nowait(session_id)
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return
+        self._in_flight.add(session_id)
+
+    async def _poll_worker(self, receive: MemoryObjectReceiveStream[str]) -> None:
+        async with receive:
+            async for session_id in receive:
+                try:
+                    if not self._stopping:
+                        await self.poll(session_id)
+                except Exception:  # one bad poll must not stop the others
+                    log.exception("poll of %s crashed", session_id)
+                finally:
+                    self._in_flight.discard(session_id)
+
+    def _schedule(self, watched: WatchedSession, *, first: bool) -> None:
+        assert self._scheduler is not None
+        interval = (watched.interval or self.settings.poll.interval).total_seconds()
+        jitter = interval * self.settings.poll.jitter
+        spread = self._rng.uniform(0, min(interval, FIRST_POLL_SPREAD)) if first else interval
+        self._scheduler.add_job(
+            self._tick,
+            IntervalTrigger(seconds=interval, jitter=jitter or None, timezone=UTC),
+            args=[watched.id],
+            id=watched.id,
+            name=f"poll {watched.id}",
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(interval)),
+            next_run_time=datetime.now(UTC) + timedelta(seconds=spread),
+        )
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop; a second call stops at once."""
+        if self._stop.is_set() and self._work_scope is not None:
+            log.warning("second stop request: exiting without draining")
+            self._work_scope.cancel()
+        self._stop.set()
+
+    async def run(self, *, on_ready: Callable[[], None] | None = None,
+                  handle_signals: bool = True) -> None:
+        """Watch until stopped (SIGTERM/SIGINT or `request_stop()`), then drain and return."""
+        settings = self.settings
+        send, receive = anyio.create_memory_object_stream[str](
+            max_buffer_size=max(len(self._watched), 1))
+        self._queue = send
+        self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
+        try:
+            async with anyio.create_task_group() as outer:
+                if handle_signals:
+                    outer.start_soon(self._signals)
+                async with anyio.create_task_group() as work:
+                    self._work_scope = work.cancel_scope
+                    work.start_soon(self.delivery.run, settings.targets, self.notifiers)
+                    for _ in range(settings.factory.concurrency):
+                        work.start_soon(self._poll_worker, receive.clone())
+                    receive.close()
+                    for watched in self._watched.values():
+                        self._schedule(watched, first=True)
+                    self._scheduler.start()
+                    log.info("watching %d session(s), %d rule(s), %d target(s); state in %s",
+                             len(self._watched), len(settings.rules), len(settings.targets),
+                             self.store.path)
+                    if on_ready is not None:
+                        on_ready()
+                    await self._stop.wait()
+                    log.info("stopping: finishing in-flight polls and sends")
+                    self._stopping = True
+                    self._scheduler.shutdown(wait=False)
+                    send.close()
+                    self.delivery.stop()
+                    work.cancel_scope.deadline = anyio.current_time() + DRAIN_DEADLINE
+                outer.cancel_scope.cancel()
+        finally:
+            await self.aclose()
+        log.info("stopped; %d notification(s) left queued", self.store_counts()[OutboxStatus.PENDING])
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                else:
+                    log.info("received %s", signal.Signals(signum).name)
+                    self.request_stop()
+
+    async def reload(self) -> bool:
+        """Re-read the config; apply it only if it is valid in full. True when applied."""
+        if self._reload_settings is None:
+            log.warning("reload requested, but this watcher has no config file to re-read")
+            return False
+        try:
+            new = await anyio.to_thread.run_sync(self._reload_settings)
+        except Exception as error:  # ConfigError lists every problem; keep running the old config
+            log.error("reload failed, keeping the running config:\n%s", error)
+            return False
+        self.apply_settings(new)
+        log.info("reloaded: %d session(s), %d rule(s), %d target(s)", len(new.sessions),
+                 len(new.rules), len(new.targets))
+        return True
+
+    def apply_settings(self, new: Settings) -> None:
+        """Switch to `new`: start and stop session jobs, swap rules, targets and client."""
+        old = self.settings
+        self.settings = new
+        if new.factory != old.factory:
+            self._retired.append(self.source)
+            self.source = self._client(new)
+        for name, target in new.targets.items():
+            if old.targets.get(name) != target or name not in self.notifiers:
+                if name in self.notifiers:
+                    self._retired.append(self.notifiers[name])
+                self.notifiers[name] = build_notifier(target)
+        for name in set(self.notifiers) - set(new.targets):
+            self._retired.append(self.notifiers.pop(name))
+        self.delivery.set_targets(new.targets, self.notifiers)
+        watched = {w.id: w for w in new.sessions}
+        for session_id in set(self._watched) - set(watched):
+            if self._scheduler is not None and self._scheduler.get_job(session_id):
+                self._scheduler.remove_job(session_id)
+        changed = [w for w in watched.values()
+                   if self._watched.get(w.id) != w or new.poll != old.poll]
+        self._watched = watched
+        if self._scheduler is not None:
+            for w in changed:
+                self._schedule(w, first=w.id not in self._in_flight)
+
+    async def aclose(self) -> None:
+        """Close clients, notifiers and the store."""
+        with anyio.CancelScope(shield=True):
+            for closable in [self.source, *self.notifiers.values(), *self._retired]:
+                try:
+                    await closable.aclose()
+                except Exception:  # closing must not hide the real outcome
+                    log.debug("closing %r failed", closable, exc_info=True)
+            self._retired.clear()
+
+    def store_counts(self) -> Mapping[OutboxStatus, int]:
+        """Outbox depth by status."""
+        return self.store.counts()
+
+    # --- one-shot ------------------------------------------------------------------
+
+    async def poll_all(self, *, dry_run: bool = False) -> list[PollReport]:
+        """Poll every watched session once, concurrently (bounded by the client)."""
+        reports: list[PollReport] = []
+
+        async def one(session_id: str) -> None:
+            reports.append(await self.poll(session_id, dry_run=dry_run))
+
+        async with anyio.create_task_group() as tg:
+            for session_id in self._watched:
+                tg.start_soon(one, session_id)
+        return reports
+
+    async def deliver_due(self) -> int:
+        """Send every notification due now, once; returns how many were attempted."""
+        async with anyio.create_task_group():
+            return await self.delivery.drain_once(self.settings.targets, self.notifiers)
+
+
+def _describe(event: Event) -> str:
+    data = event.data
+    if "from" in data:
+        return f"{data['from']} -> {data['to']}"
+    return " ".join(f"{k}={v}" for k, v in data.items())
+
+
+async def run_until(watcher: Watcher, stop_after: float | None,
+                    on_ready: Callable[[], None] | None = None) -> None:
+    """Run `watcher`, stopping it after `stop_after` seconds when given (demo, tests)."""
+    async with anyio.create_task_group() as tg:
+        if stop_after is not None:
+            async def stopper() -> None:
+                await anyio.sleep(stop_after)
+                watcher.request_stop()
+            tg.start_soon(stopper)
+        await watcher.run(on_ready=on_ready)
+        tg.cancel_scope.cancel()
+

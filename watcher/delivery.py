@@ -1,0 +1,220 @@
+"""The outbox worker: sends pending notifications, owns retries, backoff and dead letters.
+
+One lane per target, each in the worker's task group, so a failing or slow
+target never delays another. Within a lane, rows go out in outbox order and
+only the oldest pending row of each session is eligible, so one session's
+notifications reach a target in the order the transitions happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from watcher.core.message import FailureKind, SendFailed, Sent, SendOutcome
+from watcher.core.render import render_for
+from watcher.core.retry import GiveUp, decide_retry
+from watcher.core.settings import Target
+from watcher.notifiers.base import Notifier
+from watcher.store import OutboxRow, SqliteStore
+
+log = logging.getLogger("watcher.delivery")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+BATCH = 32
+IDLE_WAKE = timedelta(seconds=30)
+
+
+@dataclass
+class _Lane:
+    target: Target
+    notifier: Notifier
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    stopping: bool = False
+    last_send: float | None = None  # monotonic seconds
+    not_before: datetime | None = None
+    stopped: anyio.Event = field(default_factory=anyio.Event)
+
+    def poke(self) -> None:
+        self.wake.set()
+
+
+@dataclass
+class DeliveryStats:
+    """Counters for status lines and metrics."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    last_progress: float = 0.0
+
+
+class DeliveryWorker:
+    """Sends outbox rows through notifiers; the single place that decides on retries."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        jitter: Callable[[], float] = random.random,
+        db: Callable[..., Awaitable[Any]] | None = None,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._jitter = jitter
+        self._db = db or _run_inline
+        self._lanes: dict[str, _Lane] = {}
+        self._tg: TaskGroup | None = None
+        self._on_progress = on_progress or (lambda: None)
+        self.stats = DeliveryStats()
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def run(self, targets: Mapping[str, Target], notifiers: Mapping[str, Notifier]) -> None:
+        """Serve lanes for `targets` until `stop()`; returns when every lane has finished."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self.set_targets(targets, notifiers)
+        self._tg = None
+
+    def set_targets(self, targets: Mapping[str, Target], notifiers: Mapping[str, Notifier]) -> None:
+        """Start lanes for new or changed targets and stop lanes of removed ones."""
+        assert self._tg is not None, "set_targets() is only valid while run() is running"
+        for name, lane in list(self._lanes.items()):
+            if targets.get(name) != lane.target or notifiers.get(name) is not lane.notifier:
+                lane.stopping = True
+                lane.poke()
+                del self._lanes[name]
+        for name, target in targets.items():
+            if name not in self._lanes:
+                lane = _Lane(target, notifiers[name])
+                self._lanes[name] = lane
+                self._tg.start_soon(self._serve, lane, name=f"lane:{name}")
+
+    def stop(self) -> None:
+        """Ask every lane to finish its current send and stop; pending rows stay queued."""
+        for lane in self._lanes.values():
+            lane.stopping = True
+            lane.poke()
+
+    def wake(self, targets: Any = None) -> None:
+        """Tell lanes that new rows may be due (all lanes when `targets` is None)."""
+        for name, lane in self._lanes.items():
+            if targets is None or name in targets:
+                lane.poke()
+
+    # --- sending -------------------------------------------------------------------
+
+    async def _serve(self, lane: _Lane) -> None:
+        name = lane.target.name
+        try:
+            while not lane.stopping:
+                now = self._clock()
+                if lane.not_before is not None and lane.not_before > now:
+                    await self._sleep_until(lane, lane.not_before)
+                    continue
+                rows = await self._db(self._store.due, name, now, BATCH)
+                if not rows:
+                    next_due = await self._db(self._store.next_due, name)
+                    await self._sleep_until(lane, next_due or now + IDLE_WAKE)
+                    continue
+                for row in rows:
+                    if lane.stopping:
+                        break
+                    await self._pace(lane)
+                    await self.attempt(lane.target, lane.notifier, row)
+                    lane.last_send = anyio.current_time()
+                    if lane.not_before is not None and lane.not_before > self._clock():
+                        break
+        finally:
+            lane.stopped.set()
+
+    async def _sleep_until(self, lane: _Lane, when: datetime) -> None:
+        delay = (when - self._clock()).total_seconds()
+        delay = min(max(delay, 0.0), IDLE_WAKE.total_seconds())
+        if delay > 0:
+            with anyio.move_on_after(delay):
+                await lane.wake.wait()
+        if lane.wake.is_set():
+            lane.wake = anyio.Event()
+
+    async def _pace(self, lane: _Lane) -> None:
+        gap = lane.target.min_interval.total_seconds()
+        if gap <= 0 or lane.last_send is None:
+            return
+        wait = lane.last_send + gap - anyio.current_time()
+        if wait > 0:
+            await anyio.sleep(wait)
+
+    async def attempt(self, target: Target, notifier: Notifier, row: OutboxRow) -> SendOutcome:
+        """Send one row and record the outcome: delivered, retry later, or dead letter."""
+        message = render_for(target.kind, row.event, row.rule)
+        try:
+            outcome = await notifier.send(message, now=self._clock())
+        except Exception as error:  # a notifier bug must not kill the lane or lose the row
+            log.exception("notifier %s raised instead of classifying", target.name)
+            outcome = SendFailed(FailureKind.RETRYABLE, f"notifier error: {type(error).__name__}")
+        now = self._clock()
+        attempts = row.attempts + 1
+        event = row.event
+        where = f"{event.type} {event.session.id if event.session else '-'} -> {target.name}"
+        if isinstance(outcome, Sent):
+            await self._db(self._store.mark_delivered, row.id, now, outcome.handle)
+            self.stats.delivered += 1
+            log.info("delivered %s (event %s, rule %s, attempt %d)", where, event.id, row.rule,
+                     attempts)
+        else:
+            decision = decide_retry(outcome, attempts=attempts, created_at=row.created_at,
+                                    now=now, limits=target.limits, jitter=self._jitter())
+            if isinstance(decision, GiveUp):
+                await self._db(self._store.mark_dead, row.id, now, decision.reason)
+                self.stats.dead += 1
+                log.error("dead letter %s (outbox %d): %s", where, row.id, decision.reason)
+            else:
+                await self._db(self._store.mark_retry, row.id, decision.at, outcome.reason)
+                self.stats.retried += 1
+                log.warning("retrying %s at %s: %s", where,
+                            decision.at.isoformat(timespec="seconds"), decision.reason)
+                if outcome.retry_after is not None:
+                    # A rate limit applies to the whole destination, not just this row.
+                    lane = self._lanes.get(target.name)
+                    if lane is not None:
+                        lane.not_before = now + outcome.retry_after
+        self.stats.last_progress = anyio.current_time()
+        self._on_progress()
+        return outcome
+
+    async def drain_once(self, targets: Mapping[str, Target],
+                         notifiers: Mapping[str, Notifier]) -> int:
+        """Send every row due now, once, target by target (the `once` command)."""
+        attempted = 0
+        for name, target in targets.items():
+            lane = _Lane(target, notifiers[name])
+            seen: set[int] = set()
+            while True:
+                rows = [r for r in await self._db(self._store.due, name, self._clock(), BATCH)
+                        if r.id not in seen]
+                if not rows:
+                    break
+                for row in rows:
+                    seen.add(row.id)
+                    await self._pace(lane)
+                    await self.attempt(target, lane.notifier, row)
+                    lane.last_send = anyio.current_time()
+                    attempted += 1
+        return attempted
+
+
+async def _run_inline(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    return fn(*args, **kwargs)
