@@ -9,8 +9,22 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "watcher"
 CORE_ALLOWED_THIRD_PARTY: set[str] = set()
-SHELL_ONLY = {"anyio", "httpx", "apscheduler", "slack_sdk", "aiohttp", "yaml", "sqlite3",
-              "socket", "threading", "asyncio", "os", "time", "subprocess", "logging"}
+SHELL_ONLY = {
+    "anyio",
+    "httpx",
+    "apscheduler",
+    "slack_sdk",
+    "aiohttp",
+    "yaml",
+    "sqlite3",
+    "socket",
+    "threading",
+    "asyncio",
+    "os",
+    "time",
+    "subprocess",
+    "logging",
+}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -49,23 +49,30 @@ def classify_response(response: httpx.Response, now: datetime) -> FetchResult:
     if status == 200:
         try:
             payload = json.loads(response.content)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return FetchFailed(FetchFailureKind.RETRYABLE, f"body is not JSON ({error.msg})",
-                               status=status)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return FetchFailed(FetchFailureKind.RETRYABLE, "body is not JSON", status=status)
         try:
             return Fetched(parse_snapshot(payload))
         except SnapshotError as error:
-            return FetchFailed(FetchFailureKind.RETRYABLE, f"unreadable session: {error}",
-                               status=status)
+            return FetchFailed(
+                FetchFailureKind.RETRYABLE, f"unreadable session: {error}", status=status
+            )
     if status == 404:
         return NotFound()
     detail = _excerpt(response)
     suffix = f": {detail}" if detail else ""
     if status in (401, 403):
-        meaning = "the API key was rejected" if status == 401 else (
-            "the API key may not read sessions (Manager/Owner key needed, "
-            "or the sessions API is not enabled for this organization)")
-        return FetchFailed(FetchFailureKind.AUTH, f"HTTP {status}: {meaning}{suffix}", status=status)
+        meaning = (
+            "the API key was rejected"
+            if status == 401
+            else (
+                "the API key may not read sessions (Manager/Owner key needed, "
+                "or the sessions API is not enabled for this organization)"
+            )
+        )
+        return FetchFailed(
+            FetchFailureKind.AUTH, f"HTTP {status}: {meaning}{suffix}", status=status
+        )
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
     return FetchFailed(FetchFailureKind.RETRYABLE, f"HTTP {status}{suffix}", retry_after, status)
 
@@ -93,8 +100,7 @@ class FactoryClient:
                 "User-Agent": USER_AGENT,
             },
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=concurrency,
-                                max_keepalive_connections=concurrency),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             follow_redirects=False,
             transport=transport,
         )
@@ -113,8 +119,9 @@ class FactoryClient:
             except httpx.RemoteProtocolError as error:
                 return FetchFailed(FetchFailureKind.RETRYABLE, f"connection broke: {error}")
             except httpx.TransportError as error:
-                return FetchFailed(FetchFailureKind.RETRYABLE,
-                                   f"connection failed: {type(error).__name__}")
+                return FetchFailed(
+                    FetchFailureKind.RETRYABLE, f"connection failed: {type(error).__name__}"
+                )
         return classify_response(response, self._clock())
 
     async def aclose(self) -> None:

@@ -64,42 +64,63 @@ def _parser() -> argparse.ArgumentParser:
         description="Watch Factory agent sessions and notify Slack or webhooks.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("FACTORY_WATCHER_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("FACTORY_WATCHER_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
     config = argparse.ArgumentParser(add_help=False)
-    config.add_argument("-c", "--config", type=Path, default=Path(DEFAULT_CONFIG),
-                        help=f"path to the YAML config (default: ./{DEFAULT_CONFIG})")
+    config.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=Path(DEFAULT_CONFIG),
+        help=f"path to the YAML config (default: ./{DEFAULT_CONFIG})",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", parents=[config], help="watch until stopped (the service)")
-    commands.add_parser("check", parents=[config],
-                        help="validate the config; exit 0, or 78 listing every problem")
-    once = commands.add_parser("once", parents=[config],
-                               help="poll every session once and deliver what is due")
-    once.add_argument("--dry-run", action="store_true",
-                      help="print what would be sent; store and send nothing")
-    test = commands.add_parser("test-notify", parents=[config],
-                               help="send a test notification to one target")
+    commands.add_parser(
+        "check", parents=[config], help="validate the config; exit 0, or 78 listing every problem"
+    )
+    once = commands.add_parser(
+        "once", parents=[config], help="poll every session once and deliver what is due"
+    )
+    once.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent; store and send nothing"
+    )
+    test = commands.add_parser(
+        "test-notify", parents=[config], help="send a test notification to one target"
+    )
     test.add_argument("target", help="target name from the config")
     outbox = commands.add_parser("outbox", parents=[config], help="inspect or retry notifications")
     outbox.add_argument("action", choices=["list", "retry", "purge"])
     outbox.add_argument("ids", nargs="*", type=int, help="outbox ids (default: all that apply)")
-    outbox.add_argument("--status", choices=[s.value for s in OutboxStatus], default=None,
-                        help="list: only this status; purge: delivered or dead (default dead)")
+    outbox.add_argument(
+        "--status",
+        choices=[s.value for s in OutboxStatus],
+        default=None,
+        help="list: only this status; purge: delivered or dead (default dead)",
+    )
     demo = commands.add_parser("demo", help="run against a local simulator; no credentials")
-    demo.add_argument("--duration", type=float, default=0.0,
-                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
     demo.add_argument("--sessions", type=int, default=4, help="simulated sessions")
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Entry point; returns the process exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from watcher.demo import run_demo  # the demo pulls in the simulator and sinks
+        from watcher.demo import run_demo  # noqa: PLC0415 - only the demo needs the fakes
 
         configure_logging(args.log_level, stream=err)
         return run_demo(duration=args.duration or None, sessions=args.sessions, out=out)
@@ -107,8 +128,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     if settings is None:
         return EX_CONFIG
     if args.command == "check":
-        print(f"{args.config}: ok ({len(settings.sessions)} session(s), {len(settings.rules)} "
-              f"rule(s), {len(settings.targets)} target(s))", file=out)
+        print(
+            f"{args.config}: ok ({len(settings.sessions)} session(s), {len(settings.rules)} "
+            f"rule(s), {len(settings.targets)} target(s))",
+            file=out,
+        )
         return EX_OK
     configure_logging(args.log_level, stream=err, secrets=secret_values(settings))
     try:
@@ -145,17 +169,23 @@ async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
                 for event, route in report.routes:
                     target = settings.targets[route.target]
                     message = render_for(target.kind, event, route.rule)
-                    shown = message.text if isinstance(message, SlackMessage) else (
-                        message.body.decode())
+                    shown = (
+                        message.text
+                        if isinstance(message, SlackMessage)
+                        else (message.body.decode())
+                    )
                     print(f"would send to {route.target} (rule {route.rule}): {shown}", file=out)
             if not any(r.routes for r in reports):
                 print("nothing to send", file=out)
             return EX_FAILURE if failed else EX_OK
         attempted = await watcher.deliver_due()
         counts = watcher.store_counts()
-        print(f"polled {len(reports)} session(s), {len(failed)} failed; sent {attempted} "
-              f"notification(s); outbox: {counts[OutboxStatus.PENDING]} pending, "
-              f"{counts[OutboxStatus.DEAD]} dead", file=out)
+        print(
+            f"polled {len(reports)} session(s), {len(failed)} failed; sent {attempted} "
+            f"notification(s); outbox: {counts[OutboxStatus.PENDING]} pending, "
+            f"{counts[OutboxStatus.DEAD]} dead",
+            file=out,
+        )
         return EX_FAILURE if failed else EX_OK
     finally:
         await watcher.aclose()
@@ -165,12 +195,15 @@ async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
 def test_event(now: datetime) -> Event:
     """A synthetic notification that says plainly it is a test."""
     return Event(
-        id=event_id("factory-watcher-test", EventType.STATUS_CHANGED,
-                    {"at": now.isoformat()}),
+        id=event_id("factory-watcher-test", EventType.STATUS_CHANGED, {"at": now.isoformat()}),
         type=EventType.STATUS_CHANGED,
         occurred_at=now,
-        session=SessionRef(id="test-session", title="factory-watcher test notification",
-                           status="idle", name="test-notify"),
+        session=SessionRef(
+            id="test-session",
+            title="factory-watcher test notification",
+            status="idle",
+            name="test-notify",
+        ),
         data={"from": "running", "to": "idle", "test": True},
     )
 
@@ -184,8 +217,9 @@ async def _test_notify(settings: Settings, target_name: str, out: TextIO) -> int
     notifier = build_notifier(target)
     now = datetime.now(UTC)
     try:
-        outcome = await notifier.send(render_for(target.kind, test_event(now), "test-notify"),
-                                      now=now)
+        outcome = await notifier.send(
+            render_for(target.kind, test_event(now), "test-notify"), now=now
+        )
     finally:
         await notifier.aclose()
     if isinstance(outcome, Sent):
@@ -195,20 +229,31 @@ async def _test_notify(settings: Settings, target_name: str, out: TextIO) -> int
     return EX_FAILURE
 
 
-def _outbox(settings: Settings, action: str, ids: list[int], status: str | None,
-            out: TextIO) -> int:
+def _outbox(
+    settings: Settings, action: str, ids: list[int], status: str | None, out: TextIO
+) -> int:
     store = SqliteStore(settings.state_path)
     try:
         if action == "list":
             rows = store.list_outbox(OutboxStatus(status) if status else None)
             for row in reversed(rows):
                 session = row.event.session.id if row.event.session else "-"
-                print(json.dumps({
-                    "id": row.id, "status": str(row.status), "target": row.target,
-                    "rule": row.rule, "event": str(row.event.type), "session": session,
-                    "attempts": row.attempts, "created_at": row.created_at.isoformat(),
-                    "last_error": row.last_error,
-                }), file=out)
+                print(
+                    json.dumps(
+                        {
+                            "id": row.id,
+                            "status": str(row.status),
+                            "target": row.target,
+                            "rule": row.rule,
+                            "event": str(row.event.type),
+                            "session": session,
+                            "attempts": row.attempts,
+                            "created_at": row.created_at.isoformat(),
+                            "last_error": row.last_error,
+                        }
+                    ),
+                    file=out,
+                )
             counts = store.counts()
             print(", ".join(f"{n} {s}" for s, n in counts.items()), file=out)
             return EX_OK
@@ -224,5 +269,3 @@ def _outbox(settings: Settings, action: str, ids: list[int], status: str | None,
         return EX_OK
     finally:
         store.close()
-
-

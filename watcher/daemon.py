@@ -6,14 +6,13 @@ import asyncio
 import logging
 import random
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import anyio
-from anyio.abc import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -24,7 +23,7 @@ from watcher.core.health import ApiHealth, ApiState, observe
 from watcher.core.model import Event, Gone, SessionState, Snapshot
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
 from watcher.core.rules import Route, route
-from watcher.core.settings import Rule, Settings, Target, WatchedSession
+from watcher.core.settings import Rule, Settings, WatchedSession
 from watcher.delivery import DeliveryWorker
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
@@ -137,7 +136,7 @@ class Watcher:
         self._stopping = False
         self._scheduler: AsyncIOScheduler | None = None
         self._queue: MemoryObjectSendStream[str] | None = None
-        self._work_scope: CancelScope | None = None
+        self._work_scope: anyio.CancelScope | None = None
 
     @staticmethod
     def _client(settings: Settings) -> FactoryClient:
@@ -151,8 +150,9 @@ class Watcher:
 
     async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a store call in the single database thread, off the event loop."""
-        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs),
-                                              limiter=self._db_limiter)
+        return await anyio.to_thread.run_sync(
+            partial(fn, *args, **kwargs), limiter=self._db_limiter
+        )
 
     # --- polling -------------------------------------------------------------------
 
@@ -164,9 +164,16 @@ class Watcher:
         result = await self.source.fetch_session(session_id)
         now = self.clock()
         settings = self.settings
-        report = await self.db(apply_poll, self.store, settings.rules,
-                               settings.factory.session_url, watched, result, now,
-                               dry_run=dry_run)
+        report = await self.db(
+            apply_poll,
+            self.store,
+            settings.rules,
+            settings.factory.session_url,
+            watched,
+            result,
+            now,
+            dry_run=dry_run,
+        )
         self.stats.polls += 1
         self.stats.last_poll_at = now
         if report.failure is not None:
@@ -177,8 +184,13 @@ class Watcher:
         for event in report.events:
             self.stats.events += 1
             targets = [r.target for e, r in report.routes if e.id == event.id]
-            log.info("event %s %s %s -> %s", event.type, session_id, _describe(event),
-                     ", ".join(targets) or "no rule matched")
+            log.info(
+                "event %s %s %s -> %s",
+                event.type,
+                session_id,
+                _describe(event),
+                ", ".join(targets) or "no rule matched",
+            )
         if not dry_run:
             await self._observe_health(result, now)
             if report.new_rows:
@@ -203,8 +215,11 @@ class Watcher:
             log.log(level if failed else logging.INFO, "%s", change.note)
         if change.event is not None:
             routes = tuple((change.event, r) for r in route(self.settings.rules, change.event))
-            log.info("event %s -> %s", change.event.type,
-                     ", ".join(r.target for _, r in routes) or "no rule matched")
+            log.info(
+                "event %s -> %s",
+                change.event.type,
+                ", ".join(r.target for _, r in routes) or "no rule matched",
+            )
             new = await self.db(self.store.record_events, (change.event,), routes, now)
             if new:
                 self.delivery.wake({r.target for _, r in routes})
@@ -257,12 +272,14 @@ class Watcher:
             self._work_scope.cancel()
         self._stop.set()
 
-    async def run(self, *, on_ready: Callable[[], None] | None = None,
-                  handle_signals: bool = True) -> None:
+    async def run(
+        self, *, on_ready: Callable[[], None] | None = None, handle_signals: bool = True
+    ) -> None:
         """Watch until stopped (SIGTERM/SIGINT or `request_stop()`), then drain and return."""
         settings = self.settings
         send, receive = anyio.create_memory_object_stream[str](
-            max_buffer_size=max(len(self._watched), 1))
+            max_buffer_size=max(len(self._watched), 1)
+        )
         self._queue = send
         self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
         try:
@@ -278,9 +295,13 @@ class Watcher:
                     for watched in self._watched.values():
                         self._schedule(watched, first=True)
                     self._scheduler.start()
-                    log.info("watching %d session(s), %d rule(s), %d target(s); state in %s",
-                             len(self._watched), len(settings.rules), len(settings.targets),
-                             self.store.path)
+                    log.info(
+                        "watching %d session(s), %d rule(s), %d target(s); state in %s",
+                        len(self._watched),
+                        len(settings.rules),
+                        len(settings.targets),
+                        self.store.path,
+                    )
                     if on_ready is not None:
                         on_ready()
                     await self._stop.wait()
@@ -293,7 +314,9 @@ class Watcher:
                 outer.cancel_scope.cancel()
         finally:
             await self.aclose()
-        log.info("stopped; %d notification(s) left queued", self.store_counts()[OutboxStatus.PENDING])
+        log.info(
+            "stopped; %d notification(s) left queued", self.store_counts()[OutboxStatus.PENDING]
+        )
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -312,11 +335,15 @@ class Watcher:
         try:
             new = await anyio.to_thread.run_sync(self._reload_settings)
         except Exception as error:  # ConfigError lists every problem; keep running the old config
-            log.error("reload failed, keeping the running config:\n%s", error)
+            log.error("reload failed, keeping the running config:\n%s", error)  # noqa: TRY400
             return False
         self.apply_settings(new)
-        log.info("reloaded: %d session(s), %d rule(s), %d target(s)", len(new.sessions),
-                 len(new.rules), len(new.targets))
+        log.info(
+            "reloaded: %d session(s), %d rule(s), %d target(s)",
+            len(new.sessions),
+            len(new.rules),
+            len(new.targets),
+        )
         return True
 
     def apply_settings(self, new: Settings) -> None:
@@ -338,8 +365,9 @@ class Watcher:
         for session_id in set(self._watched) - set(watched):
             if self._scheduler is not None and self._scheduler.get_job(session_id):
                 self._scheduler.remove_job(session_id)
-        changed = [w for w in watched.values()
-                   if self._watched.get(w.id) != w or new.poll != old.poll]
+        changed = [
+            w for w in watched.values() if self._watched.get(w.id) != w or new.poll != old.poll
+        ]
         self._watched = watched
         if self._scheduler is not None:
             for w in changed:
@@ -375,8 +403,7 @@ class Watcher:
 
     async def deliver_due(self) -> int:
         """Send every notification due now, once; returns how many were attempted."""
-        async with anyio.create_task_group():
-            return await self.delivery.drain_once(self.settings.targets, self.notifiers)
+        return await self.delivery.drain_once(self.settings.targets, self.notifiers)
 
 
 def _describe(event: Event) -> str:
@@ -386,15 +413,17 @@ def _describe(event: Event) -> str:
     return " ".join(f"{k}={v}" for k, v in data.items())
 
 
-async def run_until(watcher: Watcher, stop_after: float | None,
-                    on_ready: Callable[[], None] | None = None) -> None:
+async def run_until(
+    watcher: Watcher, stop_after: float | None, on_ready: Callable[[], None] | None = None
+) -> None:
     """Run `watcher`, stopping it after `stop_after` seconds when given (demo, tests)."""
     async with anyio.create_task_group() as tg:
         if stop_after is not None:
+
             async def stopper() -> None:
                 await anyio.sleep(stop_after)
                 watcher.request_stop()
+
             tg.start_soon(stopper)
         await watcher.run(on_ready=on_ready)
         tg.cancel_scope.cancel()
-

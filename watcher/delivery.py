@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from watcher.core.message import FailureKind, SendFailed, Sent, SendOutcome
+from watcher.core.message import FailureKind, SendFailed, SendOutcome, Sent
 from watcher.core.render import render_for
 from watcher.core.retry import GiveUp, decide_retry
 from watcher.core.settings import Target
@@ -46,6 +46,10 @@ class _Lane:
 
     def poke(self) -> None:
         self.wake.set()
+
+    def should_stop(self) -> bool:
+        # A method, not the attribute, so checks after an await are not narrowed away.
+        return self.stopping
 
 
 @dataclass
@@ -119,7 +123,7 @@ class DeliveryWorker:
     async def _serve(self, lane: _Lane) -> None:
         name = lane.target.name
         try:
-            while not lane.stopping:
+            while not lane.should_stop():
                 now = self._clock()
                 if lane.not_before is not None and lane.not_before > now:
                     await self._sleep_until(lane, lane.not_before)
@@ -130,7 +134,7 @@ class DeliveryWorker:
                     await self._sleep_until(lane, next_due or now + IDLE_WAKE)
                     continue
                 for row in rows:
-                    if lane.stopping:
+                    if lane.should_stop():
                         break
                     await self._pace(lane)
                     await self.attempt(lane.target, lane.notifier, row)
@@ -172,11 +176,18 @@ class DeliveryWorker:
         if isinstance(outcome, Sent):
             await self._db(self._store.mark_delivered, row.id, now, outcome.handle)
             self.stats.delivered += 1
-            log.info("delivered %s (event %s, rule %s, attempt %d)", where, event.id, row.rule,
-                     attempts)
+            log.info(
+                "delivered %s (event %s, rule %s, attempt %d)", where, event.id, row.rule, attempts
+            )
         else:
-            decision = decide_retry(outcome, attempts=attempts, created_at=row.created_at,
-                                    now=now, limits=target.limits, jitter=self._jitter())
+            decision = decide_retry(
+                outcome,
+                attempts=attempts,
+                created_at=row.created_at,
+                now=now,
+                limits=target.limits,
+                jitter=self._jitter(),
+            )
             if isinstance(decision, GiveUp):
                 await self._db(self._store.mark_dead, row.id, now, decision.reason)
                 self.stats.dead += 1
@@ -184,8 +195,12 @@ class DeliveryWorker:
             else:
                 await self._db(self._store.mark_retry, row.id, decision.at, outcome.reason)
                 self.stats.retried += 1
-                log.warning("retrying %s at %s: %s", where,
-                            decision.at.isoformat(timespec="seconds"), decision.reason)
+                log.warning(
+                    "retrying %s at %s: %s",
+                    where,
+                    decision.at.isoformat(timespec="seconds"),
+                    decision.reason,
+                )
                 if outcome.retry_after is not None:
                     # A rate limit applies to the whole destination, not just this row.
                     lane = self._lanes.get(target.name)
@@ -195,16 +210,20 @@ class DeliveryWorker:
         self._on_progress()
         return outcome
 
-    async def drain_once(self, targets: Mapping[str, Target],
-                         notifiers: Mapping[str, Notifier]) -> int:
+    async def drain_once(
+        self, targets: Mapping[str, Target], notifiers: Mapping[str, Notifier]
+    ) -> int:
         """Send every row due now, once, target by target (the `once` command)."""
         attempted = 0
         for name, target in targets.items():
             lane = _Lane(target, notifiers[name])
             seen: set[int] = set()
             while True:
-                rows = [r for r in await self._db(self._store.due, name, self._clock(), BATCH)
-                        if r.id not in seen]
+                rows = [
+                    r
+                    for r in await self._db(self._store.due, name, self._clock(), BATCH)
+                    if r.id not in seen
+                ]
                 if not rows:
                     break
                 for row in rows:

@@ -103,8 +103,9 @@ class _Printer:
         body = received.json if isinstance(received.json, dict) else {}
         session = body.get("session") or {}
         verdict = "signature ok" if received.signature_valid else "BAD SIGNATURE"
-        self.line(f"  [webhook {verdict}] {body.get('type')} {session.get('id')} "
-                  f"{body.get('data')}")
+        self.line(
+            f"  [webhook {verdict}] {body.get('type')} {session.get('id')} {body.get('data')}"
+        )
 
 
 def run_demo(*, duration: float | None, sessions: int, out: TextIO) -> int:
@@ -127,14 +128,16 @@ def run_demo(*, duration: float | None, sessions: int, out: TextIO) -> int:
             sim.add_session(session_id, title=TITLES[index % len(TITLES)])
             ids.append(session_id)
         config = Path(tmp) / "config.yaml"
-        config.write_text(CONFIG_TEMPLATE.format(
-            api_url=sim.url,
-            state=Path(tmp) / "state.db",
-            sessions="\n".join(f"  - id: {sid}\n    labels: {{team: demo}}" for sid in ids),
-            channel=DEMO_CHANNEL,
-            slack_url=slack.url,
-            webhook_url=receiver.url,
-        ))
+        config.write_text(
+            CONFIG_TEMPLATE.format(
+                api_url=sim.url,
+                state=Path(tmp) / "state.db",
+                sessions="\n".join(f"  - id: {sid}\n    labels: {{team: demo}}" for sid in ids),
+                channel=DEMO_CHANNEL,
+                slack_url=slack.url,
+                webhook_url=receiver.url,
+            )
+        )
         env = {
             "DEMO_FACTORY_API_KEY": api_key,
             "DEMO_SLACK_TOKEN": slack_token,
@@ -142,16 +145,21 @@ def run_demo(*, duration: float | None, sessions: int, out: TextIO) -> int:
             "DEMO_WEBHOOK_SECRET": webhook_secret,
         }
         settings = load_settings(config, env=env)
-        print(f"factory-watcher demo: simulated Factory API at {sim.url} with "
-              f"{sessions} session(s); Slack, Slack webhook and webhook sinks on 127.0.0.1.",
-              file=out, flush=True)
-        print("Sessions start, run, finish, get archived or deleted; notifications appear "
-              "below as the sinks receive them." + (" Ctrl-C to stop." if not duration else ""),
-              file=out, flush=True)
+        print(
+            f"factory-watcher demo: simulated Factory API at {sim.url} with "
+            f"{sessions} session(s); Slack, Slack webhook and webhook sinks on 127.0.0.1.",
+            file=out,
+            flush=True,
+        )
+        print(
+            "Sessions start, run, finish, get archived or deleted; notifications appear "
+            "below as the sinks receive them." + (" Ctrl-C to stop." if not duration else ""),
+            file=out,
+            flush=True,
+        )
         with Autopilot(sim, rng, AutopilotOdds(mean_dwell_s=4.0)) as autopilot:
             autopilot.run_in_thread(0.5)
             watcher = Watcher(settings, reload=lambda: load_settings(config, env=env))
             anyio.run(run_until, watcher, duration, backend="asyncio")
         print(f"demo finished: {printer.count} notification(s) received.", file=out, flush=True)
     return 0
-

@@ -82,8 +82,9 @@ class FaultPlan:
         return None
 
 
-def send_json(handler: BaseHTTPRequestHandler, status: int, body: Any,
-              headers: dict[str, str] | None = None) -> None:
+def send_json(
+    handler: BaseHTTPRequestHandler, status: int, body: Any, headers: dict[str, str] | None = None
+) -> None:
     """Write a complete JSON response."""
     data = json.dumps(body).encode()
     handler.send_response(status)
@@ -95,8 +96,13 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, body: Any,
     handler.wfile.write(data)
 
 
-def _send_raw(handler: BaseHTTPRequestHandler, status: int, content_type: str, data: bytes,
-              headers: dict[str, str] | None = None) -> None:
+def _send_raw(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    content_type: str,
+    data: bytes,
+    headers: dict[str, str] | None = None,
+) -> None:
     handler.send_response(status)
     handler.send_header("Content-Type", content_type)
     handler.send_header("Content-Length", str(len(data)))
@@ -116,17 +122,22 @@ def apply_fault(handler: BaseHTTPRequestHandler, rule: FaultRule, closing: threa
     if fault is Fault.HTTP_500:
         send_json(handler, 500, _error_body(500, "Internal Server Error"))
     elif fault is Fault.HTTP_502_HTML:
-        _send_raw(handler, 502, "text/html",
-                  b"<html><body><h1>502 Bad Gateway</h1></body></html>")
+        _send_raw(handler, 502, "text/html", b"<html><body><h1>502 Bad Gateway</h1></body></html>")
     elif fault is Fault.HTTP_503:
         send_json(handler, 503, _error_body(503, "Service Unavailable"))
     elif fault is Fault.HTTP_429:
-        send_json(handler, 429, {**_error_body(429, "Too Many Requests"),
-                                 "ok": False, "error": "ratelimited"})
+        send_json(
+            handler,
+            429,
+            {**_error_body(429, "Too Many Requests"), "ok": False, "error": "ratelimited"},
+        )
     elif fault is Fault.HTTP_429_RETRY_AFTER:
-        send_json(handler, 429, {**_error_body(429, "Too Many Requests"),
-                                 "ok": False, "error": "ratelimited"},
-                  headers={"Retry-After": rule.retry_after})
+        send_json(
+            handler,
+            429,
+            {**_error_body(429, "Too Many Requests"), "ok": False, "error": "ratelimited"},
+            headers={"Retry-After": rule.retry_after},
+        )
     elif fault is Fault.TRUNCATED_JSON:
         _send_raw(handler, 200, "application/json", b'{"sessionId": "abc", "status": "ru')
     elif fault is Fault.GARBAGE:
@@ -142,8 +153,7 @@ def apply_fault(handler: BaseHTTPRequestHandler, rule: FaultRule, closing: threa
         handler.close_connection = True
     elif fault is Fault.RESET:
         # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
-        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                      struct.pack("ii", 1, 0))
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         handler.close_connection = True
         with contextlib.suppress(OSError):
             handler.connection.close()
@@ -183,8 +193,9 @@ class LoopbackServer:
 
     def start(self) -> Self:
         """Serve in a background thread; returns self for chaining."""
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name=type(self).__name__, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name=type(self).__name__, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -199,8 +210,12 @@ class LoopbackServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
@@ -209,7 +224,7 @@ class FakeHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     @property

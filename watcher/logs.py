@@ -26,8 +26,9 @@ class RedactingFilter(logging.Filter):
 
     def update(self, secrets: Iterable[str]) -> None:
         """Replace the set of values to mask (after a reload)."""
-        self.secrets = tuple(sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH},
-                                    key=len, reverse=True))
+        self.secrets = tuple(
+            sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+        )
 
     def redact(self, text: str) -> str:
         """`text` with every secret masked."""
@@ -47,12 +48,14 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO", *, stream: TextIO | None = None,
-                      secrets: Iterable[str] = ()) -> RedactingFilter:
+def configure_logging(
+    level: str = "INFO", *, stream: TextIO | None = None, secrets: Iterable[str] = ()
+) -> RedactingFilter:
     """Log to stderr as `time level logger: message`; returns the redaction filter."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                           "%Y-%m-%dT%H:%M:%S%z"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+    )
     redactor = RedactingFilter(secrets)
     handler.addFilter(redactor)
     root = logging.getLogger()

@@ -343,8 +343,10 @@ class SqliteStore:
         Only the oldest pending row of each (target, session) lane is eligible,
         so one session's notifications reach a target in order.
         """
+        # Constant SQL; every value is a bound parameter.
         sql = (
-            self._SELECT + " WHERE o.id IN (SELECT MIN(id) FROM outbox"
+            self._SELECT  # noqa: S608
+            + " WHERE o.id IN (SELECT MIN(id) FROM outbox"
             " WHERE target=? AND status='pending' GROUP BY lane)"
             " AND o.next_attempt_at <= ? ORDER BY o.id LIMIT ?"
         )
@@ -373,8 +375,7 @@ class SqliteStore:
         """A failed attempt; the row stays pending until `at`."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE outbox SET attempts=attempts+1, next_attempt_at=?, last_error=?"
-                " WHERE id=?",
+                "UPDATE outbox SET attempts=attempts+1, next_attempt_at=?, last_error=? WHERE id=?",
                 (_ts(at), error, row_id),
             )
 
@@ -423,7 +424,9 @@ class SqliteStore:
     def counts(self) -> Mapping[OutboxStatus, int]:
         """How many outbox rows of each status."""
         with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall()
+            rows = self._db.execute(
+                "SELECT status, COUNT(*) FROM outbox GROUP BY status"
+            ).fetchall()
         found = {OutboxStatus(s): n for s, n in rows}
         return {s: found.get(s, 0) for s in OutboxStatus}
 

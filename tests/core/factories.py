@@ -31,8 +31,16 @@ def later(snapshot: Snapshot, seconds: int = 30, **changes: Any) -> Snapshot:
 
 def ref(**changes: Any) -> SessionRef:
     """The session reference events about s1 carry."""
-    return replace(SessionRef(id="s1", title="Refactor billing", status="running",
-                              name="nightly", labels={"team": "platform"}), **changes)
+    return replace(
+        SessionRef(
+            id="s1",
+            title="Refactor billing",
+            status="running",
+            name="nightly",
+            labels={"team": "platform"},
+        ),
+        **changes,
+    )
 
 
 def event(kind: EventType = EventType.STATUS_CHANGED, **changes: Any) -> Event:

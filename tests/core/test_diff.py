@@ -15,26 +15,52 @@ from watcher.core.settings import WatchedSession
 BASE = snap()
 DONE = T0 + timedelta(minutes=1)
 
-CASES: list[tuple[str, SessionState | None, SessionState, list[tuple[EventType, dict[str, object]]]]] = [
+CASES: list[
+    tuple[str, SessionState | None, SessionState, list[tuple[EventType, dict[str, object]]]]
+] = [
     ("first sight", None, BASE, [(EventType.DISCOVERED, {})]),
     ("nothing changed", BASE, BASE, []),
     ("only updatedAt moved", BASE, later(BASE), []),
-    ("running to idle", BASE, later(BASE, status="idle"),
-     [(EventType.STATUS_CHANGED, {"from": "running", "to": "idle"})]),
-    ("unknown status", BASE, later(BASE, status="hibernating"),
-     [(EventType.STATUS_CHANGED, {"from": "running", "to": "hibernating"})]),
-    ("completed appears with the status change and messages",
-     BASE, later(BASE, status="idle", completed_at=DONE, message_count=5),
-     [(EventType.STATUS_CHANGED, {"from": "running", "to": "idle"}),
-      (EventType.COMPLETED, {"completed_at": DONE.isoformat(), "duration_s": 660.0}),
-      (EventType.MESSAGES_ADDED, {"added": 2, "total": 5})]),
-    ("completedAt changes after a second run", snap(completed_at=DONE),
-     later(snap(completed_at=DONE), completed_at=DONE + timedelta(hours=1)),
-     [(EventType.COMPLETED, {"completed_at": (DONE + timedelta(hours=1)).isoformat(),
-                             "duration_s": 4260.0})]),
+    (
+        "running to idle",
+        BASE,
+        later(BASE, status="idle"),
+        [(EventType.STATUS_CHANGED, {"from": "running", "to": "idle"})],
+    ),
+    (
+        "unknown status",
+        BASE,
+        later(BASE, status="hibernating"),
+        [(EventType.STATUS_CHANGED, {"from": "running", "to": "hibernating"})],
+    ),
+    (
+        "completed appears with the status change and messages",
+        BASE,
+        later(BASE, status="idle", completed_at=DONE, message_count=5),
+        [
+            (EventType.STATUS_CHANGED, {"from": "running", "to": "idle"}),
+            (EventType.COMPLETED, {"completed_at": DONE.isoformat(), "duration_s": 660.0}),
+            (EventType.MESSAGES_ADDED, {"added": 2, "total": 5}),
+        ],
+    ),
+    (
+        "completedAt changes after a second run",
+        snap(completed_at=DONE),
+        later(snap(completed_at=DONE), completed_at=DONE + timedelta(hours=1)),
+        [
+            (
+                EventType.COMPLETED,
+                {"completed_at": (DONE + timedelta(hours=1)).isoformat(), "duration_s": 4260.0},
+            )
+        ],
+    ),
     ("message count shrinking is not an event", BASE, later(BASE, message_count=1), []),
-    ("archived", BASE, later(BASE, archived_at="2026-11-28T12:05:00Z"),
-     [(EventType.ARCHIVED, {"archived_at": "2026-11-28T12:05:00Z"})]),
+    (
+        "archived",
+        BASE,
+        later(BASE, archived_at="2026-11-28T12:05:00Z"),
+        [(EventType.ARCHIVED, {"archived_at": "2026-11-28T12:05:00Z"})],
+    ),
     ("already archived stays quiet", snap(archived_at="a"), later(snap(archived_at="a")), []),
     ("deleted after being seen", BASE, Gone("s1", BASE), [(EventType.DELETED, {})]),
     ("404 for a session never seen", None, Gone("s1"), []),
@@ -43,10 +69,15 @@ CASES: list[tuple[str, SessionState | None, SessionState, list[tuple[EventType, 
 ]
 
 
-@pytest.mark.parametrize(("name", "previous", "current", "expected"), CASES,
-                         ids=[c[0] for c in CASES])
-def test_transitions(name: str, previous: SessionState | None, current: SessionState,
-                     expected: list[tuple[EventType, dict[str, object]]]) -> None:
+@pytest.mark.parametrize(
+    ("name", "previous", "current", "expected"), CASES, ids=[c[0] for c in CASES]
+)
+def test_transitions(
+    name: str,
+    previous: SessionState | None,
+    current: SessionState,
+    expected: list[tuple[EventType, dict[str, object]]],
+) -> None:
     """Each transition yields exactly the catalog events, in order, with their data."""
     events = diff_states(previous, current, ref(), T0)
     assert [(e.type, dict(e.data)) for e in events] == expected
@@ -72,8 +103,11 @@ def test_a_later_identical_transition_has_a_new_id() -> None:
 def test_event_ids_differ_by_session_and_type() -> None:
     """Ids are namespaced by session and event type."""
     cause = {"updated_at": 1}
-    ids = {event_id("a", EventType.ARCHIVED, cause), event_id("b", EventType.ARCHIVED, cause),
-           event_id("a", EventType.DELETED, cause)}
+    ids = {
+        event_id("a", EventType.ARCHIVED, cause),
+        event_id("b", EventType.ARCHIVED, cause),
+        event_id("a", EventType.DELETED, cause),
+    }
     assert len(ids) == 3
 
 
@@ -87,11 +121,14 @@ def test_occurred_at_comes_from_the_snapshot_or_now() -> None:
 
 @pytest.mark.parametrize(
     ("previous", "current", "changed"),
-    [(None, BASE, True), (BASE, BASE, False), (BASE, later(BASE), True),
-     (Gone("s1", BASE), Gone("s1", BASE), False)],
+    [
+        (None, BASE, True),
+        (BASE, BASE, False),
+        (BASE, later(BASE), True),
+        (Gone("s1", BASE), Gone("s1", BASE), False),
+    ],
 )
-def test_state_changed(previous: SessionState | None, current: SessionState,
-                       changed: bool) -> None:
+def test_state_changed(previous: SessionState | None, current: SessionState, changed: bool) -> None:
     """Only a different state needs storing."""
     assert state_changed(previous, current) is changed
 

@@ -23,8 +23,9 @@ def test_blip_shorter_than_threshold_sends_nothing() -> None:
     assert first.health.state is ApiState.FAILING
     assert first.event is None
     assert first.note == "Factory API is failing: HTTP 503"
-    again = observe(first.health, ok=False, now=T0 + timedelta(seconds=60), threshold=LIMIT,
-                    reason="timed out")
+    again = observe(
+        first.health, ok=False, now=T0 + timedelta(seconds=60), threshold=LIMIT, reason="timed out"
+    )
     assert again.health.state is ApiState.FAILING
     assert again.health.reason == "timed out"
     assert (again.event, again.note) == (None, None)

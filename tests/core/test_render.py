@@ -34,12 +34,21 @@ def all_text(message: SlackMessage) -> str:
     ("kind", "data", "expected"),
     [
         (EventType.DISCOVERED, {}, "Now watching nightly (running)"),
-        (EventType.STATUS_CHANGED, {"from": "running", "to": "idle"},
-         "nightly finished its run (running → idle)"),
-        (EventType.STATUS_CHANGED, {"from": "idle", "to": "running"},
-         "nightly is now running (was idle)"),
-        (EventType.COMPLETED, {"duration_s": 3725.0, "completed_at": "x"},
-         "nightly completed (1h 2m 5s since it was created)"),
+        (
+            EventType.STATUS_CHANGED,
+            {"from": "running", "to": "idle"},
+            "nightly finished its run (running → idle)",
+        ),
+        (
+            EventType.STATUS_CHANGED,
+            {"from": "idle", "to": "running"},
+            "nightly is now running (was idle)",
+        ),
+        (
+            EventType.COMPLETED,
+            {"duration_s": 3725.0, "completed_at": "x"},
+            "nightly completed (1h 2m 5s since it was created)",
+        ),
         (EventType.MESSAGES_ADDED, {"added": 2, "total": 9}, "nightly: 2 new message(s), 9 in all"),
         (EventType.ARCHIVED, {"archived_at": "x"}, "nightly was archived"),
         (EventType.DELETED, {}, "nightly was deleted"),
@@ -112,8 +121,11 @@ def test_webhook_body_keeps_text_verbatim_in_utf8() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "expected"),
-    [(TargetKind.SLACK, SlackMessage), (TargetKind.SLACK_WEBHOOK, SlackMessage),
-     (TargetKind.WEBHOOK, WebhookMessage)],
+    [
+        (TargetKind.SLACK, SlackMessage),
+        (TargetKind.SLACK_WEBHOOK, SlackMessage),
+        (TargetKind.WEBHOOK, WebhookMessage),
+    ],
 )
 def test_render_for_each_target_kind(kind: TargetKind, expected: type) -> None:
     """Each target kind gets the message type its notifier sends."""

@@ -32,18 +32,35 @@ MATCH_CASES = [
     ("label matches", rule(labels={"team": "platform"}), event(), True, ""),
     ("label differs", rule(labels={"team": "web"}), event(), False, "label team='platform'"),
     ("label missing", rule(labels={"env": "prod"}), event(), False, "label env=None"),
-    ("unnamed session", rule(session_globs=("night*",)), event(session=ref(name=None)), False,
-     "matches none"),
-    ("watcher event vs session condition",
-     rule(on=("watcher.api_unavailable",), labels={"team": "platform"}),
-     event(EventType.API_UNAVAILABLE, session=None), False, "concerns no session"),
-    ("watcher event, no session condition", rule(on=("watcher.api_unavailable",)),
-     event(EventType.API_UNAVAILABLE, session=None), True, ""),
+    (
+        "unnamed session",
+        rule(session_globs=("night*",)),
+        event(session=ref(name=None)),
+        False,
+        "matches none",
+    ),
+    (
+        "watcher event vs session condition",
+        rule(on=("watcher.api_unavailable",), labels={"team": "platform"}),
+        event(EventType.API_UNAVAILABLE, session=None),
+        False,
+        "concerns no session",
+    ),
+    (
+        "watcher event, no session condition",
+        rule(on=("watcher.api_unavailable",)),
+        event(EventType.API_UNAVAILABLE, session=None),
+        True,
+        "",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "the_rule", "the_event", "matched", "reason"), MATCH_CASES,
-                         ids=[c[0] for c in MATCH_CASES])
+@pytest.mark.parametrize(
+    ("name", "the_rule", "the_event", "matched", "reason"),
+    MATCH_CASES,
+    ids=[c[0] for c in MATCH_CASES],
+)
 def test_judge(name: str, the_rule: Rule, the_event: Any, matched: bool, reason: str) -> None:
     """Each condition is checked, and a miss names the condition that failed."""
     verdict = judge(the_rule, the_event)
@@ -53,8 +70,11 @@ def test_judge(name: str, the_rule: Rule, the_event: Any, matched: bool, reason:
 
 def test_route_one_per_target_first_rule_wins() -> None:
     """Two rules naming one target send one notification, attributed to the first rule."""
-    rules = [rule(name="a", notify=("slack", "hook")), rule(name="b", notify=("slack", "ops")),
-             rule(name="c", on=("session.archived",), notify=("pager",))]
+    rules = [
+        rule(name="a", notify=("slack", "hook")),
+        rule(name="b", notify=("slack", "ops")),
+        rule(name="c", on=("session.archived",), notify=("pager",)),
+    ]
     assert route(rules, event()) == (Route("a", "slack"), Route("a", "hook"), Route("b", "ops"))
 
 

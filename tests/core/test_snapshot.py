@@ -26,8 +26,14 @@ FULL: dict[str, Any] = {
     "computerId": "cmp-1",
     "sessionSettings": {
         "model": "claude",
-        "tokenUsage": {"inputTokens": 10, "outputTokens": 5, "cacheCreationTokens": 1,
-                       "cacheReadTokens": 2, "thinkingTokens": 3, "factoryCredits": 0.5},
+        "tokenUsage": {
+            "inputTokens": 10,
+            "outputTokens": 5,
+            "cacheCreationTokens": 1,
+            "cacheReadTokens": 2,
+            "thinkingTokens": 3,
+            "factoryCredits": 0.5,
+        },
         "archivedAt": "2026-11-28T12:00:00Z",
         "tags": [{"name": "nightly"}, {"name": "x", "metadata": {"k": "v"}}, {"bad": 1}],
     },
@@ -50,9 +56,15 @@ def test_full_payload_reads_every_field() -> None:
 
 def test_minimal_payload_with_unknown_status_and_extra_fields() -> None:
     """Only required fields, an unknown status and unknown keys are all fine."""
-    payload = {"sessionId": "a", "status": "thinking-hard", "messageCount": 0,
-               "createdAt": 1, "updatedAt": 2, "somethingNew": {"x": 1},
-               "sessionSettings": {"tokenUsage": {"inputTokens": "many"}, "tags": "oops"}}
+    payload = {
+        "sessionId": "a",
+        "status": "thinking-hard",
+        "messageCount": 0,
+        "createdAt": 1,
+        "updatedAt": 2,
+        "somethingNew": {"x": 1},
+        "sessionSettings": {"tokenUsage": {"inputTokens": "many"}, "tags": "oops"},
+    }
     snapshot = parse_snapshot(payload)
     assert snapshot.status == "thinking-hard"
     assert snapshot.completed_at is None

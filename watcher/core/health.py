@@ -62,7 +62,9 @@ def observe(
                 session=None,
                 data={"down_since": health.since.isoformat(), "down_for_s": down_for},
             )
-            return HealthChange(ApiHealth(), event, f"Factory API reachable again after {down_for:.0f}s")
+            return HealthChange(
+                ApiHealth(), event, f"Factory API reachable again after {down_for:.0f}s"
+            )
         note = "Factory API answering again" if health.state is ApiState.FAILING else None
         return HealthChange(ApiHealth(), None, note)
     if health.state is ApiState.UP:

@@ -74,7 +74,8 @@ def headline(event: Event) -> str:
         took = format_duration(float(data.get("duration_s", 0)))
         return f":white_check_mark: {name} completed ({took} since it was created)"
     if event.type is EventType.MESSAGES_ADDED:
-        return f":speech_balloon: {name}: {data.get('added')} new message(s), {data.get('total')} in all"
+        added, total = data.get("added"), data.get("total")
+        return f":speech_balloon: {name}: {added} new message(s), {total} in all"
     if event.type is EventType.ARCHIVED:
         return f":file_cabinet: {name} was archived"
     return f":wastebasket: {name} was deleted"

@@ -37,7 +37,7 @@ def backoff(attempts: int, jitter: float) -> timedelta:
     """
     exponent = min(max(attempts - 1, 0), 30)
     ceiling = min(MAX_DELAY, BASE_DELAY * (2**exponent))
-    return ceiling * jitter
+    return timedelta(seconds=ceiling.total_seconds() * jitter)
 
 
 def decide_retry(

@@ -36,7 +36,9 @@ def judge(rule: Rule, event: Event) -> Verdict:
     if str(event.type) not in rule.on:
         return Verdict(rule, False, f"event {event.type} is not in on={list(rule.on)}")
     if rule.from_status and not _any_glob(str(event.data.get("from", "")), rule.from_status):
-        return Verdict(rule, False, f"from={event.data.get('from')!r} not in {list(rule.from_status)}")
+        return Verdict(
+            rule, False, f"from={event.data.get('from')!r} not in {list(rule.from_status)}"
+        )
     if rule.to_status and not _any_glob(str(event.data.get("to", "")), rule.to_status):
         return Verdict(rule, False, f"to={event.data.get('to')!r} not in {list(rule.to_status)}")
     session = event.session
@@ -45,10 +47,14 @@ def judge(rule: Rule, event: Event) -> Verdict:
             return Verdict(rule, False, "event concerns no session")
         names = [session.id] + ([session.name] if session.name else [])
         if rule.session_globs and not any(_any_glob(n, rule.session_globs) for n in names):
-            return Verdict(rule, False, f"session {session.id!r} matches none of {list(rule.session_globs)}")
+            return Verdict(
+                rule, False, f"session {session.id!r} matches none of {list(rule.session_globs)}"
+            )
         for key, wanted in rule.labels.items():
             if session.labels.get(key) != wanted:
-                return Verdict(rule, False, f"label {key}={session.labels.get(key)!r}, wanted {wanted!r}")
+                return Verdict(
+                    rule, False, f"label {key}={session.labels.get(key)!r}, wanted {wanted!r}"
+                )
     return Verdict(rule, True, "all conditions hold")
 
 

@@ -24,7 +24,7 @@ def to_unix_ms(value: datetime) -> int:
     return round(value.timestamp() * 1000)
 
 
-def _required(payload: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+def _required(payload: Mapping[str, Any], key: str, kind: Any) -> Any:
     value = payload.get(key)
     if value is None:
         raise SnapshotError(f"missing required field {key!r}")
@@ -84,14 +84,14 @@ def parse_snapshot(payload: Any) -> Snapshot:
         for tag in (raw_tags if isinstance(raw_tags, list) else [])
         if isinstance(tag, Mapping) and isinstance(tag.get("name"), str)
     )
-    message_count = _required(payload, "messageCount", int | float)
+    message_count = _required(payload, "messageCount", (int, float))
     title = payload.get("title")
     return Snapshot(
         session_id=_required(payload, "sessionId", str),
         status=_required(payload, "status", str),
         message_count=int(message_count),
-        created_at=from_unix_ms(_required(payload, "createdAt", int | float)),
-        updated_at=from_unix_ms(_required(payload, "updatedAt", int | float)),
+        created_at=from_unix_ms(_required(payload, "createdAt", (int, float))),
+        updated_at=from_unix_ms(_required(payload, "updatedAt", (int, float))),
         title=title if isinstance(title, str) else "",
         completed_at=_optional_ms(payload, "completedAt"),
         archived_at=_optional_str(settings, "archivedAt"),

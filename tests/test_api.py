@@ -1,0 +1,149 @@
+"""The Factory API client: auth, parsing and failure classification."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from tests.core.factories import T0
+from watcher.api import FactoryClient, classify_response
+from watcher.core.poll import Fetched, FetchFailed, FetchFailureKind, NotFound
+from watcher.core.secret import Secret
+from watcher.fakehttp import Fault, FaultRule
+from watcher.sim import FactorySimulator
+
+KEY = "fk-test-key-123"
+
+
+@pytest.fixture
+def sim() -> Iterator[FactorySimulator]:
+    """A simulator with one running session."""
+    with FactorySimulator(KEY) as server:
+        server.add_session("s1", title="Nightly", status="running", message_count=2)
+        yield server
+
+
+@pytest.fixture
+async def client(sim: FactorySimulator) -> AsyncIterator[FactoryClient]:
+    """A client for the simulator with a short timeout."""
+    api = FactoryClient(sim.url, Secret(KEY), timeout=0.5, concurrency=4)
+    yield api
+    await api.aclose()
+
+
+@pytest.mark.anyio
+async def test_fetch_reads_the_session(client: FactoryClient, sim: FactorySimulator) -> None:
+    """A 200 becomes a snapshot; the request carried the bearer key."""
+    result = await client.fetch_session("s1")
+    assert isinstance(result, Fetched)
+    assert (result.snapshot.session_id, result.snapshot.status) == ("s1", "running")
+    assert result.snapshot.message_count == 2
+    assert sim.request_count("s1") == 1
+
+
+@pytest.mark.anyio
+async def test_unknown_and_deleted_sessions_are_not_found(
+    client: FactoryClient, sim: FactorySimulator
+) -> None:
+    """404 is NotFound, for a session never seen and for a deleted one."""
+    assert isinstance(await client.fetch_session("nope"), NotFound)
+    sim.delete("s1")
+    assert isinstance(await client.fetch_session("s1"), NotFound)
+
+
+@pytest.mark.anyio
+async def test_rejected_key_is_an_auth_failure(
+    client: FactoryClient, sim: FactorySimulator
+) -> None:
+    """401 says plainly that the key was rejected, without quoting it."""
+    sim.set_api_key("fk-rotated")
+    result = await client.fetch_session("s1")
+    assert isinstance(result, FetchFailed)
+    assert result.kind is FetchFailureKind.AUTH
+    assert "the API key was rejected" in result.reason
+    assert KEY not in result.reason
+    assert KEY not in repr(client)
+
+
+FAULTS = [
+    (Fault.HTTP_500, "HTTP 500", None),
+    (Fault.HTTP_502_HTML, "HTTP 502: <html>", None),
+    (Fault.HTTP_503, "HTTP 503", None),
+    (Fault.HTTP_429, "HTTP 429", None),
+    (Fault.HTTP_429_RETRY_AFTER, "HTTP 429", timedelta(seconds=7)),
+    (Fault.TRUNCATED_JSON, "body is not JSON", None),
+    (Fault.GARBAGE, "body is not JSON", None),
+    (Fault.STALL, "", None),
+    (Fault.RESET, "connection", None),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("fault", "reason", "retry_after"), FAULTS, ids=[f[0] for f in FAULTS])
+async def test_faults_are_retryable(
+    client: FactoryClient,
+    sim: FactorySimulator,
+    fault: Fault,
+    reason: str,
+    retry_after: timedelta | None,
+) -> None:
+    """Every server or network fault is a retryable failure, never a snapshot."""
+    sim.faults.add(FaultRule(fault, "/api/v0/sessions/s1", retry_after="7", stall_seconds=5))
+    result = await client.fetch_session("s1")
+    assert isinstance(result, FetchFailed)
+    assert result.kind is FetchFailureKind.RETRYABLE
+    assert reason in result.reason
+    assert result.retry_after == retry_after
+    assert isinstance(await client.fetch_session("s1"), Fetched)  # the fault was one-off
+
+
+@pytest.mark.anyio
+async def test_connection_refused_is_retryable() -> None:
+    """Nothing listening is a retryable failure."""
+    with FactorySimulator(KEY) as gone:
+        url = gone.url
+    api = FactoryClient(url, Secret(KEY), timeout=0.5)
+    try:
+        result = await api.fetch_session("s1")
+    finally:
+        await api.aclose()
+    assert isinstance(result, FetchFailed)
+    assert result.kind is FetchFailureKind.RETRYABLE
+    assert "connection failed" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "kind", "reason"),
+    [
+        (
+            403,
+            b'{"detail": "feature not enabled", "status": 403, "title": "Forbidden"}',
+            {},
+            FetchFailureKind.AUTH,
+            "HTTP 403: the API key may not read sessions",
+        ),
+        (200, b'{"sessionId": 1}', {}, FetchFailureKind.RETRYABLE, "unreadable session"),
+        (504, b"", {}, FetchFailureKind.RETRYABLE, "HTTP 504"),
+        (418, b"[1]", {}, FetchFailureKind.RETRYABLE, "HTTP 418"),
+        (
+            429,
+            b"",
+            {"Retry-After": "Sat, 28 Nov 2026 12:01:00 GMT"},
+            FetchFailureKind.RETRYABLE,
+            "HTTP 429",
+        ),
+    ],
+)
+def test_classify_response(
+    status: int, body: bytes, headers: dict[str, str], kind: FetchFailureKind, reason: str
+) -> None:
+    """Classification of responses the simulator does not produce."""
+    result = classify_response(httpx.Response(status, content=body, headers=headers), T0)
+    assert isinstance(result, FetchFailed)
+    assert result.kind is kind
+    assert result.reason.startswith(reason)
+    if "Retry-After" in headers:
+        assert result.retry_after == timedelta(seconds=60)

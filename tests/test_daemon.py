@@ -1,0 +1,163 @@
+"""The watcher end to end, in process, over real loopback HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.rig import CHANNEL, Rig, running_rig, wait_for
+from watcher.daemon import Watcher
+from watcher.fakehttp import Fault, FaultRule
+from watcher.store import OutboxStatus
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    """Simulator and sinks on loopback."""
+    with running_rig(tmp_path) as running:
+        yield running
+
+
+async def cycle(watcher: Watcher) -> None:
+    """One poll of every session and one delivery pass."""
+    await watcher.poll_all()
+    await watcher.deliver_due()
+
+
+def webhook_types(rig: Rig) -> list[tuple[str, str]]:
+    """(type, session id) of every webhook the receiver accepted."""
+    return [
+        (r.json["type"], r.json["session"]["id"]) for r in rig.receiver.requests if r.status < 300
+    ]
+
+
+@pytest.mark.anyio
+async def test_transitions_reach_the_right_targets_once(rig: Rig) -> None:
+    """Each routed transition is delivered once to each of its targets, nothing else is."""
+    settings = rig.with_sessions("s1", "s2")
+    watcher = Watcher(settings)
+    try:
+        await cycle(watcher)  # discovery: no rule routes it
+        assert rig.slack.messages == []
+        rig.sim.complete_run("s1")
+        rig.sim.add_messages("s2", 3)  # no rule for messages
+        await cycle(watcher)
+        await cycle(watcher)  # nothing new: nothing sent again
+        rig.sim.archive("s1")
+        rig.sim.delete("s2")
+        await cycle(watcher)
+        await cycle(watcher)
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+    assert [m.channel for m in rig.slack.messages] == [CHANNEL]
+    assert "finished its run" in rig.slack.messages[0].text
+    assert sorted(webhook_types(rig)) == sorted(
+        [("session.completed", "s1"), ("session.archived", "s1"), ("session.deleted", "s2")]
+    )
+    assert all(r.signature_valid for r in rig.receiver.requests)
+    texts = [m.payload["text"] for m in rig.slack_hook.messages]
+    assert len(texts) == 2
+    assert any("archived" in t for t in texts)
+    assert any("deleted" in t for t in texts)
+
+
+@pytest.mark.anyio
+async def test_restart_catches_up_and_sends_nothing_twice(rig: Rig) -> None:
+    """Transitions while the watcher was down are found on the next start, once."""
+    settings = rig.with_sessions("s1")
+    first = Watcher(settings)
+    await cycle(first)
+    rig.sim.complete_run("s1")
+    await cycle(first)
+    await first.aclose()
+    first.store.close()
+    assert len(rig.slack.messages) == 1
+
+    rig.sim.start_run("s1")
+    rig.sim.complete_run("s1")  # a whole second run while nobody watched
+    second = Watcher(settings)
+    try:
+        await cycle(second)
+        await cycle(second)
+    finally:
+        await second.aclose()
+        second.store.close()
+    assert len(rig.slack.messages) == 1  # idle -> idle: no status change seen
+    assert [t for t, _ in webhook_types(rig)] == ["session.completed", "session.completed"]
+
+
+@pytest.mark.anyio
+async def test_failed_polls_derive_no_transition(rig: Rig) -> None:
+    """Garbage, errors and 404-looking faults never produce events."""
+    settings = rig.with_sessions("s1")
+    watcher = Watcher(settings)
+    try:
+        await cycle(watcher)
+        for fault in (Fault.GARBAGE, Fault.HTTP_503, Fault.TRUNCATED_JSON, Fault.RESET):
+            rig.sim.faults.add(FaultRule(fault, "/api/v0/sessions/s1"))
+            report = await watcher.poll("s1")
+            assert report.failure is not None
+            assert report.events == ()
+        assert watcher.stats.failed_polls == 4
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+
+
+@pytest.mark.anyio
+async def test_long_outage_is_one_event_each_way(rig: Rig) -> None:
+    """An API outage past the threshold yields one unavailable and one recovered message."""
+    settings = rig.with_sessions("s1", "s2")
+    base = datetime.now(UTC)
+    clock_offset = [0.0]
+    watcher = Watcher(settings, clock=lambda: base + timedelta(seconds=clock_offset[0]))
+    try:
+        await cycle(watcher)
+        rig.sim.faults.add(FaultRule(Fault.HTTP_503, "/api/v0/sessions/", times=-1))
+        for step in range(5):
+            clock_offset[0] = step * 1.0
+            await cycle(watcher)
+        rig.sim.faults.clear()
+        clock_offset[0] = 10.0
+        await cycle(watcher)
+        await cycle(watcher)
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+    texts = [m.payload["text"] for m in rig.slack_hook.messages]
+    assert len(texts) == 2
+    assert "Factory API unavailable" in texts[0]
+    assert "reachable again" in texts[1]
+
+
+@pytest.mark.anyio
+async def test_run_polls_on_schedule_and_stops_cleanly(rig: Rig) -> None:
+    """`run` polls on APScheduler's clock, delivers, and drains on request_stop."""
+    settings = rig.with_sessions("s1")
+    watcher = Watcher(settings)
+    ready = anyio.Event()
+
+    async def drive() -> None:
+        await ready.wait()
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: rig.sim.request_count("s1") >= 2, what="two scheduled polls")
+        )
+        rig.sim.complete_run("s1")
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: rig.slack.messages, what="the slack message")
+        )
+        watcher.request_stop()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await watcher.run(on_ready=ready.set, handle_signals=False)
+    assert "finished its run" in rig.slack.messages[0].text
+    counts = watcher.store_counts()
+    assert counts[OutboxStatus.DELIVERED] == 2  # slack + completed webhook
+    assert counts[OutboxStatus.PENDING] == 0

@@ -1,0 +1,150 @@
+"""The SQLite state store and outbox."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.core.factories import T0, event, snap
+from watcher.core.model import EventType, Gone
+from watcher.core.rules import Route
+from watcher.store import OutboxStatus, SqliteStore, StoreError
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """A store in a fresh file."""
+    opened = SqliteStore(tmp_path / "state" / "state.db")
+    yield opened
+    opened.close()
+
+
+def two_events() -> list:
+    """Two events on s1 and one on s2."""
+    return [
+        event(id="e1"),
+        event(EventType.ARCHIVED, id="e2"),
+        event(id="e3", session=event().session.__class__(id="s2")),
+    ]
+
+
+def test_pragmas_are_wal_and_full_sync(store: SqliteStore) -> None:
+    """The database runs in WAL mode with synchronous=FULL."""
+    db = sqlite3.connect(store.path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_state_round_trip(store: SqliteStore) -> None:
+    """Snapshots and Gone states come back as stored."""
+    assert store.load_state("s1") is None
+    store.record("s1", snap(), [], [], T0)
+    assert store.load_state("s1") == snap()
+    store.record("s1", Gone("s1", snap()), [], [], T0)
+    assert store.load_state("s1") == Gone("s1", snap())
+    assert store.load_states() == {"s1": Gone("s1", snap())}
+
+
+def test_record_is_idempotent(store: SqliteStore) -> None:
+    """Recording the same events and routes twice queues each notification once."""
+    e = event()
+    routes = [(e, Route("r", "slack")), (e, Route("r", "hook"))]
+    assert store.record("s1", snap(), [e], routes, T0) == 2
+    assert store.record("s1", snap(), [e], routes, T0) == 0
+    assert store.counts()[OutboxStatus.PENDING] == 2
+
+
+def test_due_returns_one_head_per_session_lane_in_order(store: SqliteStore) -> None:
+    """Only the oldest pending row of each session is due, so order per session holds."""
+    events = two_events()
+    store.record_events(events, [(e, Route("r", "slack")) for e in events], T0)
+    due = store.due("slack", T0, 10)
+    assert [r.event.id for r in due] == ["e1", "e3"]
+    store.mark_delivered(due[0].id, T0, "ts1")
+    assert [r.event.id for r in store.due("slack", T0, 10)] == ["e2", "e3"]
+    assert store.due("other", T0, 10) == []
+
+
+def test_retry_holds_the_lane_until_due(store: SqliteStore) -> None:
+    """A row waiting for its retry blocks later rows of its session, not of others."""
+    events = two_events()
+    store.record_events(events, [(e, Route("r", "slack")) for e in events], T0)
+    first = store.due("slack", T0, 10)[0]
+    store.mark_retry(first.id, T0 + timedelta(seconds=30), "HTTP 503")
+    assert [r.event.id for r in store.due("slack", T0, 10)] == ["e3"]
+    assert store.next_due("slack") == T0
+    later = store.due("slack", T0 + timedelta(seconds=31), 10)
+    assert (later[0].event.id, later[0].attempts, later[0].last_error) == ("e1", 1, "HTTP 503")
+
+
+def test_dead_letters_can_be_listed_retried_and_purged(store: SqliteStore) -> None:
+    """Dead rows are kept with their error, can be queued again, or purged."""
+    e = event()
+    store.record_events([e], [(e, Route("r", "slack"))], T0)
+    row = store.due("slack", T0, 1)[0]
+    store.mark_dead(row.id, T0, "permanent failure: invalid_auth")
+    dead = store.list_outbox(OutboxStatus.DEAD)
+    assert [(d.id, d.last_error, d.attempts) for d in dead] == [
+        (row.id, "permanent failure: invalid_auth", 1)
+    ]
+    assert store.due("slack", T0, 1) == []
+    assert store.retry_dead(T0, [row.id + 100]) == 0
+    assert store.retry_dead(T0) == 1
+    assert store.due("slack", T0, 1)[0].attempts == 0
+    store.mark_dead(row.id, T0, "again")
+    assert store.purge(OutboxStatus.DEAD) == 1
+    assert store.list_outbox() == []
+    with pytest.raises(ValueError, match="cannot be purged"):
+        store.purge(OutboxStatus.PENDING)
+
+
+def test_state_survives_reopening(tmp_path: Path) -> None:
+    """What was committed is there after a restart."""
+    path = tmp_path / "s.db"
+    first = SqliteStore(path)
+    e = event()
+    first.record("s1", snap(), [e], [(e, Route("r", "slack"))], T0)
+    first.close()
+    second = SqliteStore(path)
+    assert second.load_state("s1") == snap()
+    assert second.due("slack", T0, 5)[0].event == e
+    assert second.pending_targets() == {"slack"}
+    assert second.integrity_ok()
+    second.close()
+
+
+@pytest.mark.parametrize("content", [b"this is not a database" * 100, b""])
+def test_unusable_file_is_a_store_error(tmp_path: Path, content: bytes) -> None:
+    """A file that is not our database is refused with a clear error."""
+    path = tmp_path / "s.db"
+    path.write_bytes(content)
+    if content:
+        with pytest.raises(StoreError, match="cannot open state database"):
+            SqliteStore(path)
+    else:
+        SqliteStore(path).close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A database written by a newer version is not touched."""
+    path = tmp_path / "s.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer than this"):
+        SqliteStore(path)
+
+
+def test_forget_sessions(store: SqliteStore) -> None:
+    """States of sessions no longer watched can be dropped."""
+    store.record("s1", snap(), [], [], T0)
+    store.record("s2", snap(session_id="s2"), [], [], T0)
+    assert store.forget_sessions(["s1"]) == 1
+    assert set(store.load_states()) == {"s1"}
