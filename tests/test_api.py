@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.core.factories import T0
+from tests.rig import wait_for
 from watcher.api import FactoryClient, classify_response
 from watcher.core.poll import Fetched, FetchFailed, FetchFailureKind, NotFound
 from watcher.core.secret import Secret
@@ -41,7 +42,7 @@ async def test_fetch_reads_the_session(client: FactoryClient, sim: FactorySimula
     assert isinstance(result, Fetched)
     assert (result.snapshot.session_id, result.snapshot.status) == ("s1", "running")
     assert result.snapshot.message_count == 2
-    assert sim.request_count("s1") == 1
+    wait_for(lambda: sim.request_count("s1") == 1, what="the request to be logged")
 
 
 @pytest.mark.anyio

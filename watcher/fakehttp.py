@@ -12,6 +12,7 @@ import json
 import socket
 import struct
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -54,7 +55,7 @@ class FaultPlan:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[list[Any]] = []  # [rule, remaining]
-        self.applied: list[tuple[str, Fault]] = []
+        self.applied: deque[tuple[str, Fault]] = deque(maxlen=1000)
         self.closing = threading.Event()
 
     def add(self, rule: FaultRule) -> None:
@@ -223,6 +224,9 @@ class FakeHandler(BaseHTTPRequestHandler):
     """Base handler: quiet logs, body reading, and fault injection before routing."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle each keep-alive
+    # request would wait ~40 ms for the delayed ACK.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         return
