@@ -19,7 +19,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/factory-watcher demo --duration $(DEMO_SECONDS)
+	$(BIN)/factory-watcher --log-level WARNING demo --duration $(DEMO_SECONDS)
 
 test: $(VENV)/.installed-dev lint typecheck pytest
 
