@@ -161,3 +161,66 @@ async def test_run_polls_on_schedule_and_stops_cleanly(rig: Rig) -> None:
     counts = watcher.store_counts()
     assert counts[OutboxStatus.DELIVERED] == 2  # slack + completed webhook
     assert counts[OutboxStatus.PENDING] == 0
+
+
+@pytest.mark.anyio
+async def test_failed_polls_back_off_and_recover(rig: Rig) -> None:
+    """A failing session is held back per the backoff; a success clears it."""
+    settings = rig.with_sessions("s1", "s2")
+    now = [datetime.now(UTC)]
+    watcher = Watcher(settings, clock=lambda: now[0])
+    try:
+        rig.sim.faults.add(FaultRule(Fault.HTTP_500, "/api/v0/sessions/s1"))
+        await watcher.poll("s1")
+        await watcher.poll("s2")
+        assert not watcher.poll_allowed("s1", now[0])
+        assert watcher.poll_allowed("s2", now[0])
+        now[0] += timedelta(seconds=0.41)  # 2 x 200ms is the longest first backoff
+        assert watcher.poll_allowed("s1", now[0])
+        await watcher.poll("s1")
+        assert watcher.poll_allowed("s1", now[0])
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+
+
+@pytest.mark.anyio
+async def test_rate_limited_api_is_not_polled_before_retry_after(rig: Rig) -> None:
+    """After a 429 with Retry-After, no session is polled until it has passed."""
+    settings = rig.with_sessions("s1", "s2", "s3")
+    watcher = Watcher(settings)
+    limited = anyio.Event()
+
+    async def drive() -> None:
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: all(rig.sim.request_count(s) >= 1 for s in ("s1", "s2", "s3")),
+                what="first polls",
+            )
+        )
+        rig.sim.faults.add(
+            FaultRule(Fault.HTTP_429_RETRY_AFTER, "/api/v0/sessions/s2", retry_after="2")
+        )
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: any(r.status == 429 for r in rig.sim.session_requests("s2")), what="the 429"
+            )
+        )
+        limited.set()
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: rig.sim.request_count("s2") >= 3, timeout=10, what="polls after the pause"
+            )
+        )
+        watcher.request_stop()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await watcher.run(handle_signals=False)
+    records = [r for s in ("s1", "s2", "s3") for r in rig.sim.session_requests(s)]
+    limited_at = next(r.at for r in rig.sim.session_requests("s2") if r.status == 429)
+    # Polls already in flight when the 429 was answered may land just after it.
+    too_soon = [r for r in records if limited_at + 0.3 < r.at < limited_at + 1.95]
+    assert too_soon == []
+    assert limited.is_set()

@@ -22,9 +22,11 @@ from watcher.core.diff import diff_states, session_ref, state_changed
 from watcher.core.health import ApiHealth, ApiState, observe
 from watcher.core.model import Event, Gone, SessionState, Snapshot
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
+from watcher.core.retry import poll_backoff
 from watcher.core.rules import Route, route
 from watcher.core.settings import Rule, Settings, WatchedSession
 from watcher.delivery import DeliveryWorker
+from watcher.failpoint import Failpoint, failpoint
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
 from watcher.store import OutboxStatus, SqliteStore
@@ -132,6 +134,10 @@ class Watcher:
         self.stats = WatcherStats(started_at=clock())
         self._watched: dict[str, WatchedSession] = {w.id: w for w in settings.sessions}
         self._in_flight: set[str] = set()
+        # Failed polls back off per session; an API 429 with Retry-After pauses all.
+        self._failures: dict[str, int] = {}
+        self._paused_until: dict[str, datetime] = {}
+        self._api_paused_until: datetime | None = None
         self._stop = anyio.Event()
         self._stopping = False
         self._scheduler: AsyncIOScheduler | None = None
@@ -178,7 +184,10 @@ class Watcher:
         self.stats.last_poll_at = now
         if report.failure is not None:
             self.stats.failed_polls += 1
+            self._back_off(watched, report.failure, now)
             log.debug("poll of %s failed: %s", session_id, report.failure.reason)
+        elif self._failures.pop(session_id, None) is not None:
+            self._paused_until.pop(session_id, None)
         if isinstance(result, NotFound) and not report.events and report.new_rows == 0:
             log.debug("session %s not found", session_id)
         for event in report.events:
@@ -191,11 +200,33 @@ class Watcher:
                 _describe(event),
                 ", ".join(targets) or "no rule matched",
             )
+        if report.new_rows:
+            failpoint(Failpoint.AFTER_OUTBOX_COMMIT)
         if not dry_run:
             await self._observe_health(result, now)
             if report.new_rows:
                 self.delivery.wake(report.targets)
         return report
+
+    def _back_off(self, watched: WatchedSession, failure: FetchFailed, now: datetime) -> None:
+        failures = self._failures.get(watched.id, 0) + 1
+        self._failures[watched.id] = failures
+        interval = watched.interval or self.settings.poll.interval
+        delay = poll_backoff(failures, interval, self._rng.random())
+        if failure.retry_after is not None:
+            delay = max(delay, failure.retry_after)
+            if failure.status == 429:
+                until = now + failure.retry_after
+                if self._api_paused_until is None or until > self._api_paused_until:
+                    self._api_paused_until = until
+        self._paused_until[watched.id] = now + delay
+
+    def poll_allowed(self, session_id: str, now: datetime) -> bool:
+        """Whether backoff or a Retry-After currently holds back polls of `session_id`."""
+        if self._api_paused_until is not None and now < self._api_paused_until:
+            return False
+        until = self._paused_until.get(session_id)
+        return until is None or now >= until
 
     async def _observe_health(self, result: FetchResult, now: datetime) -> None:
         failed = isinstance(result, FetchFailed)
@@ -227,6 +258,8 @@ class Watcher:
     async def _tick(self, session_id: str) -> None:
         """APScheduler job: queue a poll unless one is already queued or running."""
         if self._stopping or self._queue is None or session_id in self._in_flight:
+            return
+        if not self.poll_allowed(session_id, self.clock()):
             return
         try:
             self._queue.send_nowait(session_id)

@@ -21,7 +21,8 @@ from anyio.abc import TaskGroup
 from watcher.core.message import FailureKind, SendFailed, SendOutcome, Sent
 from watcher.core.render import render_for
 from watcher.core.retry import GiveUp, decide_retry
-from watcher.core.settings import Target
+from watcher.core.settings import SlackTarget, Target
+from watcher.failpoint import Failpoint, failpoint
 from watcher.notifiers.base import Notifier
 from watcher.store import OutboxRow, SqliteStore
 
@@ -40,8 +41,8 @@ class _Lane:
     notifier: Notifier
     wake: anyio.Event = field(default_factory=anyio.Event)
     stopping: bool = False
-    last_send: float | None = None  # monotonic seconds
     not_before: datetime | None = None
+    predecessor: _Lane | None = None
     stopped: anyio.Event = field(default_factory=anyio.Event)
 
     def poke(self) -> None:
@@ -50,6 +51,30 @@ class _Lane:
     def should_stop(self) -> bool:
         # A method, not the attribute, so checks after an await are not narrowed away.
         return self.stopping
+
+
+def pacing_key(target: Target) -> str:
+    """Targets that share a rate limit share a key: Slack limits posts per channel."""
+    if isinstance(target, SlackTarget):
+        return f"slack:{target.api_url or ''}:{target.channel}"
+    return f"{target.kind}:{target.name}"
+
+
+class Pacer:
+    """Hands out send slots at least `gap` seconds apart per key (monotonic time)."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, float] = {}
+
+    async def wait_turn(self, key: str, gap: float) -> None:
+        """Reserve the next slot for `key` and sleep until it comes."""
+        if gap <= 0:
+            return
+        now = anyio.current_time()
+        slot = max(now, self._next.get(key, now))
+        self._next[key] = slot + gap
+        if slot > now:
+            await anyio.sleep(slot - now)
 
 
 @dataclass
@@ -79,6 +104,7 @@ class DeliveryWorker:
         self._jitter = jitter
         self._db = db or _run_inline
         self._lanes: dict[str, _Lane] = {}
+        self._pacer = Pacer()
         self._tg: TaskGroup | None = None
         self._on_progress = on_progress or (lambda: None)
         self.stats = DeliveryStats()
@@ -95,14 +121,17 @@ class DeliveryWorker:
     def set_targets(self, targets: Mapping[str, Target], notifiers: Mapping[str, Notifier]) -> None:
         """Start lanes for new or changed targets and stop lanes of removed ones."""
         assert self._tg is not None, "set_targets() is only valid while run() is running"
+        retired: dict[str, _Lane] = {}
         for name, lane in list(self._lanes.items()):
             if targets.get(name) != lane.target or notifiers.get(name) is not lane.notifier:
                 lane.stopping = True
                 lane.poke()
-                del self._lanes[name]
+                retired[name] = self._lanes.pop(name)
         for name, target in targets.items():
             if name not in self._lanes:
-                lane = _Lane(target, notifiers[name])
+                # The new lane starts once the old one has finished its send, so
+                # one row is never in flight twice.
+                lane = _Lane(target, notifiers[name], predecessor=retired.get(name))
                 self._lanes[name] = lane
                 self._tg.start_soon(self._serve, lane, name=f"lane:{name}")
 
@@ -122,6 +151,9 @@ class DeliveryWorker:
 
     async def _serve(self, lane: _Lane) -> None:
         name = lane.target.name
+        if lane.predecessor is not None:
+            await lane.predecessor.stopped.wait()
+            lane.predecessor = None
         try:
             while not lane.should_stop():
                 now = self._clock()
@@ -136,9 +168,8 @@ class DeliveryWorker:
                 for row in rows:
                     if lane.should_stop():
                         break
-                    await self._pace(lane)
+                    await self._pace(lane.target)
                     await self.attempt(lane.target, lane.notifier, row)
-                    lane.last_send = anyio.current_time()
                     if lane.not_before is not None and lane.not_before > self._clock():
                         break
         finally:
@@ -153,13 +184,8 @@ class DeliveryWorker:
         if lane.wake.is_set():
             lane.wake = anyio.Event()
 
-    async def _pace(self, lane: _Lane) -> None:
-        gap = lane.target.min_interval.total_seconds()
-        if gap <= 0 or lane.last_send is None:
-            return
-        wait = lane.last_send + gap - anyio.current_time()
-        if wait > 0:
-            await anyio.sleep(wait)
+    async def _pace(self, target: Target) -> None:
+        await self._pacer.wait_turn(pacing_key(target), target.min_interval.total_seconds())
 
     async def attempt(self, target: Target, notifier: Notifier, row: OutboxRow) -> SendOutcome:
         """Send one row and record the outcome: delivered, retry later, or dead letter."""
@@ -174,6 +200,7 @@ class DeliveryWorker:
         event = row.event
         where = f"{event.type} {event.session.id if event.session else '-'} -> {target.name}"
         if isinstance(outcome, Sent):
+            failpoint(Failpoint.AFTER_SEND)
             await self._db(self._store.mark_delivered, row.id, now, outcome.handle)
             self.stats.delivered += 1
             log.info(
@@ -228,9 +255,8 @@ class DeliveryWorker:
                     break
                 for row in rows:
                     seen.add(row.id)
-                    await self._pace(lane)
+                    await self._pace(target)
                     await self.attempt(target, lane.notifier, row)
-                    lane.last_send = anyio.current_time()
                     attempted += 1
         return attempted
 

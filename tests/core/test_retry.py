@@ -8,7 +8,7 @@ import pytest
 
 from tests.core.factories import T0
 from watcher.core.message import FailureKind, SendFailed
-from watcher.core.retry import MAX_DELAY, GiveUp, RetryAt, backoff, decide_retry
+from watcher.core.retry import MAX_DELAY, GiveUp, RetryAt, backoff, decide_retry, poll_backoff
 from watcher.core.settings import DeliveryLimits
 
 RETRYABLE = SendFailed(FailureKind.RETRYABLE, "HTTP 503")
@@ -76,3 +76,15 @@ def test_give_up(failure: SendFailed, attempts: int, age: timedelta, reason: str
     )
     assert isinstance(decision, GiveUp)
     assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("failures", "jitter", "expected"),
+    [(0, 1.0, 30.0), (1, 0.0, 30.0), (1, 1.0, 60.0), (2, 0.0, 60.0), (20, 1.0, 300.0),
+     (20, 0.0, 150.0)],
+)
+def test_poll_backoff_doubles_with_equal_jitter(failures: int, jitter: float,
+                                                expected: float) -> None:
+    """Failed polls back off from the interval to a 5 minute cap, half of it jittered."""
+    delay = poll_backoff(failures, timedelta(seconds=30), jitter)
+    assert delay.total_seconds() == pytest.approx(expected)

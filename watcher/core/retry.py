@@ -68,3 +68,21 @@ def decide_retry(
         age = limits.max_age.total_seconds()
         return GiveUp(f"older than max_age ({age:g}s) before it could be sent: {failure.reason}")
     return RetryAt(at, f"{why}: {failure.reason}")
+
+
+POLL_BACKOFF_CAP = timedelta(minutes=5)
+
+
+def poll_backoff(
+    failures: int, interval: timedelta, jitter: float, cap: timedelta = POLL_BACKOFF_CAP
+) -> timedelta:
+    """How long a session's polling pauses after `failures` failed polls in a row.
+
+    Doubles from the poll interval up to `cap`, with "equal jitter" (half fixed,
+    half random) so a recovering API is not hit by every session at once, yet
+    polling never runs faster than its normal interval.
+    """
+    exponent = min(max(failures, 0), 30)
+    ceiling = min(cap, interval * (2**exponent))
+    ceiling = max(ceiling, interval)
+    return timedelta(seconds=ceiling.total_seconds() * (0.5 + jitter / 2))
