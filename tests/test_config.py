@@ -1235,3 +1235,19 @@ def test_any_wrong_value_anywhere_is_a_config_error(junk: object) -> None:
             continue
         assert found, at
         assert all(p.line is None or p.line >= 1 for p in found), at
+
+
+def test_slack_pacing_defaults_to_one_second_and_can_be_set() -> None:
+    """Slack targets pace at Slack's one message per second unless told otherwise."""
+    text = FACTORY + (
+        "targets:\n"
+        "  a: {type: slack, token: xoxb-1, channel: C1}\n"
+        "  b: {type: slack, token: xoxb-1, channel: C1, min_interval: 50ms}\n"
+        "  c: {type: slack_webhook, url: 'https://hooks.slack.com/x', min_interval: 2s}\n"
+    )
+    targets = load(text).targets
+    assert [targets[n].min_interval for n in "abc"] == [
+        timedelta(seconds=1),
+        timedelta(milliseconds=50),
+        timedelta(seconds=2),
+    ]

@@ -316,12 +316,14 @@ class _Slack(_TargetBase):
     token_file: _Text | None = None
     channel: _Text
     api_url: _Url | None = None
+    min_interval: _Duration = timedelta(seconds=1)
 
 
 class _SlackWebhook(_TargetBase):
     type: Literal["slack_webhook"]
     url: str | None = None
     url_file: _Text | None = None
+    min_interval: _Duration = timedelta(seconds=1)
 
 
 class _Webhook(_TargetBase):
@@ -678,7 +680,12 @@ class _Builder:
         if token is None:
             return None
         return SlackTarget(
-            name=name, token=token, channel=section.channel, api_url=section.api_url, limits=limits
+            name=name,
+            token=token,
+            channel=section.channel,
+            api_url=section.api_url,
+            limits=limits,
+            min_interval=section.min_interval,
         )
 
     def slack_webhook(
@@ -691,7 +698,9 @@ class _Builder:
             key = "url" if section.url is not None else "url_file"
             self.report((*at, key), "expected an http:// or https:// URL (the value is not shown)")
             return None
-        return SlackWebhookTarget(name=name, url=url, limits=limits)
+        return SlackWebhookTarget(
+            name=name, url=url, limits=limits, min_interval=section.min_interval
+        )
 
     def webhook(
         self, name: str, section: _Webhook, at: KeyPath, limits: DeliveryLimits

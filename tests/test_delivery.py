@@ -1,0 +1,231 @@
+"""The outbox worker: retries, dead letters, pacing, ordering and isolation of targets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.core.factories import event, ref
+from tests.rig import Rig, running_rig, wait_for
+from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, Sent
+from watcher.core.rules import Route
+from watcher.core.settings import DeliveryLimits, Rule, WebhookTarget
+from watcher.daemon import Watcher
+from watcher.delivery import DeliveryWorker, Pacer, pacing_key
+from watcher.store import OutboxStatus, SqliteStore
+
+T0 = datetime(2026, 11, 28, 12, tzinfo=UTC)
+
+
+@dataclass
+class ScriptedNotifier:
+    """A notifier that answers from a script (then Sent) and records what it was given."""
+
+    target_name: str
+    script: list[SendOutcome | Exception] = field(default_factory=list)
+    sent: list[Message] = field(default_factory=list)
+
+    async def send(self, message: Message, *, now: datetime) -> SendOutcome:
+        """Answer the next scripted outcome."""
+        self.sent.append(message)
+        if self.script:
+            outcome = self.script.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+        return Sent("ok")
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def target(name: str = "hook", **limits: object) -> WebhookTarget:
+    """A webhook target with delivery limits."""
+    return WebhookTarget(
+        name=name, url="https://example.invalid/hook", limits=DeliveryLimits(**limits)
+    )  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store() -> Iterator[SqliteStore]:
+    """A throwaway store."""
+    opened = SqliteStore(":memory:")
+    yield opened
+    opened.close()
+
+
+def queue(store: SqliteStore, *names: str, targets: tuple[str, ...] = ("hook",)) -> None:
+    """Queue one event per name (each its own session) for `targets`."""
+    events = [event(id=n, session=ref(id=n)) for n in names]
+    store.record_events(events, [(e, Route("r", t)) for e in events for t in targets], T0)
+
+
+async def attempt_all(
+    worker: DeliveryWorker,
+    store: SqliteStore,
+    tgt: WebhookTarget,
+    notifier: ScriptedNotifier,
+    now: datetime,
+) -> None:
+    """One attempt for every row due at `now`."""
+    for row in store.due(tgt.name, now, 100):
+        await worker.attempt(tgt, notifier, row)
+
+
+@pytest.mark.anyio
+async def test_retryable_failures_are_retried_then_delivered(store: SqliteStore) -> None:
+    """A retryable failure reschedules the row; a later attempt delivers it."""
+    now = [T0]
+    worker = DeliveryWorker(store, clock=lambda: now[0], jitter=lambda: 0.5)
+    notifier = ScriptedNotifier("hook", [SendFailed(FailureKind.RETRYABLE, "HTTP 503")])
+    queue(store, "e1")
+    await attempt_all(worker, store, target(), notifier, now[0])
+    assert store.due("hook", now[0], 10) == []
+    row = store.list_outbox()[0]
+    assert (row.status, row.attempts, row.last_error) == (OutboxStatus.PENDING, 1, "HTTP 503")
+    assert row.next_attempt_at == T0 + timedelta(seconds=1)
+    now[0] += timedelta(seconds=1)
+    await attempt_all(worker, store, target(), notifier, now[0])
+    assert store.list_outbox()[0].status is OutboxStatus.DELIVERED
+    assert len(notifier.sent) == 2
+    assert notifier.sent[0] == notifier.sent[1]  # the same message, the same webhook-id
+    assert (worker.stats.delivered, worker.stats.retried) == (1, 1)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("script", "limits", "error"),
+    [
+        ([SendFailed(FailureKind.PERMANENT, "invalid_auth")], {}, "permanent failure"),
+        (
+            [SendFailed(FailureKind.RETRYABLE, "HTTP 500")],
+            {"max_attempts": 1},
+            "gave up after 1 attempts",
+        ),
+        (
+            [SendFailed(FailureKind.RETRYABLE, "HTTP 500", timedelta(hours=2))],
+            {"max_age": timedelta(hours=1)},
+            "older than max_age",
+        ),
+    ],
+)
+async def test_dead_letters(
+    store: SqliteStore,
+    script: list[SendOutcome],
+    limits: dict[str, object],
+    error: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Permanent failures and exhausted limits become dead letters, logged once at error."""
+    worker = DeliveryWorker(store, clock=lambda: T0, jitter=lambda: 0.5)
+    queue(store, "e1")
+    await attempt_all(worker, store, target(**limits), ScriptedNotifier("hook", script), T0)
+    dead = store.list_outbox(OutboxStatus.DEAD)
+    assert len(dead) == 1
+    assert error in (dead[0].last_error or "")
+    assert worker.stats.dead == 1
+    assert [r.levelname for r in caplog.records if "dead letter" in r.message] == ["ERROR"]
+
+
+@pytest.mark.anyio
+async def test_a_notifier_that_raises_is_a_retryable_failure(store: SqliteStore) -> None:
+    """A bug in a notifier keeps the row queued instead of losing it."""
+    worker = DeliveryWorker(store, clock=lambda: T0, jitter=lambda: 0.0)
+    queue(store, "e1")
+    await attempt_all(worker, store, target(), ScriptedNotifier("hook", [RuntimeError("bug")]), T0)
+    row = store.list_outbox()[0]
+    assert (row.status, row.last_error) == (OutboxStatus.PENDING, "notifier error: RuntimeError")
+
+
+@pytest.mark.anyio
+async def test_pacer_spaces_sends_per_key() -> None:
+    """Sends sharing a key are spaced by the gap; other keys are not delayed."""
+    pacer = Pacer()
+    start = anyio.current_time()
+    for _ in range(3):
+        await pacer.wait_turn("a", 0.05)
+    await pacer.wait_turn("b", 0.05)
+    elapsed = anyio.current_time() - start
+    assert 0.09 < elapsed < 1.0
+    await pacer.wait_turn("c", 0)
+
+
+def test_pacing_keys() -> None:
+    """Two Slack targets on one channel share a key; webhooks pace by target."""
+    from watcher.core.secret import Secret
+    from watcher.core.settings import SlackTarget
+
+    one = SlackTarget(name="a", token=Secret("x"), channel="C1")
+    assert pacing_key(one) == pacing_key(replace(one, name="b"))
+    assert pacing_key(one) != pacing_key(replace(one, channel="C2"))
+    assert pacing_key(target("x")) != pacing_key(target("y"))
+
+
+@pytest.mark.anyio
+async def test_one_failing_target_never_delays_another(store: SqliteStore) -> None:
+    """A target stuck behind a long Retry-After leaves the other target's lane running."""
+    stuck = ScriptedNotifier(
+        "stuck", [SendFailed(FailureKind.RETRYABLE, "ratelimited", timedelta(minutes=5))]
+    )
+    healthy = ScriptedNotifier("healthy")
+    queue(store, "e1", "e2", "e3", targets=("stuck", "healthy"))
+    worker = DeliveryWorker(store, jitter=lambda: 0.5)
+    targets = {"stuck": target("stuck"), "healthy": target("healthy")}
+
+    async def stop_when_done() -> None:
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: len(healthy.sent) == 3))
+        worker.stop()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_when_done)
+            await worker.run(targets, {"stuck": stuck, "healthy": healthy})
+    assert len(stuck.sent) == 1  # the lane paused for the whole Retry-After
+    assert store.counts()[OutboxStatus.DELIVERED] == 3
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    """Loopback rig whose fake Slack enforces 20 ms between posts per channel."""
+    with running_rig(tmp_path, slack_interval=0.02) as running:
+        yield running
+
+
+@pytest.mark.anyio
+async def test_slack_burst_of_200_is_paced_complete_and_ordered(rig: Rig) -> None:
+    """200 transitions reach one channel completely, in order, with no 429 from Slack."""
+    ids = [f"s{i:03d}" for i in range(100)]
+    settings = rig.with_sessions(*ids)
+    slack = replace(settings.targets["team-slack"], min_interval=timedelta(milliseconds=25))
+    settings = replace(
+        settings,
+        targets={**settings.targets, "team-slack": slack},
+        rules=(Rule(name="any", on=("session.status_changed",), notify=("team-slack",)),),
+    )
+    watcher = Watcher(settings)
+    try:
+        await watcher.poll_all()
+        for sid in ids:
+            rig.sim.complete_run(sid)
+        await watcher.poll_all()
+        for sid in ids:
+            rig.sim.start_run(sid)
+        await watcher.poll_all()
+        assert watcher.store_counts()[OutboxStatus.PENDING] == 200
+        await watcher.deliver_due()
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+    messages = rig.slack.messages
+    assert len(messages) == 200
+    assert rig.slack.rate_limited == 0
+    for sid in ids:
+        mine = [m.text for m in messages if f"Title of {sid} " in m.text]
+        assert len(mine) == 2
+        assert "finished its run" in mine[0]
+        assert "is now running" in mine[1]
