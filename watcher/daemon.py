@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import signal
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from watcher.failpoint import Failpoint, failpoint
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
 from watcher.store import OutboxStatus, SqliteStore
+from watcher.systemd import ProgressWatchdog, SystemdNotifier
 
 log = logging.getLogger("watcher.daemon")
 
@@ -38,6 +40,8 @@ R = TypeVar("R")
 
 DRAIN_DEADLINE = 5.0
 FIRST_POLL_SPREAD = 2.0
+HEARTBEAT_PERIOD = 5.0  # the scheduler's own heartbeat job, and STATUS= updates
+STALL_AFTER = 60.0  # a component silent this long withholds the watchdog ping
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,7 @@ class Watcher:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         reload: Callable[[], Settings] | None = None,
+        systemd: SystemdNotifier | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -129,7 +134,18 @@ class Watcher:
         )
         self._retired: list[Notifier | SessionSource] = []
         self._db_limiter = anyio.CapacityLimiter(1)
-        self.delivery = DeliveryWorker(self.store, clock=clock, jitter=self._rng.random, db=self.db)
+        self.systemd = systemd or SystemdNotifier.from_env()
+        self.progress = ProgressWatchdog(STALL_AFTER)
+        for component in ("scheduler", "delivery"):
+            self.progress.register(component, time.monotonic())
+        self._status_note = ""
+        self.delivery = DeliveryWorker(
+            self.store,
+            clock=clock,
+            jitter=self._rng.random,
+            db=self.db,
+            on_progress=lambda: self.progress.beat("delivery", time.monotonic()),
+        )
         self.health = ApiHealth()
         self.stats = WatcherStats(started_at=clock())
         self._watched: dict[str, WatchedSession] = {w.id: w for w in settings.sessions}
@@ -143,6 +159,7 @@ class Watcher:
         self._scheduler: AsyncIOScheduler | None = None
         self._queue: MemoryObjectSendStream[str] | None = None
         self._work_scope: anyio.CancelScope | None = None
+        self._supervisor_scope: anyio.CancelScope | None = None
 
     @staticmethod
     def _client(settings: Settings) -> FactoryClient:
@@ -327,7 +344,16 @@ class Watcher:
                     receive.close()
                     for watched in self._watched.values():
                         self._schedule(watched, first=True)
+                    self._scheduler.add_job(
+                        self._heartbeat,
+                        IntervalTrigger(seconds=HEARTBEAT_PERIOD, timezone=UTC),
+                        id="__heartbeat__",
+                        max_instances=1,
+                        coalesce=True,
+                    )
                     self._scheduler.start()
+                    work.start_soon(self._supervise)
+                    self.systemd.ready()
                     log.info(
                         "watching %d session(s), %d rule(s), %d target(s); state in %s",
                         len(self._watched),
@@ -338,7 +364,10 @@ class Watcher:
                     if on_ready is not None:
                         on_ready()
                     await self._stop.wait()
+                    self.systemd.stopping()
                     log.info("stopping: finishing in-flight polls and sends")
+                    if self._supervisor_scope is not None:
+                        self._supervisor_scope.cancel()
                     self._stopping = True
                     self._scheduler.shutdown(wait=False)
                     send.close()
@@ -350,6 +379,34 @@ class Watcher:
         log.info(
             "stopped; %d notification(s) left queued", self.store_counts()[OutboxStatus.PENDING]
         )
+
+    async def _heartbeat(self) -> None:
+        """APScheduler job: proves the scheduler still fires jobs."""
+        self.progress.beat("scheduler", time.monotonic())
+
+    async def _supervise(self) -> None:
+        """Keep `STATUS=` current and ping the watchdog while every component progresses."""
+        interval = self.systemd.watchdog_interval()
+        period = min(HEARTBEAT_PERIOD, interval) if interval else HEARTBEAT_PERIOD
+        with anyio.CancelScope() as scope:
+            self._supervisor_scope = scope
+            while not self._stopping:
+                self.systemd.status(await self.status_line())
+                if interval:
+                    self.systemd.watchdog_if_healthy(self.progress, time.monotonic())
+                await anyio.sleep(period)
+
+    async def status_line(self) -> str:
+        """One line for `systemctl status`: sessions, last poll, outbox, API state."""
+        counts = await self.db(self.store.counts)
+        last = self.stats.last_poll_at
+        ago = "never" if last is None else f"{(self.clock() - last).total_seconds():.0f}s ago"
+        line = (
+            f"watching {len(self._watched)} session(s); last poll {ago}; outbox "
+            f"{counts[OutboxStatus.PENDING]} pending, {counts[OutboxStatus.DEAD]} dead; "
+            f"API {self.health.state}"
+        )
+        return f"{line}; {self._status_note}" if self._status_note else line
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -32,7 +32,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 BATCH = 32
-IDLE_WAKE = timedelta(seconds=30)
+IDLE_WAKE = timedelta(seconds=10)  # also the idle lanes' heartbeat period
 
 
 @dataclass
@@ -156,6 +156,7 @@ class DeliveryWorker:
             lane.predecessor = None
         try:
             while not lane.should_stop():
+                self._on_progress()
                 now = self._clock()
                 if lane.not_before is not None and lane.not_before > now:
                     await self._sleep_until(lane, lane.not_before)
