@@ -422,12 +422,20 @@ class Watcher:
         if self._reload_settings is None:
             log.warning("reload requested, but this watcher has no config file to re-read")
             return False
+        self.systemd.reloading()
         try:
             new = await anyio.to_thread.run_sync(self._reload_settings)
         except Exception as error:  # ConfigError lists every problem; keep running the old config
             log.error("reload failed, keeping the running config:\n%s", error)  # noqa: TRY400
+            lines = str(error).splitlines()
+            self._status_note = f"reload failed: {lines[0] if lines else type(error).__name__}"
+            self.systemd.status(await self.status_line())
+            self.systemd.ready()
             return False
+        failpoint(Failpoint.DURING_RELOAD)
+        self._status_note = ""
         self.apply_settings(new)
+        self.systemd.ready()
         log.info(
             "reloaded: %d session(s), %d rule(s), %d target(s)",
             len(new.sessions),
