@@ -1,0 +1,143 @@
+"""The `factory-watcher` command line, driven in process against the loopback rig."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.process import secret_env, write_config
+from tests.rig import Rig, running_rig
+from watcher.cli import EX_CONFIG, main
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    """Simulator and sinks on loopback."""
+    with running_rig(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def env(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The config's secrets in the environment."""
+    values = secret_env(rig)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """Run `factory-watcher ARGS`; return (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(args), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_check_accepts_a_good_config(rig: Rig, env: dict[str, str], tmp_path: Path) -> None:
+    """`check` prints a summary and exits 0."""
+    config = write_config(rig, tmp_path, ["a", "b"])
+    code, out, _ = run_cli("check", "-c", str(config))
+    assert code == 0
+    assert "ok (2 session(s), 4 rule(s), 3 target(s))" in out
+
+
+def test_check_lists_every_problem_and_exits_78(tmp_path: Path) -> None:
+    """A broken config exits 78 with every problem on its own line and no traceback."""
+    config = tmp_path / "config.yaml"
+    config.write_text("factory:\n  api_key: x\n  timout: 5s\npoll:\n  interval: soon\n")
+    config.chmod(0o600)
+    code, _, err = run_cli("check", "-c", str(config))
+    assert code == EX_CONFIG
+    assert "config.yaml:3: factory.timout: unknown key (did you mean 'timeout'?)" in err
+    assert "config.yaml:5: poll.interval:" in err
+    assert "Traceback" not in err
+
+
+def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    """A config path that does not exist is reported, not raised."""
+    code, _, err = run_cli("check", "-c", str(tmp_path / "nope.yaml"))
+    assert code == EX_CONFIG
+    assert "nope.yaml" in err
+
+
+def test_once_dry_run_prints_and_sends_nothing(
+    rig: Rig, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`once --dry-run` shows what it would send and neither stores nor sends."""
+    rig.sim.add_session("a", status="running")
+    config = write_config(rig, tmp_path, ["a"])
+    assert run_cli("once", "-c", str(config))[0] == 0  # discovery, stored
+    rig.sim.complete_run("a")
+    code, out, _ = run_cli("once", "--dry-run", "-c", str(config))
+    assert code == 0
+    assert "would send to team-slack (rule finished)" in out
+    assert "would send to ci (rule completed)" in out
+    assert rig.slack.messages == []
+    code, out, _ = run_cli("once", "-c", str(config))  # the real thing still finds it
+    assert code == 0
+    assert "sent 3 notification(s)" in out
+    assert len(rig.slack.messages) == 1
+
+
+def test_once_reports_failed_polls(rig: Rig, env: dict[str, str], tmp_path: Path) -> None:
+    """A session the API cannot serve makes `once` exit 1 and say why."""
+    config = write_config(rig, tmp_path, ["a"])
+    rig.sim.set_api_key("fk-other")
+    code, out, _ = run_cli("once", "-c", str(config))
+    assert code == 1
+    assert "a: poll failed: HTTP 401: the API key was rejected" in out
+
+
+@pytest.mark.parametrize("target", ["team-slack", "ops", "ci"])
+def test_test_notify_reaches_each_target(
+    rig: Rig, env: dict[str, str], tmp_path: Path, target: str
+) -> None:
+    """`test-notify TARGET` sends one test message through the real notifier."""
+    config = write_config(rig, tmp_path, [])
+    code, out, _ = run_cli("test-notify", "-c", str(config), target)
+    assert (code, out.strip()) == (0, f"{target}: delivered")
+    received = len(rig.slack.messages) + len(rig.slack_hook.messages) + len(rig.receiver.requests)
+    assert received == 1
+
+
+def test_test_notify_reports_failures_and_unknown_targets(
+    rig: Rig, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A refused test message exits 1 with the reason; an unknown target exits 2."""
+    config = write_config(rig, tmp_path, [])
+    rig.slack_hook.revoke()
+    code, out, _ = run_cli("test-notify", "-c", str(config), "ops")
+    assert code == 1
+    assert "ops: failed (permanent)" in out
+    assert run_cli("test-notify", "-c", str(config), "nope")[0] == 2
+
+
+def test_outbox_list_retry_and_purge(rig: Rig, env: dict[str, str], tmp_path: Path) -> None:
+    """Dead letters are listed with their error, can be retried, and purged."""
+    rig.sim.add_session("a", status="running")
+    config = write_config(rig, tmp_path, ["a"])
+    run_cli("once", "-c", str(config))
+    rig.slack_hook.revoke()
+    rig.sim.archive("a")
+    run_cli("once", "-c", str(config))
+    code, out, _ = run_cli("outbox", "list", "-c", str(config), "--status", "dead")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(r["target"], r["event"], r["status"]) for r in rows] == [
+        ("ops", "session.archived", "dead")
+    ]
+    assert "permanent failure" in rows[0]["last_error"]
+    assert "1 dead" in out
+
+    code, out, _ = run_cli("outbox", "retry", "-c", str(config))
+    assert (code, out.strip()) == (0, "1 dead notification(s) queued again")
+    code, out, _ = run_cli("outbox", "purge", "-c", str(config), "--status", "pending")
+    assert code == 2
+    code, out, _ = run_cli("outbox", "purge", "-c", str(config))
+    assert out.strip() == "purged 0 dead notification(s)"
+    code, out, _ = run_cli("outbox", "purge", "-c", str(config), "--status", "delivered")
+    assert out.strip() == "purged 1 delivered notification(s)"
