@@ -137,7 +137,10 @@ def test_outbox_list_retry_and_purge(rig: Rig, env: dict[str, str], tmp_path: Pa
     assert (code, out.strip()) == (0, "1 dead notification(s) queued again")
     code, out, _ = run_cli("outbox", "purge", "-c", str(config), "--status", "pending")
     assert code == 2
-    code, out, _ = run_cli("outbox", "purge", "-c", str(config))
-    assert out.strip() == "purged 0 dead notification(s)"
+    rig.sim.start_run("a")
+    rig.sim.complete_run("a")
+    run_cli("once", "-c", str(config))  # 3 delivered; the retried one dies again
     code, out, _ = run_cli("outbox", "purge", "-c", str(config), "--status", "delivered")
-    assert out.strip() == "purged 1 delivered notification(s)"
+    assert out.strip() == "purged 3 delivered notification(s)"
+    code, out, _ = run_cli("outbox", "purge", "-c", str(config))
+    assert out.strip() == "purged 1 dead notification(s)"
