@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -144,15 +145,19 @@ async def test_a_notifier_that_raises_is_a_retryable_failure(store: SqliteStore)
 
 @pytest.mark.anyio
 async def test_pacer_spaces_sends_per_key() -> None:
-    """Sends sharing a key are spaced by the gap; other keys are not delayed."""
+    """A send starts a gap after the previous one of its key ended; other keys do not wait."""
     pacer = Pacer()
     start = anyio.current_time()
+    ends = []
     for _ in range(3):
-        await pacer.wait_turn("a", 0.05)
-    await pacer.wait_turn("b", 0.05)
-    elapsed = anyio.current_time() - start
-    assert 0.09 < elapsed < 1.0
-    await pacer.wait_turn("c", 0)
+        async with pacer.turn("a", 0.05):
+            ends.append(anyio.current_time())
+    async with pacer.turn("b", 0.05):
+        assert anyio.current_time() - ends[-1] < 0.04
+    assert all(later - earlier >= 0.05 for earlier, later in itertools.pairwise(ends))
+    assert anyio.current_time() - start < 1.0
+    async with pacer.turn("c", 0):
+        pass
 
 
 def test_pacing_keys() -> None:

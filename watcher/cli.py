@@ -19,7 +19,7 @@ from watcher.core.diff import event_id
 from watcher.core.message import Sent, SlackMessage
 from watcher.core.model import Event, EventType, SessionRef
 from watcher.core.render import render_for
-from watcher.core.secret import Secret
+from watcher.core.secret import redact
 from watcher.core.settings import Settings
 from watcher.daemon import Watcher
 from watcher.logs import configure_logging
@@ -33,21 +33,6 @@ EX_CONFIG = 78  # sysexits.h EX_CONFIG; the unit's RestartPreventExitStatus=78
 EX_CANTCREAT = 73
 
 DEFAULT_CONFIG = "config.yaml"
-
-
-def secret_values(settings: Settings) -> list[str]:
-    """Every secret value in `settings`, for the log redaction filter."""
-    found: list[str] = [settings.factory.api_key.reveal()]
-    for target in settings.targets.values():
-        for value in vars_of(target):
-            if isinstance(value, Secret):
-                found.append(value.reveal())
-    return found
-
-
-def vars_of(value: object) -> list[object]:
-    """Field values of a slotted dataclass."""
-    return [getattr(value, name) for name in getattr(value, "__slots__", ())]
 
 
 def _load(path: Path, err: TextIO) -> Settings | None:
@@ -134,7 +119,7 @@ def main(
             file=out,
         )
         return EX_OK
-    configure_logging(args.log_level, stream=err, secrets=secret_values(settings))
+    configure_logging(args.log_level, stream=err, secrets=settings.secret_values())
     try:
         if args.command == "outbox":
             return _outbox(settings, args.action, args.ids, args.status, out)
@@ -225,7 +210,8 @@ async def _test_notify(settings: Settings, target_name: str, out: TextIO) -> int
     if isinstance(outcome, Sent):
         print(f"{target_name}: delivered", file=out)
         return EX_OK
-    print(f"{target_name}: failed ({outcome.kind}): {outcome.reason}", file=out)
+    reason = redact(outcome.reason, settings.secret_values())
+    print(f"{target_name}: failed ({outcome.kind}): {reason}", file=out)
     return EX_FAILURE
 
 

@@ -8,7 +8,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import ParamSpec, TypeVar
@@ -25,6 +25,7 @@ from watcher.core.model import Event, Gone, SessionState, Snapshot
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
 from watcher.core.retry import poll_backoff
 from watcher.core.rules import Route, route
+from watcher.core.secret import redact
 from watcher.core.settings import Rule, Settings, WatchedSession
 from watcher.delivery import DeliveryWorker
 from watcher.failpoint import Failpoint, failpoint
@@ -145,6 +146,7 @@ class Watcher:
             jitter=self._rng.random,
             db=self.db,
             on_progress=lambda: self.progress.beat("delivery", time.monotonic()),
+            redact=self.redact,
         )
         self.health = ApiHealth()
         self.stats = WatcherStats(started_at=clock())
@@ -171,6 +173,10 @@ class Watcher:
             concurrency=factory.concurrency,
         )
 
+    def redact(self, text: str) -> str:
+        """`text` with every configured secret masked (for anything logged or stored)."""
+        return redact(text, self.settings.secret_values())
+
     async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a store call in the single database thread, off the event loop."""
         return await anyio.to_thread.run_sync(
@@ -185,6 +191,8 @@ class Watcher:
         if watched is None:
             return PollReport(session_id)
         result = await self.source.fetch_session(session_id)
+        if isinstance(result, FetchFailed):
+            result = replace(result, reason=self.redact(result.reason))
         now = self.clock()
         settings = self.settings
         report = await self.db(

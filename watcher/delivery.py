@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
@@ -61,20 +62,29 @@ def pacing_key(target: Target) -> str:
 
 
 class Pacer:
-    """Hands out send slots at least `gap` seconds apart per key (monotonic time)."""
+    """Spaces sends per key (monotonic time): a send starts `gap` seconds after the
+    previous one with the same key ended, so the destination sees the gap too,
+    however long the previous request took to arrive.
+    """
 
     def __init__(self) -> None:
         self._next: dict[str, float] = {}
 
-    async def wait_turn(self, key: str, gap: float) -> None:
-        """Reserve the next slot for `key` and sleep until it comes."""
+    @asynccontextmanager
+    async def turn(self, key: str, gap: float) -> AsyncIterator[None]:
+        """Wait for `key`'s next slot, hold it for the send, and space the next one."""
         if gap <= 0:
+            yield
             return
         now = anyio.current_time()
         slot = max(now, self._next.get(key, now))
-        self._next[key] = slot + gap
+        self._next[key] = slot + gap  # concurrent senders queue behind this slot
         if slot > now:
             await anyio.sleep(slot - now)
+        try:
+            yield
+        finally:
+            self._next[key] = max(self._next[key], anyio.current_time() + gap)
 
 
 @dataclass
@@ -98,6 +108,7 @@ class DeliveryWorker:
         jitter: Callable[[], float] = random.random,
         db: Callable[..., Awaitable[Any]] | None = None,
         on_progress: Callable[[], None] | None = None,
+        redact: Callable[[str], str] = lambda text: text,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -107,6 +118,9 @@ class DeliveryWorker:
         self._pacer = Pacer()
         self._tg: TaskGroup | None = None
         self._on_progress = on_progress or (lambda: None)
+        # Destinations can echo anything back, our own secrets included: every
+        # reason is masked before it is logged or stored.
+        self._redact = redact
         self.stats = DeliveryStats()
 
     # --- lifecycle -----------------------------------------------------------------
@@ -169,8 +183,8 @@ class DeliveryWorker:
                 for row in rows:
                     if lane.should_stop():
                         break
-                    await self._pace(lane.target)
-                    await self.attempt(lane.target, lane.notifier, row)
+                    async with self._pace(lane.target):
+                        await self.attempt(lane.target, lane.notifier, row)
                     if lane.not_before is not None and lane.not_before > self._clock():
                         break
         finally:
@@ -185,8 +199,8 @@ class DeliveryWorker:
         if lane.wake.is_set():
             lane.wake = anyio.Event()
 
-    async def _pace(self, target: Target) -> None:
-        await self._pacer.wait_turn(pacing_key(target), target.min_interval.total_seconds())
+    def _pace(self, target: Target) -> AbstractAsyncContextManager[None]:
+        return self._pacer.turn(pacing_key(target), target.min_interval.total_seconds())
 
     async def attempt(self, target: Target, notifier: Notifier, row: OutboxRow) -> SendOutcome:
         """Send one row and record the outcome: delivered, retry later, or dead letter."""
@@ -197,6 +211,8 @@ class DeliveryWorker:
             log.exception("notifier %s raised instead of classifying", target.name)
             outcome = SendFailed(FailureKind.RETRYABLE, f"notifier error: {type(error).__name__}")
         now = self._clock()
+        if isinstance(outcome, SendFailed):
+            outcome = replace(outcome, reason=self._redact(outcome.reason))
         attempts = row.attempts + 1
         event = row.event
         where = f"{event.type} {event.session.id if event.session else '-'} -> {target.name}"
@@ -256,8 +272,8 @@ class DeliveryWorker:
                     break
                 for row in rows:
                     seen.add(row.id)
-                    await self._pace(target)
-                    await self.attempt(target, lane.notifier, row)
+                    async with self._pace(target):
+                        await self.attempt(target, lane.notifier, row)
                     attempted += 1
         return attempted
 

@@ -7,8 +7,7 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-REDACTED = "********"
-MIN_SECRET_LENGTH = 4
+from watcher.core.secret import redact
 
 # Libraries that log request URLs at INFO (httpx: "HTTP Request: POST <url>") or
 # every job run (APScheduler): a webhook URL can be a credential, and a line per
@@ -21,30 +20,18 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets: tuple[str, ...] = ()
-        self.update(secrets)
+        self.secrets: tuple[str, ...] = tuple(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
         """Replace the set of values to mask (after a reload)."""
-        self.secrets = tuple(
-            sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
-        )
-
-    def redact(self, text: str) -> str:
-        """`text` with every secret masked."""
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        self.secrets = tuple(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        record.msg, record.args = redact(record.getMessage(), self.secrets), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        redacted = self.redact(message)
-        record.msg, record.args = redacted, None
         if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
+            record.exc_text = redact(record.exc_text, self.secrets)
         return True
 
 

@@ -80,11 +80,18 @@ def test_give_up(failure: SendFailed, attempts: int, age: timedelta, reason: str
 
 @pytest.mark.parametrize(
     ("failures", "jitter", "expected"),
-    [(0, 1.0, 30.0), (1, 0.0, 30.0), (1, 1.0, 60.0), (2, 0.0, 60.0), (20, 1.0, 300.0),
-     (20, 0.0, 150.0)],
+    [
+        (0, 1.0, 30.0),
+        (1, 0.0, 30.0),
+        (1, 1.0, 60.0),
+        (2, 0.0, 60.0),
+        (20, 1.0, 300.0),
+        (20, 0.0, 150.0),
+    ],
 )
-def test_poll_backoff_doubles_with_equal_jitter(failures: int, jitter: float,
-                                                expected: float) -> None:
+def test_poll_backoff_doubles_with_equal_jitter(
+    failures: int, jitter: float, expected: float
+) -> None:
     """Failed polls back off from the interval to a 5 minute cap, half of it jittered."""
     delay = poll_backoff(failures, timedelta(seconds=30), jitter)
     assert delay.total_seconds() == pytest.approx(expected)

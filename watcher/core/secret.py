@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+MASK = "********"
+MIN_SECRET_LENGTH = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +27,14 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value (of at least 4 characters) replaced by a mask.
+
+    Longer values go first so a secret that contains another is masked whole.
+    """
+    for value in sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, MASK)
+    return text

@@ -127,3 +127,15 @@ class Settings:
     targets: Mapping[str, Target] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     source: Path | None = None
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret value in the configuration, for redaction."""
+        found = [self.factory.api_key.reveal()]
+        for target in self.targets.values():
+            if isinstance(target, SlackTarget):
+                found.append(target.token.reveal())
+            elif isinstance(target, SlackWebhookTarget):
+                found.append(target.url.reveal())
+            elif target.secret is not None:
+                found.append(target.secret.reveal())
+        return tuple(found)

@@ -1,0 +1,112 @@
+"""What every notifier is, and the helpers their failure reports share."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+import urllib.request
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from watcher import __version__
+from watcher.core.message import Message, SendOutcome
+
+USER_AGENT = f"factory-watcher/{__version__}"
+EXCERPT_LIMIT = 200
+REDACTED = "***"
+
+# slack-sdk logs whole request URLs and bodies at DEBUG whenever its logger's own level is
+# NOTSET (it tests `logger.level`, not the effective level). An incoming-webhook URL is a
+# credential, so the SDK clients get a logger of their own that never goes below INFO.
+SDK_LOGGER = logging.getLogger("watcher.notifiers.sdk")
+SDK_LOGGER.setLevel(logging.INFO)
+
+
+class Notifier(Protocol):
+    """Sends one finished message to one destination and classifies the result.
+
+    A notifier never retries, sleeps or loops: the delivery worker owns all of that.
+    Given the wrong kind of `Message` it raises TypeError (a programming error).
+    """
+
+    target_name: str
+
+    async def send(self, message: Message, *, now: datetime) -> SendOutcome:
+        """Deliver `message` once; `now` dates Retry-After and signatures."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the notifier is not used afterwards."""
+        ...
+
+
+def excerpt(data: bytes | str, *, redact: Iterable[str] = (), limit: int = EXCERPT_LIMIT) -> str:
+    """Return a short, single-line, printable rendering of a response body for a reason.
+
+    Every non-empty string in `redact` is replaced first, so a server that echoes a
+    credential back cannot smuggle it into a log line.
+    """
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    for secret in redact:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def wrong_message(notifier: object, expected: type, message: object) -> TypeError:
+    """The error for a message of the wrong kind (the delivery worker called the wrong renderer)."""
+    return TypeError(
+        f"{type(notifier).__name__} sends {expected.__name__}, got {type(message).__name__}"
+    )
+
+
+def transport_reason(prefix: str, exc: BaseException) -> str:
+    """Describe a connection-level failure by type and OS/TLS error text, never by `str(exc)`.
+
+    Exception texts of HTTP clients quote the URL, and some URLs are credentials.
+    """
+    if isinstance(exc, TimeoutError):
+        return f"{prefix}: timed out"
+    detail = type(exc).__name__
+    cause: BaseException | None = exc
+    for _ in range(5):  # the OS or TLS error is usually wrapped once or twice
+        if cause is None:
+            break
+        if isinstance(cause, ssl.SSLError) and cause.reason:
+            detail = f"{detail}: TLS {excerpt(str(cause.reason), limit=80)}"
+            break
+        strerror = getattr(cause, "strerror", None)
+        if isinstance(strerror, str) and strerror:
+            detail = f"{detail}: {excerpt(strerror, limit=80)}"
+            break
+        cause = cause.__cause__ or cause.__context__
+    return f"{prefix}: connection failed ({detail})"
+
+
+def is_http_url(url: str) -> bool:
+    """True for an absolute http(s) URL with a host; anything else cannot be posted to."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def bypasses_proxy(url: str) -> bool:
+    """True when requests to `url` must not go through an environment proxy.
+
+    slack-sdk reads HTTPS_PROXY/HTTP_PROXY but ignores NO_PROXY, so loopback fakes
+    (demo, tests) would be sent to a corporate proxy; this restores the usual rule.
+    """
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    except ValueError:
+        pass
+    return bool(urllib.request.proxy_bypass(host))

@@ -1,0 +1,546 @@
+"""Fake notification destinations on 127.0.0.1: Slack Web API, Slack webhooks, webhook receiver.
+
+The tests drive the real slack-sdk and httpx clients against them, and `factory-watcher
+demo` uses them (with `on_message` to print what arrived) so it needs no credentials.
+Every server records what it accepted behind a lock, since requests are served on threads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, Self, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from watcher.fakehttp import FakeHandler, LoopbackServer, send_json
+from watcher.notifiers.signing import DEFAULT_TOLERANCE_S, secret_key, verify
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+# Slack `ts` values are epoch seconds with microseconds; ours start at 1700000000.000100.
+FIRST_TS_US = 1_700_000_000_000_000
+TS_STEP_US = 100
+
+
+def _send_text(handler: FakeHandler, status: int, text: str) -> None:
+    data = text.encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/plain; charset=utf-8")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Canned:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+
+class _Queue(Generic[T]):
+    """Thread-safe queue of canned answers, each for `times` requests (-1: until cleared)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[list[Any]] = []  # [answer, remaining]
+
+    def add(self, answer: T, times: int) -> None:
+        with self._lock:
+            self._entries.append([answer, times])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def take(self) -> T | None:
+        with self._lock:
+            if not self._entries:
+                return None
+            entry = self._entries[0]
+            if entry[1] > 0:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._entries.pop(0)
+            return entry[0]  # type: ignore[no-any-return]
+
+
+class _SinkServer(LoopbackServer):
+    """LoopbackServer whose `close()` returns promptly.
+
+    `serve_forever` checks for shutdown every `poll_interval` (0.5 s by default), which
+    made every test using a sink pay half a second in teardown.
+    """
+
+    def start(self) -> Self:
+        """Serve in a background thread; returns self for chaining."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=type(self).__name__,
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+
+# --- Slack Web API ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SlackPost:
+    """One message FakeSlack accepted (`edited` for a `chat.update`); `received` is monotonic."""
+
+    channel: str
+    text: str
+    blocks: tuple[Mapping[str, Any], ...]
+    ts: str
+    received: float
+    edited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _SlackReply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _slack_error(
+    error: str, status: int = 200, headers: dict[str, str] | None = None
+) -> _SlackReply:
+    return _SlackReply(status, {"ok": False, "error": error}, headers or {})
+
+
+def _parse_slack_args(content_type: str, query: str, body: bytes) -> dict[str, Any] | None:
+    """Merge query and body arguments like Slack does; None when the JSON body is invalid."""
+    args: dict[str, Any] = {key: values[-1] for key, values in parse_qs(query).items()}
+    if content_type.startswith("application/json"):
+        try:
+            parsed = json.loads(body or b"{}")
+        except ValueError:
+            return None
+        if not isinstance(parsed, dict):
+            return None
+        args.update(parsed)
+    elif body:
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        args.update({key: values[-1] for key, values in form.items()})
+    blocks = args.get("blocks")
+    if isinstance(blocks, str):
+        # Form posts carry blocks as a JSON string, as the Slack docs describe.
+        try:
+            args["blocks"] = json.loads(blocks)
+        except ValueError:
+            args["blocks"] = None
+    return args
+
+
+class _FakeSlackHandler(FakeHandler):
+    def do_POST(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler's dispatch name)
+        self._serve()
+
+    def do_GET(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler's dispatch name)
+        self._serve()
+
+    def _serve(self) -> None:
+        if self.injected_fault():
+            return
+        body = self.read_body()
+        parts = urlsplit(self.path)
+        reply = self.owner.handle(
+            parts.path,
+            parts.query,
+            self.headers.get("Content-Type", ""),
+            self.headers.get("Authorization", ""),
+            body,
+        )
+        send_json(self, reply.status, reply.body, reply.headers)
+
+
+class FakeSlack(_SinkServer):
+    """The Slack Web API methods the watcher uses, served at `url + "/api/"`.
+
+    Answers like Slack: errors are HTTP 200 with `ok: false` (`not_authed`,
+    `invalid_auth`, `channel_not_found`, `is_archived`, `no_text`, ...), and a post to a
+    channel sooner than `min_interval_s` (less `grace_s` of arrival jitter) after the last
+    accepted one is HTTP 429 `ratelimited` with `Retry-After: 1`.
+    """
+
+    def __init__(
+        self,
+        token: str = "xoxb-test",  # noqa: S107 (the fake's own credential)
+        channels: tuple[str, ...] = ("C0123ABCD",),
+        min_interval_s: float = 1.0,
+        *,
+        grace_s: float = 0.1,
+        on_message: Callable[[SlackPost], None] | None = None,
+        clock: Clock = time.monotonic,
+        port: int = 0,
+    ) -> None:
+        super().__init__(_FakeSlackHandler, port)
+        self.token = token
+        self.min_interval_s = min_interval_s
+        # A client that paces its sends exactly min_interval_s apart sees them arrive a few
+        # milliseconds closer together (request latency varies); real Slack tolerates short
+        # bursts, so only gaps shorter than the interval by more than `grace_s` are refused.
+        self.grace_s = grace_s
+        self._channels = set(channels)
+        self._archived: set[str] = set()
+        self._on_message = on_message
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._posts: list[SlackPost] = []
+        self._updates: list[SlackPost] = []
+        self._latest: dict[tuple[str, str], SlackPost] = {}
+        self._last_post: dict[str, float] = {}
+        self._next_ts = FIRST_TS_US
+        self._rate_limited = 0
+        self._injected: _Queue[_SlackReply] = _Queue()
+
+    @property
+    def api_url(self) -> str:
+        """The `base_url` to give slack-sdk (`.../api/`)."""
+        return f"{self.url}/api/"
+
+    @property
+    def messages(self) -> list[SlackPost]:
+        """Every accepted `chat.postMessage`, oldest first (a copy)."""
+        with self._lock:
+            return list(self._posts)
+
+    @property
+    def updates(self) -> list[SlackPost]:
+        """Every accepted `chat.update`, oldest first (a copy)."""
+        with self._lock:
+            return list(self._updates)
+
+    @property
+    def rate_limited(self) -> int:
+        """How many posts were refused with 429 `ratelimited`."""
+        with self._lock:
+            return self._rate_limited
+
+    def latest(self, channel: str, ts: str) -> SlackPost | None:
+        """The current version of message `ts` in `channel`, after any updates."""
+        with self._lock:
+            return self._latest.get((channel, ts))
+
+    def set_channel_archived(self, channel: str) -> None:
+        """Make later posts to `channel` fail with `is_archived`."""
+        with self._lock:
+            self._archived.add(channel)
+
+    def inject_error(
+        self, error: str, *, status: int = 200, times: int = 1, retry_after: str | None = None
+    ) -> None:
+        """Answer the next `times` authenticated chat.* calls with `ok: false, error`."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        self._injected.add(_slack_error(error, status, headers), times)
+
+    def handle(
+        self, path: str, query: str, content_type: str, authorization: str, body: bytes
+    ) -> _SlackReply:
+        """Answer one Web API call (called from the request thread)."""
+        method = path.removeprefix("/api/")
+        if not path.startswith("/api/") or method not in _METHODS:
+            return _slack_error("unknown_method", 404)
+        args = _parse_slack_args(content_type, query, body)
+        if args is None:
+            return _slack_error("invalid_json")
+        refusal = self._auth_refusal(authorization, args)
+        if refusal is not None:
+            return refusal
+        if method == "auth.test":
+            return _SlackReply(200, dict(_AUTH_TEST))
+        injected = self._injected.take()
+        if injected is not None:
+            return injected
+        accepted, reply = self._chat(method, args)
+        if accepted is not None and self._on_message is not None:
+            self._on_message(accepted)
+        return reply
+
+    def _auth_refusal(self, authorization: str, args: dict[str, Any]) -> _SlackReply | None:
+        token = authorization.removeprefix("Bearer ").strip() or str(args.get("token", ""))
+        if not token:
+            return _slack_error("not_authed")
+        if token != self.token:
+            return _slack_error("invalid_auth")
+        return None
+
+    def _chat(self, method: str, args: dict[str, Any]) -> tuple[SlackPost | None, _SlackReply]:
+        channel = str(args.get("channel") or "")
+        text = str(args.get("text") or "")
+        raw_blocks = args.get("blocks")
+        blocks = tuple(raw_blocks) if isinstance(raw_blocks, list) else ()
+        with self._lock:
+            refusal = self._refusal(channel, text, blocks)
+            if refusal is not None:
+                return None, refusal
+            now = self._clock()
+            if method == "chat.update":
+                return self._update(channel, str(args.get("ts") or ""), text, blocks, now)
+            last = self._last_post.get(channel)
+            if last is not None and now - last < self.min_interval_s - self.grace_s:
+                self._rate_limited += 1
+                return None, _slack_error("ratelimited", 429, {"Retry-After": "1"})
+            self._last_post[channel] = now
+            self._next_ts += TS_STEP_US
+            ts = f"{self._next_ts // 1_000_000}.{self._next_ts % 1_000_000:06d}"
+            post = SlackPost(channel, text, blocks, ts, now)
+            self._posts.append(post)
+            self._latest[(channel, ts)] = post
+        return post, _SlackReply(
+            200, {"ok": True, "channel": channel, "ts": ts, "message": {"text": text, "ts": ts}}
+        )
+
+    def _refusal(
+        self, channel: str, text: str, blocks: tuple[Mapping[str, Any], ...]
+    ) -> _SlackReply | None:
+        if channel not in self._channels:
+            return _slack_error("channel_not_found")
+        if channel in self._archived:
+            return _slack_error("is_archived")
+        if not text.strip() and not blocks:
+            return _slack_error("no_text")
+        return None
+
+    def _update(
+        self, channel: str, ts: str, text: str, blocks: tuple[Mapping[str, Any], ...], now: float
+    ) -> tuple[SlackPost | None, _SlackReply]:
+        if (channel, ts) not in self._latest:
+            return None, _slack_error("message_not_found")
+        post = SlackPost(channel, text, blocks, ts, now, edited=True)
+        self._updates.append(post)
+        self._latest[(channel, ts)] = post
+        return post, _SlackReply(200, {"ok": True, "channel": channel, "ts": ts, "text": text})
+
+
+_METHODS = frozenset({"chat.postMessage", "chat.update", "auth.test"})
+_AUTH_TEST = {
+    "ok": True,
+    "url": "https://fake.slack.test/",
+    "team": "Fake",
+    "user": "watcher",
+    "team_id": "T000",
+    "user_id": "U000",
+    "bot_id": "B000",
+}
+
+
+# --- Slack incoming webhooks --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SlackWebhookPost:
+    """One payload FakeSlackWebhook accepted; `received` is monotonic."""
+
+    path: str
+    payload: Mapping[str, Any]
+    received: float
+
+
+class _FakeSlackWebhookHandler(FakeHandler):
+    def do_POST(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler's dispatch name)
+        if self.injected_fault():
+            return
+        body = self.read_body()
+        status, text = self.owner.handle(self.path, body)
+        _send_text(self, status, text)
+
+
+def _webhook_payload(body: bytes) -> dict[str, Any] | tuple[int, str]:
+    """The JSON payload of a webhook post, or Slack's refusal of it."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return 400, "invalid_payload"
+    if not isinstance(payload, dict):
+        return 400, "invalid_payload"
+    if not str(payload.get("text") or "").strip() and not payload.get("blocks"):
+        return 400, "no_text"
+    return payload
+
+
+class FakeSlackWebhook(_SinkServer):
+    """Slack incoming webhooks: POST JSON under `/services/`, answered `ok` as text/plain."""
+
+    def __init__(
+        self,
+        *,
+        on_message: Callable[[SlackWebhookPost], None] | None = None,
+        clock: Clock = time.monotonic,
+        port: int = 0,
+    ) -> None:
+        super().__init__(_FakeSlackWebhookHandler, port)
+        self._on_message = on_message
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._posts: list[SlackWebhookPost] = []
+        self._revoked = False
+        self._canned: _Queue[_Canned] = _Queue()
+
+    @property
+    def webhook_url(self) -> str:
+        """A webhook URL this server accepts."""
+        return f"{self.url}/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
+
+    @property
+    def messages(self) -> list[SlackWebhookPost]:
+        """Every accepted payload, oldest first (a copy)."""
+        with self._lock:
+            return list(self._posts)
+
+    def revoke(self) -> None:
+        """From now on answer 403 `invalid_token`, as Slack does for a removed webhook."""
+        with self._lock:
+            self._revoked = True
+
+    def respond_with(self, status: int, body: str = "", *, times: int = 1) -> None:
+        """Answer the next `times` posts (-1: until cleared) with `status` and a text body."""
+        self._canned.add(_Canned(status, body.encode(), {}), times)
+
+    def clear_responses(self) -> None:
+        """Drop every pending `respond_with`."""
+        self._canned.clear()
+
+    def handle(self, path: str, body: bytes) -> tuple[int, str]:
+        """Answer one post (called from the request thread)."""
+        if not urlsplit(path).path.startswith("/services/"):
+            return 404, "no_service"
+        canned = self._canned.take()
+        if canned is not None:
+            return canned.status, canned.body.decode()
+        with self._lock:
+            revoked = self._revoked
+        if revoked:
+            return 403, "invalid_token"
+        payload = _webhook_payload(body)
+        if isinstance(payload, tuple):
+            return payload
+        post = SlackWebhookPost(path, payload, self._clock())
+        with self._lock:
+            self._posts.append(post)
+        if self._on_message is not None:
+            self._on_message(post)
+        return 200, "ok"
+
+
+# --- generic webhooks ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedWebhook:
+    """One POST the receiver got, whatever it answered.
+
+    `headers` has lower-cased names; `json` is None when the body is not JSON;
+    `signature_valid` is None when the receiver has no secret.
+    """
+
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    json: Any
+    signature_valid: bool | None
+    status: int
+    received: float
+
+
+class _WebhookReceiverHandler(FakeHandler):
+    def do_POST(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler's dispatch name)
+        if self.injected_fault():
+            return
+        body = self.read_body()
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        canned = self.owner.handle(self.path, headers, body)
+        self.send_response(canned.status)
+        for key, value in canned.headers.items():
+            self.send_header(key, value)
+        if canned.status != 204:
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(canned.body)))
+        self.end_headers()
+        if canned.status != 204:
+            self.wfile.write(canned.body)
+
+
+_NO_CONTENT = _Canned(204, b"", {})
+
+
+class WebhookReceiver(_SinkServer):
+    """Receives generic webhooks, checks Standard Webhooks signatures, answers 204."""
+
+    def __init__(
+        self,
+        secret: str | None = None,
+        *,
+        on_message: Callable[[ReceivedWebhook], None] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        tolerance: int = DEFAULT_TOLERANCE_S,
+        clock: Clock = time.monotonic,
+        port: int = 0,
+    ) -> None:
+        if secret is not None:
+            secret_key(secret)  # a malformed secret fails here, not in a request thread
+        super().__init__(_WebhookReceiverHandler, port)
+        self._secret = secret
+        self._on_message = on_message
+        self._now = now
+        self._tolerance = tolerance
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._requests: list[ReceivedWebhook] = []
+        self._canned: _Queue[_Canned] = _Queue()
+
+    def __repr__(self) -> str:
+        return f"WebhookReceiver(url={self.url!r}, signed={self._secret is not None})"
+
+    @property
+    def requests(self) -> list[ReceivedWebhook]:
+        """Every POST received, oldest first (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    def respond_with(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        body: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Answer the next `times` POSTs (-1: until cleared) with `status`."""
+        self._canned.add(_Canned(status, body.encode(), dict(headers or {})), times)
+
+    def redirect_to(self, url: str, *, times: int = 1) -> None:
+        """Answer the next `times` POSTs with a 307 to `url`."""
+        self.respond_with(307, times=times, headers={"Location": url})
+
+    def clear_responses(self) -> None:
+        """Go back to answering 204."""
+        self._canned.clear()
+
+    def handle(self, path: str, headers: Mapping[str, str], body: bytes) -> _Canned:
+        """Record one POST and choose its answer (called from the request thread)."""
+        canned = self._canned.take() or _NO_CONTENT
+        try:
+            parsed: Any = json.loads(body)
+        except ValueError:
+            parsed = None
+        valid = (
+            None
+            if self._secret is None
+            else verify(self._secret, headers, body, now=self._now(), tolerance=self._tolerance)
+        )
+        received = ReceivedWebhook(path, headers, body, parsed, valid, canned.status, self._clock())
+        with self._lock:
+            self._requests.append(received)
+        if self._on_message is not None:
+            self._on_message(received)
+        return canned
