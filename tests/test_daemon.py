@@ -224,3 +224,23 @@ async def test_rate_limited_api_is_not_polled_before_retry_after(rig: Rig) -> No
     too_soon = [r for r in records if limited_at + 0.3 < r.at < limited_at + 1.95]
     assert too_soon == []
     assert limited.is_set()
+
+
+@pytest.mark.anyio
+async def test_hostile_title_reaches_slack_inert(rig: Rig) -> None:
+    """A session titled with Slack control syntax pings nobody and forges no link."""
+    settings = rig.with_sessions("s1")
+    rig.sim.update("s1", title="<!channel> <@U1> <https://x|y>")
+    watcher = Watcher(settings)
+    try:
+        await cycle(watcher)
+        rig.sim.complete_run("s1")
+        await cycle(watcher)
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+    [message] = rig.slack.messages
+    shown = message.text + repr(message.blocks)
+    for raw in ("<!channel>", "<@U1>", "<https://x|y>"):
+        assert raw not in shown
+    assert "&lt;!channel&gt; &lt;@U1&gt; &lt;https://x|y&gt;" in message.text

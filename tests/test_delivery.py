@@ -234,3 +234,37 @@ async def test_slack_burst_of_200_is_paced_complete_and_ordered(rig: Rig) -> Non
         assert len(mine) == 2
         assert "finished its run" in mine[0]
         assert "is now running" in mine[1]
+
+
+@pytest.mark.anyio
+async def test_destination_retry_after_is_honoured(rig: Rig) -> None:
+    """After a 429 with Retry-After, the destination hears nothing more until it has passed."""
+    settings = rig.with_sessions("s1", "s2")
+    rig.receiver.respond_with(429, headers={"Retry-After": "2"})
+    watcher = Watcher(settings)
+
+    async def drive() -> None:
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: watcher.store.load_state("s2") is not None)
+        )
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: watcher.store.load_state("s1") is not None)
+        )
+        rig.sim.complete_run("s1")
+        rig.sim.complete_run("s2")
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: sum(r.status == 204 for r in rig.receiver.requests) == 2, timeout=15
+            )
+        )
+        watcher.request_stop()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await watcher.run(handle_signals=False)
+    requests = rig.receiver.requests
+    limited = next(r for r in requests if r.status == 429)
+    after = [r.received - limited.received for r in requests if r.received > limited.received]
+    assert after
+    assert min(after) >= 2.0
