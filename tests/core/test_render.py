@@ -145,3 +145,12 @@ def test_escape_and_truncate() -> None:
     assert escape_slack("a&b<c>") == "a&amp;b&lt;c&gt;"
     assert truncate("abcdef", 4) == "abc…"
     assert truncate("abc", 4) == "abc"
+
+
+def test_watcher_events_render_without_session_facts() -> None:
+    """API health messages have the headline and the rule, no session block."""
+    message = render_slack(
+        event(EventType.API_UNAVAILABLE, session=None, data={"reason": "HTTP 503"}), "outage"
+    )
+    assert len(message.blocks) == 2
+    assert "rule outage" in message.blocks[1]["elements"][0]["text"]
