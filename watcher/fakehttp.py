@@ -194,8 +194,10 @@ class LoopbackServer:
 
     def start(self) -> Self:
         """Serve in a background thread; returns self for chaining."""
+        # serve_forever checks for shutdown every poll interval (0.5 s by default):
+        # a short one keeps every test's teardown quick.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name=type(self).__name__, daemon=True
+            target=self._server.serve_forever, args=(0.02,), name=type(self).__name__, daemon=True
         )
         self._thread.start()
         return self
@@ -203,7 +205,8 @@ class LoopbackServer:
     def close(self) -> None:
         """Stop serving and release the port; stalled responses are cut short."""
         self.faults.closing.set()
-        self._server.shutdown()
+        if self._thread is not None:  # shutdown() waits forever for a loop never started
+            self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)

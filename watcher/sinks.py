@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from watcher.fakehttp import FakeHandler, LoopbackServer, send_json
@@ -68,25 +68,6 @@ class _Queue(Generic[T]):
                 if entry[1] == 0:
                     self._entries.pop(0)
             return entry[0]  # type: ignore[no-any-return]
-
-
-class _SinkServer(LoopbackServer):
-    """LoopbackServer whose `close()` returns promptly.
-
-    `serve_forever` checks for shutdown every `poll_interval` (0.5 s by default), which
-    made every test using a sink pay half a second in teardown.
-    """
-
-    def start(self) -> Self:
-        """Serve in a background thread; returns self for chaining."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.02},
-            name=type(self).__name__,
-            daemon=True,
-        )
-        self._thread.start()
-        return self
 
 
 # --- Slack Web API ------------------------------------------------------------------------
@@ -163,7 +144,7 @@ class _FakeSlackHandler(FakeHandler):
         send_json(self, reply.status, reply.body, reply.headers)
 
 
-class FakeSlack(_SinkServer):
+class FakeSlack(LoopbackServer):
     """The Slack Web API methods the watcher uses, served at `url + "/api/"`.
 
     Answers like Slack: errors are HTTP 200 with `ok: false` (`not_authed`,
@@ -368,7 +349,7 @@ def _webhook_payload(body: bytes) -> dict[str, Any] | tuple[int, str]:
     return payload
 
 
-class FakeSlackWebhook(_SinkServer):
+class FakeSlackWebhook(LoopbackServer):
     """Slack incoming webhooks: POST JSON under `/services/`, answered `ok` as text/plain."""
 
     def __init__(
@@ -473,7 +454,7 @@ class _WebhookReceiverHandler(FakeHandler):
 _NO_CONTENT = _Canned(204, b"", {})
 
 
-class WebhookReceiver(_SinkServer):
+class WebhookReceiver(LoopbackServer):
     """Receives generic webhooks, checks Standard Webhooks signatures, answers 204."""
 
     def __init__(
