@@ -244,3 +244,29 @@ async def test_hostile_title_reaches_slack_inert(rig: Rig) -> None:
     for raw in ("<!channel>", "<@U1>", "<https://x|y>"):
         assert raw not in shown
     assert "&lt;!channel&gt; &lt;@U1&gt; &lt;https://x|y&gt;" in message.text
+
+
+@pytest.mark.anyio
+async def test_a_slow_poll_never_stacks_up(rig: Rig) -> None:
+    """While one poll of a session hangs, its scheduled ticks queue no second poll."""
+    settings = rig.with_sessions("s1", "s2")
+    watcher = Watcher(settings)
+
+    async def drive() -> None:
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: rig.sim.request_count("s1") >= 1))
+        rig.sim.faults.add(FaultRule(Fault.STALL, "/api/v0/sessions/s1", stall_seconds=1.5))
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: rig.sim.faults.applied, what="the stalled poll")
+        )
+        during = rig.sim.request_count("s1"), rig.sim.request_count("s2")
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: rig.sim.request_count("s2") >= during[1] + 4)
+        )
+        # s2 kept its 200 ms rhythm while s1's one poll was still hanging.
+        assert rig.sim.request_count("s1") == during[0]
+        watcher.request_stop()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await watcher.run(handle_signals=False)
