@@ -40,5 +40,8 @@ pytest: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/poll_bench.py
 
+crash: $(VENV)/.installed-dev
+	$(BIN)/python bench/crash.py --kills 200
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -14,6 +14,7 @@ from functools import partial
 from typing import ParamSpec, TypeVar
 
 import anyio
+from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -343,7 +344,9 @@ class Watcher:
         try:
             async with anyio.create_task_group() as outer:
                 if handle_signals:
-                    outer.start_soon(self._signals)
+                    # Handlers are in place before READY=1: a `systemctl reload`
+                    # straight after start must not meet SIGHUP's default action.
+                    await outer.start(self._signals)
                 async with anyio.create_task_group() as work:
                     self._work_scope = work.cancel_scope
                     work.start_soon(self.delivery.run, settings.targets, self.notifiers)
@@ -416,8 +419,9 @@ class Watcher:
         )
         return f"{line}; {self._status_note}" if self._status_note else line
 
-    async def _signals(self) -> None:
+    async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.reload()
