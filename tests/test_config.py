@@ -1251,3 +1251,9 @@ def test_slack_pacing_defaults_to_one_second_and_can_be_set() -> None:
         timedelta(milliseconds=50),
         timedelta(seconds=2),
     ]
+
+
+def test_plain_http_to_loopback_needs_no_opt_in() -> None:
+    """A webhook on this host may use http:// without allow_http: nothing crosses a network."""
+    text = FACTORY + "targets:\n  w:\n    type: webhook\n    url: http://127.0.0.1:9000/hook\n"
+    assert load(text).targets["w"].url == "http://127.0.0.1:9000/hook"

@@ -63,6 +63,7 @@ from watcher.core.settings import (
     WatchedSession,
     WebhookTarget,
 )
+from watcher.core.urls import is_loopback_url
 from watcher.yamlsafe import KeyPath, render_path
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -706,7 +707,8 @@ class _Builder:
         self, name: str, section: _Webhook, at: KeyPath, limits: DeliveryLimits
     ) -> WebhookTarget | None:
         ok = True
-        if urlsplit(section.url).scheme == "http" and not section.allow_http:
+        plain = urlsplit(section.url).scheme == "http"
+        if plain and not section.allow_http and not is_loopback_url(section.url):
             self.report(
                 (*at, "url"),
                 "plain http:// sends the payload unencrypted; use https:// "

@@ -278,10 +278,10 @@ async def test_reason_quotes_a_short_single_line_excerpt(receiver: WebhookReceiv
         (Fault.HTTP_503, FailureKind.RETRYABLE, None),
         (Fault.HTTP_429, FailureKind.RETRYABLE, None),
         (Fault.HTTP_429_RETRY_AFTER, FailureKind.RETRYABLE, timedelta(seconds=5)),
-        # The status line decides: a 2xx is acceptance, whatever follows it.
-        (Fault.TRUNCATED_JSON, None, None),
-        (Fault.GARBAGE, None, None),
-        (Fault.STALL, None, None),
+        # A 2xx whose body breaks off or claims JSON it is not is no acceptance.
+        (Fault.TRUNCATED_JSON, FailureKind.RETRYABLE, None),
+        (Fault.GARBAGE, FailureKind.RETRYABLE, None),
+        (Fault.STALL, FailureKind.RETRYABLE, None),
         (Fault.RESET, FailureKind.RETRYABLE, None),
     ],
 )
@@ -303,13 +303,24 @@ async def test_each_fault_classifies(
 
 @pytest.mark.anyio
 async def test_plain_http_is_refused_without_allow_http(receiver: WebhookReceiver) -> None:
-    """An http:// URL fails permanently unless the target allows it, and nothing is sent."""
-    outcome = await send_once(target(receiver.url, allow_http=False))
+    """http:// to another host fails permanently unless allowed; loopback needs no opt-in."""
+    sent: list[httpx.Request] = []
 
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(204)
+
+    outcome = await send_once(
+        target("http://hooks.example.com/x", allow_http=False),
+        transport=httpx.MockTransport(record),
+    )
     assert isinstance(outcome, SendFailed)
     assert outcome.kind is FailureKind.PERMANENT
     assert "plain http refused" in outcome.reason
-    assert receiver.requests == []
+    assert sent == []
+
+    assert await send_once(target(receiver.url, allow_http=False)) == Sent()
+    assert len(receiver.requests) == 1
 
 
 @pytest.mark.parametrize(
@@ -515,3 +526,34 @@ async def test_exotic_transport_outcomes(
 
     assert isinstance(outcome, SendFailed)
     assert (outcome.kind, outcome.reason) == (kind, reason)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "accepted"),
+    [
+        ("text/plain", b"ok", True),
+        ("application/json", b'{"received": true}', True),
+        ("application/json; charset=utf-8", b"", True),
+        ("text/html", b"<html>thanks</html>", True),
+        ("application/problem+json", b'{"ok"', False),
+        ("application/json", b"\x00\xffnot json", False),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_2xx_is_acceptance_when_its_body_is_what_it_claims(
+    content_type: str, body: bytes, accepted: bool
+) -> None:
+    """Any whole 2xx answer is acceptance, except one that claims JSON and is not."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Type": content_type}, content=body)
+
+    outcome = await send_once(
+        target("https://hooks.example.com/x"), transport=httpx.MockTransport(answer)
+    )
+    if accepted:
+        assert outcome == Sent()
+    else:
+        assert isinstance(outcome, SendFailed)
+        assert outcome.kind is FailureKind.RETRYABLE
+        assert "malformed JSON body" in outcome.reason

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 import urllib.request
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit
 
 from watcher import __version__
 from watcher.core.message import Message, SendOutcome
+from watcher.core.urls import is_loopback_url
 
 USER_AGENT = f"factory-watcher/{__version__}"
 EXCERPT_LIMIT = 200
@@ -101,12 +101,6 @@ def bypasses_proxy(url: str) -> bool:
     slack-sdk reads HTTPS_PROXY/HTTP_PROXY but ignores NO_PROXY, so loopback fakes
     (demo, tests) would be sent to a corporate proxy; this restores the usual rule.
     """
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
+    if is_loopback_url(url):
         return True
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return True
-    except ValueError:
-        pass
-    return bool(urllib.request.proxy_bypass(host))
+    return bool(urllib.request.proxy_bypass(urlsplit(url).hostname or ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Mapping
 from datetime import datetime
@@ -12,6 +13,7 @@ import httpx
 from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, Sent, WebhookMessage
 from watcher.core.retry_after import parse_retry_after
 from watcher.core.settings import WebhookTarget
+from watcher.core.urls import is_loopback_url
 from watcher.notifiers.base import USER_AGENT, excerpt, transport_reason, wrong_message
 from watcher.notifiers.signing import secret_key, signature_headers
 
@@ -28,6 +30,8 @@ RESERVED_HEADERS = frozenset(
 )
 # Enough of an error body to explain a refusal; the rest is never read.
 ERROR_BODY_LIMIT = 4096
+# An acceptance is read whole (to know it arrived) but kept only this far.
+ACCEPTED_BODY_LIMIT = 65536
 
 
 def classify_webhook_status(
@@ -66,7 +70,7 @@ def _checked_url(raw: str, *, allow_http: bool) -> httpx.URL | SendFailed:
         url = httpx.URL(raw)
     except httpx.InvalidURL:
         return SendFailed(FailureKind.PERMANENT, "webhook: invalid URL")
-    if url.scheme == "http" and not allow_http:
+    if url.scheme == "http" and not allow_http and not is_loopback_url(raw):
         return SendFailed(FailureKind.PERMANENT, "webhook: plain http refused (allow_http off)")
     if url.scheme not in ("http", "https"):
         return SendFailed(FailureKind.PERMANENT, f"webhook: unsupported scheme {url.scheme!r}")
@@ -140,8 +144,7 @@ class WebhookNotifier:
             return SendFailed(FailureKind.RETRYABLE, transport_reason("webhook", exc))
         try:
             if 200 <= response.status_code < 300:
-                # The receiver accepted; its body is none of our business.
-                return Sent()
+                return await self._accepted(response)
             body = await self._read_excerpt(response)
             return classify_webhook_status(
                 response.status_code, body, response.headers, now=now, redact=self._redact
@@ -152,6 +155,36 @@ class WebhookNotifier:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
+
+    @staticmethod
+    async def _accepted(response: httpx.Response) -> SendOutcome:
+        # A 2xx counts only once the whole answer has arrived and is what it
+        # claims to be. A reply that breaks off, or says JSON and is not, is a
+        # broken exchange: sending again risks a duplicate, never a loss.
+        status = response.status_code
+        chunks = bytearray()
+        try:
+            async for chunk in response.aiter_bytes():
+                if len(chunks) < ACCEPTED_BODY_LIMIT:
+                    chunks += chunk
+        except httpx.TimeoutException:
+            return SendFailed(
+                FailureKind.RETRYABLE, f"webhook: HTTP {status}, then the body stalled"
+            )
+        except httpx.HTTPError as exc:
+            return SendFailed(
+                FailureKind.RETRYABLE, transport_reason(f"webhook: HTTP {status}", exc)
+            )
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        claims_json = media_type == "application/json" or media_type.endswith("+json")
+        if claims_json and chunks and len(chunks) < ACCEPTED_BODY_LIMIT:
+            try:
+                json.loads(bytes(chunks))
+            except ValueError:
+                return SendFailed(
+                    FailureKind.RETRYABLE, f"webhook: HTTP {status} with a malformed JSON body"
+                )
+        return Sent()
 
     @staticmethod
     async def _read_excerpt(response: httpx.Response) -> bytes:
