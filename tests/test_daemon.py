@@ -165,7 +165,7 @@ async def test_run_polls_on_schedule_and_stops_cleanly(rig: Rig) -> None:
 
 @pytest.mark.anyio
 async def test_failed_polls_back_off_and_recover(rig: Rig) -> None:
-    """A failing session is held back per the backoff; a success clears it."""
+    """A failing session is held back per the backoff; the API answering again clears it."""
     settings = rig.with_sessions("s1", "s2")
     now = [datetime.now(UTC)]
     watcher = Watcher(settings, clock=lambda: now[0])
@@ -178,6 +178,18 @@ async def test_failed_polls_back_off_and_recover(rig: Rig) -> None:
         now[0] += timedelta(seconds=0.41)  # 2 x 200ms is the longest first backoff
         assert watcher.poll_allowed("s1", now[0])
         await watcher.poll("s1")
+        assert watcher.poll_allowed("s1", now[0])
+
+        # An outage longer than unavailable_after (1 s in the rig) backs off everyone...
+        rig.sim.faults.add(FaultRule(Fault.HTTP_503, "/api/v0/sessions/", times=-1))
+        for _ in range(4):
+            now[0] += timedelta(seconds=0.5)
+            await watcher.poll("s1")
+        await watcher.poll("s2")
+        assert not watcher.poll_allowed("s1", now[0])
+        assert not watcher.poll_allowed("s2", now[0])
+        rig.sim.faults.clear()
+        await watcher.poll("s2")  # ...and the first good answer ends it for everyone
         assert watcher.poll_allowed("s1", now[0])
     finally:
         await watcher.aclose()

@@ -266,7 +266,14 @@ class Watcher:
             reason=result.reason if isinstance(result, FetchFailed) else "",
             auth=isinstance(result, FetchFailed) and result.kind is FetchFailureKind.AUTH,
         )
+        recovered = self.health.state is ApiState.DOWN and not failed
         self.health = change.health
+        if recovered:
+            # After a declared outage, every session returns to its normal rhythm
+            # now, not when its own backoff would have run out.
+            self._failures.clear()
+            self._paused_until.clear()
+            self._api_paused_until = None
         if change.note:
             level = logging.ERROR if change.health.auth else logging.WARNING
             log.log(level if failed else logging.INFO, "%s", change.note)
