@@ -22,7 +22,7 @@ from watcher.core.render import render_for
 from watcher.core.secret import redact
 from watcher.core.settings import Settings
 from watcher.daemon import Watcher
-from watcher.logs import configure_logging
+from watcher.logs import RedactingFilter, configure_logging
 from watcher.notifiers import build_notifier
 from watcher.store import OutboxStatus, SqliteStore, StoreError
 
@@ -119,7 +119,7 @@ def main(
             file=out,
         )
         return EX_OK
-    configure_logging(args.log_level, stream=err, secrets=settings.secret_values())
+    redactor = configure_logging(args.log_level, stream=err, secrets=settings.secret_values())
     try:
         if args.command == "outbox":
             return _outbox(settings, args.action, args.ids, args.status, out)
@@ -127,7 +127,7 @@ def main(
             return anyio.run(_test_notify, settings, args.target, out, backend="asyncio")
         if args.command == "once":
             return anyio.run(_once, settings, args.dry_run, out, backend="asyncio")
-        return anyio.run(_run, settings, args.config, backend="asyncio")
+        return anyio.run(_run, settings, args.config, redactor, backend="asyncio")
     except StoreError as error:
         print(f"factory-watcher: {error}", file=err)
         return EX_CANTCREAT
@@ -135,8 +135,14 @@ def main(
         return EX_OK
 
 
-async def _run(settings: Settings, config_path: Path) -> int:
-    watcher = Watcher(settings, reload=lambda: load_settings(config_path))
+async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter) -> int:
+    def reload() -> Settings:
+        new = load_settings(config_path)
+        # Old values stay masked too: in-flight errors may still quote them.
+        redactor.update((*redactor.secrets, *new.secret_values()))
+        return new
+
+    watcher = Watcher(settings, reload=reload)
     await watcher.run()
     return EX_OK
 
