@@ -26,6 +26,7 @@ from watcher.core.model import Event, Gone, SessionState, Snapshot
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
 from watcher.core.retry import poll_backoff
 from watcher.core.rules import Route, route
+from watcher.core.schedule import poll_timing
 from watcher.core.secret import redact
 from watcher.core.settings import Rule, Settings, WatchedSession
 from watcher.delivery import DeliveryWorker
@@ -41,7 +42,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DRAIN_DEADLINE = 5.0
-FIRST_POLL_SPREAD = 2.0
 HEARTBEAT_PERIOD = 5.0  # the scheduler's own heartbeat job, and STATUS= updates
 STALL_AFTER = 60.0  # a component silent this long withholds the watchdog ping
 
@@ -313,20 +313,20 @@ class Watcher:
 
     def _schedule(self, watched: WatchedSession, *, first: bool) -> None:
         assert self._scheduler is not None
-        interval = (watched.interval or self.settings.poll.interval).total_seconds()
-        jitter = interval * self.settings.poll.jitter
-        spread = self._rng.uniform(0, min(interval, FIRST_POLL_SPREAD)) if first else interval
+        interval = watched.interval or self.settings.poll.interval
+        timing = poll_timing(interval, self.settings.poll.jitter, self._rng.random())
+        delay = timing.first_delay if first else timing.period
         self._scheduler.add_job(
             self._tick,
-            IntervalTrigger(seconds=interval, jitter=jitter or None, timezone=UTC),
+            IntervalTrigger(seconds=timing.period, jitter=timing.jitter or None, timezone=UTC),
             args=[watched.id],
             id=watched.id,
             name=f"poll {watched.id}",
             replace_existing=True,
             max_instances=1,
             coalesce=True,
-            misfire_grace_time=max(1, int(interval)),
-            next_run_time=datetime.now(UTC) + timedelta(seconds=spread),
+            misfire_grace_time=max(1, int(interval.total_seconds())),
+            next_run_time=datetime.now(UTC) + timedelta(seconds=delay),
         )
 
     # --- lifecycle -----------------------------------------------------------------
