@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import anyio
 import pytest
 
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
+from watcher.core.settings import Rule, Settings, WatchedSession
 from watcher.daemon import Watcher
 from watcher.fakehttp import Fault, FaultRule
 from watcher.store import OutboxStatus
@@ -282,3 +284,66 @@ async def test_a_slow_poll_never_stacks_up(rig: Rig) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(drive)
             await watcher.run(handle_signals=False)
+
+
+@pytest.mark.anyio
+async def test_reload_applies_sessions_rules_and_targets_without_losing_queued_work(
+    rig: Rig,
+) -> None:
+    """A reload starts and stops sessions, routes by the new rules, and keeps queued rows."""
+    first = rig.with_sessions("s1", "s2")
+    rig.sim.add_session("s3", title="Title of s3", status="running")
+    pending: list[Settings] = []
+    watcher = Watcher(first, reload=pending.pop)
+    to_ops = (Rule(name="to-ops", on=("session.status_changed",), notify=("ops",)),)
+
+    async def drive() -> None:
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: all(watcher.store.load_state(s) for s in ("s1", "s2")))
+        )
+        # The webhook target is down: its rows wait in the outbox...
+        rig.receiver.respond_with(503, times=-1)
+        rig.sim.complete_run("s1")
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: any(r.status == 503 for r in rig.receiver.requests))
+        )
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: rig.slack.messages))
+        # ...and the reload drops that target, drops s2, adds s3, and changes the rules.
+        pending.append(
+            replace(
+                first,
+                sessions=(first.sessions[0], WatchedSession(id="s3")),
+                targets={k: v for k, v in first.targets.items() if k != "ci"},
+                rules=to_ops,
+            )
+        )
+        assert await watcher.reload()
+        s2_polls = rig.sim.request_count("s2")
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: watcher.store.load_state("s3") is not None, what="s3 polled")
+        )
+        rig.sim.complete_run("s3")  # the new session, under the new rules
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: rig.slack_hook.messages, what="the new rule's message")
+        )
+        assert len(rig.slack.messages) == 1  # the old rule no longer applies
+        assert rig.sim.request_count("s2") <= s2_polls + 1  # one poll may have been queued
+        counts = watcher.store_counts()
+        assert counts[OutboxStatus.PENDING] == 1  # the ci row: kept, not lost
+        # Bring the target back with a rule change: the queued rows go out.
+        rig.receiver.clear_responses()
+        pending.append(first)
+        assert await watcher.reload()
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: watcher.store_counts()[OutboxStatus.PENDING] == 0, what="queued rows sent"
+            )
+        )
+        watcher.request_stop()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await watcher.run(handle_signals=False)
+    delivered = [r.json["type"] for r in rig.receiver.requests if r.status < 300]
+    assert delivered == ["session.completed"]
