@@ -24,6 +24,30 @@ def python_for_service() -> str:
     return sys.executable
 
 
+def install(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `systemd/install.sh --no-systemctl` with `env`."""
+    return subprocess.run(
+        ["bash", str(ROOT / "systemd" / "install.sh"), "--no-systemctl"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def check(binary: Path, config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the installed `factory-watcher check -c config`."""
+    return subprocess.run(
+        [str(binary), "check", "-c", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_install_script_lays_out_a_working_service(tmp_path: Path) -> None:
     """install.sh builds the venv, installs unit and config, and `check` passes with credentials."""
     if shutil.which("install") is None:
@@ -36,14 +60,7 @@ def test_install_script_lays_out_a_working_service(tmp_path: Path) -> None:
         "UNIT_DIR": str(units),
         "PYTHON": python_for_service(),
     }
-    result = subprocess.run(
-        ["bash", str(ROOT / "systemd" / "install.sh"), "--no-systemctl"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = install(env)
     assert result.returncode == 0, result.stderr
     binary = prefix / "venv" / "bin" / "factory-watcher"
     assert binary.exists()
@@ -55,14 +72,7 @@ def test_install_script_lays_out_a_working_service(tmp_path: Path) -> None:
 
     config = etc / "config.yaml"
     check_env = {**os.environ, "CREDENTIALS_DIRECTORY": str(etc / "credentials")}
-    missing = subprocess.run(
-        [str(binary), "check", "-c", str(config)],
-        env=check_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    missing = check(binary, config, check_env)
     assert missing.returncode == 78
     assert "factory.api_key_file" in missing.stderr
 
@@ -70,23 +80,9 @@ def test_install_script_lays_out_a_working_service(tmp_path: Path) -> None:
         path = etc / "credentials" / name
         path.write_text(value + "\n")
         path.chmod(0o600)
-    ok = subprocess.run(
-        [str(binary), "check", "-c", str(config)],
-        env=check_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    ok = check(binary, config, check_env)
     assert ok.returncode == 0, ok.stderr
 
-    rerun = subprocess.run(
-        ["bash", str(ROOT / "systemd" / "install.sh"), "--no-systemctl"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    rerun = install(env)
     assert rerun.returncode == 0
     assert config.read_text() == (ROOT / "systemd" / "config.yaml").read_text()

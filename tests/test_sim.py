@@ -17,6 +17,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from tests.clock import ManualClock
 from watcher.core.model import TokenUsage
 from watcher.core.snapshot import parse_snapshot
 from watcher.fakehttp import Fault, FaultRule
@@ -40,23 +41,13 @@ T0 = 1_700_000_000.0
 REPO = Path(__file__).resolve().parents[1]
 
 
-class FakeClock:
-    """A settable clock; stands in for `time.time` or `time.monotonic`."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sim(clock: FakeClock) -> Iterator[FactorySimulator]:
+def sim(clock: ManualClock) -> Iterator[FactorySimulator]:
     with FactorySimulator(KEY, clock=clock) as server:
         yield server
 
@@ -149,7 +140,7 @@ def test_other_methods_on_the_api_are_405(sim: FactorySimulator, client: httpx.C
 
 
 def test_a_full_session_body_matches_the_schema_exactly(
-    sim: FactorySimulator, client: httpx.Client, clock: FakeClock
+    sim: FactorySimulator, client: httpx.Client, clock: ManualClock
 ) -> None:
     """Every field the simulator can set is served under its documented name and type."""
     usage = TokenUsage(10, 20, 30, 40, 50, factory_credits=1.5)
@@ -248,7 +239,7 @@ def test_updated_at_strictly_increases_within_one_millisecond(sim: FactorySimula
 
 
 def test_updated_at_follows_the_clock_when_it_moves(
-    sim: FactorySimulator, clock: FakeClock
+    sim: FactorySimulator, clock: ManualClock
 ) -> None:
     """updatedAt is the current time in ms when that is already ahead of the last value."""
     sim.add_session("abc")
@@ -364,7 +355,7 @@ def test_lifecycle_helpers(
 
 
 def test_a_second_run_moves_completed_at_and_archiving_twice_keeps_the_first_date(
-    sim: FactorySimulator, clock: FakeClock
+    sim: FactorySimulator, clock: ManualClock
 ) -> None:
     """completedAt changes per run; archivedAt keeps the moment of the first archive."""
     sim.add_session("s", status="running")
@@ -688,9 +679,9 @@ def test_control_routes_are_exempt_from_faults(
 # -- request log -----------------------------------------------------------------------
 
 
-def test_request_log_counts_every_answer_with_its_time(clock: FakeClock) -> None:
+def test_request_log_counts_every_answer_with_its_time(clock: ManualClock) -> None:
     """Refused, faulted and served requests are all counted, timed and bounded per path."""
-    ticks = FakeClock(100.0)
+    ticks = ManualClock(100.0)
     with (
         FactorySimulator(KEY, clock=clock, monotonic=ticks) as sim,
         httpx.Client(base_url=sim.url, trust_env=False, timeout=5) as http,
@@ -729,7 +720,7 @@ def _drive(
     seed: int, steps: int, sessions: int = 30
 ) -> tuple[list[list[AutopilotStep]], list[list[dict[str, Any]]]]:
     """Run an autopilot on a fresh simulator with a fake clock, one second per step."""
-    clock = FakeClock()
+    clock = ManualClock(T0)
     moves: list[list[AutopilotStep]] = []
     history: list[list[dict[str, Any]]] = []
     with FactorySimulator(clock=clock) as sim:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.clock import ManualClock
 from watcher.fakehttp import Fault, FaultRule
 from watcher.notifiers.signing import SigningSecretError, signature_headers
 from watcher.sinks import (
@@ -28,23 +29,14 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock at 500 s that only the test moves."""
+    return ManualClock(500.0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def slack(clock: Clock) -> Iterator[FakeSlack]:
+def slack(clock: ManualClock) -> Iterator[FakeSlack]:
     with FakeSlack(channels=(CHANNEL, "C0SECOND"), clock=clock) as server:
         yield server
 
@@ -70,7 +62,7 @@ def post_json(
 
 
 def test_post_message_answers_like_slack_and_records_the_post(
-    slack: FakeSlack, http: httpx.Client, clock: Clock
+    slack: FakeSlack, http: httpx.Client, clock: ManualClock
 ) -> None:
     """chat.postMessage returns ok with channel and ts, and the post is recorded."""
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}]
@@ -157,7 +149,7 @@ def test_auth_test_answers_for_the_right_token(slack: FakeSlack, http: httpx.Cli
 
 
 def test_rate_limit_per_channel_with_retry_after(
-    slack: FakeSlack, http: httpx.Client, clock: Clock
+    slack: FakeSlack, http: httpx.Client, clock: ManualClock
 ) -> None:
     """A post to a channel too soon after the last is 429 `ratelimited`; others pass."""
     body = {"channel": CHANNEL, "text": "x"}
@@ -175,7 +167,7 @@ def test_rate_limit_per_channel_with_retry_after(
     assert len(slack.messages) == 3
 
 
-def test_ts_values_increase(slack: FakeSlack, http: httpx.Client, clock: Clock) -> None:
+def test_ts_values_increase(slack: FakeSlack, http: httpx.Client, clock: ManualClock) -> None:
     """Every accepted post gets a larger ts, formatted like Slack's."""
     stamps = []
     for _ in range(3):
@@ -231,7 +223,7 @@ def test_faults_come_before_routing(slack: FakeSlack, http: httpx.Client) -> Non
     assert slack.messages == []
 
 
-def test_on_message_sees_posts_and_updates(clock: Clock, http: httpx.Client) -> None:
+def test_on_message_sees_posts_and_updates(clock: ManualClock, http: httpx.Client) -> None:
     """The callback (used by `demo` to print) gets every accepted post and edit."""
     seen: list[SlackPost] = []
     with FakeSlack(on_message=seen.append, clock=clock) as server:

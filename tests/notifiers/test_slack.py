@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.clock import ManualClock
 from watcher.core.message import FailureKind, SendFailed, Sent, SlackMessage, WebhookMessage
 from watcher.core.secret import Secret
 from watcher.core.settings import SlackTarget
@@ -27,23 +28,14 @@ MESSAGE = SlackMessage(
 )
 
 
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock at 1000 s that only the test moves."""
+    return ManualClock(1000.0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def slack(clock: Clock) -> Iterator[FakeSlack]:
+def slack(clock: ManualClock) -> Iterator[FakeSlack]:
     with FakeSlack(token=CANARY_TOKEN, channels=(CHANNEL,), clock=clock) as server:
         yield server
 
@@ -82,7 +74,7 @@ async def test_post_returns_the_ts_and_slack_records_text_and_blocks(slack: Fake
 
 @pytest.mark.anyio
 async def test_one_notifier_posts_several_messages_over_its_session(
-    slack: FakeSlack, clock: Clock
+    slack: FakeSlack, clock: ManualClock
 ) -> None:
     """The notifier reuses its HTTP session across sends and yields increasing ts handles."""
     notifier = SlackNotifier(target(slack))
