@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -12,9 +13,10 @@ import pytest
 
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
 from watcher.core.settings import Rule, Settings, WatchedSession
-from watcher.daemon import Watcher
+from watcher.daemon import STALL_AFTER, Watcher
 from watcher.fakehttp import Fault, FaultRule
 from watcher.store import OutboxStatus
+from watcher.systemd import ProgressWatchdog
 
 
 @pytest.fixture
@@ -347,3 +349,46 @@ async def test_reload_applies_sessions_rules_and_targets_without_losing_queued_w
             await watcher.run(handle_signals=False)
     delivered = [r.json["type"] for r in rig.receiver.requests if r.status < 300]
     assert delivered == ["session.completed"]
+
+
+class RecordingWatchdog(ProgressWatchdog):
+    """A progress watchdog that remembers which components beat."""
+
+    def __init__(self, stall_after: float) -> None:
+        super().__init__(stall_after)
+        self.beats: list[str] = []
+
+    def beat(self, component: str, now: float) -> None:
+        """Record the beat, then count it."""
+        self.beats.append(component)
+        super().beat(component, now)
+
+
+@pytest.mark.anyio
+async def test_a_watcher_without_targets_stays_healthy_and_can_gain_one(rig: Rig) -> None:
+    """With no target the delivery side still reports progress, and a reload can add one."""
+    settings = rig.with_sessions("s1")
+    empty = replace(settings, targets={}, rules=())
+    pending = [settings]
+    watcher = Watcher(empty, reload=pending.pop)
+    watcher.progress = RecordingWatchdog(STALL_AFTER)
+    for component in ("scheduler", "delivery"):
+        watcher.progress.register(component, time.monotonic())
+
+    async def drive() -> None:
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: watcher.store.load_state("s1") is not None)
+        )
+        # No lane, yet the delivery side reports progress.
+        assert "delivery" in watcher.progress.beats
+        assert watcher.progress.healthy(time.monotonic())[0]
+        assert await watcher.reload()
+        rig.sim.complete_run("s1")
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: rig.slack.messages))
+        watcher.request_stop()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await watcher.run(handle_signals=False)
+    assert "finished its run" in rig.slack.messages[0].text

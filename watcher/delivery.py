@@ -116,6 +116,7 @@ class DeliveryWorker:
         self._db = db or _run_inline
         self._lanes: dict[str, _Lane] = {}
         self._pacer = Pacer()
+        self._stop_requested = anyio.Event()
         self._tg: TaskGroup | None = None
         self._on_progress = on_progress or (lambda: None)
         # Destinations can echo anything back, our own secrets included: every
@@ -129,8 +130,18 @@ class DeliveryWorker:
         """Serve lanes for `targets` until `stop()`; returns when every lane has finished."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self._keep_alive)
             self.set_targets(targets, notifiers)
         self._tg = None
+
+    async def _keep_alive(self) -> None:
+        # Holds the task group open for targets a reload may add, and reports
+        # progress while there is no lane to do it.
+        while not self._stop_requested.is_set():
+            if not self._lanes:
+                self._on_progress()
+            with anyio.move_on_after(IDLE_WAKE.total_seconds()):
+                await self._stop_requested.wait()
 
     def set_targets(self, targets: Mapping[str, Target], notifiers: Mapping[str, Notifier]) -> None:
         """Start lanes for new or changed targets and stop lanes of removed ones."""
@@ -151,6 +162,7 @@ class DeliveryWorker:
 
     def stop(self) -> None:
         """Ask every lane to finish its current send and stop; pending rows stay queued."""
+        self._stop_requested.set()
         for lane in self._lanes.values():
             lane.stopping = True
             lane.poke()
