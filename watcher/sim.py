@@ -696,6 +696,7 @@ class _SimHandler(FakeHandler):
     """Routes API and control requests to the `FactorySimulator` that owns the server."""
 
     _status = 0
+    _logging_path: str | None = None  # the API path whose answer is still to be logged
     # Headers and body go out in two writes; with Nagle on, the body then waits for
     # the client's delayed ACK (~40 ms per keep-alive request).
     disable_nagle_algorithm = True
@@ -706,8 +707,12 @@ class _SimHandler(FakeHandler):
         return owner
 
     def send_response(self, code: int, message: str | None = None) -> None:
-        # Remembered for the request log, which must also see faulted answers.
+        # Logged before any byte of the answer leaves, so a client that has its
+        # answer always finds the request in the log (faulted answers included).
         self._status = code
+        if self._logging_path is not None:
+            self.sim._record(self._logging_path, code)
+            self._logging_path = None
         super().send_response(code, message)
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
@@ -734,11 +739,14 @@ class _SimHandler(FakeHandler):
             self._control(method, path, split.query)
             return
         self._status = 0
+        self._logging_path = path
         try:
             if not self.injected_fault():
                 self._api(method, path, split.query)
         finally:
-            self.sim._record(path, self._status)
+            if self._logging_path is not None:  # no answer at all: a reset connection
+                self.sim._record(path, 0)
+                self._logging_path = None
 
     def _send(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
         data = b"" if body is None else json.dumps(body).encode()
