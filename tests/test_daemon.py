@@ -153,7 +153,9 @@ async def test_run_polls_on_schedule_and_stops_cleanly(rig: Rig) -> None:
         )
         rig.sim.complete_run("s1")
         await anyio.to_thread.run_sync(
-            lambda: wait_for(lambda: rig.slack.messages, what="the slack message")
+            lambda: wait_for(
+                lambda: rig.slack.messages and rig.receiver.requests, what="both deliveries"
+            )
         )
         watcher.request_stop()
 
