@@ -332,8 +332,12 @@ async def test_reload_applies_sessions_rules_and_targets_without_losing_queued_w
         )
         assert len(rig.slack.messages) == 1  # the old rule no longer applies
         assert rig.sim.request_count("s2") <= s2_polls + 1  # one poll may have been queued
-        counts = watcher.store_counts()
-        assert counts[OutboxStatus.PENDING] == 1  # the ci row: kept, not lost
+        # The ci row is kept, not lost (the ops row may still be being marked).
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: watcher.store_counts()[OutboxStatus.PENDING] == 1)
+        )
+        [kept] = watcher.store.list_outbox(OutboxStatus.PENDING)
+        assert (kept.target, kept.event.type) == ("ci", "session.completed")
         # Bring the target back with a rule change: the queued rows go out.
         rig.receiver.clear_responses()
         pending.append(first)

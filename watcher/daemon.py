@@ -393,6 +393,8 @@ class Watcher:
                     work.cancel_scope.deadline = anyio.current_time() + DRAIN_DEADLINE
                 outer.cancel_scope.cancel()
         finally:
+            send.close()  # already closed on a clean stop; not when run() was cancelled
+            receive.close()
             await self.aclose()
         log.info(
             "stopped; %d notification(s) left queued", self.store_counts()[OutboxStatus.PENDING]
