@@ -77,7 +77,9 @@ class Pacer:
             yield
             return
         now = anyio.current_time()
-        slot = max(now, self._next.get(key, now))
+        # A fresh process cannot know when the previous one last sent (a restart
+        # takes well under a second), so its first send waits one gap too.
+        slot = max(now, self._next.get(key, now + gap))
         self._next[key] = slot + gap  # concurrent senders queue behind this slot
         if slot > now:
             await anyio.sleep(slot - now)
