@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 import urllib.request
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from watcher import __version__
@@ -104,3 +105,14 @@ def bypasses_proxy(url: str) -> bool:
     if is_loopback_url(url):
         return True
     return bool(urllib.request.proxy_bypass(urlsplit(url).hostname or ""))
+
+
+def sdk_options(timeout: float) -> dict[str, Any]:
+    """Keyword arguments every slack-sdk client of ours takes."""
+    return {
+        "timeout": math.ceil(timeout),
+        "logger": SDK_LOGGER,
+        "user_agent_prefix": USER_AGENT,
+        # The outbox owns retries: the SDK's own connection retry can double-post.
+        "retry_handlers": [],
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -16,11 +15,10 @@ from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, 
 from watcher.core.retry_after import parse_retry_after
 from watcher.core.settings import SlackTarget
 from watcher.notifiers.base import (
-    SDK_LOGGER,
-    USER_AGENT,
     bypasses_proxy,
     excerpt,
     is_http_url,
+    sdk_options,
     transport_reason,
     wrong_message,
 )
@@ -118,13 +116,7 @@ class SlackNotifier:
         self._token = target.token
         api_url = target.api_url or DEFAULT_API_URL
         self._client = AsyncWebClient(
-            token=target.token.reveal(),
-            base_url=api_url,
-            timeout=math.ceil(timeout),
-            logger=SDK_LOGGER,
-            user_agent_prefix=USER_AGENT,
-            # The outbox owns retries: the SDK's own connection retry can double-post.
-            retry_handlers=[],
+            token=target.token.reveal(), base_url=api_url, **sdk_options(timeout)
         )
         if bypasses_proxy(api_url):
             self._client.proxy = None

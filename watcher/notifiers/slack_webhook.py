@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -15,11 +14,10 @@ from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, 
 from watcher.core.retry_after import parse_retry_after
 from watcher.core.settings import SlackWebhookTarget
 from watcher.notifiers.base import (
-    SDK_LOGGER,
-    USER_AGENT,
     bypasses_proxy,
     excerpt,
     is_http_url,
+    sdk_options,
     transport_reason,
     wrong_message,
 )
@@ -82,14 +80,7 @@ class SlackWebhookNotifier:
         self._timeout = timeout
         url = target.url.reveal()
         self._redact = _url_secrets(url)
-        self._client = AsyncWebhookClient(
-            url=url,
-            timeout=math.ceil(timeout),
-            logger=SDK_LOGGER,
-            user_agent_prefix=USER_AGENT,
-            # The outbox owns retries: the SDK's own connection retry can double-post.
-            retry_handlers=[],
-        )
+        self._client = AsyncWebhookClient(url=url, **sdk_options(timeout))
         if bypasses_proxy(url):
             self._client.proxy = None
         self._usable_url = is_http_url(url)
