@@ -11,12 +11,11 @@ from urllib.parse import quote
 import anyio
 import httpx
 
+from watcher import USER_AGENT
 from watcher.core.poll import Fetched, FetchFailed, FetchFailureKind, FetchResult, NotFound
 from watcher.core.retry_after import parse_retry_after
 from watcher.core.secret import Secret
 from watcher.core.snapshot import SnapshotError, parse_snapshot
-
-USER_AGENT = "factory-watcher/0.1 (+https://github.com/factory-watcher)"
 
 
 class SessionSource(Protocol):

@@ -8,7 +8,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import ParamSpec, TypeVar
@@ -33,7 +33,7 @@ from watcher.delivery import DeliveryWorker
 from watcher.failpoint import Failpoint, failpoint
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
-from watcher.store import OutboxStatus, SqliteStore
+from watcher.store import OutboxStatus, SqliteStore, Store
 from watcher.systemd import ProgressWatchdog, SystemdNotifier
 
 log = logging.getLogger("watcher.daemon")
@@ -73,7 +73,7 @@ def next_state(previous: SessionState | None, result: FetchResult, session_id: s
 
 
 def apply_poll(
-    store: SqliteStore,
+    store: Store,
     rules: Sequence[Rule],
     session_url: str | None,
     watched: WatchedSession,
@@ -107,8 +107,6 @@ class WatcherStats:
     polls: int = 0
     failed_polls: int = 0
     last_poll_at: datetime | None = None
-    events: int = 0
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class Watcher:
@@ -150,7 +148,7 @@ class Watcher:
             redact=self.redact,
         )
         self.health = ApiHealth()
-        self.stats = WatcherStats(started_at=clock())
+        self.stats = WatcherStats()
         self._watched: dict[str, WatchedSession] = {w.id: w for w in settings.sessions}
         self._in_flight: set[str] = set()
         # Failed polls back off per session; an API 429 with Retry-After pauses all.
@@ -217,7 +215,6 @@ class Watcher:
         if isinstance(result, NotFound) and not report.events and report.new_rows == 0:
             log.debug("session %s not found", session_id)
         for event in report.events:
-            self.stats.events += 1
             targets = [r.target for e, r in report.routes if e.id == event.id]
             log.info(
                 "event %s %s %s -> %s",

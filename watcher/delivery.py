@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -25,7 +25,7 @@ from watcher.core.retry import GiveUp, decide_retry
 from watcher.core.settings import SlackTarget, Target
 from watcher.failpoint import Failpoint, failpoint
 from watcher.notifiers.base import Notifier
-from watcher.store import OutboxRow, SqliteStore
+from watcher.store import OutboxRow, Store
 
 log = logging.getLogger("watcher.delivery")
 
@@ -96,7 +96,6 @@ class DeliveryStats:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
-    last_progress: float = 0.0
 
 
 class DeliveryWorker:
@@ -104,7 +103,7 @@ class DeliveryWorker:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         jitter: Callable[[], float] = random.random,
@@ -169,7 +168,7 @@ class DeliveryWorker:
             lane.stopping = True
             lane.poke()
 
-    def wake(self, targets: Any = None) -> None:
+    def wake(self, targets: Collection[str] | None = None) -> None:
         """Tell lanes that new rows may be due (all lanes when `targets` is None)."""
         for name, lane in self._lanes.items():
             if targets is None or name in targets:
@@ -264,7 +263,6 @@ class DeliveryWorker:
                     lane = self._lanes.get(target.name)
                     if lane is not None:
                         lane.not_before = now + outcome.retry_after
-        self.stats.last_progress = anyio.current_time()
         self._on_progress()
         return outcome
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -176,6 +176,8 @@ class Store(Protocol):
 
     def mark_dead(self, row_id: int, now: datetime, error: str) -> None: ...
 
+    def counts(self) -> Mapping[OutboxStatus, int]: ...
+
     def close(self) -> None: ...
 
 
@@ -232,12 +234,6 @@ class SqliteStore:
                 "SELECT state FROM sessions WHERE session_id=?", (session_id,)
             ).fetchone()
         return None if row is None else state_from_json(session_id, row[0])
-
-    def load_states(self) -> dict[str, SessionState]:
-        """Every stored session state."""
-        with self._lock:
-            rows = self._db.execute("SELECT session_id, state FROM sessions").fetchall()
-        return {sid: state_from_json(sid, text) for sid, text in rows}
 
     def _insert_events(
         self,
@@ -302,15 +298,6 @@ class SqliteStore:
         """Store events that belong to no session state (the watcher's own)."""
         with self._transaction() as db:
             return self._insert_events(db, events, routes, now)
-
-    def forget_sessions(self, keep: Iterable[str]) -> int:
-        """Drop stored states of sessions no longer watched; returns how many."""
-        keep_set = set(keep)
-        with self._transaction() as db:
-            ids = [r[0] for r in db.execute("SELECT session_id FROM sessions")]
-            gone = [(sid,) for sid in ids if sid not in keep_set]
-            db.executemany("DELETE FROM sessions WHERE session_id=?", gone)
-        return len(gone)
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[OutboxRow]:
         with self._lock:
@@ -429,14 +416,6 @@ class SqliteStore:
             ).fetchall()
         found = {OutboxStatus(s): n for s, n in rows}
         return {s: found.get(s, 0) for s in OutboxStatus}
-
-    def pending_targets(self) -> set[str]:
-        """Targets that have pending rows."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT DISTINCT target FROM outbox WHERE status='pending'"
-            ).fetchall()
-        return {r[0] for r in rows}
 
     def integrity_ok(self) -> bool:
         """`PRAGMA integrity_check` says ok."""

@@ -16,7 +16,7 @@ from watcher.notifiers.base import bypasses_proxy, excerpt, transport_reason
         (b"plain", (), "plain"),
         ("multi\nline\r\n\ttext  here", (), "multi line text here"),
         (b"\x00\xffbin\x07ary", (), "\ufffdbin ary"),
-        ("token xoxb-secret in body", ("xoxb-secret",), "token *** in body"),
+        ("token xoxb-secret in body", ("xoxb-secret",), "token ******** in body"),
         ("nothing to hide", ("",), "nothing to hide"),
         ("x" * 250, (), "x" * 199 + "…"),
         ("", (), ""),

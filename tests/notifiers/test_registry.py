@@ -1,10 +1,14 @@
-"""The explicit notifier registry: one factory and one message kind per target kind."""
+"""The explicit notifier registry: one factory per target kind, fed the message it sends."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 
 from watcher.core.message import SlackMessage, WebhookMessage
+from watcher.core.model import Event, EventType
+from watcher.core.render import render_for
 from watcher.core.secret import Secret
 from watcher.core.settings import (
     SlackTarget,
@@ -19,7 +23,6 @@ from watcher.notifiers import (
     SlackWebhookNotifier,
     WebhookNotifier,
     build_notifier,
-    message_kind_for,
 )
 
 SLACK = SlackTarget(
@@ -30,6 +33,17 @@ SLACK = SlackTarget(
 )
 SLACK_WEBHOOK = SlackWebhookTarget(name="ops", url=Secret("http://127.0.0.1:9/services/T/B/X"))
 WEBHOOK = WebhookTarget(name="ci", url="https://hooks.example.com/factory")
+EVENT = Event(
+    id="evt_1",
+    type=EventType.API_RECOVERED,
+    occurred_at=datetime(2026, 11, 28, tzinfo=UTC),
+    session=None,
+)
+
+
+def message_kind_for(kind: TargetKind) -> type:
+    """The message type the delivery worker renders for a target kind."""
+    return type(render_for(kind, EVENT, "r"))
 
 
 @pytest.mark.parametrize(

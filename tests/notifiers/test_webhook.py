@@ -217,7 +217,7 @@ def test_classify_webhook_status_redacts_echoed_secrets() -> None:
     )
 
     assert isinstance(outcome, SendFailed)
-    assert outcome.reason == "webhook: HTTP 400: bad token ***"
+    assert outcome.reason == "webhook: HTTP 400: bad token ********"
 
 
 @pytest.mark.anyio

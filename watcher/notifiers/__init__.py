@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from watcher.core.message import SlackMessage, WebhookMessage
 from watcher.core.settings import (
     SlackTarget,
     SlackWebhookTarget,
@@ -18,14 +17,12 @@ from watcher.notifiers.slack_webhook import SlackWebhookNotifier
 from watcher.notifiers.webhook import WebhookNotifier
 
 __all__ = [
-    "MESSAGE_KINDS",
     "NOTIFIER_FACTORIES",
     "Notifier",
     "SlackNotifier",
     "SlackWebhookNotifier",
     "WebhookNotifier",
     "build_notifier",
-    "message_kind_for",
 ]
 
 
@@ -53,18 +50,7 @@ NOTIFIER_FACTORIES: dict[TargetKind, Callable[[Target], Notifier]] = {
     TargetKind.WEBHOOK: _webhook,
 }
 
-MESSAGE_KINDS: dict[TargetKind, type[SlackMessage] | type[WebhookMessage]] = {
-    TargetKind.SLACK: SlackMessage,
-    TargetKind.SLACK_WEBHOOK: SlackMessage,
-    TargetKind.WEBHOOK: WebhookMessage,
-}
-
 
 def build_notifier(target: Target) -> Notifier:
     """Build the notifier for `target` from the registry (TypeError on a kind mismatch)."""
     return NOTIFIER_FACTORIES[target.kind](target)
-
-
-def message_kind_for(kind: TargetKind) -> type[SlackMessage] | type[WebhookMessage]:
-    """The message class a target kind's notifier accepts, so the worker picks the renderer."""
-    return MESSAGE_KINDS[kind]

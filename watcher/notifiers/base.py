@@ -11,13 +11,12 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from watcher import __version__
+from watcher import USER_AGENT
 from watcher.core.message import Message, SendOutcome
+from watcher.core.secret import MASK
 from watcher.core.urls import is_loopback_url
 
-USER_AGENT = f"factory-watcher/{__version__}"
 EXCERPT_LIMIT = 200
-REDACTED = "***"
 
 # slack-sdk logs whole request URLs and bodies at DEBUG whenever its logger's own level is
 # NOTSET (it tests `logger.level`, not the effective level). An incoming-webhook URL is a
@@ -53,7 +52,7 @@ def excerpt(data: bytes | str, *, redact: Iterable[str] = (), limit: int = EXCER
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     for secret in redact:
         if secret:
-            text = text.replace(secret, REDACTED)
+            text = text.replace(secret, MASK)
     text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"

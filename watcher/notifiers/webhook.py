@@ -10,11 +10,12 @@ from typing import Any
 
 import httpx
 
+from watcher import USER_AGENT
 from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, Sent, WebhookMessage
 from watcher.core.retry_after import parse_retry_after
 from watcher.core.settings import WebhookTarget
 from watcher.core.urls import is_loopback_url
-from watcher.notifiers.base import USER_AGENT, excerpt, transport_reason, wrong_message
+from watcher.notifiers.base import excerpt, transport_reason, wrong_message
 from watcher.notifiers.signing import secret_key, signature_headers
 
 # Headers the notifier owns: a target's extra headers cannot replace or duplicate them.
