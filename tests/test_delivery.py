@@ -143,23 +143,43 @@ async def test_a_notifier_that_raises_is_a_retryable_failure(store: SqliteStore)
     assert (row.status, row.last_error) == (OutboxStatus.PENDING, "notifier error: RuntimeError")
 
 
+class SteppedClock:
+    """Monotonic time that moves only when the code under test sleeps or a send takes time."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep instantly, moving the clock."""
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 @pytest.mark.anyio
 async def test_pacer_spaces_sends_per_key() -> None:
     """A send starts a gap after the previous one of its key ended; other keys do not wait."""
-    pacer = Pacer()
-    start = anyio.current_time()
+    clock = SteppedClock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
     async with pacer.turn("first", 0.05):
-        assert anyio.current_time() - start >= 0.05  # a new process waits one gap first
-    ends = []
+        assert clock.slept == [pytest.approx(0.05)]  # a new process waits one gap first
+    starts = []
     for _ in range(3):
         async with pacer.turn("a", 0.2):
-            ends.append(anyio.current_time())
-    assert all(later - earlier >= 0.2 for earlier, later in itertools.pairwise(ends))
-    before_b = anyio.current_time()
+            starts.append(clock.now)
+            clock.now += 0.5  # a slow send: the next one is spaced from its end
+    assert [later - earlier for earlier, later in itertools.pairwise(starts)] == [
+        pytest.approx(0.7),
+        pytest.approx(0.7),
+    ]
+    before_b = clock.now
     async with pacer.turn("b", 0.05):
-        assert anyio.current_time() - before_b < 0.15  # not queued behind a's next slot
+        assert clock.now - before_b == pytest.approx(0.05)  # not queued behind a's next slot
     async with pacer.turn("c", 0):
-        assert anyio.current_time() - before_b < 0.5
+        assert clock.now - before_b == pytest.approx(0.05)  # no gap, no wait
 
 
 def test_pacing_keys() -> None:

@@ -67,7 +67,13 @@ class Pacer:
     however long the previous request took to arrive.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = anyio.current_time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
         self._next: dict[str, float] = {}
 
     @asynccontextmanager
@@ -76,17 +82,17 @@ class Pacer:
         if gap <= 0:
             yield
             return
-        now = anyio.current_time()
+        now = self._clock()
         # A fresh process cannot know when the previous one last sent (a restart
         # takes well under a second), so its first send waits one gap too.
         slot = max(now, self._next.get(key, now + gap))
         self._next[key] = slot + gap  # concurrent senders queue behind this slot
         if slot > now:
-            await anyio.sleep(slot - now)
+            await self._sleep(slot - now)
         try:
             yield
         finally:
-            self._next[key] = max(self._next[key], anyio.current_time() + gap)
+            self._next[key] = max(self._next[key], self._clock() + gap)
 
 
 @dataclass
@@ -272,7 +278,6 @@ class DeliveryWorker:
         """Send every row due now, once, target by target (the `once` command)."""
         attempted = 0
         for name, target in targets.items():
-            lane = _Lane(target, notifiers[name])
             seen: set[int] = set()
             while True:
                 rows = [
@@ -285,7 +290,7 @@ class DeliveryWorker:
                 for row in rows:
                     seen.add(row.id)
                     async with self._pace(target):
-                        await self.attempt(target, lane.notifier, row)
+                        await self.attempt(target, notifiers[name], row)
                     attempted += 1
         return attempted
 
