@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.clock import ManualClock
+from tests.rig import wait_for
 from watcher.core.model import TokenUsage
 from watcher.core.snapshot import parse_snapshot
 from watcher.fakehttp import Fault, FaultRule
@@ -784,10 +785,10 @@ def test_autopilot_thread_advances_sessions_until_closed() -> None:
         odds = AutopilotOdds(mean_dwell_s=0.001, delete=0)
         with Autopilot(sim, random.Random(0), odds) as pilot:
             pilot.run_in_thread(0.005)
-            deadline = time.monotonic() + 10
-            while any(s.status == "pending" for s in sim.sessions()):
-                assert time.monotonic() < deadline, "the autopilot never started a session"
-                time.sleep(0.005)
+            wait_for(
+                lambda: all(s.status != "pending" for s in sim.sessions()),
+                what="the autopilot to start every session",
+            )
             with pytest.raises(RuntimeError):
                 pilot.run_in_thread(0.005)
             assert pilot.running

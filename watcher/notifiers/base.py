@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import aiohttp
+
 from watcher import USER_AGENT
 from watcher.core.message import Message, SendOutcome
 from watcher.core.secret import MASK
@@ -115,3 +117,30 @@ def sdk_options(timeout: float) -> dict[str, Any]:
         # The outbox owns retries: the SDK's own connection retry can double-post.
         "retry_handlers": [],
     }
+
+
+class SdkSession:
+    """The aiohttp session a slack-sdk async client sends through, opened lazily.
+
+    An aiohttp session belongs to the running loop, which a constructor called
+    from configuration code may not have; it is opened at the first send.
+    """
+
+    def __init__(self, client: Any, url: str, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._http: aiohttp.ClientSession | None = None
+        if bypasses_proxy(url):
+            client.proxy = None
+
+    def ensure_open(self) -> None:
+        """Give the client an open session."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
+            self._client.session = self._http
+
+    async def aclose(self) -> None:
+        """Close the session, if one was opened."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = None

@@ -15,7 +15,7 @@ from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, 
 from watcher.core.retry_after import parse_retry_after
 from watcher.core.settings import SlackTarget
 from watcher.notifiers.base import (
-    bypasses_proxy,
+    SdkSession,
     excerpt,
     is_http_url,
     sdk_options,
@@ -107,21 +107,18 @@ def _api_error_outcome(
 class SlackNotifier:
     """Posts `SlackMessage`s to one channel with a bot token."""
 
-    __slots__ = ("_channel", "_client", "_http", "_timeout", "_token", "_usable_url", "target_name")
+    __slots__ = ("_channel", "_client", "_session", "_token", "_usable_url", "target_name")
 
     def __init__(self, target: SlackTarget, *, timeout: float = 10) -> None:
         self.target_name = target.name
         self._channel = target.channel
-        self._timeout = timeout
         self._token = target.token
         api_url = target.api_url or DEFAULT_API_URL
         self._client = AsyncWebClient(
             token=target.token.reveal(), base_url=api_url, **sdk_options(timeout)
         )
-        if bypasses_proxy(api_url):
-            self._client.proxy = None
+        self._session = SdkSession(self._client, api_url, timeout)
         self._usable_url = is_http_url(api_url)
-        self._http: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"SlackNotifier(target_name={self.target_name!r}, channel={self._channel!r})"
@@ -159,17 +156,7 @@ class SlackNotifier:
 
     async def aclose(self) -> None:
         """Close the HTTP session, if one was opened."""
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-
-    def _session(self) -> aiohttp.ClientSession:
-        # Opened lazily: an aiohttp session belongs to the running loop, which a
-        # constructor called from configuration code may not have.
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
-            self._client.session = self._http
-        return self._http
+        await self._session.aclose()
 
     async def _call(
         self,
@@ -180,7 +167,7 @@ class SlackNotifier:
     ) -> SendOutcome:
         if not self._usable_url:
             return SendFailed(FailureKind.PERMANENT, f"slack {method}: invalid URL")
-        self._session()
+        self._session.ensure_open()
         redact = (self._token.reveal(),)
         try:
             response = await call(**kwargs)

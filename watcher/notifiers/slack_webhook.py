@@ -14,7 +14,7 @@ from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, 
 from watcher.core.retry_after import parse_retry_after
 from watcher.core.settings import SlackWebhookTarget
 from watcher.notifiers.base import (
-    bypasses_proxy,
+    SdkSession,
     excerpt,
     is_http_url,
     sdk_options,
@@ -73,18 +73,15 @@ def _url_secrets(url: str) -> tuple[str, ...]:
 class SlackWebhookNotifier:
     """Posts `SlackMessage`s to one Slack incoming webhook."""
 
-    __slots__ = ("_client", "_http", "_redact", "_timeout", "_usable_url", "target_name")
+    __slots__ = ("_client", "_redact", "_session", "_usable_url", "target_name")
 
     def __init__(self, target: SlackWebhookTarget, *, timeout: float = 10) -> None:
         self.target_name = target.name
-        self._timeout = timeout
         url = target.url.reveal()
         self._redact = _url_secrets(url)
         self._client = AsyncWebhookClient(url=url, **sdk_options(timeout))
-        if bypasses_proxy(url):
-            self._client.proxy = None
+        self._session = SdkSession(self._client, url, timeout)
         self._usable_url = is_http_url(url)
-        self._http: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"SlackWebhookNotifier(target_name={self.target_name!r})"
@@ -95,10 +92,7 @@ class SlackWebhookNotifier:
             raise wrong_message(self, SlackMessage, message)
         if not self._usable_url:
             return SendFailed(FailureKind.PERMANENT, "slack webhook: invalid URL")
-        if self._http is None or self._http.closed:
-            # Opened lazily: an aiohttp session belongs to the running loop.
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
-            self._client.session = self._http
+        self._session.ensure_open()
         try:
             response = await self._client.send(
                 text=message.text,
@@ -127,6 +121,4 @@ class SlackWebhookNotifier:
 
     async def aclose(self) -> None:
         """Close the HTTP session, if one was opened."""
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        await self._session.aclose()
