@@ -71,8 +71,13 @@ from typing import Any, Final
 
 from watcher.failpoint import ENV_VAR as FAILPOINT_ENV
 from watcher.failpoint import Failpoint
-from watcher.sim import FactorySimulator
-from watcher.sinks import FakeSlackWebhook, ReceivedWebhook, SlackWebhookPost, WebhookReceiver
+from watcher.testing.sim import FactorySimulator
+from watcher.testing.sinks import (
+    FakeSlackWebhook,
+    ReceivedWebhook,
+    SlackWebhookPost,
+    WebhookReceiver,
+)
 
 DISCOVERED: Final = "session.discovered"
 COMPLETED: Final = "session.completed"

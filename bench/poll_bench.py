@@ -2,7 +2,7 @@
 
 The watcher under test is the production composition root (`Watcher.run` with its
 APScheduler jobs, poll workers, SQLite store and outbox worker) running in this
-process. The simulated Factory API (`python -m watcher.sim`) and the
+process. The simulated Factory API (`python -m watcher.testing.sim`) and the
 `WebhookReceiver` that notifications go to (webhook target, plain http on
 loopback, no pacing) each run in a process of their own, so neither their CPU nor
 their threads' hold on a GIL is billed to the watcher.
@@ -83,10 +83,10 @@ from watcher.core.settings import (
 )
 from watcher.daemon import Watcher
 from watcher.logs import configure_logging
-from watcher.sim import DEFAULT_API_KEY
-from watcher.sinks import ReceivedWebhook, WebhookReceiver
 from watcher.store import OutboxStatus
 from watcher.systemd import SystemdNotifier
+from watcher.testing.sim import DEFAULT_API_KEY
+from watcher.testing.sinks import ReceivedWebhook, WebhookReceiver
 
 TICK = 0.1  # the loop-lag ticker's period
 # Targets. "Cheap at thousands of sessions": 10,000 sessions at the default 30 s
@@ -279,10 +279,10 @@ class ChildProcess:
 
 
 class SimProcess(ChildProcess):
-    """`python -m watcher.sim` in a child process, and its `/_sim/` control routes."""
+    """`python -m watcher.testing.sim` in a child process, and its `/_sim/` control routes."""
 
     def __init__(self, sessions: int, api_key: str) -> None:
-        cmd = [sys.executable, "-m", "watcher.sim", "--port", "0"]
+        cmd = [sys.executable, "-m", "watcher.testing.sim", "--port", "0"]
         super().__init__([*cmd, "--sessions", str(sessions), "--api-key", api_key], "simulator")
         self._local = threading.local()
 
@@ -573,7 +573,7 @@ class RunResult:
 
 
 def session_ids(count: int) -> list[str]:
-    """The ids `python -m watcher.sim --sessions N` creates."""
+    """The ids `python -m watcher.testing.sim --sessions N` creates."""
     return [f"sim-{n:04d}" for n in range(1, count + 1)]
 
 

@@ -22,8 +22,8 @@ from watcher.core.settings import (
     WatchedSession,
     WebhookTarget,
 )
-from watcher.sim import FactorySimulator
-from watcher.sinks import FakeSlack, FakeSlackWebhook, WebhookReceiver
+from watcher.testing.sim import FactorySimulator
+from watcher.testing.sinks import FakeSlack, FakeSlackWebhook, WebhookReceiver
 
 API_KEY = "fk-canary-api-key-7f3a9c"
 SLACK_TOKEN = "xoxb-canary-slack-token-51e2"

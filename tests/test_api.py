@@ -13,8 +13,8 @@ from tests.rig import wait_for
 from watcher.api import FactoryClient, classify_response
 from watcher.core.poll import Fetched, FetchFailed, FetchFailureKind, NotFound
 from watcher.core.secret import Secret
-from watcher.fakehttp import Fault, FaultRule
-from watcher.sim import FactorySimulator
+from watcher.testing.fakehttp import Fault, FaultRule
+from watcher.testing.sim import FactorySimulator
 
 KEY = "fk-test-key-123"
 

@@ -14,9 +14,9 @@ import pytest
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
 from watcher.core.settings import Rule, Settings, WatchedSession
 from watcher.daemon import STALL_AFTER, Watcher
-from watcher.fakehttp import Fault, FaultRule
 from watcher.store import OutboxStatus
 from watcher.systemd import ProgressWatchdog
+from watcher.testing.fakehttp import Fault, FaultRule
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 
 from tests.rig import Rig, running_rig, wait_for
 from watcher.daemon import Watcher
-from watcher.fakehttp import Fault, FaultRule
 from watcher.store import OutboxStatus, SqliteStore
+from watcher.testing.fakehttp import Fault, FaultRule
 
 pytestmark = pytest.mark.slow
 

@@ -58,3 +58,50 @@ def test_nothing_imports_the_composition_root() -> None:
             continue
         assert "watcher.daemon" not in imports_of(path), f"{path} imports watcher.daemon"
         assert "watcher.cli" not in imports_of(path) or path.name == "__main__.py"
+
+
+PRODUCT_FILES = sorted(
+    p for p in PACKAGE.rglob("*.py") if "testing" not in p.relative_to(PACKAGE).parts
+)
+
+
+def top_level_imports_of(path: Path) -> set[str]:
+    """Module names imported at module level (not inside a function or class body)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize(
+    "path", PRODUCT_FILES, ids=[str(p.relative_to(PACKAGE)) for p in PRODUCT_FILES]
+)
+def test_product_modules_do_not_import_the_test_doubles(path: Path) -> None:
+    """No product module imports `watcher.testing`, except the demo command."""
+    if path.name == "demo.py":
+        return
+    testing = {n for n in imports_of(path) if n.split(".")[:2] == ["watcher", "testing"]}
+    assert not testing, f"{path.relative_to(PACKAGE)} imports {sorted(testing)}"
+
+
+def test_demo_is_imported_only_when_the_demo_runs() -> None:
+    """Modules that import the demo command do so inside a function, never at import time."""
+    for path in PRODUCT_FILES:
+        if path.name == "demo.py":
+            continue
+        assert "watcher.demo" not in top_level_imports_of(path), (
+            f"{path.relative_to(PACKAGE)} imports watcher.demo at module level"
+        )
+
+
+def test_the_test_doubles_do_not_import_the_daemon() -> None:
+    """The simulator and fakes stand alone: they import no daemon, delivery or CLI module."""
+    for path in sorted((PACKAGE / "testing").glob("*.py")):
+        for name in imports_of(path):
+            assert name not in {"watcher.daemon", "watcher.cli", "watcher.delivery"}, (
+                f"testing/{path.name} imports {name}"
+            )

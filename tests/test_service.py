@@ -12,7 +12,7 @@ import pytest
 
 from tests.process import secret_env, start_daemon, write_config
 from tests.rig import Rig, running_rig, wait_for
-from watcher.fakehttp import Fault, FaultRule
+from watcher.testing.fakehttp import Fault, FaultRule
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ import anyio
 
 from watcher.config import load_settings
 from watcher.daemon import Watcher, run_until
-from watcher.sim import Autopilot, AutopilotOdds, FactorySimulator
-from watcher.sinks import (
+from watcher.testing.sim import Autopilot, AutopilotOdds, FactorySimulator
+from watcher.testing.sinks import (
     FakeSlack,
     FakeSlackWebhook,
     ReceivedWebhook,

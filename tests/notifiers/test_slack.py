@@ -13,9 +13,9 @@ from tests.clock import ManualClock
 from watcher.core.message import FailureKind, SendFailed, Sent, SlackMessage, WebhookMessage
 from watcher.core.secret import Secret
 from watcher.core.settings import SlackTarget
-from watcher.fakehttp import Fault, FaultRule
 from watcher.notifiers.slack import SlackNotifier, classify_slack_error
-from watcher.sinks import FakeSlack
+from watcher.testing.fakehttp import Fault, FaultRule
+from watcher.testing.sinks import FakeSlack
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CHANNEL = "C0123ABCD"

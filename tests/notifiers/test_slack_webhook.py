@@ -12,9 +12,9 @@ import pytest
 from watcher.core.message import FailureKind, SendFailed, Sent, SlackMessage, WebhookMessage
 from watcher.core.secret import Secret
 from watcher.core.settings import SlackWebhookTarget
-from watcher.fakehttp import Fault, FaultRule
 from watcher.notifiers.slack_webhook import SlackWebhookNotifier, classify_slack_webhook
-from watcher.sinks import FakeSlackWebhook
+from watcher.testing.fakehttp import Fault, FaultRule
+from watcher.testing.sinks import FakeSlackWebhook
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CANARY_PATH = "/services/T0CANARY/B0CANARY/canaryTokenQ8w2e4r6t8y0"

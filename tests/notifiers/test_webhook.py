@@ -18,10 +18,10 @@ import pytest
 from watcher.core.message import FailureKind, SendFailed, Sent, SlackMessage, WebhookMessage
 from watcher.core.secret import Secret
 from watcher.core.settings import WebhookTarget
-from watcher.fakehttp import Fault, FaultRule
 from watcher.notifiers.signing import SigningSecretError
 from watcher.notifiers.webhook import WebhookNotifier, classify_webhook_status
-from watcher.sinks import WebhookReceiver
+from watcher.testing.fakehttp import Fault, FaultRule
+from watcher.testing.sinks import WebhookReceiver
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 SECRET = "whsec_" + base64.b64encode(b"canary-signing-key-5e1d").decode()

@@ -21,8 +21,8 @@ from tests.clock import ManualClock
 from tests.rig import wait_for
 from watcher.core.model import TokenUsage
 from watcher.core.snapshot import parse_snapshot
-from watcher.fakehttp import Fault, FaultRule
-from watcher.sim import (
+from watcher.testing.fakehttp import Fault, FaultRule
+from watcher.testing.sim import (
     REQUEST_LOG_SIZE,
     Autopilot,
     AutopilotOdds,
@@ -819,11 +819,11 @@ def _read_line(stream: IO[bytes], deadline: float) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_cli_serves_until_signalled_and_exits_0(stop_signal: signal.Signals) -> None:
-    """`python -m watcher.sim` prints its URL and ids, serves them, and exits 0 on a signal."""
+    """`python -m watcher.testing.sim` prints its URL and ids, serves them, exits 0 on a signal."""
     command = [
         sys.executable,
         "-m",
-        "watcher.sim",
+        "watcher.testing.sim",
         "--port",
         "0",
         "--sessions",

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from watcher.fakehttp import FakeHandler, LoopbackServer, send_json
 from watcher.notifiers.signing import DEFAULT_TOLERANCE_S, secret_key, verify
+from watcher.testing.fakehttp import FakeHandler, LoopbackServer, send_json
 
 Clock = Callable[[], float]
 T = TypeVar("T")

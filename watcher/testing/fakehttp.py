@@ -1,6 +1,6 @@
 """Loopback HTTP servers and fault injection shared by the simulator and fake sinks.
 
-The simulator (`watcher.sim`) and the fake Slack / webhook sinks (`watcher.sinks`)
+The simulator (`watcher.testing.sim`) and the fake Slack / webhook sinks (`watcher.testing.sinks`)
 are real HTTP servers on 127.0.0.1, used by `demo`, the tests and the benchmarks.
 A `FaultPlan` lets a test make the next requests to a path fail in a chosen way.
 """

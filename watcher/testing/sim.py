@@ -6,7 +6,7 @@ Python (`add_session`, `update`, `complete_run`, ...) or, when the watcher runs
 in another process, over HTTP under `/_sim/`. `Autopilot` moves sessions
 through realistic lifecycles for the demo, deterministically for a seed.
 
-Run standalone with `python -m watcher.sim --port N --sessions K`.
+Run standalone with `python -m watcher.testing.sim --port N --sessions K`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from watcher.core.model import KnownStatus, TokenUsage
 from watcher.core.secret import Secret
-from watcher.fakehttp import FakeHandler, Fault, FaultRule, LoopbackServer
+from watcher.testing.fakehttp import FakeHandler, Fault, FaultRule, LoopbackServer
 
 API_PREFIX: Final = "/api/v0/sessions"
 CONTROL_PREFIX: Final = "/_sim/"
@@ -1040,7 +1040,8 @@ class Autopilot:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m watcher.sim", description="Serve a simulated Factory API on 127.0.0.1."
+        prog="python -m watcher.testing.sim",
+        description="Serve a simulated Factory API on 127.0.0.1.",
     )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--sessions", type=int, default=3, help="sessions to create")

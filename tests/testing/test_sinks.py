@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from tests.clock import ManualClock
-from watcher.fakehttp import Fault, FaultRule
 from watcher.notifiers.signing import SigningSecretError, signature_headers
-from watcher.sinks import (
+from watcher.testing.fakehttp import Fault, FaultRule
+from watcher.testing.sinks import (
     FakeSlack,
     FakeSlackWebhook,
     ReceivedWebhook,
