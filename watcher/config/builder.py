@@ -1,0 +1,466 @@
+"""The builder: interpolation, section validation, cross-checks, frozen `Settings`.
+
+It collects every problem rather than stopping at the first, and a problem
+found in one phase silences later phases at the same key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ValidationError
+
+from watcher import yamlsafe
+from watcher.config.models import (
+    SECTIONS,
+    TARGET_MODELS,
+    FactorySection,
+    PollSection,
+    RuleSection,
+    SessionSection,
+    SlackSection,
+    SlackWebhookSection,
+    StateSection,
+    WebhookSection,
+)
+from watcher.config.problems import (
+    ConfigError,
+    ConfigProblem,
+    did_you_mean,
+    error_message,
+    unknown_name,
+)
+from watcher.config.secrets import SecretReader
+from watcher.config.values import (
+    HEADER_NAME,
+    RESERVED_HEADERS,
+    TARGET_NAME,
+    is_http_url,
+    is_whsec,
+)
+from watcher.core.model import EventType
+from watcher.core.settings import (
+    DeliveryLimits,
+    FactorySettings,
+    PollSettings,
+    Rule,
+    Settings,
+    SlackTarget,
+    SlackWebhookTarget,
+    Target,
+    WatchedSession,
+    WebhookTarget,
+)
+from watcher.core.urls import is_loopback_url
+from watcher.yamlsafe import KeyPath, render_path
+
+DEFAULT_STATE_FILE = "factory-watcher.db"
+STATE_FILE_IN_STATE_DIRECTORY = "state.db"
+
+_ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class Builder:
+    """Turns one parsed document into Settings, collecting every problem on the way."""
+
+    def __init__(
+        self,
+        path: Path,
+        document: yamlsafe.Document,
+        env: Mapping[str, str],
+        credentials_dir: Path | None,
+        mode: int,
+    ) -> None:
+        self.path = path
+        self.document = document
+        self.env = env
+        self.problems: list[ConfigProblem] = []
+        self.settled: set[KeyPath] = set()  # keys already reported by an earlier phase
+        self.interpolated: set[KeyPath] = set()
+        self.secrets = SecretReader(self.report, path, credentials_dir, mode, self.interpolated)
+
+    # -- reporting ---------------------------------------------------------
+
+    def report(self, at: KeyPath, message: str) -> None:
+        """Record a problem at key path `at` (with its line) unless that key is settled."""
+        if any(at[:end] in self.settled for end in range(len(at) + 1)):
+            return
+        line = self.document.line_of(at)
+        self.problems.append(ConfigProblem(str(self.path), line, render_path(at), message))
+
+    def validate(self, model: type[_Model], raw: Any, at: KeyPath) -> _Model | None:
+        """`model` validated from `raw`, or None after reporting every error at its line."""
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False, include_input=False):
+                loc = error["loc"]
+                message = error_message(model, error)
+                if loc[-1:] == ("[key]",):  # pydantic's marker for a bad mapping key
+                    loc, message = loc[:-1], f"the key {message}"
+                self.report((*at, *loc), message)
+            return None
+
+    # -- phases ------------------------------------------------------------
+
+    def build(self) -> Settings:
+        """Run the phases after parsing; raise ConfigError if anything was reported."""
+        data = self.interpolate(self.document.data, ())
+        if not isinstance(data, dict):
+            self.report((), "the top level must be a mapping of sections: " + ", ".join(SECTIONS))
+            raise self.error()
+        for key in data:
+            if key not in SECTIONS:
+                self.report((key,), unknown_name("section", key, SECTIONS))
+        factory = self.factory(data.get("factory"))
+        poll = self.validate(PollSection, _or_empty(data.get("poll")), ("poll",))
+        state_path = self.state_path(data.get("state"))
+        sessions = self.sessions(data.get("sessions"))
+        targets = self.targets(data.get("targets"))
+        rules = self.rules(data.get("rules"), data.get("targets"))
+        self.secrets.check_inline_secrets()
+        if self.problems or factory is None or poll is None or state_path is None:
+            raise self.error()
+        return Settings(
+            factory=factory,
+            state_path=state_path,
+            poll=PollSettings(interval=poll.interval, jitter=poll.jitter),
+            sessions=sessions,
+            targets=targets,
+            rules=rules,
+            source=self.path,
+        )
+
+    def error(self) -> ConfigError:
+        """Every problem so far, in file order (problems without a line first)."""
+        return ConfigError(sorted(self.problems, key=lambda p: p.line or 0))
+
+    def interpolate(self, value: Any, at: KeyPath) -> Any:
+        """Replace `${NAME}` in every string value (not key) with `env[NAME]`."""
+        if isinstance(value, dict):
+            return {k: self.interpolate(v, (*at, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.interpolate(v, (*at, i)) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        failed = False
+
+        def substitute(match: re.Match[str]) -> str:
+            nonlocal failed
+            if match[0] == "$${":
+                return "${"
+            name = match[1]
+            if name is None:
+                self.report(at, "unterminated '${' (write '$${' for a literal '${')")
+            elif not _ENV_NAME.fullmatch(name):
+                # The text between the braces is not quoted: this may be a secret's value.
+                self.report(at, "invalid variable reference: names are letters, digits and '_'")
+            elif name not in self.env:
+                self.report(at, f"environment variable '{name}' is not set")
+            else:
+                self.interpolated.add(at)
+                return self.env[name]
+            failed = True
+            return match[0]
+
+        result = _ENV_REFERENCE.sub(substitute, value)
+        if failed:
+            self.settled.add(at)
+        return result
+
+    def factory(self, raw: Any) -> FactorySettings | None:
+        at: KeyPath = ("factory",)
+        section = self.validate(FactorySection, _or_empty(raw), at)
+        if section is None:
+            return None
+        api_key = self.secrets.secret(
+            at, "api_key", section.api_key, section.api_key_file, required=True
+        )
+        if api_key is None:
+            return None
+        return FactorySettings(
+            api_key=api_key,
+            base_url=section.base_url.rstrip("/"),
+            timeout=section.timeout,
+            session_url=section.session_url,
+            concurrency=section.concurrency,
+            unavailable_after=section.unavailable_after,
+        )
+
+    def state_path(self, raw: Any) -> Path | None:
+        section = self.validate(StateSection, _or_empty(raw), ("state",))
+        if section is None:
+            return None
+        if section.path is not None:
+            chosen = Path(section.path)
+        elif self.env.get("STATE_DIRECTORY"):
+            # systemd joins several StateDirectory= entries with ':'; ours is the first.
+            chosen = Path(self.env["STATE_DIRECTORY"].split(":")[0]) / STATE_FILE_IN_STATE_DIRECTORY
+        else:
+            chosen = Path(DEFAULT_STATE_FILE)
+        # Absolute now, so a later change of working directory cannot move the database.
+        return Path.cwd() / chosen
+
+    def sessions(self, raw: Any) -> tuple[WatchedSession, ...]:
+        at: KeyPath = ("sessions",)
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            self.report(at, "expected a list of sessions")
+            return ()
+        out: list[WatchedSession] = []
+        ids: dict[str, int] = {}
+        names: dict[str, int] = {}
+        for index, item in enumerate(raw):
+            # Uniqueness is checked on the raw item so that a duplicate is found
+            # even when something else in that item is wrong.
+            self.unique(ids, item, (*at, index, "id"), "session id")
+            self.unique(names, item, (*at, index, "name"), "session name")
+            session = self.validate(SessionSection, item, (*at, index))
+            if session is None:
+                continue
+            out.append(
+                WatchedSession(
+                    id=session.id,
+                    name=session.name,
+                    interval=session.interval,
+                    labels=dict(session.labels),
+                )
+            )
+        return tuple(out)
+
+    def unique(self, seen: dict[str, int], item: Any, at: KeyPath, what: str) -> None:
+        """Report the text at `item[at[-1]]` if already in `seen`, else remember its line."""
+        value = item.get(at[-1]) if isinstance(item, dict) else None
+        if not isinstance(value, str):
+            return
+        line = self.document.line_of(at) or 0
+        if value in seen:
+            self.report(at, f"duplicate {what} '{value}' (first on line {seen[value]})")
+        else:
+            seen[value] = line
+
+    def targets(self, raw: Any) -> dict[str, Target]:
+        at: KeyPath = ("targets",)
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.report(at, "expected a mapping of target names to targets")
+            return {}
+        out: dict[str, Target] = {}
+        for name, item in raw.items():
+            here = (*at, name)
+            if not TARGET_NAME.fullmatch(name):
+                self.report(here, "target names use only letters, digits, '_', '.' and '-'")
+            target = self.target(name, item, here)
+            if target is not None:
+                out[name] = target
+        return out
+
+    def target(self, name: str, raw: Any, at: KeyPath) -> Target | None:
+        """Dispatch on `type` to the model of that kind, then build the target."""
+        if not isinstance(raw, dict):
+            self.report(at, "expected a mapping")
+            return None
+        kind = raw.get("type")
+        model = TARGET_MODELS.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            kinds = ", ".join(TARGET_MODELS)
+            if kind is None:
+                self.report((*at, "type"), f"is required: one of {kinds}")
+            elif isinstance(kind, str):
+                hint = did_you_mean(kind, TARGET_MODELS)
+                self.report(
+                    (*at, "type"), f"unknown target type '{kind}'{hint}; use one of {kinds}"
+                )
+            else:
+                self.report((*at, "type"), f"expected one of: {kinds}")
+            return None
+        section = self.validate(model, raw, at)
+        if section is None:
+            return None
+        limits = DeliveryLimits(max_attempts=section.max_attempts, max_age=section.max_age)
+        if isinstance(section, SlackSection):
+            return self.slack(name, section, at, limits)
+        if isinstance(section, SlackWebhookSection):
+            return self.slack_webhook(name, section, at, limits)
+        assert isinstance(section, WebhookSection)
+        return self.webhook(name, section, at, limits)
+
+    def slack(
+        self, name: str, section: SlackSection, at: KeyPath, limits: DeliveryLimits
+    ) -> SlackTarget | None:
+        token = self.secrets.secret(at, "token", section.token, section.token_file, required=True)
+        if token is None:
+            return None
+        return SlackTarget(
+            name=name,
+            token=token,
+            channel=section.channel,
+            api_url=section.api_url,
+            limits=limits,
+            min_interval=section.min_interval,
+        )
+
+    def slack_webhook(
+        self, name: str, section: SlackWebhookSection, at: KeyPath, limits: DeliveryLimits
+    ) -> SlackWebhookTarget | None:
+        url = self.secrets.secret(at, "url", section.url, section.url_file, required=True)
+        if url is None:
+            return None
+        if not is_http_url(url.reveal()):
+            key = "url" if section.url is not None else "url_file"
+            self.report((*at, key), "expected an http:// or https:// URL (the value is not shown)")
+            return None
+        return SlackWebhookTarget(
+            name=name, url=url, limits=limits, min_interval=section.min_interval
+        )
+
+    def webhook(
+        self, name: str, section: WebhookSection, at: KeyPath, limits: DeliveryLimits
+    ) -> WebhookTarget | None:
+        ok = True
+        plain = urlsplit(section.url).scheme == "http"
+        if plain and not section.allow_http and not is_loopback_url(section.url):
+            self.report(
+                (*at, "url"),
+                "plain http:// sends the payload unencrypted; use https:// "
+                "or set 'allow_http: true'",
+            )
+            ok = False
+        secret = self.secrets.secret(
+            at, "secret", section.secret, section.secret_file, required=False
+        )
+        if secret is not None and not is_whsec(secret.reveal()):
+            key = "secret" if section.secret is not None else "secret_file"
+            self.report(
+                (*at, key),
+                "malformed webhook secret: expected 'whsec_' followed by base64 "
+                "(the value is not shown)",
+            )
+            ok = False
+        for header, value in section.headers.items():
+            where = (*at, "headers", header)
+            if not HEADER_NAME.fullmatch(header):
+                self.report(where, "not a valid HTTP header name")
+                ok = False
+            elif header.lower() in RESERVED_HEADERS:
+                self.report(where, "this header is set by the watcher itself")
+                ok = False
+            if any(c in value for c in "\r\n\0"):
+                self.report(where, "header values cannot contain line breaks or NUL")
+                ok = False
+        ca_file = None
+        if section.ca_file is not None:
+            ca_file = self.secrets.relative_to_config(Path(section.ca_file))
+            if not ca_file.is_file():
+                self.report((*at, "ca_file"), f"CA file not found: {ca_file}")
+                ok = False
+        if not ok:
+            return None
+        return WebhookTarget(
+            name=name,
+            url=section.url,
+            secret=secret,
+            headers=dict(section.headers),
+            allow_http=section.allow_http,
+            ca_file=ca_file,
+            limits=limits,
+        )
+
+    def rules(self, raw: Any, raw_targets: Any) -> tuple[Rule, ...]:
+        at: KeyPath = ("rules",)
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            self.report(at, "expected a list of rules")
+            return ()
+        # Names declared in the file, valid or not, so one broken target does not
+        # also turn every rule that uses it into an "unknown target" problem.
+        target_names = list(raw_targets) if isinstance(raw_targets, dict) else []
+        names: dict[str, int] = {}
+        out: list[Rule] = []
+        for index, item in enumerate(raw):
+            here = (*at, index)
+            self.unique(names, item, (*here, "name"), "rule name")
+            rule = self.validate(RuleSection, item, here)
+            if rule is None:
+                continue
+            events = self.rule_events(rule, item, here)
+            notify = self.rule_targets(rule, item, here, target_names)
+            if events is None or notify is None:
+                continue
+            out.append(
+                Rule(
+                    name=rule.name,
+                    on=events,
+                    notify=notify,
+                    from_status=rule.when.from_ or (),
+                    to_status=rule.when.to or (),
+                    session_globs=rule.when.session or (),
+                    labels=dict(rule.when.labels),
+                )
+            )
+        return tuple(out)
+
+    def rule_events(self, rule: RuleSection, raw: Any, at: KeyPath) -> tuple[str, ...] | None:
+        known = [str(e) for e in EventType]
+        events: list[str] = []
+        ok = True
+        for where, value in _items(raw, (*at, "on"), rule.on):
+            if value not in known:
+                # Event types share long prefixes: only a near miss is a typo.
+                self.report(where, unknown_name("event type", value, known, cutoff=0.85))
+                ok = False
+            elif value in events:
+                self.report(where, f"event type '{value}' is listed twice")
+                ok = False
+            else:
+                events.append(EventType(value))
+        if EventType.STATUS_CHANGED not in events:
+            for key, given in (("from", rule.when.from_), ("to", rule.when.to)):
+                if given is not None:
+                    self.report(
+                        (*at, "when", key),
+                        f"'{key}' applies only to {EventType.STATUS_CHANGED} events; "
+                        f"add that to 'on' or remove '{key}'",
+                    )
+                    ok = False
+        return tuple(events) if ok else None
+
+    def rule_targets(
+        self, rule: RuleSection, raw: Any, at: KeyPath, target_names: list[str]
+    ) -> tuple[str, ...] | None:
+        notify: list[str] = []
+        ok = True
+        for where, value in _items(raw, (*at, "notify"), rule.notify):
+            if value not in target_names:
+                self.report(where, unknown_name("target", value, target_names))
+                ok = False
+            elif value in notify:
+                self.report(where, f"target '{value}' is listed twice")
+                ok = False
+            else:
+                notify.append(value)
+        return tuple(notify) if ok else None
+
+
+def _items(raw: Any, at: KeyPath, values: tuple[str, ...]) -> list[tuple[KeyPath, str]]:
+    """Pair each value of a one-or-many field with its key path (`on` or `on[1]`)."""
+    given = raw.get(at[-1]) if isinstance(raw, dict) else None
+    if isinstance(given, list):
+        return [((*at, i), value) for i, value in enumerate(values)]
+    return [(at, value) for value in values]
+
+
+def _or_empty(section: Any) -> Any:
+    """An empty section (`poll:` with every key commented out) means all defaults."""
+    return {} if section is None else section

@@ -1,0 +1,127 @@
+"""Parsers and checks for single config values: durations, jitter, URLs, ids, names, secrets."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import string
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+_DURATION = re.compile(r"(?P<amount>[0-9]+)(?P<unit>ms|s|m|h|d)?")
+_DURATION_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_SESSION_ID_FORBIDDEN = re.compile(r"[/?#%\s]")
+_WHSEC_PREFIX = "whsec_"
+TARGET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+RESERVED_HEADERS = frozenset(
+    {
+        "content-length",
+        "host",
+        "transfer-encoding",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+
+
+def parse_duration(value: str | int) -> timedelta:
+    """Parse `500ms`, `30s`, `5m`, `2h`, `1d` or a whole number of seconds; > 0.
+
+    Raises ValueError saying what is expected.
+    """
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            "expected a duration such as 500ms, 30s, 5m, 2h or 1d (a plain number means seconds)"
+        )
+    unit = _DURATION_UNITS[match["unit"] or "s"]
+    try:
+        duration = timedelta(**{unit: int(match["amount"])})
+    except OverflowError:
+        raise ValueError("duration is too long") from None
+    if duration <= timedelta(0):
+        raise ValueError("duration must be longer than 0")
+    return duration
+
+
+def parse_jitter(value: str | float) -> float:
+    """Parse a jitter as a percentage (`"10%"`) or a fraction (`0.1`); result in 0..0.5.
+
+    Raises ValueError saying what is expected.
+    """
+    text = str(value).strip()
+    percent = text.endswith("%")
+    try:
+        number = float(text.removesuffix("%"))
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError("expected a percentage such as '10%' or a fraction from 0 to 0.5")
+    fraction = number / 100 if percent else number
+    if not 0 <= fraction <= 0.5:
+        if percent:
+            raise ValueError("jitter must be between 0% and 50%")
+        raise ValueError("jitter must be a fraction from 0 to 0.5 (write '10%' for a percentage)")
+    return fraction
+
+
+def is_http_url(value: str) -> bool:
+    """Whether `value` is an absolute http(s) URL with a host and no whitespace."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not any(c.isspace() for c in value)
+    )
+
+
+def http_url(value: str) -> str:
+    """`value` if it is an http(s) URL; ValueError otherwise."""
+    if not is_http_url(value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+def session_url(value: str) -> str:
+    """`value` if it is an http(s) URL whose only placeholder is `{id}`; ValueError otherwise."""
+    http_url(value)
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError:
+        raise ValueError("unbalanced braces; write {id} where the session id goes") from None
+    if fields - {"id"}:
+        raise ValueError("the only placeholder is {id}")
+    return value
+
+
+def session_id(value: str) -> str:
+    """`value` if it is safe as one URL path segment; ValueError otherwise."""
+    # The id becomes a URL path segment: keep it from reaching other endpoints.
+    if _SESSION_ID_FORBIDDEN.search(value) or value in (".", ".."):
+        raise ValueError("a session id cannot contain '/', '?', '#', '%' or spaces")
+    return value
+
+
+def one_or_many(value: Any) -> Any:
+    """A single string stands for a one-item list (`on: x` is `on: [x]`)."""
+    return (value,) if isinstance(value, str) else value
+
+
+def is_whsec(value: str) -> bool:
+    """Whether `value` is a Standard Webhooks secret: `whsec_` followed by base64."""
+    if not value.startswith(_WHSEC_PREFIX):
+        return False
+    try:
+        return bool(base64.b64decode(value.removeprefix(_WHSEC_PREFIX), validate=True))
+    except (binascii.Error, ValueError):
+        return False
