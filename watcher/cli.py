@@ -229,7 +229,6 @@ def _outbox(
         if action == "list":
             rows = store.list_outbox(OutboxStatus(status) if status else None)
             for row in reversed(rows):
-                session = row.event.session.id if row.event.session else "-"
                 print(
                     json.dumps(
                         {
@@ -237,8 +236,8 @@ def _outbox(
                             "status": str(row.status),
                             "target": row.target,
                             "rule": row.rule,
-                            "event": str(row.event.type),
-                            "session": session,
+                            "event": row.event_type,
+                            "session": row.session_id or "-",
                             "attempts": row.attempts,
                             "created_at": row.created_at.isoformat(),
                             "last_error": row.last_error,

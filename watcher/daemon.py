@@ -29,6 +29,7 @@ from watcher.core.rules import Route, route
 from watcher.core.schedule import poll_timing
 from watcher.core.secret import redact
 from watcher.core.settings import Rule, Settings, WatchedSession
+from watcher.core.text import describe_error
 from watcher.delivery import DeliveryWorker
 from watcher.failpoint import Failpoint, failpoint
 from watcher.notifiers import build_notifier
@@ -189,21 +190,30 @@ class Watcher:
         watched = self._watched.get(session_id)
         if watched is None:
             return PollReport(session_id)
-        result = await self.source.fetch_session(session_id)
+        try:
+            result = await self.source.fetch_session(session_id)
+        except Exception as error:  # a bug in fetching or parsing: a failed poll, nothing more
+            log.exception("poll of %s raised", session_id)
+            result = FetchFailed(FetchFailureKind.RETRYABLE, f"poll error: {describe_error(error)}")
         if isinstance(result, FetchFailed):
             result = replace(result, reason=self.redact(result.reason))
         now = self.clock()
         settings = self.settings
-        report = await self.db(
-            apply_poll,
-            self.store,
-            settings.rules,
-            settings.factory.session_url,
-            watched,
-            result,
-            now,
-            dry_run=dry_run,
-        )
+        try:
+            report = await self.db(
+                apply_poll,
+                self.store,
+                settings.rules,
+                settings.factory.session_url,
+                watched,
+                result,
+                now,
+                dry_run=dry_run,
+            )
+        except Exception as error:  # the API answered; recording it failed (bug or store)
+            log.exception("recording the poll of %s raised", session_id)
+            reason = self.redact(f"recording failed: {describe_error(error)}")
+            report = PollReport(session_id, failure=FetchFailed(FetchFailureKind.RETRYABLE, reason))
         self.stats.polls += 1
         self.stats.last_poll_at = now
         if report.failure is not None:
