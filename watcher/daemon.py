@@ -156,6 +156,7 @@ class Watcher:
         self._failures: dict[str, int] = {}
         self._paused_until: dict[str, datetime] = {}
         self._api_paused_until: datetime | None = None
+        self._raising: set[str] = set()  # sessions whose last poll raised (traceback logged)
         self._stop = anyio.Event()
         self._stopping = False
         self._scheduler: AsyncIOScheduler | None = None
@@ -193,8 +194,8 @@ class Watcher:
         try:
             result = await self.source.fetch_session(session_id)
         except Exception as error:  # a bug in fetching or parsing: a failed poll, nothing more
-            log.exception("poll of %s raised", session_id)
             result = FetchFailed(FetchFailureKind.RETRYABLE, f"poll error: {describe_error(error)}")
+            self._log_raise(session_id, "poll", result.reason)
         if isinstance(result, FetchFailed):
             result = replace(result, reason=self.redact(result.reason))
         now = self.clock()
@@ -211,8 +212,8 @@ class Watcher:
                 dry_run=dry_run,
             )
         except Exception as error:  # the API answered; recording it failed (bug or store)
-            log.exception("recording the poll of %s raised", session_id)
             reason = self.redact(f"recording failed: {describe_error(error)}")
+            self._log_raise(session_id, "recording the poll", reason)
             report = PollReport(session_id, failure=FetchFailed(FetchFailureKind.RETRYABLE, reason))
         self.stats.polls += 1
         self.stats.last_poll_at = now
@@ -220,8 +221,10 @@ class Watcher:
             self.stats.failed_polls += 1
             self._back_off(watched, report.failure, now)
             log.debug("poll of %s failed: %s", session_id, report.failure.reason)
-        elif self._failures.pop(session_id, None) is not None:
-            self._paused_until.pop(session_id, None)
+        else:
+            self._raising.discard(session_id)
+            if self._failures.pop(session_id, None) is not None:
+                self._paused_until.pop(session_id, None)
         if isinstance(result, NotFound) and not report.events and report.new_rows == 0:
             log.debug("session %s not found", session_id)
         for event in report.events:
@@ -240,6 +243,14 @@ class Watcher:
             if report.new_rows:
                 self.delivery.wake(report.targets)
         return report
+
+    def _log_raise(self, session_id: str, what: str, reason: str) -> None:
+        """Log a bug met while polling: its traceback once, then one line while it lasts."""
+        if session_id in self._raising:
+            log.warning("%s of %s raised again: %s", what, session_id, reason)
+            return
+        self._raising.add(session_id)
+        log.exception("%s of %s raised", what, session_id)
 
     def _back_off(self, watched: WatchedSession, failure: FetchFailed, now: datetime) -> None:
         failures = self._failures.get(watched.id, 0) + 1
