@@ -13,11 +13,15 @@ import pytest
 
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
 from watcher.api import SessionSource
+from watcher.core.message import Message, SendOutcome, WebhookMessage
 from watcher.core.model import Event, EventType, SessionRef
 from watcher.core.poll import FetchResult
+from watcher.core.render import render_for
 from watcher.core.rules import Route
-from watcher.core.settings import Rule, Settings, WatchedSession
+from watcher.core.settings import Rule, Settings, TargetKind, WatchedSession
 from watcher.daemon import STALL_AFTER, Watcher
+from watcher.notifiers import build_notifier
+from watcher.notifiers.base import Notifier
 from watcher.store import OutboxStatus, SqliteStore
 from watcher.systemd import ProgressWatchdog
 from watcher.testing.fakehttp import Fault, FaultRule
@@ -597,3 +601,95 @@ async def test_a_restart_with_damaged_rows_queued_comes_up_and_goes_on(
         store.close()
     [logged] = [r for r in caplog.records if "dead letter" in r.getMessage()]
     assert logged.exc_info is not None
+
+
+class RaisingNotifier:
+    """A real notifier that raises (a bug, not a classified failure) for one session's events."""
+
+    def __init__(self, inner: Notifier, session_id: str) -> None:
+        self.inner = inner
+        self.target_name = inner.target_name
+        self.session_id = session_id
+
+    async def send(self, message: Message, *, now: datetime) -> SendOutcome:
+        """Raise for the poisoned session, send the rest through the real notifier."""
+        if (
+            isinstance(message, WebhookMessage)
+            and b'"id":"' + self.session_id.encode() in message.body
+        ):
+            raise KeyError("signing key")
+        return await self.inner.send(message, now=now)
+
+    async def aclose(self) -> None:
+        """Close the real notifier."""
+        await self.inner.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_failure_injected_at_each_stage_stops_only_its_own_work(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A raising parse, notifier and renderer each cost one session's work; the rest arrives."""
+    settings = rig.with_sessions("good", "notify-bug", "render-bug", "parse-bug")
+    notifiers = {name: build_notifier(t) for name, t in settings.targets.items()}
+    notifiers["ci"] = RaisingNotifier(notifiers["ci"], "notify-bug")
+
+    def render(kind: TargetKind, event: Event, rule: str) -> Message:
+        if event.session is not None and event.session.id == "render-bug" and kind == "slack":
+            raise RuntimeError("template exploded")
+        return render_for(kind, event, rule)
+
+    watcher = Watcher(
+        settings,
+        source=RaisingSource(Watcher._client(settings), "parse-bug"),
+        notifiers=notifiers,
+        render=render,
+    )
+    ready = anyio.Event()
+    sessions = ("good", "notify-bug", "render-bug")
+
+    async def drive() -> None:
+        await ready.wait()
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: all(watcher.store.load_state(s) for s in sessions))
+        )
+        for session_id in (*sessions, "parse-bug"):
+            rig.sim.complete_run(session_id)
+        # good: slack + ci; notify-bug: slack only; render-bug: ci only.
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: len(rig.slack.messages) == 2 and len(webhook_types(rig)) == 2,
+                what="every notification that can arrive",
+            )
+        )
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: watcher.store_counts()[OutboxStatus.DEAD] == 2)
+        )
+        assert watcher.progress.healthy(time.monotonic())[0]
+        watcher.request_stop()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await watcher.run(on_ready=ready.set, handle_signals=False)
+    assert sorted(m.text for m in rig.slack.messages) == sorted(
+        f":checkered_flag: Title of {s} finished its run (running → idle)"
+        for s in ("good", "notify-bug")
+    )
+    assert sorted(webhook_types(rig)) == [
+        ("session.completed", "good"),
+        ("session.completed", "render-bug"),
+    ]
+    store = SqliteStore(settings.state_path)
+    try:
+        dead = {
+            (r.session_id, r.target): r.last_error for r in store.list_outbox(OutboxStatus.DEAD)
+        }
+    finally:
+        store.close()
+    assert dead == {
+        ("notify-bug", "ci"): "notifier error: KeyError: 'signing key'",
+        ("render-bug", "team-slack"): "cannot render: RuntimeError: template exploded",
+    }
+    assert watcher.stats.failed_polls >= 1
+    assert "crashed" not in caplog.text

@@ -24,13 +24,14 @@ from watcher.core.diff import diff_states, session_ref, state_changed
 from watcher.core.health import ApiHealth, ApiState, observe
 from watcher.core.model import Event, Gone, SessionState, Snapshot
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
+from watcher.core.render import render_for
 from watcher.core.retry import poll_backoff
 from watcher.core.rules import Route, route
 from watcher.core.schedule import poll_timing
 from watcher.core.secret import redact
 from watcher.core.settings import Rule, Settings, WatchedSession
 from watcher.core.text import describe_error
-from watcher.delivery import DeliveryWorker
+from watcher.delivery import DeliveryWorker, Render
 from watcher.failpoint import Failpoint, failpoint
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
@@ -123,6 +124,7 @@ class Watcher:
         rng: random.Random | None = None,
         reload: Callable[[], Settings] | None = None,
         systemd: SystemdNotifier | None = None,
+        render: Render = render_for,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -147,6 +149,7 @@ class Watcher:
             db=self.db,
             on_progress=lambda: self.progress.beat("delivery", time.monotonic()),
             redact=self.redact,
+            render=render,
         )
         self.health = ApiHealth()
         self.stats = WatcherStats()
