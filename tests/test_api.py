@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
+import anyio
 import httpx
 import pytest
 
 from tests.core.factories import T0
 from tests.rig import wait_for
-from watcher.api import FactoryClient, classify_response
+from watcher.api import MAX_BODY_BYTES, FactoryClient, classify_response
 from watcher.core.poll import Fetched, FetchFailed, FetchFailureKind, NotFound
 from watcher.core.secret import Secret
 from watcher.testing.fakehttp import Fault, FaultRule
-from watcher.testing.sim import FactorySimulator
+from watcher.testing.sim import FactorySimulator, RawBody
 
 KEY = "fk-test-key-123"
 
@@ -148,3 +149,61 @@ def test_classify_response(
     assert result.reason.startswith(reason)
     if "Retry-After" in headers:
         assert result.retry_after == timedelta(seconds=60)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (RawBody(b"{" + b" " * (MAX_BODY_BYTES + 1) + b"}"), "body larger than 1048576 bytes"),
+        (RawBody(b'{"sessionId": "s1", "x": "' + b"y" * 65536, endless=True), "body larger"),
+        (RawBody(b"[" * 300_000 + b"]" * 300_000), "body is nested too deeply"),
+        (RawBody(b'{"sessionId": ' + b"9" * 5000 + b"}"), "body is not usable JSON"),
+        (
+            RawBody(
+                b'{"sessionId": "s1", "status": "idle", "messageCount": NaN,'
+                b' "createdAt": 1, "updatedAt": 2}'
+            ),
+            "unreadable session: messageCount is not a finite number",
+        ),
+        (
+            RawBody(
+                b'{"sessionId": "s1", "status": "idle", "messageCount": 1,'
+                b' "createdAt": 1, "updatedAt": -166036958850935616}'
+            ),
+            "unreadable session: updatedAt out of range",
+        ),
+    ],
+)
+async def test_bodies_no_snapshot_can_come_from_are_failures(
+    client: FactoryClient, sim: FactorySimulator, raw: RawBody, reason: str
+) -> None:
+    """Oversized, endless, deep, huge and out-of-range bodies are retryable failures."""
+    sim.serve_raw("s1", raw)
+    with anyio.fail_after(10):  # an endless body read whole would never end
+        result = await client.fetch_session("s1")
+    assert isinstance(result, FetchFailed)
+    assert result.kind is FetchFailureKind.RETRYABLE
+    assert result.reason.startswith(reason)
+    sim.serve_raw("s1", None)
+    assert isinstance(await client.fetch_session("s1"), Fetched)
+
+
+@pytest.mark.anyio
+async def test_an_oversized_error_body_still_classifies_by_status(
+    client: FactoryClient, sim: FactorySimulator
+) -> None:
+    """A 401 whose body is too big to read is still an auth failure, just without an excerpt."""
+    sim.serve_raw("s1", RawBody(b"x" * (MAX_BODY_BYTES + 10), status=401))
+    result = await client.fetch_session("s1")
+    assert isinstance(result, FetchFailed)
+    assert result.kind is FetchFailureKind.AUTH
+    assert result.reason == "HTTP 401: the API key was rejected"
+
+
+def test_error_excerpts_are_one_encodable_line() -> None:
+    """An error body's detail with newlines and lone surrogates becomes one safe line."""
+    body = b'{"detail": "broken\\n  \\ud800 backend", "status": 503, "title": "x"}'
+    result = classify_response(httpx.Response(503, content=body), T0)
+    assert isinstance(result, FetchFailed)
+    assert result.reason == "HTTP 503: broken \ufffd backend"

@@ -92,6 +92,34 @@ def test_once_reports_failed_polls(rig: Rig, env: dict[str, str], tmp_path: Path
     assert "a: poll failed: HTTP 401: the API key was rejected" in out
 
 
+POISONED = (
+    b'{"sessionId": "p", "status": "idle", "messageCount": 1, "createdAt": 1,'
+    b' "updatedAt": -166036958850935616}'
+)
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_once_reports_unreadable_sessions_and_delivers_the_rest(
+    rig: Rig, env: dict[str, str], tmp_path: Path, dry_run: bool
+) -> None:
+    """An unreadable body is one line in the output and exit 1; the other session goes on."""
+    rig.sim.add_session("a", status="running")
+    rig.sim.serve_raw("p", POISONED)
+    config = write_config(rig, tmp_path, ["a", "p"])
+    run_cli("once", "-c", str(config))
+    rig.sim.complete_run("a")
+    flags = ["--dry-run"] if dry_run else []
+    code, out, err = run_cli("once", *flags, "-c", str(config))
+    assert code == 1
+    assert "p: poll failed: unreadable session: updatedAt out of range" in out
+    assert "Traceback" not in out + err
+    if dry_run:
+        assert "would send to ci (rule completed)" in out
+    else:
+        assert "polled 2 session(s), 1 failed; sent 3 notification(s)" in out
+        assert len(rig.slack.messages) == 1
+
+
 @pytest.mark.parametrize("target", ["team-slack", "ops", "ci"])
 def test_test_notify_reaches_each_target(
     rig: Rig, env: dict[str, str], tmp_path: Path, target: str

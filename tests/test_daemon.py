@@ -12,11 +12,20 @@ import anyio
 import pytest
 
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
-from watcher.core.settings import Rule, Settings, WatchedSession
+from watcher.api import SessionSource
+from watcher.core.message import Message, SendOutcome, WebhookMessage
+from watcher.core.model import Event, EventType, SessionRef
+from watcher.core.poll import FetchResult
+from watcher.core.render import render_for
+from watcher.core.rules import Route
+from watcher.core.settings import Rule, Settings, TargetKind, WatchedSession
 from watcher.daemon import STALL_AFTER, Watcher
-from watcher.store import OutboxStatus
+from watcher.notifiers import build_notifier
+from watcher.notifiers.base import Notifier
+from watcher.store import OutboxStatus, SqliteStore
 from watcher.systemd import ProgressWatchdog
 from watcher.testing.fakehttp import Fault, FaultRule
+from watcher.testing.sim import RawBody
 
 
 @pytest.fixture
@@ -398,3 +407,289 @@ async def test_a_watcher_without_targets_stays_healthy_and_can_gain_one(rig: Rig
             tg.start_soon(drive)
             await watcher.run(handle_signals=False)
     assert "finished its run" in rig.slack.messages[0].text
+
+
+POISON: dict[str, RawBody] = {
+    "p-range": RawBody(
+        b'{"sessionId": "p-range", "status": "idle", "messageCount": 1, "createdAt": 1,'
+        b' "updatedAt": -166036958850935616}'
+    ),
+    "p-future": RawBody(
+        b'{"sessionId": "p-future", "status": "idle", "messageCount": 1, "createdAt": 1,'
+        b' "updatedAt": 2, "completedAt": 126144000000000000000}'
+    ),
+    "p-nan": RawBody(
+        b'{"sessionId": "p-nan", "status": "idle", "messageCount": NaN, "createdAt": 1,'
+        b' "updatedAt": 2}'
+    ),
+    "p-wrong": RawBody(
+        b'{"sessionId": "p-wrong", "status": "idle", "messageCount": "many", "createdAt": 1,'
+        b' "updatedAt": 2}'
+    ),
+    "p-deep": RawBody(b"[" * 200_000 + b"]" * 200_000),
+    "p-array": RawBody(b"[]"),
+    "p-big": RawBody(b'{"title": "' + b"x" * (2 * 1024 * 1024) + b'"}'),
+    "p-endless": RawBody(b"x" * 65536, endless=True),
+}
+GOOD = ("g1", "g2", "g-surrogate")
+
+
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing was logged with a traceback, and nothing crashed."""
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    assert "Traceback" not in caplog.text
+    assert "crashed" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_poisoned_bodies_next_to_good_sessions(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bodies no snapshot can come from are failed polls; every good notification arrives once."""
+    settings = rig.with_sessions(*GOOD, *POISON)
+    rig.sim.update("g-surrogate", title="\ud800 Surrogate")  # served as the JSON text "\ud800"
+    for session_id, raw in POISON.items():
+        rig.sim.serve_raw(session_id, raw)
+    watcher = Watcher(settings)
+
+    async def drive() -> None:
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: all(watcher.store.load_state(s) is not None for s in GOOD),
+                what="first good polls",
+            )
+        )
+        for session_id in GOOD:
+            rig.sim.complete_run(session_id)
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: len(webhook_types(rig)) >= 3 and len(rig.slack.messages) >= 3,
+                what="the good sessions' notifications",
+            )
+        )
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: all(rig.sim.request_count(s) >= 3 for s in POISON),
+                timeout=15,
+                what="poisoned sessions polled again",
+            )
+        )
+        assert watcher.progress.healthy(time.monotonic())[0]
+        watcher.request_stop()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await watcher.run(handle_signals=False)
+    no_tracebacks(caplog)
+    assert sorted(webhook_types(rig)) == sorted(("session.completed", s) for s in GOOD)
+    assert sorted(m.text.split(" finished")[0] for m in rig.slack.messages) == sorted(
+        [
+            ":checkered_flag: Title of g1",
+            ":checkered_flag: Title of g2",
+            ":checkered_flag: \ufffd Surrogate",
+        ]
+    )
+    titles = {r.json["session"]["id"]: r.json["session"]["title"] for r in rig.receiver.requests}
+    assert titles["g-surrogate"] == "\ufffd Surrogate"
+    assert all(watcher.store.load_state(s) is None for s in POISON)  # nothing stored from them
+    assert watcher.stats.failed_polls >= 3 * len(POISON)
+    assert rig.slack_hook.messages == []  # good answers in between: no API outage declared
+    assert watcher.store_counts()[OutboxStatus.DELIVERED] == 6
+
+
+class RaisingSource:
+    """The real client, except that reading one session raises (a bug in parsing)."""
+
+    def __init__(self, inner: SessionSource, poisoned: str) -> None:
+        self.inner = inner
+        self.poisoned = poisoned
+
+    async def fetch_session(self, session_id: str) -> FetchResult:
+        """Raise for the poisoned session, fetch the others."""
+        if session_id == self.poisoned:
+            raise OverflowError("date value out of range")
+        return await self.inner.fetch_session(session_id)
+
+    async def aclose(self) -> None:
+        """Close the real client."""
+        await self.inner.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_poll_that_raises_is_a_failed_poll(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug while reading one session counts as its failed poll and backs it off."""
+    settings = rig.with_sessions("s1", "bad")
+    now = [datetime.now(UTC)]
+    source = RaisingSource(Watcher._client(settings), "bad")
+    watcher = Watcher(settings, source=source, clock=lambda: now[0])
+    try:
+        await cycle(watcher)
+        report = await watcher.poll("bad")
+        assert report.failure is not None
+        assert report.failure.reason == "poll error: OverflowError: date value out of range"
+        assert watcher.stats.failed_polls == 2
+        assert not watcher.poll_allowed("bad", now[0])
+        rig.sim.complete_run("s1")
+        await cycle(watcher)
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+    assert webhook_types(rig) == [("session.completed", "s1")]
+    raised = [r for r in caplog.records if "poll of bad raised" in r.getMessage()]
+    assert [(r.levelname, r.exc_info is not None) for r in raised] == [
+        ("ERROR", True),  # the traceback once...
+        ("WARNING", False),  # ...then one line per poll while it lasts
+        ("WARNING", False),
+    ]
+
+
+def queue_damaged_rows(settings: Settings) -> None:
+    """Rows a store written before the fix may hold: a lone surrogate, and an unreadable body."""
+    store = SqliteStore(settings.state_path)
+    try:
+        events = [
+            Event("evt_old", EventType.COMPLETED, datetime.now(UTC), SessionRef("old", "T")),
+            Event("evt_broken", EventType.COMPLETED, datetime.now(UTC), SessionRef("broken")),
+        ]
+        store.record_events(
+            events, [(e, Route("completed", "ci")) for e in events], datetime.now(UTC)
+        )
+        store._db.execute(
+            'UPDATE events SET body=replace(body, \'"title": "T"\', \'"title": "\\ud800 T"\')'
+            " WHERE id='evt_old'"
+        )
+        store._db.execute("UPDATE events SET body='{\"id\": ' WHERE id='evt_broken'")
+    finally:
+        store.close()
+
+
+@pytest.mark.anyio
+async def test_a_restart_with_damaged_rows_queued_comes_up_and_goes_on(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Old surrogate rows are delivered made safe, unreadable ones dead-lettered; new work flows."""
+    settings = rig.with_sessions("s1")
+    queue_damaged_rows(settings)
+    watcher = Watcher(settings)
+
+    async def drive() -> None:
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: watcher.store.load_state("s1") is not None)
+        )
+        rig.sim.complete_run("s1")
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: len(webhook_types(rig)) >= 2, what="old row and new event")
+        )
+        watcher.request_stop()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await watcher.run(handle_signals=False)
+    assert sorted(webhook_types(rig)) == [("session.completed", "old"), ("session.completed", "s1")]
+    old = next(r.json for r in rig.receiver.requests if r.json["session"]["id"] == "old")
+    assert old["session"]["title"] == "\ufffd T"
+    store = SqliteStore(settings.state_path)
+    try:
+        (dead,) = store.list_outbox(OutboxStatus.DEAD)
+        assert (dead.session_id, dead.event_type) == ("broken", "session.completed")
+        assert (dead.last_error or "").startswith("stored event cannot be read: JSONDecodeError")
+    finally:
+        store.close()
+    [logged] = [r for r in caplog.records if "dead letter" in r.getMessage()]
+    assert logged.exc_info is not None
+
+
+class RaisingNotifier:
+    """A real notifier that raises (a bug, not a classified failure) for one session's events."""
+
+    def __init__(self, inner: Notifier, session_id: str) -> None:
+        self.inner = inner
+        self.target_name = inner.target_name
+        self.session_id = session_id
+
+    async def send(self, message: Message, *, now: datetime) -> SendOutcome:
+        """Raise for the poisoned session, send the rest through the real notifier."""
+        if (
+            isinstance(message, WebhookMessage)
+            and b'"id":"' + self.session_id.encode() in message.body
+        ):
+            raise KeyError("signing key")
+        return await self.inner.send(message, now=now)
+
+    async def aclose(self) -> None:
+        """Close the real notifier."""
+        await self.inner.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_failure_injected_at_each_stage_stops_only_its_own_work(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A raising parse, notifier and renderer each cost one session's work; the rest arrives."""
+    settings = rig.with_sessions("good", "notify-bug", "render-bug", "parse-bug")
+    notifiers = {name: build_notifier(t) for name, t in settings.targets.items()}
+    notifiers["ci"] = RaisingNotifier(notifiers["ci"], "notify-bug")
+
+    def render(kind: TargetKind, event: Event, rule: str) -> Message:
+        if event.session is not None and event.session.id == "render-bug" and kind == "slack":
+            raise RuntimeError("template exploded")
+        return render_for(kind, event, rule)
+
+    watcher = Watcher(
+        settings,
+        source=RaisingSource(Watcher._client(settings), "parse-bug"),
+        notifiers=notifiers,
+        render=render,
+    )
+    ready = anyio.Event()
+    sessions = ("good", "notify-bug", "render-bug")
+
+    async def drive() -> None:
+        await ready.wait()
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: all(watcher.store.load_state(s) for s in sessions))
+        )
+        for session_id in (*sessions, "parse-bug"):
+            rig.sim.complete_run(session_id)
+        # good: slack + ci; notify-bug: slack only; render-bug: ci only.
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: len(rig.slack.messages) == 2 and len(webhook_types(rig)) == 2,
+                what="every notification that can arrive",
+            )
+        )
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: watcher.store_counts()[OutboxStatus.DEAD] == 2)
+        )
+        assert watcher.progress.healthy(time.monotonic())[0]
+        watcher.request_stop()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await watcher.run(on_ready=ready.set, handle_signals=False)
+    assert sorted(m.text for m in rig.slack.messages) == sorted(
+        f":checkered_flag: Title of {s} finished its run (running → idle)"
+        for s in ("good", "notify-bug")
+    )
+    assert sorted(webhook_types(rig)) == [
+        ("session.completed", "good"),
+        ("session.completed", "render-bug"),
+    ]
+    store = SqliteStore(settings.state_path)
+    try:
+        dead = {
+            (r.session_id, r.target): r.last_error for r in store.list_outbox(OutboxStatus.DEAD)
+        }
+    finally:
+        store.close()
+    assert dead == {
+        ("notify-bug", "ci"): "notifier error: KeyError: 'signing key'",
+        ("render-bug", "team-slack"): "cannot render: RuntimeError: template exploded",
+    }
+    assert watcher.stats.failed_polls >= 1
+    assert "crashed" not in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -13,12 +14,21 @@ import pytest
 
 from tests.core.factories import event, ref
 from tests.rig import Rig, running_rig, wait_for
-from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, Sent
+from watcher.core.message import (
+    FailureKind,
+    Message,
+    SendFailed,
+    SendOutcome,
+    Sent,
+    WebhookMessage,
+)
+from watcher.core.model import Event
+from watcher.core.render import render_for
 from watcher.core.rules import Route
-from watcher.core.settings import DeliveryLimits, Rule, WebhookTarget
+from watcher.core.settings import DeliveryLimits, Rule, TargetKind, WebhookTarget
 from watcher.daemon import Watcher
-from watcher.delivery import DeliveryWorker, Pacer, pacing_key
-from watcher.store import OutboxStatus, SqliteStore
+from watcher.delivery import DeliveryWorker, Pacer, Render, pacing_key
+from watcher.store import OutboxRow, OutboxStatus, SqliteStore, UnreadableRow
 
 T0 = datetime(2026, 11, 28, 12, tzinfo=UTC)
 
@@ -133,14 +143,115 @@ async def test_dead_letters(
     assert [r.levelname for r in caplog.records if "dead letter" in r.message] == ["ERROR"]
 
 
+class BuggyNotifier(ScriptedNotifier):
+    """Sends like ScriptedNotifier, but raises (a bug, not a classified failure) for one event."""
+
+    def __init__(self, target_name: str, poisoned: str) -> None:
+        super().__init__(target_name)
+        self.poisoned = poisoned
+
+    async def send(self, message: Message, *, now: datetime) -> SendOutcome:
+        """Raise for the poisoned event, send everything else."""
+        if isinstance(message, WebhookMessage) and message.id == self.poisoned:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return await super().send(message, now=now)
+
+
+def render_raising_for(poisoned: str) -> Render:
+    """The real renderer, except that it raises for one event."""
+
+    def render(kind: TargetKind, e: Event, rule: str) -> Message:
+        if e.id == poisoned:
+            raise ValueError("cannot render this one\nsecond line")
+        return render_for(kind, e, rule)
+
+    return render
+
+
+def damage_stored_event(store: SqliteStore, event_id: str) -> None:
+    """Make a stored event undecodable, as a row from an older or broken writer could be."""
+    store._db.execute("UPDATE events SET body='{\"id\": 1' WHERE id=?", (event_id,))
+
+
+async def serve_until(worker: DeliveryWorker, notifier: ScriptedNotifier, sent: int) -> None:
+    """Run the worker's real lanes until `notifier` has sent `sent` messages, then stop."""
+
+    async def stop_when_done() -> None:
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: len(notifier.sent) >= sent))
+        worker.stop()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_when_done)
+            await worker.run({"hook": target()}, {"hook": notifier})
+
+
 @pytest.mark.anyio
-async def test_a_notifier_that_raises_is_a_retryable_failure(store: SqliteStore) -> None:
-    """A bug in a notifier keeps the row queued instead of losing it."""
-    worker = DeliveryWorker(store, clock=lambda: T0, jitter=lambda: 0.0)
+@pytest.mark.parametrize(
+    ("stage", "reason"),
+    [
+        ("notifier", "notifier error: UnicodeEncodeError: 'utf-8' codec can't encode"),
+        ("render", "cannot render: ValueError: cannot render this one second line"),
+        ("load", "stored event cannot be read: JSONDecodeError"),
+    ],
+)
+async def test_a_row_our_bug_cannot_send_is_a_dead_letter_and_the_lane_goes_on(
+    store: SqliteStore, stage: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug while loading, rendering or sending one row dead-letters it once; the rest go out."""
+    queue(store, "e1", "e2", "e3")
+    notifier: ScriptedNotifier = ScriptedNotifier("hook")
+    render: Render = render_for
+    if stage == "notifier":
+        notifier = BuggyNotifier("hook", "e2")
+    elif stage == "render":
+        render = render_raising_for("e2")
+    else:
+        damage_stored_event(store, "e2")
+    worker = DeliveryWorker(store, jitter=lambda: 0.0, render=render)
+    await serve_until(worker, notifier, 2)
+    assert [m.id for m in notifier.sent if isinstance(m, WebhookMessage)] == ["e1", "e3"]
+    statuses = {r.id: r.status for r in store.list_outbox()}
+    assert statuses == {1: OutboxStatus.DELIVERED, 2: OutboxStatus.DEAD, 3: OutboxStatus.DELIVERED}
+    (dead,) = store.list_outbox(OutboxStatus.DEAD)
+    assert (dead.last_error or "").startswith(reason)
+    assert "\n" not in (dead.last_error or "")
+    logged = [r for r in caplog.records if "dead letter" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].levelname == "ERROR"
+    assert logged[0].exc_info is not None  # the traceback, once
+    assert (worker.stats.delivered, worker.stats.dead) == (2, 1)
+
+
+class FlakyStore:
+    """A store whose `due` fails once, as a locked or full disk might."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner = inner
+        self.failures = 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def due(self, target: str, now: datetime, limit: int) -> list[OutboxRow | UnreadableRow]:
+        """Raise the first time, then answer."""
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return self.inner.due(target, now, limit)
+
+
+@pytest.mark.anyio
+async def test_a_store_error_pauses_the_lane_instead_of_ending_it(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error outside any one row is logged, and the lane carries on."""
     queue(store, "e1")
-    await attempt_all(worker, store, target(), ScriptedNotifier("hook", [RuntimeError("bug")]), T0)
-    row = store.list_outbox()[0]
-    assert (row.status, row.last_error) == (OutboxStatus.PENDING, "notifier error: RuntimeError")
+    notifier = ScriptedNotifier("hook")
+    worker = DeliveryWorker(FlakyStore(store), jitter=lambda: 0.0)  # type: ignore[arg-type]
+    await serve_until(worker, notifier, 1)
+    assert store.counts()[OutboxStatus.DELIVERED] == 1
+    assert any("unexpected error; going on" in r.getMessage() for r in caplog.records)
 
 
 class SteppedClock:

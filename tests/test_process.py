@@ -6,12 +6,16 @@ import signal
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from tests.process import secret_env, start_daemon, write_config
+from tests.process import cli, secret_env, start_daemon, write_config
 from tests.rig import API_KEY, SLACK_TOKEN, WEBHOOK_SECRET, Rig, running_rig, wait_for
+from watcher.core.model import Event, EventType, SessionRef
+from watcher.core.rules import Route
+from watcher.store import SqliteStore
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +112,63 @@ def test_run_delivers_stops_and_catches_up_without_duplicates(rig: Rig, tmp_path
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     pending = db.execute("SELECT COUNT(*) FROM outbox WHERE status != 'delivered'").fetchone()
     assert pending[0] == 0
+
+
+POISONED = (
+    b'{"sessionId": "p", "status": "idle", "messageCount": 1, "createdAt": 1,'
+    b' "updatedAt": 2, "completedAt": 126144000000000000000}'
+)
+
+
+def test_once_with_a_poisoned_body_exits_1_without_a_traceback(rig: Rig, tmp_path: Path) -> None:
+    """`factory-watcher once` names the unreadable session, exits 1, and prints no traceback."""
+    rig.sim.add_session("a", status="running")
+    rig.sim.serve_raw("p", POISONED)
+    config = write_config(rig, tmp_path, ["a", "p"])
+    for flags in ([], ["--dry-run"]):
+        done = cli(["once", *flags, "-c", str(config)], secret_env(rig), tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert "p: poll failed: unreadable session: completedAt out of range" in done.stdout
+        assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_restart_with_poisoned_rows_queued_comes_up_and_dead_letters_them(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """Queued rows that cannot be read are dead-lettered; old surrogate rows and new work arrive."""
+    rig.sim.add_session("s1", title="\ud800 lone surrogate", status="running")
+    config = write_config(rig, tmp_path, ["s1"])
+    store = SqliteStore(tmp_path / "state.db")
+    events = [
+        Event("evt_old", EventType.COMPLETED, datetime.now(UTC), SessionRef("old", "T")),
+        Event("evt_broken", EventType.COMPLETED, datetime.now(UTC), SessionRef("broken")),
+    ]
+    store.record_events(events, [(e, Route("completed", "ci")) for e in events], datetime.now(UTC))
+    store.close()
+    db = sqlite3.connect(tmp_path / "state.db")
+    with db:  # as a store written before the fix, or by a broken writer, may hold them
+        db.execute(
+            'UPDATE events SET body=replace(body, \'"title": "T"\', \'"title": "\\ud800 T"\')'
+            " WHERE id='evt_old'"
+        )
+        db.execute("UPDATE events SET body='{\"id\": ' WHERE id='evt_broken'")
+    db.close()
+
+    daemon = start_daemon(config, secret_env(rig), tmp_path / "daemon.log")
+    daemon.wait_for_log("watching 1 session(s)")
+    daemon.wait_for_log("dead letter session.completed broken -> ci")
+    wait_for(lambda: "session.discovered s1" in daemon.text(), what="discovery of s1")
+    rig.sim.complete_run("s1")
+    wait_for(lambda: len(ci_events(rig)) == 3, what="old row, then s1's two events")
+    assert daemon.process.poll() is None  # still running
+    assert daemon.stop() == 0
+
+    titles = sorted(r.json["session"]["title"] for r in rig.receiver.requests if r.status < 300)
+    assert titles == ["\ufffd T", "\ufffd lone surrogate", "\ufffd lone surrogate"]
+    text = daemon.text()
+    assert text.count("Traceback") == 1  # the dead letter's cause, logged once
+    db = sqlite3.connect(tmp_path / "state.db")
+    rows = db.execute("SELECT status, last_error FROM outbox WHERE status='dead'").fetchall()
+    db.close()
+    assert len(rows) == 1
+    assert rows[0][1].startswith("stored event cannot be read: JSONDecodeError")

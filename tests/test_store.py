@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
@@ -10,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.core.factories import T0, event, snap
-from watcher.core.model import EventType, Gone
+from watcher.core.model import EventType, Gone, Snapshot
 from watcher.core.rules import Route
-from watcher.store import OutboxStatus, SqliteStore, StoreError
+from watcher.store import OutboxRow, OutboxStatus, SqliteStore, StoreError, UnreadableRow
 
 
 @pytest.fixture
@@ -139,3 +140,74 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="newer than this"):
         SqliteStore(path)
+
+
+def overwrite_body(store: SqliteStore, event_id: str, body: str) -> None:
+    """Replace a stored event's JSON behind the store's back (old or damaged rows)."""
+    db = sqlite3.connect(store.path)
+    with db:
+        db.execute("UPDATE events SET body=? WHERE id=?", (body, event_id))
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("{", "JSONDecodeError"),
+        ("[]", "TypeError"),
+        ('{"id": "e1"}', "KeyError: 'session'"),
+        (
+            '{"id": "e1", "type": "session.exploded", "occurred_at": 0, "session": null,'
+            ' "data": {}}',
+            "ValueError",
+        ),
+    ],
+)
+def test_a_row_whose_event_cannot_be_read_comes_back_unreadable(
+    store: SqliteStore, body: str, reason: str
+) -> None:
+    """Loading never raises: the damaged row says why, the others load as usual."""
+    events = two_events()
+    store.record_events(events, [(e, Route("r", "hook")) for e in events], T0)
+    overwrite_body(store, "e1", body)
+    due = store.due("hook", T0, 10)
+    assert [type(r).__name__ for r in due] == ["UnreadableRow", "OutboxRow"]
+    bad = due[0]
+    assert isinstance(bad, UnreadableRow)
+    assert (bad.event_id, bad.event_type, bad.session_id) == ("e1", "session.status_changed", "s1")
+    assert bad.reason.startswith("stored event cannot be read: ")
+    assert reason in bad.reason
+    assert {r.id for r in store.list_outbox()} == {r.id for r in due} | {2}
+
+
+def test_events_stored_before_text_was_made_safe_load_with_replacements(
+    store: SqliteStore,
+) -> None:
+    """A stored lone surrogate (written before the fix) loads as U+FFFD, not as a crash later."""
+    e = event(id="e1")
+    store.record_events([e], [(e, Route("r", "hook"))], T0)
+    db = sqlite3.connect(store.path)
+    body = db.execute("SELECT body FROM events WHERE id='e1'").fetchone()[0]
+    db.close()
+    overwrite_body(store, "e1", body.replace("Refactor billing", "\\ud800 Refactor"))
+    (row,) = store.due("hook", T0, 10)
+    assert isinstance(row, OutboxRow)
+    assert row.event.session is not None
+    assert row.event.session.title == "\ufffd Refactor"
+
+
+def test_stored_text_is_always_valid_utf8(store: SqliteStore) -> None:
+    """Even text that skipped the entry check is stored encodable: no escaped lone surrogate."""
+    e = event(id="e1", session=event().session.__class__(id="s1", title="\ud800 t"))
+    store.record("s1", snap(title="\udc00 s"), [e], [(e, Route("r", "hook"))], T0)
+    db = sqlite3.connect(store.path)
+    bodies = [
+        r[0] for r in db.execute("SELECT body FROM events UNION ALL SELECT state FROM sessions")
+    ]
+    db.close()
+    assert len(bodies) == 2
+    for body in bodies:
+        json.dumps(json.loads(body), ensure_ascii=False).encode("utf-8")  # strict: raises if not
+    loaded = store.load_state("s1")
+    assert isinstance(loaded, Snapshot)
+    assert loaded.title == "\ufffd s"

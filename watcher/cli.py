@@ -21,6 +21,7 @@ from watcher.core.model import Event, EventType, SessionRef
 from watcher.core.render import render_for
 from watcher.core.secret import redact
 from watcher.core.settings import Settings
+from watcher.core.text import describe_error
 from watcher.daemon import Watcher
 from watcher.logs import RedactingFilter, configure_logging
 from watcher.notifiers import build_notifier
@@ -156,10 +157,18 @@ async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
             assert report.failure is not None
             print(f"{report.session_id}: poll failed: {report.failure.reason}", file=out)
         if dry_run:
+            unrenderable = 0
             for report in reports:
                 for event, route in report.routes:
                     target = settings.targets[route.target]
-                    message = render_for(target.kind, event, route.rule)
+                    try:
+                        message = render_for(target.kind, event, route.rule)
+                    except Exception as error:  # one event our bug cannot render: report, go on
+                        unrenderable += 1
+                        print(
+                            f"cannot render for {route.target}: {describe_error(error)}", file=out
+                        )
+                        continue
                     shown = (
                         message.text
                         if isinstance(message, SlackMessage)
@@ -168,7 +177,7 @@ async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
                     print(f"would send to {route.target} (rule {route.rule}): {shown}", file=out)
             if not any(r.routes for r in reports):
                 print("nothing to send", file=out)
-            return EX_FAILURE if failed else EX_OK
+            return EX_FAILURE if failed or unrenderable else EX_OK
         attempted = await watcher.deliver_due()
         counts = watcher.store_counts()
         print(
@@ -229,7 +238,6 @@ def _outbox(
         if action == "list":
             rows = store.list_outbox(OutboxStatus(status) if status else None)
             for row in reversed(rows):
-                session = row.event.session.id if row.event.session else "-"
                 print(
                     json.dumps(
                         {
@@ -237,8 +245,8 @@ def _outbox(
                             "status": str(row.status),
                             "target": row.target,
                             "rule": row.rule,
-                            "event": str(row.event.type),
-                            "session": session,
+                            "event": row.event_type,
+                            "session": row.session_id or "-",
                             "attempts": row.attempts,
                             "created_at": row.created_at.isoformat(),
                             "last_error": row.last_error,

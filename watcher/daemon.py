@@ -24,12 +24,14 @@ from watcher.core.diff import diff_states, session_ref, state_changed
 from watcher.core.health import ApiHealth, ApiState, observe
 from watcher.core.model import Event, Gone, SessionState, Snapshot
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
+from watcher.core.render import render_for
 from watcher.core.retry import poll_backoff
 from watcher.core.rules import Route, route
 from watcher.core.schedule import poll_timing
 from watcher.core.secret import redact
 from watcher.core.settings import Rule, Settings, WatchedSession
-from watcher.delivery import DeliveryWorker
+from watcher.core.text import describe_error
+from watcher.delivery import DeliveryWorker, Render
 from watcher.failpoint import Failpoint, failpoint
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
@@ -122,6 +124,7 @@ class Watcher:
         rng: random.Random | None = None,
         reload: Callable[[], Settings] | None = None,
         systemd: SystemdNotifier | None = None,
+        render: Render = render_for,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -146,6 +149,7 @@ class Watcher:
             db=self.db,
             on_progress=lambda: self.progress.beat("delivery", time.monotonic()),
             redact=self.redact,
+            render=render,
         )
         self.health = ApiHealth()
         self.stats = WatcherStats()
@@ -155,6 +159,7 @@ class Watcher:
         self._failures: dict[str, int] = {}
         self._paused_until: dict[str, datetime] = {}
         self._api_paused_until: datetime | None = None
+        self._raising: set[str] = set()  # sessions whose last poll raised (traceback logged)
         self._stop = anyio.Event()
         self._stopping = False
         self._scheduler: AsyncIOScheduler | None = None
@@ -189,29 +194,40 @@ class Watcher:
         watched = self._watched.get(session_id)
         if watched is None:
             return PollReport(session_id)
-        result = await self.source.fetch_session(session_id)
+        try:
+            result = await self.source.fetch_session(session_id)
+        except Exception as error:  # a bug in fetching or parsing: a failed poll, nothing more
+            result = FetchFailed(FetchFailureKind.RETRYABLE, f"poll error: {describe_error(error)}")
+            self._log_raise(session_id, "poll", result.reason)
         if isinstance(result, FetchFailed):
             result = replace(result, reason=self.redact(result.reason))
         now = self.clock()
         settings = self.settings
-        report = await self.db(
-            apply_poll,
-            self.store,
-            settings.rules,
-            settings.factory.session_url,
-            watched,
-            result,
-            now,
-            dry_run=dry_run,
-        )
+        try:
+            report = await self.db(
+                apply_poll,
+                self.store,
+                settings.rules,
+                settings.factory.session_url,
+                watched,
+                result,
+                now,
+                dry_run=dry_run,
+            )
+        except Exception as error:  # the API answered; recording it failed (bug or store)
+            reason = self.redact(f"recording failed: {describe_error(error)}")
+            self._log_raise(session_id, "recording the poll", reason)
+            report = PollReport(session_id, failure=FetchFailed(FetchFailureKind.RETRYABLE, reason))
         self.stats.polls += 1
         self.stats.last_poll_at = now
         if report.failure is not None:
             self.stats.failed_polls += 1
             self._back_off(watched, report.failure, now)
             log.debug("poll of %s failed: %s", session_id, report.failure.reason)
-        elif self._failures.pop(session_id, None) is not None:
-            self._paused_until.pop(session_id, None)
+        else:
+            self._raising.discard(session_id)
+            if self._failures.pop(session_id, None) is not None:
+                self._paused_until.pop(session_id, None)
         if isinstance(result, NotFound) and not report.events and report.new_rows == 0:
             log.debug("session %s not found", session_id)
         for event in report.events:
@@ -230,6 +246,14 @@ class Watcher:
             if report.new_rows:
                 self.delivery.wake(report.targets)
         return report
+
+    def _log_raise(self, session_id: str, what: str, reason: str) -> None:
+        """Log a bug met while polling: its traceback once, then one line while it lasts."""
+        if session_id in self._raising:
+            log.warning("%s of %s raised again: %s", what, session_id, reason)
+            return
+        self._raising.add(session_id)
+        log.exception("%s of %s raised", what, session_id)
 
     def _back_off(self, watched: WatchedSession, failure: FetchFailed, now: datetime) -> None:
         failures = self._failures.get(watched.id, 0) + 1

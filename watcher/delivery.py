@@ -19,13 +19,15 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from watcher.core.message import FailureKind, SendFailed, SendOutcome, Sent
+from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, Sent
+from watcher.core.model import Event
 from watcher.core.render import render_for
 from watcher.core.retry import GiveUp, decide_retry
-from watcher.core.settings import SlackTarget, Target
+from watcher.core.settings import SlackTarget, Target, TargetKind
+from watcher.core.text import describe_error
 from watcher.failpoint import Failpoint, failpoint
 from watcher.notifiers.base import Notifier
-from watcher.store import OutboxRow, Store
+from watcher.store import OutboxRow, Store, UnreadableRow
 
 log = logging.getLogger("watcher.delivery")
 
@@ -34,6 +36,9 @@ R = TypeVar("R")
 
 BATCH = 32
 IDLE_WAKE = timedelta(seconds=10)  # also the idle lanes' heartbeat period
+LANE_PAUSE = timedelta(seconds=1)  # after an unexpected error (the store's), before going on
+
+Render = Callable[[TargetKind, Event, str], Message]
 
 
 @dataclass
@@ -116,8 +121,10 @@ class DeliveryWorker:
         db: Callable[..., Awaitable[Any]] | None = None,
         on_progress: Callable[[], None] | None = None,
         redact: Callable[[str], str] = lambda text: text,
+        render: Render = render_for,
     ) -> None:
         self._store = store
+        self._render = render
         self._clock = clock
         self._jitter = jitter
         self._db = db or _run_inline
@@ -183,31 +190,39 @@ class DeliveryWorker:
     # --- sending -------------------------------------------------------------------
 
     async def _serve(self, lane: _Lane) -> None:
-        name = lane.target.name
         if lane.predecessor is not None:
             await lane.predecessor.stopped.wait()
             lane.predecessor = None
         try:
             while not lane.should_stop():
-                self._on_progress()
-                now = self._clock()
-                if lane.not_before is not None and lane.not_before > now:
-                    await self._sleep_until(lane, lane.not_before)
-                    continue
-                rows = await self._db(self._store.due, name, now, BATCH)
-                if not rows:
-                    next_due = await self._db(self._store.next_due, name)
-                    await self._sleep_until(lane, next_due or now + IDLE_WAKE)
-                    continue
-                for row in rows:
-                    if lane.should_stop():
-                        break
-                    async with self._pace(lane.target):
-                        await self.attempt(lane.target, lane.notifier, row)
-                    if lane.not_before is not None and lane.not_before > self._clock():
-                        break
+                try:
+                    await self._serve_once(lane)
+                except Exception:  # no error, not even the store's, may end a lane
+                    log.exception("lane %s: unexpected error; going on", lane.target.name)
+                    await self._sleep_until(lane, self._clock() + LANE_PAUSE)
         finally:
             lane.stopped.set()
+
+    async def _serve_once(self, lane: _Lane) -> None:
+        """Send one batch of due rows, or sleep until the next one is due."""
+        name = lane.target.name
+        self._on_progress()
+        now = self._clock()
+        if lane.not_before is not None and lane.not_before > now:
+            await self._sleep_until(lane, lane.not_before)
+            return
+        rows = await self._db(self._store.due, name, now, BATCH)
+        if not rows:
+            next_due = await self._db(self._store.next_due, name)
+            await self._sleep_until(lane, next_due or now + IDLE_WAKE)
+            return
+        for row in rows:
+            if lane.should_stop():
+                break
+            async with self._pace(lane.target):
+                await self.attempt(lane.target, lane.notifier, row)
+            if lane.not_before is not None and lane.not_before > self._clock():
+                break
 
     async def _sleep_until(self, lane: _Lane, when: datetime) -> None:
         delay = (when - self._clock()).total_seconds()
@@ -221,20 +236,45 @@ class DeliveryWorker:
     def _pace(self, target: Target) -> AbstractAsyncContextManager[None]:
         return self._pacer.turn(pacing_key(target), target.min_interval.total_seconds())
 
-    async def attempt(self, target: Target, notifier: Notifier, row: OutboxRow) -> SendOutcome:
-        """Send one row and record the outcome: delivered, retry later, or dead letter."""
-        message = render_for(target.kind, row.event, row.rule)
+    async def _bury(
+        self, row_id: int, where: str, reason: str, error: BaseException | None
+    ) -> SendOutcome:
+        """Dead-letter a row that our own bug cannot render or send, logged once with the cause."""
+        reason = self._redact(reason)
+        await self._db(self._store.mark_dead, row_id, self._clock(), reason)
+        self.stats.dead += 1
+        log.error("dead letter %s (outbox %d): %s", where, row_id, reason, exc_info=error)
+        self._on_progress()
+        return SendFailed(FailureKind.PERMANENT, reason)
+
+    async def attempt(
+        self, target: Target, notifier: Notifier, row: OutboxRow | UnreadableRow
+    ) -> SendOutcome:
+        """Send one row and record the outcome: delivered, retry later, or dead letter.
+
+        A row that cannot be read, rendered or sent because of a bug on our side
+        (any exception from decoding, rendering, signing or a notifier) becomes a
+        dead letter with the exception as its reason; the lane goes on.
+        """
+        if isinstance(row, UnreadableRow):
+            where = f"{row.event_type} {row.session_id or '-'} -> {target.name}"
+            return await self._bury(row.id, where, row.reason, row.error)
+        event = row.event
+        where = f"{event.type} {event.session.id if event.session else '-'} -> {target.name}"
+        try:
+            message = self._render(target.kind, event, row.rule)
+        except Exception as error:
+            return await self._bury(row.id, where, f"cannot render: {describe_error(error)}", error)
         try:
             outcome = await notifier.send(message, now=self._clock())
-        except Exception as error:  # a notifier bug must not kill the lane or lose the row
-            log.exception("notifier %s raised instead of classifying", target.name)
-            outcome = SendFailed(FailureKind.RETRYABLE, f"notifier error: {type(error).__name__}")
+        except Exception as error:  # a notifier bug must not kill the lane
+            return await self._bury(
+                row.id, where, f"notifier error: {describe_error(error)}", error
+            )
         now = self._clock()
         if isinstance(outcome, SendFailed):
             outcome = replace(outcome, reason=self._redact(outcome.reason))
         attempts = row.attempts + 1
-        event = row.event
-        where = f"{event.type} {event.session.id if event.session else '-'} -> {target.name}"
         if isinstance(outcome, Sent):
             failpoint(Failpoint.AFTER_SEND)
             await self._db(self._store.mark_delivered, row.id, now, outcome.handle)

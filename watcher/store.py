@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from watcher.core.model import Event, EventType, Gone, SessionRef, SessionState
 from watcher.core.rules import Route
 from watcher.core.snapshot import snapshot_from_dict, snapshot_to_dict
+from watcher.core.text import describe_error, safe_json
 
 SCHEMA_VERSION = 1
 
@@ -85,6 +86,38 @@ class OutboxRow:
     last_error: str | None
     finished_at: datetime | None = None
 
+    @property
+    def event_type(self) -> str:
+        """The event's type, as `UnreadableRow` has it too."""
+        return str(self.event.type)
+
+    @property
+    def session_id(self) -> str | None:
+        """The event's session, as `UnreadableRow` has it too."""
+        return self.event.session.id if self.event.session else None
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableRow:
+    """An outbox row whose stored event cannot be decoded; delivery dead-letters it.
+
+    It carries what the outbox and events tables say in their own columns, so
+    it can still be listed, retried or purged.
+    """
+
+    id: int
+    event_id: str
+    event_type: str
+    session_id: str | None
+    rule: str
+    target: str
+    status: OutboxStatus
+    attempts: int
+    created_at: datetime
+    last_error: str | None
+    reason: str
+    error: BaseException | None = field(default=None, compare=False, repr=False)
+
 
 def _ts(value: datetime) -> float:
     return value.timestamp()
@@ -94,10 +127,16 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, tz=UTC)
 
 
+def _dumps(value: Any) -> str:
+    # Text is made safe where it enters (API bodies, config); this keeps the
+    # store's promise of valid UTF-8 even for a path that forgot.
+    return json.dumps(safe_json(value), sort_keys=True)
+
+
 def event_to_json(event: Event) -> str:
-    """Serialise an event for the store."""
+    """Serialise an event for the store (always valid UTF-8: unencodable text is replaced)."""
     session = event.session
-    return json.dumps(
+    return _dumps(
         {
             "id": event.id,
             "type": str(event.type),
@@ -113,14 +152,17 @@ def event_to_json(event: Event) -> str:
                 "url": session.url,
             },
             "data": dict(event.data),
-        },
-        sort_keys=True,
+        }
     )
 
 
 def event_from_json(text: str) -> Event:
-    """Inverse of `event_to_json`."""
-    raw = json.loads(text)
+    """Inverse of `event_to_json`.
+
+    Events stored before API text was made safe on entry may hold lone
+    surrogates; they are replaced here, so such an event still renders.
+    """
+    raw = safe_json(json.loads(text))
     session = raw["session"]
     return Event(
         id=raw["id"],
@@ -135,8 +177,8 @@ def state_to_json(state: SessionState) -> str:
     """Serialise a session state (snapshot or gone) for the store."""
     if isinstance(state, Gone):
         last = None if state.last is None else snapshot_to_dict(state.last)
-        return json.dumps({"gone": True, "last": last}, sort_keys=True)
-    return json.dumps({"gone": False, "snapshot": snapshot_to_dict(state)}, sort_keys=True)
+        return _dumps({"gone": True, "last": last})
+    return _dumps({"gone": False, "snapshot": snapshot_to_dict(state)})
 
 
 def state_from_json(session_id: str, text: str) -> SessionState:
@@ -166,7 +208,7 @@ class Store(Protocol):
         self, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime
     ) -> int: ...
 
-    def due(self, target: str, now: datetime, limit: int) -> list[OutboxRow]: ...
+    def due(self, target: str, now: datetime, limit: int) -> list[OutboxRow | UnreadableRow]: ...
 
     def next_due(self, target: str) -> datetime | None: ...
 
@@ -179,6 +221,41 @@ class Store(Protocol):
     def counts(self) -> Mapping[OutboxStatus, int]: ...
 
     def close(self) -> None: ...
+
+
+def _row(r: Sequence[Any]) -> OutboxRow | UnreadableRow:
+    """One outbox row from `SqliteStore._SELECT`; a body that cannot be decoded never raises."""
+    status = OutboxStatus(r[4])
+    created_at = datetime.fromtimestamp(r[6], tz=UTC)
+    try:
+        event = event_from_json(r[1])
+    except Exception as error:  # any stored body, however broken, is one bad row
+        return UnreadableRow(
+            id=r[0],
+            event_id=r[10],
+            event_type=r[11],
+            session_id=r[12],
+            rule=r[2],
+            target=r[3],
+            status=status,
+            attempts=r[5],
+            created_at=created_at,
+            last_error=r[8],
+            reason=f"stored event cannot be read: {describe_error(error)}",
+            error=error,
+        )
+    return OutboxRow(
+        id=r[0],
+        event=event,
+        rule=r[2],
+        target=r[3],
+        status=status,
+        attempts=r[5],
+        created_at=created_at,
+        next_attempt_at=datetime.fromtimestamp(r[7], tz=UTC),
+        last_error=r[8],
+        finished_at=_dt(r[9]),
+    )
 
 
 class SqliteStore:
@@ -299,32 +376,18 @@ class SqliteStore:
         with self._transaction() as db:
             return self._insert_events(db, events, routes, now)
 
-    def _rows(self, sql: str, params: Sequence[Any]) -> list[OutboxRow]:
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[OutboxRow | UnreadableRow]:
         with self._lock:
             raw = self._db.execute(sql, params).fetchall()
-        return [
-            OutboxRow(
-                id=r[0],
-                event=event_from_json(r[1]),
-                rule=r[2],
-                target=r[3],
-                status=OutboxStatus(r[4]),
-                attempts=r[5],
-                created_at=datetime.fromtimestamp(r[6], tz=UTC),
-                next_attempt_at=datetime.fromtimestamp(r[7], tz=UTC),
-                last_error=r[8],
-                finished_at=_dt(r[9]),
-            )
-            for r in raw
-        ]
+        return [_row(r) for r in raw]
 
     _SELECT = (
         "SELECT o.id, e.body, o.rule, o.target, o.status, o.attempts, o.created_at,"
-        " o.next_attempt_at, o.last_error, o.finished_at FROM outbox o"
-        " JOIN events e ON e.id = o.event_id"
+        " o.next_attempt_at, o.last_error, o.finished_at, e.id, e.type, e.session_id"
+        " FROM outbox o JOIN events e ON e.id = o.event_id"
     )
 
-    def due(self, target: str, now: datetime, limit: int) -> list[OutboxRow]:
+    def due(self, target: str, now: datetime, limit: int) -> list[OutboxRow | UnreadableRow]:
         """Pending rows of `target` that may be sent now, oldest first.
 
         Only the oldest pending row of each (target, session) lane is eligible,
@@ -375,7 +438,9 @@ class SqliteStore:
                 (_ts(now), error, row_id),
             )
 
-    def list_outbox(self, status: OutboxStatus | None = None, limit: int = 1000) -> list[OutboxRow]:
+    def list_outbox(
+        self, status: OutboxStatus | None = None, limit: int = 1000
+    ) -> list[OutboxRow | UnreadableRow]:
         """Outbox rows, newest first, optionally of one status."""
         if status is None:
             return self._rows(self._SELECT + " ORDER BY o.id DESC LIMIT ?", (limit,))

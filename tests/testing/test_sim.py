@@ -31,6 +31,7 @@ from watcher.testing.sim import (
     FactorySimulator,
     InvalidRequestError,
     Move,
+    RawBody,
     SimSession,
     SimTag,
     UnknownSessionError,
@@ -509,6 +510,10 @@ def test_http_control_routes_drive_the_same_state(
         ("POST", "/_sim/faults", {"fault": "http_500", "times": 0}, 400),
         ("PUT", "/_sim/api-key", {"key": "x"}, 400),
         ("GET", "/_sim/nothing", None, 404),
+        ("PUT", "/_sim/sessions/s/raw", {"status": 200}, 400),
+        ("PUT", "/_sim/sessions/s/raw", {"body": "x", "status": 42}, 400),
+        ("PUT", "/_sim/sessions/s/raw", {"body": "x", "endless": "yes"}, 400),
+        ("PUT", "/_sim/sessions/s/raw", {"body": "x", "colour": "red"}, 400),
         ("POST", "/_sim/sessions/s/explode", None, 404),
     ],
 )
@@ -866,3 +871,50 @@ def test_cli_rejects_bad_arguments(argv: list[str], capsys: pytest.CaptureFixtur
         main(argv)
     assert exited.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_raw_bodies_replace_a_session_body_until_cleared(
+    sim: FactorySimulator, client: httpx.Client
+) -> None:
+    """A raw body is served byte for byte, for known and unknown ids, until cleared."""
+    sim.add_session("s1", title="kept")
+    sim.serve_raw("s1", b'{"title": "\\ud800"}')
+    sim.serve_raw("ghost", RawBody(b"<html>", status=502, content_type="text/html"))
+    assert client.get("/api/v0/sessions/s1").content == b'{"title": "\\ud800"}'
+    ghost = client.get("/api/v0/sessions/ghost")
+    assert (ghost.status_code, ghost.headers["Content-Type"], ghost.content) == (
+        502,
+        "text/html",
+        b"<html>",
+    )
+    sim.serve_raw("s1", None)
+    assert client.get("/api/v0/sessions/s1").json()["title"] == "kept"
+
+
+def test_an_endless_raw_body_goes_on_until_the_client_hangs_up(
+    sim: FactorySimulator, client: httpx.Client
+) -> None:
+    """No Content-Length, and more bytes than anyone should read."""
+    sim.serve_raw("s1", RawBody(b"x" * 65536, endless=True))
+    with client.stream("GET", "/api/v0/sessions/s1") as response:
+        assert "Content-Length" not in response.headers
+        read = 0
+        for chunk in response.iter_bytes():
+            read += len(chunk)
+            if read > 4 * 1024 * 1024:
+                break
+    assert read > 4 * 1024 * 1024
+    sim.serve_raw("s1", None)
+    assert client.get("/api/v0/sessions/ghost").status_code == 404
+
+
+def test_http_control_serves_and_clears_raw_bodies(
+    sim: FactorySimulator, control: httpx.Client, client: httpx.Client
+) -> None:
+    """PUT /_sim/sessions/{id}/raw serves text as UTF-8; DELETE goes back to the session."""
+    sim.add_session("s1")
+    put = control.put("/_sim/sessions/s1/raw", json={"body": '{"a": NaN}', "status": 200})
+    assert put.status_code == 204
+    assert client.get("/api/v0/sessions/s1").content == b'{"a": NaN}'
+    assert control.delete("/_sim/sessions/s1/raw").status_code == 204
+    assert client.get("/api/v0/sessions/s1").json()["sessionId"] == "s1"

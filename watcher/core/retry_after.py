@@ -19,7 +19,11 @@ def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
+        # Past nine digits the wait is far beyond the cap, and int()/timedelta
+        # would be slow or overflow on a hostile value.
+        if len(text) > 9:
+            return MAX_RETRY_AFTER
         return min(timedelta(seconds=int(text)), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(text)

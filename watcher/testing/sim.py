@@ -40,6 +40,7 @@ DEFAULT_API_KEY: Final = "fk-sim-key"
 DEFAULT_PAGE_SIZE: Final = 20
 MAX_PAGE_SIZE: Final = 100
 REQUEST_LOG_SIZE: Final = 100
+ENDLESS_LIMIT: Final = 1 << 30
 
 
 class SimulatorError(Exception):
@@ -84,6 +85,20 @@ class SimSession:
     archived_at: str | None = None
     tags: tuple[SimTag, ...] = ()
     deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RawBody:
+    """Bytes served as-is for one session's `GET`, in place of its documented body.
+
+    `endless` repeats `body` without a Content-Length until the client hangs up
+    (or `ENDLESS_LIMIT` bytes have gone out): a body no client should read whole.
+    """
+
+    body: bytes
+    status: int = 200
+    content_type: str = "application/json"
+    endless: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +238,7 @@ class FactorySimulator(LoopbackServer):
         self._counts: dict[str, int] = {}
         self._log: dict[str, deque[RequestRecord]] = {}
         self._total_requests = 0
+        self._raw: dict[str, RawBody] = {}
 
     # -- reading ---------------------------------------------------------------
 
@@ -294,6 +310,18 @@ class FactorySimulator(LoopbackServer):
         }
 
     # -- control ---------------------------------------------------------------
+
+    def serve_raw(self, session_id: str, raw: RawBody | bytes | None) -> None:
+        """Answer `GET /api/v0/sessions/{session_id}` with `raw` from now on (None: stop).
+
+        The override applies whether or not the session exists, and leaves the
+        session's state alone: clearing it serves the documented body again.
+        """
+        with self._lock:
+            if raw is None:
+                self._raw.pop(session_id, None)
+            else:
+                self._raw[session_id] = RawBody(raw) if isinstance(raw, bytes) else raw
 
     def set_api_key(self, api_key: str) -> None:
         """Accept only this key from now on (key rotation, auth failure tests)."""
@@ -465,6 +493,10 @@ class FactorySimulator(LoopbackServer):
         return header is not None and hmac.compare_digest(
             header.encode("utf-8", "surrogateescape"), expected.encode()
         )
+
+    def _raw_body(self, session_id: str) -> RawBody | None:
+        with self._lock:
+            return self._raw.get(session_id)
 
     def _lookup(self, session_id: str) -> SimSession | None:
         with self._lock:
@@ -663,6 +695,28 @@ def update_fields_from_json(raw: Any) -> dict[str, Any]:
     return _fields_from_json(raw, _UPDATE_FIELDS)
 
 
+def raw_body_from_json(raw: Any) -> RawBody:
+    """A `RawBody` from a `PUT /_sim/sessions/{id}/raw` body.
+
+    `{"body": "<text sent as UTF-8, lone surrogates kept as written>", "status": 200,
+    "content_type": "...", "endless": false}`; only `body` is required.
+    """
+    if not isinstance(raw, dict) or not isinstance(raw.get("body"), str):
+        raise InvalidRequestError('the body must be {"body": "...", ...}')
+    unknown = set(raw) - {"body", "status", "content_type", "endless"}
+    if unknown:
+        raise InvalidRequestError(f"unknown fields: {sorted(unknown)}")
+    status = raw.get("status", 200)
+    content_type = raw.get("content_type", "application/json")
+    endless = raw.get("endless", False)
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise InvalidRequestError("'status' must be an HTTP status code")
+    if not isinstance(content_type, str) or not isinstance(endless, bool):
+        raise InvalidRequestError("'content_type' must be a string and 'endless' true or false")
+    body = raw["body"].encode("utf-8", "surrogatepass")
+    return RawBody(body, status, content_type, endless)
+
+
 def fault_rule_from_json(raw: Any) -> FaultRule:
     """A `FaultRule` from a `POST /_sim/faults` body."""
     if not isinstance(raw, dict):
@@ -781,11 +835,37 @@ class _SimHandler(FakeHandler):
         if session_id == path or not session_id or "/" in session_id:
             self._error(404, "Not Found", "No such route")
             return
+        raw = self.sim._raw_body(session_id)
+        if raw is not None:
+            self._send_raw_body(raw)
+            return
         found = self.sim._lookup(session_id)
         if found is None:
             self._error(404, "Not Found", "Session not found")
             return
         self._send(200, session_body(found))
+
+    def _send_raw_body(self, raw: RawBody) -> None:
+        self.send_response(raw.status)
+        self.send_header("Content-Type", raw.content_type)
+        if not raw.endless:
+            self.send_header("Content-Length", str(len(raw.body)))
+            self.end_headers()
+            self.wfile.write(raw.body)
+            return
+        # No length: the body ends when the connection does, which is never
+        # unless the client hangs up.
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        sent = 0
+        closing = self.sim.faults.closing
+        try:
+            while sent < ENDLESS_LIMIT and not closing.is_set():
+                self.wfile.write(raw.body)
+                sent += len(raw.body)
+        except OSError:
+            return  # the client stopped reading: what the endless body is for
 
     def _list(self, query: str) -> None:
         try:
@@ -854,6 +934,9 @@ class _SimHandler(FakeHandler):
                 self._send(204, None)
             case ("POST", "sessions", session_id, action) if action in _ACTIONS:
                 self._send(200, session_body(_ACTIONS[action](sim, session_id)))
+            case ("PUT" | "DELETE" as verb, "sessions", session_id, "raw"):
+                sim.serve_raw(session_id, raw_body_from_json(body) if verb == "PUT" else None)
+                self._send(204, None)
             case ("POST", "faults"):
                 sim.faults.add(fault_rule_from_json(body))
                 self._send(201, {})
