@@ -164,3 +164,18 @@ def test_outbox_leaves_an_interpolated_state_path_to_the_config_loader(
     code, _, err = run_cli("outbox", "list", "-c", str(config))
     assert code == EX_CONFIG
     assert "environment variable 'FW_STATE' is not set" in err
+
+
+def test_outbox_on_a_file_that_is_not_a_database_exits_73(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state path that holds something else is named in one line, without a traceback."""
+    monkeypatch.setenv("FW_KEY", "fk-test-0123456789")
+    (tmp_path / "notes.txt").write_text("not a database\n" * 100)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"factory:\n  api_key: ${{FW_KEY}}\nstate:\n  path: {tmp_path}/notes.txt\n")
+    config.chmod(0o600)
+    code, _, err = run_cli("outbox", "list", "-c", str(config))
+    assert code == 73
+    assert "cannot open state database" in err
+    assert "Traceback" not in err
