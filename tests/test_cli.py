@@ -172,3 +172,38 @@ def test_outbox_list_retry_and_purge(rig: Rig, env: dict[str, str], tmp_path: Pa
     assert out.strip() == "purged 3 delivered notification(s)"
     code, out, _ = run_cli("outbox", "purge", "-c", str(config))
     assert out.strip() == "purged 1 dead notification(s)"
+
+
+def test_outbox_leaves_an_interpolated_state_path_to_the_config_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`${VAR}` in state.path is resolved by the full loader; an unset one exits 78."""
+    monkeypatch.setenv("FW_KEY", "fk-test-0123456789")
+    monkeypatch.setenv("FW_STATE", str(tmp_path / "var"))
+    (tmp_path / "var").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text("factory:\n  api_key: ${FW_KEY}\nstate:\n  path: ${FW_STATE}/s.db\n")
+    config.chmod(0o600)
+    code, out, _ = run_cli("outbox", "list", "-c", str(config))
+    assert code == 0
+    assert "0 dead" in out
+    assert (tmp_path / "var" / "s.db").exists()
+    monkeypatch.delenv("FW_STATE")
+    code, _, err = run_cli("outbox", "list", "-c", str(config))
+    assert code == EX_CONFIG
+    assert "environment variable 'FW_STATE' is not set" in err
+
+
+def test_outbox_on_a_file_that_is_not_a_database_exits_73(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state path that holds something else is named in one line, without a traceback."""
+    monkeypatch.setenv("FW_KEY", "fk-test-0123456789")
+    (tmp_path / "notes.txt").write_text("not a database\n" * 100)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"factory:\n  api_key: ${{FW_KEY}}\nstate:\n  path: {tmp_path}/notes.txt\n")
+    config.chmod(0o600)
+    code, _, err = run_cli("outbox", "list", "-c", str(config))
+    assert code == 73
+    assert "cannot open state database" in err
+    assert "Traceback" not in err

@@ -9,23 +9,19 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
-
-import anyio
+from typing import TYPE_CHECKING, TextIO
 
 from watcher import __version__
-from watcher.config import ConfigError, load_settings
-from watcher.core.diff import event_id
-from watcher.core.message import Sent, SlackMessage
-from watcher.core.model import Event, EventType, SessionRef
-from watcher.core.render import render_for
-from watcher.core.secret import redact
-from watcher.core.settings import Settings
-from watcher.core.text import describe_error
-from watcher.daemon import Watcher
-from watcher.logs import RedactingFilter, configure_logging
-from watcher.notifiers import build_notifier
-from watcher.store import OutboxStatus, SqliteStore, StoreError
+from watcher.core.outbox import OutboxStatus
+
+# Each command imports what it needs when it runs (see `main`): importing the
+# daemon, the notifiers (slack-sdk, aiohttp, httpx), APScheduler or the config
+# loader (pydantic) here made `--help` take half a second. tests/test_cli_imports.py
+# keeps them out; bench/startup.py measures the start-up time.
+if TYPE_CHECKING:
+    from watcher.core.model import Event
+    from watcher.core.settings import Settings
+    from watcher.logs import RedactingFilter
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -37,6 +33,8 @@ DEFAULT_CONFIG = "config.yaml"
 
 
 def _load(path: Path, err: TextIO) -> Settings | None:
+    from watcher.config import ConfigError, load_settings
+
     try:
         return load_settings(path)
     except ConfigError as error:
@@ -106,10 +104,13 @@ def main(
     err = err or sys.stderr
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from watcher.demo import run_demo  # noqa: PLC0415 - only the demo needs the fakes
+        from watcher.demo import run_demo  # the simulator and the fake sinks
+        from watcher.logs import configure_logging
 
         configure_logging(args.log_level, stream=err)
         return run_demo(duration=args.duration or None, sessions=args.sessions, out=out)
+    if args.command == "outbox":
+        return _outbox_command(args, out, err)
     settings = _load(args.config, err)
     if settings is None:
         return EX_CONFIG
@@ -120,10 +121,13 @@ def main(
             file=out,
         )
         return EX_OK
+    import anyio
+
+    from watcher.logs import configure_logging
+    from watcher.store import StoreError
+
     redactor = configure_logging(args.log_level, stream=err, secrets=settings.secret_values())
     try:
-        if args.command == "outbox":
-            return _outbox(settings, args.action, args.ids, args.status, out)
         if args.command == "test-notify":
             return anyio.run(_test_notify, settings, args.target, out, backend="asyncio")
         if args.command == "once":
@@ -137,6 +141,9 @@ def main(
 
 
 async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter) -> int:
+    from watcher.config import load_settings
+    from watcher.daemon import Watcher
+
     def reload() -> Settings:
         new = load_settings(config_path)
         # Old values stay masked too: in-flight errors may still quote them.
@@ -149,6 +156,11 @@ async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter)
 
 
 async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
+    from watcher.core.message import SlackMessage
+    from watcher.core.render import render_for
+    from watcher.core.text import describe_error
+    from watcher.daemon import Watcher
+
     watcher = Watcher(settings)
     try:
         reports = await watcher.poll_all(dry_run=dry_run)
@@ -194,6 +206,9 @@ async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
 
 def test_event(now: datetime) -> Event:
     """A synthetic notification that says plainly it is a test."""
+    from watcher.core.diff import event_id
+    from watcher.core.model import Event, EventType, SessionRef
+
     return Event(
         id=event_id("factory-watcher-test", EventType.STATUS_CHANGED, {"at": now.isoformat()}),
         type=EventType.STATUS_CHANGED,
@@ -209,6 +224,11 @@ def test_event(now: datetime) -> Event:
 
 
 async def _test_notify(settings: Settings, target_name: str, out: TextIO) -> int:
+    from watcher.core.message import Sent
+    from watcher.core.render import render_for
+    from watcher.core.secret import redact
+    from watcher.notifiers import build_notifier
+
     target = settings.targets.get(target_name)
     if target is None:
         names = ", ".join(sorted(settings.targets)) or "none"
@@ -230,10 +250,33 @@ async def _test_notify(settings: Settings, target_name: str, out: TextIO) -> int
     return EX_FAILURE
 
 
-def _outbox(
-    settings: Settings, action: str, ids: list[int], status: str | None, out: TextIO
-) -> int:
-    store = SqliteStore(settings.state_path)
+def _outbox_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`outbox ACTION`: finds the database without the full config loader when it can."""
+    from watcher.logs import configure_logging
+    from watcher.statepath import find_state_path
+    from watcher.store import StoreError
+
+    state_path = find_state_path(args.config)
+    secrets: tuple[str, ...] = ()
+    if state_path is None:  # the full loader names what is wrong, or finds the path
+        settings = _load(args.config, err)
+        if settings is None:
+            return EX_CONFIG
+        state_path, secrets = settings.state_path, settings.secret_values()
+    configure_logging(args.log_level, stream=err, secrets=secrets)
+    try:
+        return _outbox(state_path, args.action, args.ids, args.status, out)
+    except StoreError as error:
+        print(f"factory-watcher: {error}", file=err)
+        return EX_CANTCREAT
+    except KeyboardInterrupt:
+        return EX_OK
+
+
+def _outbox(state_path: Path, action: str, ids: list[int], status: str | None, out: TextIO) -> int:
+    from watcher.store import SqliteStore
+
+    store = SqliteStore(state_path)
     try:
         if action == "list":
             rows = store.list_outbox(OutboxStatus(status) if status else None)

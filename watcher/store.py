@@ -14,11 +14,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from watcher.core.model import Event, EventType, Gone, SessionRef, SessionState
+
+# Re-exported (the `as` form is mypy's explicit re-export): the states are part of
+# the store's interface; they live in core so the command line can name them cheaply.
+from watcher.core.outbox import OutboxStatus as OutboxStatus  # noqa: PLC0414
 from watcher.core.rules import Route
 from watcher.core.snapshot import snapshot_from_dict, snapshot_to_dict
 from watcher.core.text import describe_error, safe_json
@@ -61,14 +64,6 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (target, status, lane, id);
 
 class StoreError(Exception):
     """The state database cannot be opened or is not ours."""
-
-
-class OutboxStatus(StrEnum):
-    """Where a notification stands."""
-
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    DEAD = "dead"
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,10 +56,8 @@ from watcher.core.settings import (
     WebhookTarget,
 )
 from watcher.core.urls import is_loopback_url
+from watcher.statepath import resolve_state_path
 from watcher.yamlsafe import KeyPath, render_path
-
-DEFAULT_STATE_FILE = "factory-watcher.db"
-STATE_FILE_IN_STATE_DIRECTORY = "state.db"
 
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -199,15 +197,7 @@ class Builder:
         section = self.validate(StateSection, _or_empty(raw), ("state",))
         if section is None:
             return None
-        if section.path is not None:
-            chosen = Path(section.path)
-        elif self.env.get("STATE_DIRECTORY"):
-            # systemd joins several StateDirectory= entries with ':'; ours is the first.
-            chosen = Path(self.env["STATE_DIRECTORY"].split(":")[0]) / STATE_FILE_IN_STATE_DIRECTORY
-        else:
-            chosen = Path(DEFAULT_STATE_FILE)
-        # Absolute now, so a later change of working directory cannot move the database.
-        return Path.cwd() / chosen
+        return resolve_state_path(section.path, self.env, Path.cwd())
 
     def sessions(self, raw: Any) -> tuple[WatchedSession, ...]:
         at: KeyPath = ("sessions",)
