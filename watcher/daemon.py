@@ -21,6 +21,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.api import FactoryClient, SessionSource
 from watcher.core.diff import diff_states, session_ref, state_changed
+from watcher.core.figures import (
+    Readiness,
+    ReadinessInputs,
+    poll_outcome,
+    readiness,
+    status_bucket,
+)
 from watcher.core.health import ApiHealth, ApiState, observe
 from watcher.core.model import Event, Gone, SessionState, Snapshot
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
@@ -30,10 +37,12 @@ from watcher.core.schedule import poll_timing
 from watcher.core.secret import redact
 from watcher.core.settings import Rule, Settings, WatchedSession
 from watcher.delivery import DeliveryWorker
+from watcher.endpoint import Endpoint, Request, Response, bound_port, text
 from watcher.failpoint import Failpoint, failpoint
+from watcher.metrics import Metrics, StoreFigures
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
-from watcher.store import OutboxStatus, SqliteStore, Store
+from watcher.store import OutboxStatus, PollMark, SqliteStore, Store
 from watcher.systemd import ProgressWatchdog, SystemdNotifier
 
 log = logging.getLogger("watcher.daemon")
@@ -42,7 +51,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DRAIN_DEADLINE = 5.0
-HEARTBEAT_PERIOD = 5.0  # the scheduler's own heartbeat job, and STATUS= updates
+HEARTBEAT_PERIOD = 5.0  # the scheduler's own heartbeat job, STATUS= updates, housekeeping
 STALL_AFTER = 60.0  # a component silent this long withholds the watchdog ping
 
 
@@ -139,6 +148,7 @@ class Watcher:
         for component in ("scheduler", "delivery"):
             self.progress.register(component, time.monotonic())
         self._status_note = ""
+        self.metrics = Metrics()
         self.delivery = DeliveryWorker(
             self.store,
             clock=clock,
@@ -146,6 +156,7 @@ class Watcher:
             db=self.db,
             on_progress=lambda: self.progress.beat("delivery", time.monotonic()),
             redact=self.redact,
+            metrics=self.metrics,
         )
         self.health = ApiHealth()
         self.stats = WatcherStats()
@@ -161,6 +172,15 @@ class Watcher:
         self._queue: MemoryObjectSendStream[str] | None = None
         self._work_scope: anyio.CancelScope | None = None
         self._supervisor_scope: anyio.CancelScope | None = None
+        # What operators see: readiness inputs and poll bookkeeping, kept in
+        # memory on the hot path and written in one batch by housekeeping.
+        self._started = False
+        self._last_success: datetime | None = None
+        self._last_failure: str | None = None
+        self._store_checked_at: datetime | None = None
+        self._store_error: str | None = None
+        self._polled: dict[str, tuple[datetime, str]] = {}
+        self.endpoint_port: int | None = None
 
     @staticmethod
     def _client(settings: Settings) -> FactoryClient:
@@ -189,7 +209,9 @@ class Watcher:
         watched = self._watched.get(session_id)
         if watched is None:
             return PollReport(session_id)
+        started = time.perf_counter()
         result = await self.source.fetch_session(session_id)
+        took = time.perf_counter() - started
         if isinstance(result, FetchFailed):
             result = replace(result, reason=self.redact(result.reason))
         now = self.clock()
@@ -206,6 +228,8 @@ class Watcher:
         )
         self.stats.polls += 1
         self.stats.last_poll_at = now
+        if not dry_run:
+            self._count_poll(session_id, result, report, took, now)
         if report.failure is not None:
             self.stats.failed_polls += 1
             self._back_off(watched, report.failure, now)
@@ -230,6 +254,21 @@ class Watcher:
             if report.new_rows:
                 self.delivery.wake(report.targets)
         return report
+
+    def _count_poll(
+        self, session_id: str, result: FetchResult, report: PollReport, took: float, now: datetime
+    ) -> None:
+        """Metrics and bookkeeping of one poll: memory only, no I/O."""
+        outcome = poll_outcome(result)
+        self.metrics.polls.labels(outcome).inc()
+        self.metrics.poll_duration.observe(took)
+        for event in report.events:
+            self.metrics.events.labels(event.type).inc()
+        self._polled[session_id] = (now, outcome)
+        if isinstance(result, FetchFailed):
+            self._last_failure = result.reason
+        else:
+            self._last_success = now
 
     def _back_off(self, watched: WatchedSession, failure: FetchFailed, now: datetime) -> None:
         failures = self._failures.get(watched.id, 0) + 1
@@ -265,6 +304,7 @@ class Watcher:
         )
         recovered = self.health.state is ApiState.DOWN and not failed
         self.health = change.health
+        self.metrics.api_up.set(1 if self.health.state is ApiState.UP else 0)
         if recovered:
             # After a declared outage, every session returns to its normal rhythm
             # now, not when its own backoff would have run out.
@@ -275,6 +315,7 @@ class Watcher:
             level = logging.ERROR if change.health.auth else logging.WARNING
             log.log(level if failed else logging.INFO, "%s", change.note)
         if change.event is not None:
+            self.metrics.events.labels(change.event.type).inc()
             routes = tuple((change.event, r) for r in route(self.settings.rules, change.event))
             log.info(
                 "event %s -> %s",
@@ -345,12 +386,24 @@ class Watcher:
         )
         self._queue = send
         self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
+        endpoint = Endpoint(self._routes())
+        listener = None
+        if settings.http is not None:
+            # Bound before anything starts: a port in use fails the start plainly.
+            listener = await endpoint.listen(settings.http.host, settings.http.port)
+            self.endpoint_port = bound_port(listener)
+            log.info(
+                "metrics and health on http://%s/metrics",
+                settings.http.address(self.endpoint_port),
+            )
         try:
             async with anyio.create_task_group() as outer:
                 if handle_signals:
                     # Handlers are in place before READY=1: a `systemctl reload`
                     # straight after start must not meet SIGHUP's default action.
                     await outer.start(self._signals)
+                if listener is not None:
+                    outer.start_soon(endpoint.serve, listener)
                 async with anyio.create_task_group() as work:
                     self._work_scope = work.cancel_scope
                     work.start_soon(self.delivery.run, settings.targets, self.notifiers)
@@ -368,6 +421,7 @@ class Watcher:
                     )
                     self._scheduler.start()
                     work.start_soon(self._supervise)
+                    self._started = True
                     self.systemd.ready()
                     log.info(
                         "watching %d session(s), %d rule(s), %d target(s); state in %s",
@@ -408,10 +462,105 @@ class Watcher:
         with anyio.CancelScope() as scope:
             self._supervisor_scope = scope
             while not self._stopping:
+                await self.housekeeping()
                 self.systemd.status(await self.status_line())
                 if interval:
                     self.systemd.watchdog_if_healthy(self.progress, time.monotonic())
                 await anyio.sleep(period)
+
+    # --- what operators see ------------------------------------------------------
+
+    async def housekeeping(self) -> None:
+        """Every few seconds: write poll bookkeeping in one batch, refresh store figures.
+
+        The write doubles as the store's writability check that `/readyz` uses.
+        """
+        polled, self._polled = self._polled, {}
+        marks = [
+            PollMark(session_id, at, outcome, self._next_poll(session_id))
+            for session_id, (at, outcome) in polled.items()
+        ]
+        health = self.health
+        meta = {
+            "heartbeat_at": f"{self.clock().timestamp():.3f}",
+            "api_state": str(health.state),
+            "api_since": "" if health.since is None else f"{health.since.timestamp():.3f}",
+            "api_reason": self.redact(health.reason),
+        }
+        try:
+            await self.db(self.store.record_housekeeping, marks, meta)
+            statuses = await self.db(self.store.session_statuses)
+            outbox = await self.db(self.store.outbox_figures, sorted(self.settings.targets))
+        except Exception as error:  # sqlite3 errors: read-only, disk full, I/O error
+            for session_id, mark in polled.items():
+                self._polled.setdefault(session_id, mark)  # try again next time
+            reason = self.redact(str(error)) or type(error).__name__
+            if reason != self._store_error:  # once per kind of failure, not every 5 s
+                log.error("state database refused a write: %s", reason)  # noqa: TRY400
+            self._store_error = reason
+            self._store_checked_at = self.clock()
+            return
+        if self._store_error is not None:
+            log.info("state database writable again")
+        self._store_error = None
+        self._store_checked_at = self.clock()
+        sessions: dict[str, int] = {}
+        for session_id in self._watched:
+            status, gone = statuses.get(session_id, (None, False))
+            bucket = status_bucket(status, gone=gone)
+            sessions[bucket] = sessions.get(bucket, 0) + 1
+        oldest = outbox.oldest_pending_at
+        self.metrics.set_store_figures(
+            StoreFigures(
+                sessions=sessions,
+                pending=outbox.pending,
+                dead=outbox.dead,
+                oldest_pending_at=None if oldest is None else oldest.timestamp(),
+            )
+        )
+
+    def _next_poll(self, session_id: str) -> datetime | None:
+        job = self._scheduler.get_job(session_id) if self._scheduler is not None else None
+        at: datetime | None = getattr(job, "next_run_time", None)
+        paused = self._paused_until.get(session_id)
+        if paused is not None and (at is None or paused > at):
+            at = paused
+        return at
+
+    def longest_interval(self) -> timedelta:
+        """The longest poll interval of any watched session."""
+        default = self.settings.poll.interval
+        return max((w.interval or default for w in self._watched.values()), default=default)
+
+    def readiness(self) -> Readiness:
+        """Whether the watcher does its job now (`/readyz`), with a one-line reason."""
+        return readiness(
+            ReadinessInputs(
+                started=self._started and not self._stopping,
+                sessions=len(self._watched),
+                longest_interval=self.longest_interval(),
+                last_success=self._last_success,
+                last_failure_reason=self._last_failure,
+                store_checked_at=self._store_checked_at,
+                store_error=self._store_error,
+                store_check_period=timedelta(seconds=HEARTBEAT_PERIOD),
+            ),
+            self.clock(),
+        )
+
+    def _routes(self) -> dict[str, Callable[[Request], Response]]:
+        def metrics(request: Request) -> Response:
+            body, content_type = self.metrics.exposition(request.accept)
+            return Response(200, body, content_type)
+
+        def healthz(request: Request) -> Response:
+            return text(200, "ok")
+
+        def readyz(request: Request) -> Response:
+            answer = self.readiness()
+            return text(200 if answer.ready else 503, answer.reason)
+
+        return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
 
     async def status_line(self) -> str:
         """One line for `systemctl status`: sessions, last poll, outbox, API state."""
@@ -447,10 +596,12 @@ class Watcher:
             log.error("reload failed, keeping the running config:\n%s", error)  # noqa: TRY400
             lines = str(error).splitlines()
             self._status_note = f"reload failed: {lines[0] if lines else type(error).__name__}"
+            self.metrics.config_loaded(success=False)
             self.systemd.status(await self.status_line())
             self.systemd.ready()
             return False
         failpoint(Failpoint.DURING_RELOAD)
+        self.metrics.config_loaded(success=True)
         self._status_note = ""
         self.apply_settings(new)
         self.systemd.ready()

@@ -19,11 +19,13 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
+from watcher.core.figures import failure_reason
 from watcher.core.message import FailureKind, SendFailed, SendOutcome, Sent
 from watcher.core.render import render_for
 from watcher.core.retry import GiveUp, decide_retry
 from watcher.core.settings import SlackTarget, Target
 from watcher.failpoint import Failpoint, failpoint
+from watcher.metrics import Metrics
 from watcher.notifiers.base import Notifier
 from watcher.store import OutboxRow, Store
 
@@ -116,6 +118,7 @@ class DeliveryWorker:
         db: Callable[..., Awaitable[Any]] | None = None,
         on_progress: Callable[[], None] | None = None,
         redact: Callable[[str], str] = lambda text: text,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -130,6 +133,7 @@ class DeliveryWorker:
         # reason is masked before it is logged or stored.
         self._redact = redact
         self.stats = DeliveryStats()
+        self.metrics = metrics or Metrics()
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -239,10 +243,12 @@ class DeliveryWorker:
             failpoint(Failpoint.AFTER_SEND)
             await self._db(self._store.mark_delivered, row.id, now, outcome.handle)
             self.stats.delivered += 1
+            self.metrics.notifications.labels(target.name, "sent").inc()
             log.info(
                 "delivered %s (event %s, rule %s, attempt %d)", where, event.id, row.rule, attempts
             )
         else:
+            self.metrics.notification_failures.labels(target.name, failure_reason(outcome)).inc()
             decision = decide_retry(
                 outcome,
                 attempts=attempts,
@@ -254,10 +260,12 @@ class DeliveryWorker:
             if isinstance(decision, GiveUp):
                 await self._db(self._store.mark_dead, row.id, now, decision.reason)
                 self.stats.dead += 1
+                self.metrics.notifications.labels(target.name, "dead").inc()
                 log.error("dead letter %s (outbox %d): %s", where, row.id, decision.reason)
             else:
                 await self._db(self._store.mark_retry, row.id, decision.at, outcome.reason)
                 self.stats.retried += 1
+                self.metrics.notifications.labels(target.name, "retried").inc()
                 log.warning(
                     "retrying %s at %s: %s",
                     where,
