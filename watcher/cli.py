@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from watcher.core.message import Sent, SlackMessage
 from watcher.core.model import Event, EventType, SessionRef
 from watcher.core.render import render_for
 from watcher.core.secret import redact
-from watcher.core.settings import Settings
+from watcher.core.settings import Settings, WatchedSession
 from watcher.daemon import Watcher
 from watcher.logs import RedactingFilter, configure_logging
 from watcher.notifiers import build_notifier
@@ -53,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level",
         default=os.environ.get("FACTORY_WATCHER_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("FACTORY_WATCHER_LOG_FORMAT") or None,
+        choices=["text", "json"],
+        help="text (default) or json lines; overrides log_format in the config",
     )
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument(
@@ -94,6 +101,26 @@ def _parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default: until Ctrl-C)",
     )
     demo.add_argument("--sessions", type=int, default=4, help="simulated sessions")
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="the state database itself (default: the config's state.path)",
+    )
+    status = commands.add_parser(
+        "status",
+        parents=[config, database],
+        help="watched sessions, outbox and API state, from the state database",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document with stable keys")
+    commands.add_parser("schema", help="print the JSON Schema of the config file")
+    backup = commands.add_parser(
+        "backup",
+        parents=[config, database],
+        help="copy the state database online to a new file",
+    )
+    backup.add_argument("path", type=Path, help="the new file (never overwritten)")
     return parser
 
 
@@ -109,6 +136,8 @@ def main(
 
         configure_logging(args.log_level, stream=err)
         return run_demo(duration=args.duration or None, sessions=args.sessions, out=out)
+    if args.command in ("status", "schema", "backup"):
+        return _operate(args, out, err)
     settings = _load(args.config, err)
     if settings is None:
         return EX_CONFIG
@@ -119,7 +148,12 @@ def main(
             file=out,
         )
         return EX_OK
-    redactor = configure_logging(args.log_level, stream=err, secrets=settings.secret_values())
+    redactor = configure_logging(
+        args.log_level,
+        stream=err,
+        secrets=settings.secret_values(),
+        fmt=args.log_format or settings.log_format,
+    )
     try:
         if args.command == "outbox":
             return _outbox(settings, args.action, args.ids, args.status, out)
@@ -142,8 +176,14 @@ async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter)
         redactor.update((*redactor.secrets, *new.secret_values()))
         return new
 
+    from watcher.endpoint import EndpointError  # noqa: PLC0415 - only `run` serves HTTP
+
     watcher = Watcher(settings, reload=reload)
-    await watcher.run()
+    try:
+        await watcher.run()
+    except EndpointError as error:
+        logging.getLogger("watcher.cli").error("%s", error)  # noqa: TRY400 - no traceback
+        return EX_FAILURE
     return EX_OK
 
 
@@ -261,3 +301,45 @@ def _outbox(
         return EX_OK
     finally:
         store.close()
+
+
+def _operate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`status`, `schema` and `backup`: operator commands that need no credentials."""
+    if args.command == "schema":
+        from watcher.config.models import config_schema  # noqa: PLC0415 - lazy per command
+
+        print(json.dumps(config_schema(), indent=2), file=out)
+        return EX_OK
+    configured: tuple[WatchedSession, ...] = ()
+    database: Path | None = args.db
+    if database is None:
+        settings = _load(args.config, err)
+        if settings is None:
+            print("(--db PATH reads the state database without the config)", file=err)
+            return EX_CONFIG
+        database, configured = settings.state_path, settings.sessions
+    if args.command == "backup":
+        from watcher.backup import BackupError, backup_database  # noqa: PLC0415
+
+        try:
+            result = backup_database(database, args.path)
+        except BackupError as error:
+            print(f"factory-watcher: {error}", file=err)
+            return EX_CANTCREAT
+        print(
+            f"backed up {database} to {result.path} ({result.bytes} bytes, integrity check ok)",
+            file=out,
+        )
+        return EX_OK
+    from watcher.status import StatusError, read_status, render_text, to_json  # noqa: PLC0415
+
+    try:
+        report = read_status(database, configured)
+    except StatusError as error:
+        print(f"factory-watcher: {error}", file=err)
+        return EX_FAILURE
+    if args.json:
+        print(json.dumps(to_json(report), indent=2), file=out)
+    else:
+        print(render_text(report), file=out)
+    return EX_OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import signal
@@ -39,6 +40,7 @@ from watcher.core.settings import Rule, Settings, WatchedSession
 from watcher.delivery import DeliveryWorker
 from watcher.endpoint import Endpoint, Request, Response, bound_port, text
 from watcher.failpoint import Failpoint, failpoint
+from watcher.logs import context
 from watcher.metrics import Metrics, StoreFigures
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
@@ -180,6 +182,9 @@ class Watcher:
         self._store_checked_at: datetime | None = None
         self._store_error: str | None = None
         self._polled: dict[str, tuple[datetime, str]] = {}
+        # The watched set goes to the store for `status` whenever it changes.
+        self._watched_version = 1
+        self._watched_written = 0
         self.endpoint_port: int | None = None
 
     @staticmethod
@@ -233,7 +238,12 @@ class Watcher:
         if report.failure is not None:
             self.stats.failed_polls += 1
             self._back_off(watched, report.failure, now)
-            log.debug("poll of %s failed: %s", session_id, report.failure.reason)
+            log.debug(
+                "poll of %s failed: %s",
+                session_id,
+                report.failure.reason,
+                extra=context(session=session_id),
+            )
         elif self._failures.pop(session_id, None) is not None:
             self._paused_until.pop(session_id, None)
         if isinstance(result, NotFound) and not report.events and report.new_rows == 0:
@@ -246,6 +256,7 @@ class Watcher:
                 session_id,
                 _describe(event),
                 ", ".join(targets) or "no rule matched",
+                extra=context(session=session_id, event_id=event.id, type=str(event.type)),
             )
         if report.new_rows:
             failpoint(Failpoint.AFTER_OUTBOX_COMMIT)
@@ -345,7 +356,9 @@ class Watcher:
                     if not self._stopping:
                         await self.poll(session_id)
                 except Exception:  # one bad poll must not stop the others
-                    log.exception("poll of %s crashed", session_id)
+                    log.exception(
+                        "poll of %s crashed", session_id, extra=context(session=session_id)
+                    )
                 finally:
                     self._in_flight.discard(session_id)
 
@@ -487,6 +500,11 @@ class Watcher:
             "api_since": "" if health.since is None else f"{health.since.timestamp():.3f}",
             "api_reason": self.redact(health.reason),
         }
+        version = self._watched_version
+        if version != self._watched_written:
+            meta["watched"] = json.dumps(
+                [{"id": w.id, "name": w.name} for w in self._watched.values()]
+            )
         try:
             await self.db(self.store.record_housekeeping, marks, meta)
             statuses = await self.db(self.store.session_statuses)
@@ -504,6 +522,7 @@ class Watcher:
             log.info("state database writable again")
         self._store_error = None
         self._store_checked_at = self.clock()
+        self._watched_written = version
         sessions: dict[str, int] = {}
         for session_id in self._watched:
             status, gone = statuses.get(session_id, (None, False))
@@ -636,6 +655,7 @@ class Watcher:
             w for w in watched.values() if self._watched.get(w.id) != w or new.poll != old.poll
         ]
         self._watched = watched
+        self._watched_version += 1
         if self._scheduler is not None:
             for w in changed:
                 self._schedule(w, first=w.id not in self._in_flight)

@@ -25,6 +25,7 @@ from watcher.core.render import render_for
 from watcher.core.retry import GiveUp, decide_retry
 from watcher.core.settings import SlackTarget, Target
 from watcher.failpoint import Failpoint, failpoint
+from watcher.logs import context
 from watcher.metrics import Metrics
 from watcher.notifiers.base import Notifier
 from watcher.store import OutboxRow, Store
@@ -239,13 +240,26 @@ class DeliveryWorker:
         attempts = row.attempts + 1
         event = row.event
         where = f"{event.type} {event.session.id if event.session else '-'} -> {target.name}"
+        fields = context(
+            session=event.session.id if event.session else None,
+            target=target.name,
+            rule=row.rule,
+            event_id=event.id,
+            outbox_id=row.id,
+            attempt=attempts,
+        )
         if isinstance(outcome, Sent):
             failpoint(Failpoint.AFTER_SEND)
             await self._db(self._store.mark_delivered, row.id, now, outcome.handle)
             self.stats.delivered += 1
             self.metrics.notifications.labels(target.name, "sent").inc()
             log.info(
-                "delivered %s (event %s, rule %s, attempt %d)", where, event.id, row.rule, attempts
+                "delivered %s (event %s, rule %s, attempt %d)",
+                where,
+                event.id,
+                row.rule,
+                attempts,
+                extra=fields,
             )
         else:
             self.metrics.notification_failures.labels(target.name, failure_reason(outcome)).inc()
@@ -261,7 +275,9 @@ class DeliveryWorker:
                 await self._db(self._store.mark_dead, row.id, now, decision.reason)
                 self.stats.dead += 1
                 self.metrics.notifications.labels(target.name, "dead").inc()
-                log.error("dead letter %s (outbox %d): %s", where, row.id, decision.reason)
+                log.error(
+                    "dead letter %s (outbox %d): %s", where, row.id, decision.reason, extra=fields
+                )
             else:
                 await self._db(self._store.mark_retry, row.id, decision.at, outcome.reason)
                 self.stats.retried += 1
@@ -271,6 +287,7 @@ class DeliveryWorker:
                     where,
                     decision.at.isoformat(timespec="seconds"),
                     decision.reason,
+                    extra=fields,
                 )
                 if outcome.retry_after is not None:
                     # A rate limit applies to the whole destination, not just this row.
