@@ -207,8 +207,8 @@ class Builder:
         )
 
     def http(self, raw: Any) -> HttpSettings | None:
-        """The metrics and health endpoint; off unless the section is there."""
-        if raw is None and "http" not in self.document.data:
+        """The metrics and health endpoint; off unless the section sets `listen`."""
+        if raw is None:  # absent, or every key commented out
             return None
         at: KeyPath = ("http",)
         section = self.validate(HttpSection, _or_empty(raw), at)

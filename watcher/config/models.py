@@ -60,7 +60,7 @@ DURATION_SCHEMA: dict[str, Any] = {
 JITTER_SCHEMA: dict[str, Any] = {
     "description": "a percentage from 0% to 50%, or a fraction from 0 to 0.5",
     "anyOf": [
-        {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?%$"},
+        {"type": "string", "pattern": "^(50(\\.0+)?|[1-4]?[0-9](\\.[0-9]+)?)%$"},
         {"type": "number", "minimum": 0, "maximum": 0.5},
     ],
 }
@@ -232,13 +232,14 @@ class ConfigFile(Section):
     )
 
     factory: FactorySection
-    poll: PollSection = PollSection()
-    state: StateSection = StateSection()
-    sessions: list[SessionSection] = Field(default_factory=list)
-    targets: dict[Annotated[str, StringConstraints(pattern="^[A-Za-z0-9_.-]+$")], TargetUnion] = (
-        Field(default_factory=dict)
-    )
-    rules: list[RuleSection] = Field(default_factory=list)
+    # An empty section (every key commented out) means all defaults.
+    poll: PollSection | None = None
+    state: StateSection | None = None
+    sessions: list[SessionSection] | None = None
+    targets: (
+        dict[Annotated[str, StringConstraints(pattern="^[A-Za-z0-9_.-]+$")], TargetUnion] | None
+    ) = None
+    rules: list[RuleSection] | None = None
     http: HttpSection | None = None
     log_format: LogFormatName = "text"
 
