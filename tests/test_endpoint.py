@@ -106,19 +106,22 @@ async def test_a_slow_client_is_cut_off_and_never_holds_up_others() -> None:
         assert endpoint.active == 0  # released before the server hung up
 
 
-async def test_connections_beyond_the_cap_are_closed_at_once() -> None:
-    """At the connection cap a new connection is closed unanswered; capacity comes back."""
+async def test_connections_beyond_the_cap_wait_unaccepted_until_a_slot_frees() -> None:
+    """At the cap a new connection is not served until an idle one times out."""
     endpoint = Endpoint(routes(), max_connections=2, request_timeout=0.5)
     async with serving(endpoint) as port:
         idle = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(2)]
         with anyio.fail_after(10):
-            # Accepted in order: the third connection finds both slots taken.
-            assert await exchange(port, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n") == b""
-            assert endpoint.refused == 1
-            for stream in idle:  # the idle ones time out, freeing their slots
-                assert await read_all(stream) == b""
-                await stream.aclose()
-            answer = await exchange(port, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            async with await anyio.connect_tcp("127.0.0.1", port) as waiting:
+                await waiting.send(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+                with anyio.move_on_after(0.2) as unanswered:
+                    await waiting.receive()
+                assert unanswered.cancelled_caught  # not served while both slots are taken
+                for stream in idle:  # the idle ones time out, freeing their slots
+                    assert await read_all(stream) == b""
+                    await stream.aclose()
+                answer = await read_all(waiting)
+            assert endpoint.active <= 2
     assert answer.startswith(b"HTTP/1.1 200")
 
 

@@ -5,7 +5,9 @@ It runs as tasks in the daemon's task group (anyio), not in a thread, so
 parsing is h11's; this module adds the limits that keep a slow or hostile
 client from costing more than a bounded slice of the loop:
 
-- at most `max_connections` connections at once; one more is closed at once;
+- at most `max_connections` connections at once; further ones are not
+  accepted until a slot frees, so they wait in the kernel's backlog and a
+  flood of connections costs the loop nothing;
 - a request's head must arrive whole within `request_timeout` seconds (a
   client trickling bytes, slowloris-style, is cut off) and within
   `max_header_bytes`; a body is never read;
@@ -90,7 +92,7 @@ class Endpoint:
         self._request_timeout = request_timeout
         self._write_timeout = write_timeout
         self.active = 0
-        self.refused = 0
+        self._slots = anyio.Semaphore(max_connections)
 
     async def listen(self, host: str, port: int) -> SocketListener:
         """Bind `host:port` (port 0: any free one); EndpointError says why it cannot."""
@@ -114,24 +116,21 @@ class Endpoint:
         """Serve connections from `listener` until cancelled; closes it at the end."""
         async with listener, anyio.create_task_group() as tg:
             while True:
+                await self._slots.acquire()  # at the cap, new connections wait unaccepted
                 try:
                     stream = await listener.accept()
                 except OSError as error:
+                    self._slots.release()
                     # Out of file descriptors, say: the listener survives, and
                     # the loop keeps serving polls in the meantime.
                     log.warning("endpoint cannot accept a connection: %s", error.strerror)
                     await anyio.sleep(ACCEPT_RETRY)
                     continue
-                if self.active >= self._max_connections:
-                    self.refused += 1
-                    tg.start_soon(self._refuse, stream)
-                    continue
+                except BaseException:
+                    self._slots.release()
+                    raise
                 self.active += 1
                 tg.start_soon(self._serve_one, stream)
-
-    async def _refuse(self, stream: SocketStream) -> None:
-        with anyio.move_on_after(0):
-            await stream.aclose()
 
     async def _serve_one(self, stream: SocketStream) -> None:
         try:
@@ -140,6 +139,7 @@ class Endpoint:
             log.debug("endpoint connection failed", exc_info=True)
         finally:
             self.active -= 1
+            self._slots.release()
             with anyio.move_on_after(0):
                 await stream.aclose()
 
