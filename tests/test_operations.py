@@ -62,7 +62,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def start(rig: Rig, tmp_path: Path, state: Path | None = None) -> tuple[Daemon, int, Path]:
+def start(
+    rig: Rig, tmp_path: Path, state: Path | None = None, extra_env: dict[str, str] | None = None
+) -> tuple[Daemon, int, Path]:
     """A daemon watching both sessions with the endpoint on a free port; (daemon, port, config)."""
     config = write_config(rig, tmp_path, [SESSION_A, SESSION_B])
     text = config.read_text() + "http:\n  listen: 127.0.0.1:0\n"
@@ -71,7 +73,7 @@ def start(rig: Rig, tmp_path: Path, state: Path | None = None) -> tuple[Daemon, 
     config.write_text(text)
     log = tmp_path / "daemon.log"
     before = {sid: rig.sim.request_count(sid) for sid in (SESSION_A, SESSION_B)}
-    daemon = start_daemon(config, secret_env(rig), log)
+    daemon = start_daemon(config, secret_env(rig), log, extra_env)
     match = wait_for(lambda: ENDPOINT_LINE.search(daemon.text()), what="the endpoint's log line")
     port = int(match.group(1))
     wait_for(lambda: get(port, "/readyz")[0] == 200, timeout=20, what="ready")
@@ -87,7 +89,8 @@ def test_metrics_readiness_and_status_of_a_running_daemon(rig: Rig, tmp_path: Pa
     """Counters move with deliveries and failures, /readyz follows the API, status lists all."""
     for sid in (SESSION_A, SESSION_B):
         rig.sim.add_session(sid, title=f"Secret project {sid}", status="running")
-    daemon, port, config = start(rig, tmp_path)
+    # As under systemd: the journal timestamps lines, so the daemon does not.
+    daemon, port, config = start(rig, tmp_path, extra_env={"JOURNAL_STREAM": "8:4242"})
     try:
         assert get(port, "/healthz")[0] == 200
         first = scrape(port)
@@ -193,6 +196,9 @@ def test_metrics_readiness_and_status_of_a_running_daemon(rig: Rig, tmp_path: Pa
     text = daemon.text()
     for canary in (API_KEY, SLACK_TOKEN, WEBHOOK_SECRET):
         assert canary not in text
+    lines = text.splitlines()
+    assert lines
+    assert all(line.split(" ", 1)[0] in {"DEBUG", "INFO", "WARNING", "ERROR"} for line in lines)
 
 
 def test_backup_of_a_running_daemon_is_whole_and_a_fresh_daemon_continues(
@@ -229,7 +235,9 @@ def test_backup_of_a_running_daemon_is_whole_and_a_fresh_daemon_continues(
     slack_before, ci_before = len(rig.slack.messages), len(rig.receiver.requests)
     fresh_dir = tmp_path / "fresh"
     fresh_dir.mkdir()
-    daemon, port, _ = start(rig, fresh_dir, state=copy)
+    daemon, port, _ = start(
+        rig, fresh_dir, state=copy, extra_env={"FACTORY_WATCHER_LOG_FORMAT": "json"}
+    )
     try:
         wait_for(
             lambda: value(scrape(port), "factory_watcher_notifications_total", target="ci",
@@ -241,6 +249,13 @@ def test_backup_of_a_running_daemon_is_whole_and_a_fresh_daemon_continues(
     finally:
         assert daemon.stop() == 0
     assert len(rig.slack.messages) == slack_before + 1
+    records = [json.loads(line) for line in daemon.text().splitlines()]
+    assert all(list(r)[:4] == ["ts", "level", "logger", "event"] for r in records)
+    delivered = [r for r in records if r["event"].startswith("delivered")]
+    assert {(r["session"], r["target"]) for r in delivered} == {
+        (SESSION_B, "ci"),
+        (SESSION_B, "team-slack"),
+    }
     new = [r.json for r in rig.receiver.requests[ci_before:]]
     assert sorted((m["type"], m["session"]["id"]) for m in new) == [
         ("session.completed", SESSION_B),

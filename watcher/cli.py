@@ -134,7 +134,7 @@ def main(
     if args.command == "demo":
         from watcher.demo import run_demo  # noqa: PLC0415 - only the demo needs the fakes
 
-        configure_logging(args.log_level, stream=err)
+        configure_logging(args.log_level, stream=err, fmt=args.log_format or "text")
         return run_demo(duration=args.duration or None, sessions=args.sessions, out=out)
     if args.command in ("status", "schema", "backup"):
         return _operate(args, out, err)
