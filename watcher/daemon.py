@@ -541,9 +541,9 @@ class Watcher:
     def _next_poll(self, session_id: str) -> datetime | None:
         job = self._scheduler.get_job(session_id) if self._scheduler is not None else None
         at: datetime | None = getattr(job, "next_run_time", None)
-        paused = self._paused_until.get(session_id)
-        if paused is not None and (at is None or paused > at):
-            at = paused
+        for paused in (self._paused_until.get(session_id), self._api_paused_until):
+            if paused is not None and (at is None or paused > at):
+                at = paused
         return at
 
     def longest_interval(self) -> timedelta:
@@ -555,7 +555,8 @@ class Watcher:
         """Whether the watcher does its job now (`/readyz`), with a one-line reason."""
         return readiness(
             ReadinessInputs(
-                started=self._started and not self._stopping,
+                started=self._started,
+                stopping=self._stopping,
                 sessions=len(self._watched),
                 longest_interval=self.longest_interval(),
                 last_success=self._last_success,

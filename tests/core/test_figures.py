@@ -108,6 +108,7 @@ def inputs(**changes: object) -> ReadinessInputs:
     [
         (inputs(), Readiness(True, "ok")),
         (inputs(started=False), Readiness(False, "not started")),
+        (inputs(stopping=True), Readiness(False, "stopping")),
         (
             inputs(store_error="attempt to write a readonly database"),
             Readiness(False, "store not writable: attempt to write a readonly database"),
@@ -131,6 +132,7 @@ def inputs(**changes: object) -> ReadinessInputs:
     ids=[
         "ok",
         "not-started",
+        "stopping",
         "store-read-only",
         "store-unchecked",
         "store-silent",

@@ -142,6 +142,7 @@ class ReadinessInputs:
     store_checked_at: datetime | None
     store_error: str | None
     store_check_period: timedelta
+    stopping: bool = False
 
 
 def readiness(inputs: ReadinessInputs, now: datetime) -> Readiness:
@@ -151,6 +152,8 @@ def readiness(inputs: ReadinessInputs, now: datetime) -> Readiness:
     three check periods), and no successful poll for too long each make the
     watcher not ready, with the first of those reasons.
     """
+    if inputs.stopping:
+        return Readiness(False, "stopping")
     if not inputs.started:
         return Readiness(False, "not started")
     if inputs.store_error is not None:
