@@ -143,3 +143,13 @@ def test_a_database_no_daemon_wrote_reads_as_never_ran(tmp_path: Path) -> None:
     assert report.sessions == ()
     assert not report.daemon_running
     assert "never ran" in render_text(report)
+
+
+def test_status_without_a_readable_config_points_at_db(tmp_path: Path) -> None:
+    """A config whose secrets are not here (systemd credentials) fails with a hint to --db."""
+    config = tmp_path / "config.yaml"
+    config.write_text("factory:\n  api_key_file: factory-api-key\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["status", "-c", str(config)], out=out, err=err) == 78
+    assert "factory-api-key" in err.getvalue()
+    assert "--db PATH reads the state database without the config" in err.getvalue()
