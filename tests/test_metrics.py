@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.clock import ManualClock
 from tests.rig import Rig, running_rig
+from watcher.core.settings import HttpSettings, Settings
 from watcher.daemon import Watcher
 from watcher.metrics import Metrics, StoreFigures
 from watcher.store import PollMark, SqliteStore
@@ -157,3 +160,41 @@ async def test_counters_gauges_and_readiness_follow_the_watcher(rig: Rig, tmp_pa
     finally:
         await watcher.aclose()
         watcher.store.close()
+
+
+@pytest.mark.anyio
+async def test_reloads_are_counted_and_restart_only_keys_named(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A good reload sets success and time; a bad one clears success and keeps the time."""
+    settings = rig.with_sessions("s1")
+    answers: list[Settings | Exception] = [
+        replace(settings, http=HttpSettings("127.0.0.1", 9464)),
+        ValueError("config.yaml:3: poll.interval: expected a duration"),
+    ]
+
+    def reload() -> Settings:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    watcher = Watcher(settings, reload=reload)
+    seen: list[Samples] = []
+
+    async def drive() -> None:
+        assert await watcher.reload()
+        seen.append(samples(watcher.metrics))
+        assert not await watcher.reload()
+        seen.append(samples(watcher.metrics))
+        watcher.request_stop()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            await watcher.run(handle_signals=False, on_ready=lambda: tg.start_soon(drive))
+    good, bad = seen
+    assert "http changed: that takes effect on the next restart" in caplog.text
+    assert value(good, "factory_watcher_config_last_reload_success") == 1
+    assert value(bad, "factory_watcher_config_last_reload_success") == 0
+    stamp = "factory_watcher_config_last_reload_timestamp_seconds"
+    assert value(bad, stamp) == value(good, stamp)

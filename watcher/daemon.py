@@ -623,6 +623,9 @@ class Watcher:
         failpoint(Failpoint.DURING_RELOAD)
         self.metrics.config_loaded(success=True)
         self._status_note = ""
+        for key in ("http", "log_format"):
+            if getattr(new, key) != getattr(self.settings, key):
+                log.warning("%s changed: that takes effect on the next restart", key)
         self.apply_settings(new)
         self.systemd.ready()
         log.info(
