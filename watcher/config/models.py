@@ -200,8 +200,14 @@ class RuleSection(Section):
 
 
 class HttpSection(Section):
+    """/metrics, /healthz and /readyz; off unless this section sets `listen`."""
+
     listen: _Listen
-    allow_remote: bool = False
+    allow_remote: bool = Field(
+        default=False,
+        description="must be true for a non-loopback listen address: "
+        "the figures describe your sessions",
+    )
 
 
 LOG_FORMATS = ("text", "json")
@@ -241,7 +247,11 @@ class ConfigFile(Section):
     ) = None
     rules: list[RuleSection] | None = None
     http: HttpSection | None = None
-    log_format: LogFormatName = "text"
+    log_format: LogFormatName = Field(
+        default="text",
+        description="text, or json: one object per line with ts, level, logger, event "
+        "and context keys",
+    )
 
 
 SECTIONS = ("factory", "poll", "state", "sessions", "targets", "rules", "http", "log_format")
