@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -113,7 +115,13 @@ def test_text_lines_carry_context_and_no_time_under_the_journal(
     assert line[:1].isdigit() is starts_with_time
 
 
-def test_journal_is_detected_from_journal_stream() -> None:
-    """systemd sets JOURNAL_STREAM when stderr is the journal."""
-    assert under_journal({"JOURNAL_STREAM": "8:12345"})
-    assert not under_journal({})
+def test_journal_is_detected_from_journal_stream(tmp_path: Path) -> None:
+    """JOURNAL_STREAM counts only when it names the stream itself (device and inode)."""
+    with (tmp_path / "stderr").open("w") as stream:
+        info = os.fstat(stream.fileno())
+        here = f"{info.st_dev}:{info.st_ino}"
+        assert under_journal({"JOURNAL_STREAM": here}, stream)
+        assert not under_journal({"JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino + 1}"}, stream)
+        assert not under_journal({"JOURNAL_STREAM": "garbage"}, stream)
+        assert not under_journal({}, stream)
+    assert not under_journal({"JOURNAL_STREAM": here}, io.StringIO())

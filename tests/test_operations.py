@@ -89,8 +89,13 @@ def test_metrics_readiness_and_status_of_a_running_daemon(rig: Rig, tmp_path: Pa
     """Counters move with deliveries and failures, /readyz follows the API, status lists all."""
     for sid in (SESSION_A, SESSION_B):
         rig.sim.add_session(sid, title=f"Secret project {sid}", status="running")
-    # As under systemd: the journal timestamps lines, so the daemon does not.
-    daemon, port, config = start(rig, tmp_path, extra_env={"JOURNAL_STREAM": "8:4242"})
+    # As under systemd, stderr is "the journal" (JOURNAL_STREAM names the very
+    # file), which timestamps lines itself: the daemon adds no time of its own.
+    log = tmp_path / "daemon.log"
+    log.touch()
+    info = log.stat()
+    journal = {"JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"}
+    daemon, port, config = start(rig, tmp_path, extra_env=journal)
     try:
         assert get(port, "/healthz")[0] == 200
         first = scrape(port)

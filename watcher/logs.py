@@ -2,8 +2,8 @@
 
 Two formats:
 
-- `text`: `time level logger: message key=value ...`; under systemd
-  (`$JOURNAL_STREAM` set) without the time, which the journal adds itself;
+- `text`: `time level logger: message key=value ...`; without the time when
+  stderr is the systemd journal (`$JOURNAL_STREAM` names it), which adds its own;
 - `json`: one object per line with stable keys `ts`, `level`, `logger`,
   `event`, then the record's context (`session`, `target`, `rule`,
   `event_id`, ...) and `exc` for a traceback.
@@ -14,6 +14,7 @@ Secrets are masked in the message, the context and tracebacks alike.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -116,9 +117,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, ensure_ascii=False, default=str)
 
 
-def under_journal(env: Mapping[str, str] | None = None) -> bool:
-    """Whether stderr goes to the systemd journal (which timestamps every line itself)."""
-    return bool((os.environ if env is None else env).get("JOURNAL_STREAM"))
+def under_journal(env: Mapping[str, str] | None = None, stream: TextIO | None = None) -> bool:
+    """Whether `stream` (default stderr) is the systemd journal, which timestamps lines itself.
+
+    systemd sets `JOURNAL_STREAM=DEVICE:INODE` of the stream it connected; a
+    process whose stderr was redirected elsewhere inherits the variable but
+    not the stream, so both must match (as sd_journal_stream_fd(3) advises).
+    """
+    value = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
+    device, sep, inode = value.partition(":")
+    if not sep or not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        info = os.fstat((stream or sys.stderr).fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+    return (info.st_dev, info.st_ino) == (int(device), int(inode))
 
 
 def configure_logging(
@@ -135,7 +149,9 @@ def configure_logging(
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            TextFormatter(timestamps=not (under_journal() if journal is None else journal))
+            TextFormatter(
+                timestamps=not (under_journal(stream=stream) if journal is None else journal)
+            )
         )
     redactor = RedactingFilter(secrets)
     handler.addFilter(redactor)
