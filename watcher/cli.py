@@ -311,6 +311,7 @@ def _operate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(json.dumps(config_schema(), indent=2), file=out)
         return EX_OK
     configured: tuple[WatchedSession, ...] = ()
+    secrets: tuple[str, ...] = ()
     database: Path | None = args.db
     if database is None:
         settings = _load(args.config, err)
@@ -318,6 +319,7 @@ def _operate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print("(--db PATH reads the state database without the config)", file=err)
             return EX_CONFIG
         database, configured = settings.state_path, settings.sessions
+        secrets = settings.secret_values()
     if args.command == "backup":
         from watcher.backup import BackupError, backup_database  # noqa: PLC0415
 
@@ -338,8 +340,7 @@ def _operate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except StatusError as error:
         print(f"factory-watcher: {error}", file=err)
         return EX_FAILURE
-    if args.json:
-        print(json.dumps(to_json(report), indent=2), file=out)
-    else:
-        print(render_text(report), file=out)
+    text = json.dumps(to_json(report), indent=2) if args.json else render_text(report)
+    # Stored errors were masked when written; mask again in case a secret changed since.
+    print(redact(text, secrets), file=out)
     return EX_OK
