@@ -429,7 +429,7 @@ RULES = FACTORY + SLACK + "rules:\n"
             "",
             [
                 "config.yaml: the top level must be a mapping of sections: factory, poll, "
-                "state, sessions, targets, rules"
+                "state, sessions, targets, rules, http, log_format"
             ],
             id="empty-file",
         ),
@@ -437,7 +437,7 @@ RULES = FACTORY + SLACK + "rules:\n"
             "- factory\n",
             [
                 "config.yaml:1: the top level must be a mapping of sections: factory, poll, "
-                "state, sessions, targets, rules"
+                "state, sessions, targets, rules, http, log_format"
             ],
             id="top-level-list",
         ),
@@ -497,7 +497,7 @@ def test_all_problems_are_reported_at_once_in_file_order() -> None:
         "watcher.api_unavailable, watcher.api_recovered",
         "config.yaml:14: rules[0].notify: unknown target 'v'; expected one of: w",
         "config.yaml:15: colour: unknown section 'colour'; expected one of: factory, poll, "
-        "state, sessions, targets, rules",
+        "state, sessions, targets, rules, http, log_format",
     ]
 
 

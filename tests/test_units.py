@@ -130,6 +130,9 @@ SYSTEM_ONLY = [
     ("Service", "ProcSubset", ["pid"]),
     ("Service", "ProtectControlGroups", ["yes"]),
     ("Service", "RemoveIPC", ["yes"]),
+    # The metrics endpoint's one socket (http.listen), and no other.
+    ("Service", "SocketBindAllow", ["tcp:9464"]),
+    ("Service", "SocketBindDeny", ["any"]),
     ("Install", "WantedBy", ["multi-user.target"]),
 ]
 
@@ -334,3 +337,15 @@ def test_ci_script_fails_on_a_broken_unit(
     result = _run(["bash", str(CHECK_UNITS), str(tmp_path)])
     assert result.returncode == 1
     assert complaint in result.stderr
+
+
+@pytest.mark.parametrize("unit_file", [SYSTEM_UNIT, ROOT / "docs" / "systemd.md"])
+def test_watchdog_wording_matches_the_daemon(unit_file: Path) -> None:
+    """The words say what `_supervise` does: a ping every 5 s while progress is under 60 s."""
+    from watcher.daemon import HEARTBEAT_PERIOD, STALL_AFTER
+
+    text = " ".join(unit_file.read_text().split())
+    assert f"every {HEARTBEAT_PERIOD:g} s" in text
+    assert f"{STALL_AFTER:g} s" in text
+    assert "pings every WatchdogSec/2" not in text
+    assert "every `notifier.watchdog_interval()` seconds" not in text

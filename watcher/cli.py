@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from watcher.core.outbox import OutboxStatus
 # keeps them out; bench/startup.py measures the start-up time.
 if TYPE_CHECKING:
     from watcher.core.model import Event
-    from watcher.core.settings import Settings
+    from watcher.core.settings import Settings, WatchedSession
     from watcher.logs import RedactingFilter
 
 EX_OK = 0
@@ -52,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level",
         default=os.environ.get("FACTORY_WATCHER_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("FACTORY_WATCHER_LOG_FORMAT") or None,
+        choices=["text", "json"],
+        help="text (default) or json lines; overrides log_format in the config",
     )
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument(
@@ -93,6 +100,26 @@ def _parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default: until Ctrl-C)",
     )
     demo.add_argument("--sessions", type=int, default=4, help="simulated sessions")
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="the state database itself (default: the config's state.path)",
+    )
+    status = commands.add_parser(
+        "status",
+        parents=[config, database],
+        help="watched sessions, outbox and API state, from the state database",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document with stable keys")
+    commands.add_parser("schema", help="print the JSON Schema of the config file")
+    backup = commands.add_parser(
+        "backup",
+        parents=[config, database],
+        help="copy the state database online to a new file",
+    )
+    backup.add_argument("path", type=Path, help="the new file (never overwritten)")
     return parser
 
 
@@ -107,10 +134,12 @@ def main(
         from watcher.demo import run_demo  # the simulator and the fake sinks
         from watcher.logs import configure_logging
 
-        configure_logging(args.log_level, stream=err)
+        configure_logging(args.log_level, stream=err, fmt=args.log_format or "text")
         return run_demo(duration=args.duration or None, sessions=args.sessions, out=out)
     if args.command == "outbox":
         return _outbox_command(args, out, err)
+    if args.command in ("status", "schema", "backup"):
+        return _operate(args, out, err)
     settings = _load(args.config, err)
     if settings is None:
         return EX_CONFIG
@@ -126,7 +155,12 @@ def main(
     from watcher.logs import configure_logging
     from watcher.store import StoreError
 
-    redactor = configure_logging(args.log_level, stream=err, secrets=settings.secret_values())
+    redactor = configure_logging(
+        args.log_level,
+        stream=err,
+        secrets=settings.secret_values(),
+        fmt=args.log_format or settings.log_format,
+    )
     try:
         if args.command == "test-notify":
             return anyio.run(_test_notify, settings, args.target, out, backend="asyncio")
@@ -150,8 +184,14 @@ async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter)
         redactor.update((*redactor.secrets, *new.secret_values()))
         return new
 
+    from watcher.endpoint import EndpointError
+
     watcher = Watcher(settings, reload=reload)
-    await watcher.run()
+    try:
+        await watcher.run()
+    except EndpointError as error:
+        logging.getLogger("watcher.cli").error("%s", error)  # noqa: TRY400 - no traceback
+        return EX_FAILURE
     return EX_OK
 
 
@@ -312,3 +352,47 @@ def _outbox(state_path: Path, action: str, ids: list[int], status: str | None, o
         return EX_OK
     finally:
         store.close()
+
+
+def _operate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`status`, `schema` and `backup`: operator commands that need no credentials."""
+    if args.command == "schema":
+        from watcher.config.models import config_schema
+
+        print(json.dumps(config_schema(), indent=2), file=out)
+        return EX_OK
+    configured: tuple[WatchedSession, ...] = ()
+    secrets: tuple[str, ...] = ()
+    database: Path | None = args.db
+    if database is None:
+        settings = _load(args.config, err)
+        if settings is None:
+            print("(--db PATH reads the state database without the config)", file=err)
+            return EX_CONFIG
+        database, configured = settings.state_path, settings.sessions
+        secrets = settings.secret_values()
+    if args.command == "backup":
+        from watcher.backup import BackupError, backup_database
+
+        try:
+            result = backup_database(database, args.path)
+        except BackupError as error:
+            print(f"factory-watcher: {error}", file=err)
+            return EX_CANTCREAT
+        print(
+            f"backed up {database} to {result.path} ({result.bytes} bytes, integrity check ok)",
+            file=out,
+        )
+        return EX_OK
+    from watcher.core.secret import redact
+    from watcher.status import StatusError, read_status, render_text, to_json
+
+    try:
+        report = read_status(database, configured)
+    except StatusError as error:
+        print(f"factory-watcher: {error}", file=err)
+        return EX_FAILURE
+    text = json.dumps(to_json(report), indent=2) if args.json else render_text(report)
+    # Stored errors were masked when written; mask again in case a secret changed since.
+    print(redact(text, secrets), file=out)
+    return EX_OK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import signal
@@ -21,6 +22,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.api import FactoryClient, SessionSource
 from watcher.core.diff import diff_states, session_ref, state_changed
+from watcher.core.figures import (
+    Readiness,
+    ReadinessInputs,
+    poll_outcome,
+    readiness,
+    status_bucket,
+)
 from watcher.core.health import ApiHealth, ApiState, observe
 from watcher.core.model import Event, Gone, SessionState, Snapshot
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
@@ -32,10 +40,13 @@ from watcher.core.secret import redact
 from watcher.core.settings import Rule, Settings, WatchedSession
 from watcher.core.text import describe_error
 from watcher.delivery import DeliveryWorker, Render
+from watcher.endpoint import Endpoint, Request, Response, bound_port, text
 from watcher.failpoint import Failpoint, failpoint
+from watcher.logs import context
+from watcher.metrics import Metrics, StoreFigures
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
-from watcher.store import OutboxStatus, SqliteStore, Store
+from watcher.store import OutboxStatus, PollMark, SqliteStore, Store
 from watcher.systemd import ProgressWatchdog, SystemdNotifier
 
 log = logging.getLogger("watcher.daemon")
@@ -44,7 +55,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DRAIN_DEADLINE = 5.0
-HEARTBEAT_PERIOD = 5.0  # the scheduler's own heartbeat job, and STATUS= updates
+HEARTBEAT_PERIOD = 5.0  # the scheduler's own heartbeat job, STATUS= updates, housekeeping
 STALL_AFTER = 60.0  # a component silent this long withholds the watchdog ping
 
 
@@ -142,6 +153,7 @@ class Watcher:
         for component in ("scheduler", "delivery"):
             self.progress.register(component, time.monotonic())
         self._status_note = ""
+        self.metrics = Metrics()
         self.delivery = DeliveryWorker(
             self.store,
             clock=clock,
@@ -150,6 +162,7 @@ class Watcher:
             on_progress=lambda: self.progress.beat("delivery", time.monotonic()),
             redact=self.redact,
             render=render,
+            metrics=self.metrics,
         )
         self.health = ApiHealth()
         self.stats = WatcherStats()
@@ -166,6 +179,18 @@ class Watcher:
         self._queue: MemoryObjectSendStream[str] | None = None
         self._work_scope: anyio.CancelScope | None = None
         self._supervisor_scope: anyio.CancelScope | None = None
+        # What operators see: readiness inputs and poll bookkeeping, kept in
+        # memory on the hot path and written in one batch by housekeeping.
+        self._started = False
+        self._last_success: datetime | None = None
+        self._last_failure: str | None = None
+        self._store_checked_at: datetime | None = None
+        self._store_error: str | None = None
+        self._polled: dict[str, tuple[datetime, str]] = {}
+        # The watched set goes to the store for `status` whenever it changes.
+        self._watched_version = 1
+        self._watched_written = 0
+        self.endpoint_port: int | None = None
 
     @staticmethod
     def _client(settings: Settings) -> FactoryClient:
@@ -194,11 +219,13 @@ class Watcher:
         watched = self._watched.get(session_id)
         if watched is None:
             return PollReport(session_id)
+        started = time.perf_counter()
         try:
             result = await self.source.fetch_session(session_id)
         except Exception as error:  # a bug in fetching or parsing: a failed poll, nothing more
             result = FetchFailed(FetchFailureKind.RETRYABLE, f"poll error: {describe_error(error)}")
             self._log_raise(session_id, "poll", result.reason)
+        took = time.perf_counter() - started
         if isinstance(result, FetchFailed):
             result = replace(result, reason=self.redact(result.reason))
         now = self.clock()
@@ -220,14 +247,10 @@ class Watcher:
             report = PollReport(session_id, failure=FetchFailed(FetchFailureKind.RETRYABLE, reason))
         self.stats.polls += 1
         self.stats.last_poll_at = now
-        if report.failure is not None:
-            self.stats.failed_polls += 1
-            self._back_off(watched, report.failure, now)
-            log.debug("poll of %s failed: %s", session_id, report.failure.reason)
-        else:
-            self._raising.discard(session_id)
-            if self._failures.pop(session_id, None) is not None:
-                self._paused_until.pop(session_id, None)
+        if not dry_run:
+            counted = report.failure if report.failure is not None else result
+            self._count_poll(session_id, counted, report, took, now)
+        self._follow_outcome(watched, report, now)
         if isinstance(result, NotFound) and not report.events and report.new_rows == 0:
             log.debug("session %s not found", session_id)
         for event in report.events:
@@ -238,6 +261,7 @@ class Watcher:
                 session_id,
                 _describe(event),
                 ", ".join(targets) or "no rule matched",
+                extra=context(session=session_id, event_id=event.id, type=str(event.type)),
             )
         if report.new_rows:
             failpoint(Failpoint.AFTER_OUTBOX_COMMIT)
@@ -247,6 +271,22 @@ class Watcher:
                 self.delivery.wake(report.targets)
         return report
 
+    def _follow_outcome(self, watched: WatchedSession, report: PollReport, now: datetime) -> None:
+        """Back off after a failed poll; a good one ends the session's failure streak."""
+        if report.failure is not None:
+            self.stats.failed_polls += 1
+            self._back_off(watched, report.failure, now)
+            log.debug(
+                "poll of %s failed: %s",
+                watched.id,
+                report.failure.reason,
+                extra=context(session=watched.id),
+            )
+            return
+        self._raising.discard(watched.id)
+        if self._failures.pop(watched.id, None) is not None:
+            self._paused_until.pop(watched.id, None)
+
     def _log_raise(self, session_id: str, what: str, reason: str) -> None:
         """Log a bug met while polling: its traceback once, then one line while it lasts."""
         if session_id in self._raising:
@@ -254,6 +294,21 @@ class Watcher:
             return
         self._raising.add(session_id)
         log.exception("%s of %s raised", what, session_id)
+
+    def _count_poll(
+        self, session_id: str, result: FetchResult, report: PollReport, took: float, now: datetime
+    ) -> None:
+        """Metrics and bookkeeping of one poll: memory only, no I/O."""
+        outcome = poll_outcome(result)
+        self.metrics.polls.labels(outcome).inc()
+        self.metrics.poll_duration.observe(took)
+        for event in report.events:
+            self.metrics.events.labels(event.type).inc()
+        self._polled[session_id] = (now, outcome)
+        if isinstance(result, FetchFailed):
+            self._last_failure = result.reason
+        else:
+            self._last_success = now
 
     def _back_off(self, watched: WatchedSession, failure: FetchFailed, now: datetime) -> None:
         failures = self._failures.get(watched.id, 0) + 1
@@ -289,6 +344,7 @@ class Watcher:
         )
         recovered = self.health.state is ApiState.DOWN and not failed
         self.health = change.health
+        self.metrics.api_up.set(1 if self.health.state is ApiState.UP else 0)
         if recovered:
             # After a declared outage, every session returns to its normal rhythm
             # now, not when its own backoff would have run out.
@@ -299,6 +355,7 @@ class Watcher:
             level = logging.ERROR if change.health.auth else logging.WARNING
             log.log(level if failed else logging.INFO, "%s", change.note)
         if change.event is not None:
+            self.metrics.events.labels(change.event.type).inc()
             routes = tuple((change.event, r) for r in route(self.settings.rules, change.event))
             log.info(
                 "event %s -> %s",
@@ -328,7 +385,9 @@ class Watcher:
                     if not self._stopping:
                         await self.poll(session_id)
                 except Exception:  # one bad poll must not stop the others
-                    log.exception("poll of %s crashed", session_id)
+                    log.exception(
+                        "poll of %s crashed", session_id, extra=context(session=session_id)
+                    )
                 finally:
                     self._in_flight.discard(session_id)
 
@@ -369,12 +428,24 @@ class Watcher:
         )
         self._queue = send
         self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
+        endpoint = Endpoint(self._routes())
+        listener = None
+        if settings.http is not None:
+            # Bound before anything starts: a port in use fails the start plainly.
+            listener = await endpoint.listen(settings.http.host, settings.http.port)
+            self.endpoint_port = bound_port(listener)
+            log.info(
+                "metrics and health on http://%s/metrics",
+                settings.http.address(self.endpoint_port),
+            )
         try:
             async with anyio.create_task_group() as outer:
                 if handle_signals:
                     # Handlers are in place before READY=1: a `systemctl reload`
                     # straight after start must not meet SIGHUP's default action.
                     await outer.start(self._signals)
+                if listener is not None:
+                    outer.start_soon(endpoint.serve, listener)
                 async with anyio.create_task_group() as work:
                     self._work_scope = work.cancel_scope
                     work.start_soon(self.delivery.run, settings.targets, self.notifiers)
@@ -392,6 +463,7 @@ class Watcher:
                     )
                     self._scheduler.start()
                     work.start_soon(self._supervise)
+                    self._started = True
                     self.systemd.ready()
                     log.info(
                         "watching %d session(s), %d rule(s), %d target(s); state in %s",
@@ -432,10 +504,112 @@ class Watcher:
         with anyio.CancelScope() as scope:
             self._supervisor_scope = scope
             while not self._stopping:
+                await self.housekeeping()
                 self.systemd.status(await self.status_line())
                 if interval:
                     self.systemd.watchdog_if_healthy(self.progress, time.monotonic())
                 await anyio.sleep(period)
+
+    # --- what operators see ------------------------------------------------------
+
+    async def housekeeping(self) -> None:
+        """Every few seconds: write poll bookkeeping in one batch, refresh store figures.
+
+        The write doubles as the store's writability check that `/readyz` uses.
+        """
+        polled, self._polled = self._polled, {}
+        marks = [
+            PollMark(session_id, at, outcome, self._next_poll(session_id))
+            for session_id, (at, outcome) in polled.items()
+        ]
+        health = self.health
+        meta = {
+            "heartbeat_at": f"{self.clock().timestamp():.3f}",
+            "api_state": str(health.state),
+            "api_since": "" if health.since is None else f"{health.since.timestamp():.3f}",
+            "api_reason": self.redact(health.reason),
+        }
+        version = self._watched_version
+        if version != self._watched_written:
+            meta["watched"] = json.dumps(
+                [{"id": w.id, "name": w.name} for w in self._watched.values()]
+            )
+        try:
+            await self.db(self.store.record_housekeeping, marks, meta)
+            statuses = await self.db(self.store.session_statuses)
+            outbox = await self.db(self.store.outbox_figures, sorted(self.settings.targets))
+        except Exception as error:  # sqlite3 errors: read-only, disk full, I/O error
+            for session_id, mark in polled.items():
+                self._polled.setdefault(session_id, mark)  # try again next time
+            reason = self.redact(str(error)) or type(error).__name__
+            if reason != self._store_error:  # once per kind of failure, not every 5 s
+                log.error("state database refused a write: %s", reason)  # noqa: TRY400
+            self._store_error = reason
+            self._store_checked_at = self.clock()
+            return
+        if self._store_error is not None:
+            log.info("state database writable again")
+        self._store_error = None
+        self._store_checked_at = self.clock()
+        self._watched_written = version
+        sessions: dict[str, int] = {}
+        for session_id in self._watched:
+            status, gone = statuses.get(session_id, (None, False))
+            bucket = status_bucket(status, gone=gone)
+            sessions[bucket] = sessions.get(bucket, 0) + 1
+        oldest = outbox.oldest_pending_at
+        self.metrics.set_store_figures(
+            StoreFigures(
+                sessions=sessions,
+                pending=outbox.pending,
+                dead=outbox.dead,
+                oldest_pending_at=None if oldest is None else oldest.timestamp(),
+            )
+        )
+
+    def _next_poll(self, session_id: str) -> datetime | None:
+        job = self._scheduler.get_job(session_id) if self._scheduler is not None else None
+        at: datetime | None = getattr(job, "next_run_time", None)
+        for paused in (self._paused_until.get(session_id), self._api_paused_until):
+            if paused is not None and (at is None or paused > at):
+                at = paused
+        return at
+
+    def longest_interval(self) -> timedelta:
+        """The longest poll interval of any watched session."""
+        default = self.settings.poll.interval
+        return max((w.interval or default for w in self._watched.values()), default=default)
+
+    def readiness(self) -> Readiness:
+        """Whether the watcher does its job now (`/readyz`), with a one-line reason."""
+        return readiness(
+            ReadinessInputs(
+                started=self._started,
+                stopping=self._stopping,
+                sessions=len(self._watched),
+                longest_interval=self.longest_interval(),
+                last_success=self._last_success,
+                last_failure_reason=self._last_failure,
+                store_checked_at=self._store_checked_at,
+                store_error=self._store_error,
+                store_check_period=timedelta(seconds=HEARTBEAT_PERIOD),
+            ),
+            self.clock(),
+        )
+
+    def _routes(self) -> dict[str, Callable[[Request], Response]]:
+        def metrics(request: Request) -> Response:
+            body, content_type = self.metrics.exposition(request.accept)
+            return Response(200, body, content_type)
+
+        def healthz(request: Request) -> Response:
+            return text(200, "ok")
+
+        def readyz(request: Request) -> Response:
+            answer = self.readiness()
+            return text(200 if answer.ready else 503, answer.reason)
+
+        return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
 
     async def status_line(self) -> str:
         """One line for `systemctl status`: sessions, last poll, outbox, API state."""
@@ -471,11 +645,16 @@ class Watcher:
             log.error("reload failed, keeping the running config:\n%s", error)  # noqa: TRY400
             lines = str(error).splitlines()
             self._status_note = f"reload failed: {lines[0] if lines else type(error).__name__}"
+            self.metrics.config_loaded(success=False)
             self.systemd.status(await self.status_line())
             self.systemd.ready()
             return False
         failpoint(Failpoint.DURING_RELOAD)
+        self.metrics.config_loaded(success=True)
         self._status_note = ""
+        for key in ("http", "log_format"):
+            if getattr(new, key) != getattr(self.settings, key):
+                log.warning("%s changed: that takes effect on the next restart", key)
         self.apply_settings(new)
         self.systemd.ready()
         log.info(
@@ -509,6 +688,7 @@ class Watcher:
             w for w in watched.values() if self._watched.get(w.id) != w or new.poll != old.poll
         ]
         self._watched = watched
+        self._watched_version += 1
         if self._scheduler is not None:
             for w in changed:
                 self._schedule(w, first=w.id not in self._in_flight)

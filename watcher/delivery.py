@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
+from watcher.core.figures import failure_reason
 from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, Sent
 from watcher.core.model import Event
 from watcher.core.render import render_for
@@ -26,6 +27,8 @@ from watcher.core.retry import GiveUp, decide_retry
 from watcher.core.settings import SlackTarget, Target, TargetKind
 from watcher.core.text import describe_error
 from watcher.failpoint import Failpoint, failpoint
+from watcher.logs import context
+from watcher.metrics import Metrics
 from watcher.notifiers.base import Notifier
 from watcher.store import OutboxRow, Store, UnreadableRow
 
@@ -122,6 +125,7 @@ class DeliveryWorker:
         on_progress: Callable[[], None] | None = None,
         redact: Callable[[str], str] = lambda text: text,
         render: Render = render_for,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._render = render
@@ -137,6 +141,7 @@ class DeliveryWorker:
         # reason is masked before it is logged or stored.
         self._redact = redact
         self.stats = DeliveryStats()
+        self.metrics = metrics or Metrics()
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -237,15 +242,18 @@ class DeliveryWorker:
         return self._pacer.turn(pacing_key(target), target.min_interval.total_seconds())
 
     async def _bury(
-        self, row_id: int, where: str, reason: str, error: BaseException | None
+        self, target: str, row_id: int, where: str, reason: str, error: BaseException | None
     ) -> SendOutcome:
         """Dead-letter a row that our own bug cannot render or send, logged once with the cause."""
         reason = self._redact(reason)
         await self._db(self._store.mark_dead, row_id, self._clock(), reason)
         self.stats.dead += 1
+        outcome = SendFailed(FailureKind.PERMANENT, reason)
+        self.metrics.notification_failures.labels(target, failure_reason(outcome)).inc()
+        self.metrics.notifications.labels(target, "dead").inc()
         log.error("dead letter %s (outbox %d): %s", where, row_id, reason, exc_info=error)
         self._on_progress()
-        return SendFailed(FailureKind.PERMANENT, reason)
+        return outcome
 
     async def attempt(
         self, target: Target, notifier: Notifier, row: OutboxRow | UnreadableRow
@@ -258,31 +266,48 @@ class DeliveryWorker:
         """
         if isinstance(row, UnreadableRow):
             where = f"{row.event_type} {row.session_id or '-'} -> {target.name}"
-            return await self._bury(row.id, where, row.reason, row.error)
+            return await self._bury(target.name, row.id, where, row.reason, row.error)
         event = row.event
         where = f"{event.type} {event.session.id if event.session else '-'} -> {target.name}"
         try:
             message = self._render(target.kind, event, row.rule)
         except Exception as error:
-            return await self._bury(row.id, where, f"cannot render: {describe_error(error)}", error)
+            return await self._bury(
+                target.name, row.id, where, f"cannot render: {describe_error(error)}", error
+            )
         try:
             outcome = await notifier.send(message, now=self._clock())
         except Exception as error:  # a notifier bug must not kill the lane
             return await self._bury(
-                row.id, where, f"notifier error: {describe_error(error)}", error
+                target.name, row.id, where, f"notifier error: {describe_error(error)}", error
             )
         now = self._clock()
         if isinstance(outcome, SendFailed):
             outcome = replace(outcome, reason=self._redact(outcome.reason))
         attempts = row.attempts + 1
+        fields = context(
+            session=event.session.id if event.session else None,
+            target=target.name,
+            rule=row.rule,
+            event_id=event.id,
+            outbox_id=row.id,
+            attempt=attempts,
+        )
         if isinstance(outcome, Sent):
             failpoint(Failpoint.AFTER_SEND)
             await self._db(self._store.mark_delivered, row.id, now, outcome.handle)
             self.stats.delivered += 1
+            self.metrics.notifications.labels(target.name, "sent").inc()
             log.info(
-                "delivered %s (event %s, rule %s, attempt %d)", where, event.id, row.rule, attempts
+                "delivered %s (event %s, rule %s, attempt %d)",
+                where,
+                event.id,
+                row.rule,
+                attempts,
+                extra=fields,
             )
         else:
+            self.metrics.notification_failures.labels(target.name, failure_reason(outcome)).inc()
             decision = decide_retry(
                 outcome,
                 attempts=attempts,
@@ -294,15 +319,20 @@ class DeliveryWorker:
             if isinstance(decision, GiveUp):
                 await self._db(self._store.mark_dead, row.id, now, decision.reason)
                 self.stats.dead += 1
-                log.error("dead letter %s (outbox %d): %s", where, row.id, decision.reason)
+                self.metrics.notifications.labels(target.name, "dead").inc()
+                log.error(
+                    "dead letter %s (outbox %d): %s", where, row.id, decision.reason, extra=fields
+                )
             else:
                 await self._db(self._store.mark_retry, row.id, decision.at, outcome.reason)
                 self.stats.retried += 1
+                self.metrics.notifications.labels(target.name, "retried").inc()
                 log.warning(
                     "retrying %s at %s: %s",
                     where,
                     decision.at.isoformat(timespec="seconds"),
                     decision.reason,
+                    extra=fields,
                 )
                 if outcome.retry_after is not None:
                     # A rate limit applies to the whole destination, not just this row.

@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (event_id, target)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (target, status, lane, id);
+CREATE TABLE IF NOT EXISTS polls (
+    session_id TEXT PRIMARY KEY,
+    polled_at REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    next_poll_at REAL
+);
 """
 
 
@@ -185,6 +191,25 @@ def state_from_json(session_id: str, text: str) -> SessionState:
     return snapshot_from_dict(raw["snapshot"])
 
 
+@dataclass(frozen=True, slots=True)
+class PollMark:
+    """The last poll of a session as `status` shows it (written in batches, not per poll)."""
+
+    session_id: str
+    polled_at: datetime
+    outcome: str
+    next_poll_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxFigures:
+    """Outbox depth for the metrics: pending and dead rows by target, oldest pending row."""
+
+    pending: Mapping[str, int]
+    dead: Mapping[str, int]
+    oldest_pending_at: datetime | None
+
+
 class Store(Protocol):
     """The state store interface (SQLite today; PostgreSQL is a later option)."""
 
@@ -214,6 +239,8 @@ class Store(Protocol):
     def mark_dead(self, row_id: int, now: datetime, error: str) -> None: ...
 
     def counts(self) -> Mapping[OutboxStatus, int]: ...
+
+    def record_housekeeping(self, polls: Sequence[PollMark], meta: Mapping[str, str]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -482,6 +509,67 @@ class SqliteStore:
         with self._lock:
             row = self._db.execute("PRAGMA integrity_check").fetchone()
         return bool(row and row[0] == "ok")
+
+    # --- housekeeping: what `status` and the metrics read ------------------------------
+
+    def record_housekeeping(self, polls: Sequence[PollMark], meta: Mapping[str, str]) -> None:
+        """Store the latest poll of each session in `polls` and the daemon's `meta` values.
+
+        One transaction for the whole batch: the daemon calls this every few
+        seconds instead of writing once per poll, and its success is also the
+        proof that the store is writable.
+        """
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO polls(session_id, polled_at, outcome, next_poll_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET"
+                " polled_at=excluded.polled_at, outcome=excluded.outcome,"
+                " next_poll_at=excluded.next_poll_at",
+                [
+                    (
+                        p.session_id,
+                        _ts(p.polled_at),
+                        p.outcome,
+                        None if p.next_poll_at is None else _ts(p.next_poll_at),
+                    )
+                    for p in polls
+                ],
+            )
+            db.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                sorted(meta.items()),
+            )
+
+    def session_statuses(self) -> dict[str, tuple[str | None, bool]]:
+        """Every stored session: (last known status, gone?)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT session_id, json_extract(state, '$.gone'),"
+                " coalesce(json_extract(state, '$.snapshot.status'),"
+                " json_extract(state, '$.last.status')) FROM sessions"
+            ).fetchall()
+        return {sid: (status, bool(gone)) for sid, gone, status in rows}
+
+    def outbox_figures(self, targets: Sequence[str]) -> OutboxFigures:
+        """Pending and dead rows of each target and the oldest pending row (index scans only)."""
+        pending: dict[str, int] = {}
+        dead: dict[str, int] = {}
+        oldest: float | None = None
+        with self._lock:
+            for target in targets:
+                count, first = self._db.execute(
+                    "SELECT COUNT(*), MIN(created_at) FROM outbox"
+                    " WHERE target=? AND status='pending'",
+                    (target,),
+                ).fetchone()
+                pending[target] = count
+                if first is not None and (oldest is None or first < oldest):
+                    oldest = first
+                dead[target] = self._db.execute(
+                    "SELECT COUNT(*) FROM outbox WHERE target=? AND status='dead'", (target,)
+                ).fetchone()[0]
+        return OutboxFigures(pending, dead, _dt(oldest))
 
     def close(self) -> None:
         """Close the database."""

@@ -19,12 +19,14 @@ from watcher.config.models import (
     SECTIONS,
     TARGET_MODELS,
     FactorySection,
+    HttpSection,
     PollSection,
     RuleSection,
     SessionSection,
     SlackSection,
     SlackWebhookSection,
     StateSection,
+    TopLevelValues,
     WebhookSection,
 )
 from watcher.config.problems import (
@@ -40,12 +42,15 @@ from watcher.config.values import (
     RESERVED_HEADERS,
     TARGET_NAME,
     is_http_url,
+    is_loopback_address,
     is_whsec,
 )
 from watcher.core.model import EventType
 from watcher.core.settings import (
     DeliveryLimits,
     FactorySettings,
+    HttpSettings,
+    LogFormat,
     PollSettings,
     Rule,
     Settings,
@@ -123,8 +128,12 @@ class Builder:
         sessions = self.sessions(data.get("sessions"))
         targets = self.targets(data.get("targets"))
         rules = self.rules(data.get("rules"), data.get("targets"))
+        http = self.http(data.get("http"))
+        values = self.validate(
+            TopLevelValues, {k: data[k] for k in TopLevelValues.model_fields if k in data}, ()
+        )
         self.secrets.check_inline_secrets()
-        if self.problems or factory is None or poll is None or state_path is None:
+        if self.problems or factory is None or poll is None or state_path is None or values is None:
             raise self.error()
         return Settings(
             factory=factory,
@@ -134,6 +143,8 @@ class Builder:
             targets=targets,
             rules=rules,
             source=self.path,
+            http=http,
+            log_format=LogFormat(values.log_format),
         )
 
     def error(self) -> ConfigError:
@@ -192,6 +203,24 @@ class Builder:
             concurrency=section.concurrency,
             unavailable_after=section.unavailable_after,
         )
+
+    def http(self, raw: Any) -> HttpSettings | None:
+        """The metrics and health endpoint; off unless the section sets `listen`."""
+        if raw is None:  # absent, or every key commented out
+            return None
+        at: KeyPath = ("http",)
+        section = self.validate(HttpSection, _or_empty(raw), at)
+        if section is None:
+            return None
+        host, port = section.listen
+        if not section.allow_remote and not is_loopback_address(host):
+            self.report(
+                (*at, "listen"),
+                f"{host} is not a loopback address: the figures describe your sessions; "
+                "set 'allow_remote: true' beside 'listen' to serve them to the network",
+            )
+            return None
+        return HttpSettings(host=host, port=port, allow_remote=section.allow_remote)
 
     def state_path(self, raw: Any) -> Path | None:
         section = self.validate(StateSection, _or_empty(raw), ("state",))

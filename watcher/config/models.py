@@ -17,14 +17,18 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
+from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
 from watcher.config.values import (
+    format_duration,
     http_url,
     one_or_many,
     parse_duration,
     parse_jitter,
+    parse_listen,
     session_id,
     session_url,
 )
@@ -43,13 +47,68 @@ def pydantic_check(kind: str, check: Callable[[Any], Any]) -> Callable[[Any], An
     return validate
 
 
+# The JSON Schema (`factory-watcher schema`) describes the YAML as an editor
+# reads it, where `30s` is a string and `16` an integer; where a parser
+# accepts more than the Python type says, the schema says so explicitly.
+DURATION_SCHEMA: dict[str, Any] = {
+    "description": "a duration: 500ms, 30s, 5m, 2h, 1d, or a whole number of seconds",
+    "anyOf": [
+        {"type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)?$"},
+        {"type": "integer", "exclusiveMinimum": 0},
+    ],
+}
+JITTER_SCHEMA: dict[str, Any] = {
+    "description": "a percentage from 0% to 50%, or a fraction from 0 to 0.5",
+    "anyOf": [
+        {"type": "string", "pattern": "^(50(\\.0+)?|[1-4]?[0-9](\\.[0-9]+)?)%$"},
+        {"type": "number", "minimum": 0, "maximum": 0.5},
+    ],
+}
+NAMES_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+    ]
+}
+LISTEN_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "description": "IP:PORT to serve /metrics, /healthz and /readyz on, e.g. 127.0.0.1:9464",
+    "pattern": "^(\\[[0-9A-Fa-f:.]+\\]|[0-9.]+|localhost):[0-9]{1,5}$",
+}
+
 _Text = Annotated[str, StringConstraints(min_length=1)]
-_Duration = Annotated[timedelta, BeforeValidator(pydantic_check("duration", parse_duration))]
-_Jitter = Annotated[float, BeforeValidator(pydantic_check("jitter", parse_jitter))]
+_Duration = Annotated[
+    timedelta,
+    BeforeValidator(pydantic_check("duration", parse_duration)),
+    WithJsonSchema(DURATION_SCHEMA),
+]
+_Jitter = Annotated[
+    float, BeforeValidator(pydantic_check("jitter", parse_jitter)), WithJsonSchema(JITTER_SCHEMA)
+]
 _Url = Annotated[str, AfterValidator(pydantic_check("url", http_url))]
 _SessionUrl = Annotated[str, AfterValidator(pydantic_check("url", session_url))]
-_SessionId = Annotated[_Text, AfterValidator(pydantic_check("session_id", session_id))]
-_Names = Annotated[tuple[_Text, ...], BeforeValidator(one_or_many), Field(min_length=1)]
+# A YAML id such as 123456 is read as text by our loader, as an integer by an editor.
+_SessionId = Annotated[
+    _Text,
+    AfterValidator(pydantic_check("session_id", session_id)),
+    WithJsonSchema({"type": ["string", "integer"], "minLength": 1}),
+]
+_Names = Annotated[
+    tuple[_Text, ...],
+    BeforeValidator(one_or_many),
+    Field(min_length=1),
+    WithJsonSchema(NAMES_SCHEMA),
+]
+_Listen = Annotated[
+    tuple[str, int],
+    BeforeValidator(pydantic_check("listen", parse_listen)),
+    WithJsonSchema(LISTEN_SCHEMA),
+]
+
+
+def _one_of(key: str) -> dict[str, Any]:
+    """Schema: exactly one of `key` and `<key>_file` (the builder says the same in words)."""
+    return {"oneOf": [{"required": [key]}, {"required": [f"{key}_file"]}]}
 
 
 class Section(BaseModel):
@@ -57,6 +116,8 @@ class Section(BaseModel):
 
 
 class FactorySection(Section):
+    model_config = ConfigDict(json_schema_extra=_one_of("api_key"))
+
     base_url: _Url = DEFAULT_BASE_URL
     api_key: str | None = None
     api_key_file: _Text | None = None
@@ -88,6 +149,8 @@ class TargetSection(Section):
 
 
 class SlackSection(TargetSection):
+    model_config = ConfigDict(json_schema_extra=_one_of("token"))
+
     type: Literal["slack"]
     token: str | None = None
     token_file: _Text | None = None
@@ -97,6 +160,8 @@ class SlackSection(TargetSection):
 
 
 class SlackWebhookSection(TargetSection):
+    model_config = ConfigDict(json_schema_extra=_one_of("url"))
+
     type: Literal["slack_webhook"]
     url: str | None = None
     url_file: _Text | None = None
@@ -134,4 +199,73 @@ class RuleSection(Section):
     notify: _Names
 
 
-SECTIONS = ("factory", "poll", "state", "sessions", "targets", "rules")
+class HttpSection(Section):
+    """/metrics, /healthz and /readyz; off unless this section sets `listen`."""
+
+    listen: _Listen
+    allow_remote: bool = Field(
+        default=False,
+        description="must be true for a non-loopback listen address: "
+        "the figures describe your sessions",
+    )
+
+
+LOG_FORMATS = ("text", "json")
+LogFormatName = Literal["text", "json"]
+
+
+class TopLevelValues(Section):
+    """Top-level keys that are values rather than sections."""
+
+    log_format: LogFormatName = "text"
+
+
+TargetUnion = Annotated[
+    SlackSection | SlackWebhookSection | WebhookSection, Field(discriminator="type")
+]
+
+
+class ConfigFile(Section):
+    """The whole file: the sections composed, for the JSON Schema and whole-file checks.
+
+    The builder validates section by section (so every error maps to its
+    line); this model is the same shape at once, and a test keeps them equal.
+    """
+
+    model_config = ConfigDict(
+        title="factory-watcher configuration",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    factory: FactorySection
+    # An empty section (every key commented out) means all defaults.
+    poll: PollSection | None = None
+    state: StateSection | None = None
+    sessions: list[SessionSection] | None = None
+    targets: (
+        dict[Annotated[str, StringConstraints(pattern="^[A-Za-z0-9_.-]+$")], TargetUnion] | None
+    ) = None
+    rules: list[RuleSection] | None = None
+    http: HttpSection | None = None
+    log_format: LogFormatName = Field(
+        default="text",
+        description="text, or json: one object per line with ts, level, logger, event "
+        "and context keys",
+    )
+
+
+SECTIONS = ("factory", "poll", "state", "sessions", "targets", "rules", "http", "log_format")
+
+
+class _ConfigSchema(GenerateJsonSchema):
+    """Defaults spelt as the file spells them (`30s`, not ISO 8601's `PT30S`)."""
+
+    def encode_default(self, dft: Any) -> Any:
+        if isinstance(dft, timedelta):
+            return format_duration(dft)
+        return super().encode_default(dft)
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of the config file, generated from `ConfigFile`."""
+    return ConfigFile.model_json_schema(schema_generator=_ConfigSchema)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import re
 import string
@@ -125,3 +126,42 @@ def is_whsec(value: str) -> bool:
         return bool(base64.b64decode(value.removeprefix(_WHSEC_PREFIX), validate=True))
     except (binascii.Error, ValueError):
         return False
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Parse `IP:PORT` (`127.0.0.1:9464`, `[::1]:9464`; `localhost` means 127.0.0.1).
+
+    Port 0 picks a free port. Raises ValueError saying what is expected.
+    """
+    expected = "expected IP:PORT, e.g. 127.0.0.1:9464 or [::1]:9464"
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or len(port_text) > 5:
+        raise ValueError(expected)
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError("the port must be at most 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(expected + " (an IPv6 address goes in brackets)")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(expected + " (an IP address, not a host name)") from None
+    return str(address), port
+
+
+def is_loopback_address(host: str) -> bool:
+    """Whether the IP address `host` is a loopback address."""
+    return ipaddress.ip_address(host).is_loopback
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest config spelling of `value` (`30s`, `2m`, `1d`, `500ms`)."""
+    ms = round(value.total_seconds() * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"

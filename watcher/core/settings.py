@@ -116,6 +116,27 @@ class Rule:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+class LogFormat(StrEnum):
+    """How log records are written."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The metrics and health endpoint; `host` is an IP address."""
+
+    host: str
+    port: int
+    allow_remote: bool = False
+
+    def address(self, port: int | None = None) -> str:
+        """`host:port` as a URL authority (IPv6 in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port if port is None else port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration of one watcher."""
@@ -127,6 +148,8 @@ class Settings:
     targets: Mapping[str, Target] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     source: Path | None = None
+    http: HttpSettings | None = None
+    log_format: LogFormat = LogFormat.TEXT
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret value in the configuration, for redaction."""
