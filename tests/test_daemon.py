@@ -59,7 +59,7 @@ async def test_transitions_reach_the_right_targets_once(rig: Rig) -> None:
         await watcher.aclose()
         watcher.store.close()
     assert [m.channel for m in rig.slack.messages] == [CHANNEL]
-    assert "finished its run" in rig.slack.messages[0].text
+    assert "stopped running" in rig.slack.messages[0].text
     assert sorted(webhook_types(rig)) == sorted(
         [("session.completed", "s1"), ("session.archived", "s1"), ("session.deleted", "s2")]
     )
@@ -163,7 +163,7 @@ async def test_run_polls_on_schedule_and_stops_cleanly(rig: Rig) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(drive)
             await watcher.run(on_ready=ready.set, handle_signals=False)
-    assert "finished its run" in rig.slack.messages[0].text
+    assert "stopped running" in rig.slack.messages[0].text
     counts = watcher.store_counts()
     assert counts[OutboxStatus.DELIVERED] == 2  # slack + completed webhook
     assert counts[OutboxStatus.PENDING] == 0
@@ -397,4 +397,4 @@ async def test_a_watcher_without_targets_stays_healthy_and_can_gain_one(rig: Rig
         async with anyio.create_task_group() as tg:
             tg.start_soon(drive)
             await watcher.run(handle_signals=False)
-    assert "finished its run" in rig.slack.messages[0].text
+    assert "stopped running" in rig.slack.messages[0].text

@@ -51,7 +51,7 @@ def classify_response(response: httpx.Response, now: datetime) -> FetchResult:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return FetchFailed(FetchFailureKind.RETRYABLE, "body is not JSON", status=status)
         try:
-            return Fetched(parse_snapshot(payload))
+            return Fetched(parse_snapshot(payload), payload)
         except SnapshotError as error:
             return FetchFailed(
                 FetchFailureKind.RETRYABLE, f"unreadable session: {error}", status=status

@@ -26,15 +26,18 @@ from watcher.core.model import Event, Gone, SessionState, Snapshot
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
 from watcher.core.retry import poll_backoff
 from watcher.core.rules import Route, route
+from watcher.core.rulestate import Decision, Observation, Outcome, evaluate
 from watcher.core.schedule import poll_timing
 from watcher.core.secret import redact
-from watcher.core.settings import Rule, Settings, WatchedSession
+from watcher.core.settings import QuietHours, Rule, Settings, WatchedSession
 from watcher.delivery import DeliveryWorker
 from watcher.failpoint import Failpoint, failpoint
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
+from watcher.recorder import PollRecorder
 from watcher.store import OutboxStatus, SqliteStore, Store
 from watcher.systemd import ProgressWatchdog, SystemdNotifier
+from watcher.ticker import TickReport, apply_tick
 
 log = logging.getLogger("watcher.daemon")
 
@@ -44,6 +47,7 @@ R = TypeVar("R")
 DRAIN_DEADLINE = 5.0
 HEARTBEAT_PERIOD = 5.0  # the scheduler's own heartbeat job, and STATUS= updates
 STALL_AFTER = 60.0  # a component silent this long withholds the watchdog ping
+RULES_TICK = 1.0  # seconds between timer evaluations of time-based rules and digests
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,7 @@ class PollReport:
     routes: tuple[tuple[Event, Route], ...] = ()
     new_rows: int = 0
     failure: FetchFailed | None = None
+    decisions: tuple[Decision, ...] = ()
 
     @property
     def targets(self) -> frozenset[str]:
@@ -81,23 +86,44 @@ def apply_poll(
     now: datetime,
     *,
     dry_run: bool = False,
+    quiet: Mapping[str, QuietHours] | None = None,
 ) -> PollReport:
-    """Diff a poll against the stored state, route its events, and commit it all at once.
+    """Diff a poll against the stored state, evaluate the rules, and commit it all at once.
 
-    A failed poll changes nothing: no transition is ever derived from it.
+    A failed poll changes nothing: no transition is ever derived from it. An
+    unchanged poll still evaluates the rules (a condition may have come due)
+    and writes only if that decided something.
     """
     if isinstance(result, FetchFailed):
         return PollReport(watched.id, failure=result)
     previous = store.load_state(watched.id)
     current = next_state(previous, result, watched.id)
-    if not state_changed(previous, current):
-        return PollReport(watched.id)
+    changed = state_changed(previous, current)
     shown = current if isinstance(current, Snapshot) else current.last
     ref = session_ref(watched, shown, session_url)
-    events = diff_states(previous, current, ref, now)
-    routes = tuple((event, r) for event in events for r in route(rules, event))
-    new_rows = 0 if dry_run else store.record(watched.id, current, events, routes, now)
-    return PollReport(watched.id, events, routes, new_rows)
+    events = diff_states(previous, current, ref, now) if changed else ()
+    memory = store.load_memory(watched.id)
+    evaluation = evaluate(
+        rules,
+        quiet or {},
+        store.active_mutes(now),
+        memory,
+        ref,
+        now,
+        Observation(previous, current, events),
+    )
+    if not changed and not evaluation.decisions and evaluation.memory == memory:
+        return PollReport(watched.id)
+    known = {e.id for e in events}
+    found = events + tuple(e for e in evaluation.events if e.id not in known)
+    routes = evaluation.routes
+    if dry_run:
+        new_rows = 0
+    elif changed:
+        new_rows = store.record(watched.id, current, found, routes, now, evaluation=evaluation)
+    else:
+        new_rows = store.record_evaluation(watched.id, evaluation, now)
+    return PollReport(watched.id, found, routes, new_rows, decisions=evaluation.decisions)
 
 
 @dataclass
@@ -122,8 +148,12 @@ class Watcher:
         rng: random.Random | None = None,
         reload: Callable[[], Settings] | None = None,
         systemd: SystemdNotifier | None = None,
+        recorder: PollRecorder | None = None,
     ) -> None:
         self.settings = settings
+        self.recorder = recorder or (
+            PollRecorder(settings.record_path) if settings.record_path else None
+        )
         self.clock = clock
         self._rng = rng or random.Random()
         self._reload_settings = reload
@@ -203,7 +233,10 @@ class Watcher:
             result,
             now,
             dry_run=dry_run,
+            quiet=settings.quiet_hours,
         )
+        if self.recorder is not None and not isinstance(result, FetchFailed):
+            self.recorder.write(session_id, result, now)
         self.stats.polls += 1
         self.stats.last_poll_at = now
         if report.failure is not None:
@@ -223,6 +256,7 @@ class Watcher:
                 _describe(event),
                 ", ".join(targets) or "no rule matched",
             )
+        _log_decisions(session_id, report.decisions)
         if report.new_rows:
             failpoint(Failpoint.AFTER_OUTBOX_COMMIT)
         if not dry_run:
@@ -230,6 +264,26 @@ class Watcher:
             if report.new_rows:
                 self.delivery.wake(report.targets)
         return report
+
+    async def tick_rules(self) -> TickReport:
+        """Evaluate time-based rules and release due digests now (the timer job's body)."""
+        now = self.clock()
+        settings = self.settings
+        report = await self.db(apply_tick, self.store, settings, self._watched, now)
+        for session_id, decisions in report.decisions.items():
+            _log_decisions(session_id, decisions)
+        for event, r in report.routes:
+            log.info("event %s %s -> %s", event.type, _describe(event), r.target)
+        if report.new_rows:
+            self.delivery.wake(report.targets)
+        return report
+
+    async def _rules_job(self) -> None:
+        """APScheduler job: time-based rules fire on time even for slowly polled sessions."""
+        try:
+            await self.tick_rules()
+        except Exception:  # the next tick tries again; the daemon keeps running
+            log.exception("rule timer failed")
 
     def _back_off(self, watched: WatchedSession, failure: FetchFailed, now: datetime) -> None:
         failures = self._failures.get(watched.id, 0) + 1
@@ -359,6 +413,13 @@ class Watcher:
                     receive.close()
                     for watched in self._watched.values():
                         self._schedule(watched, first=True)
+                    self._scheduler.add_job(
+                        self._rules_job,
+                        IntervalTrigger(seconds=RULES_TICK, timezone=UTC),
+                        id="__rules__",
+                        max_instances=1,
+                        coalesce=True,
+                    )
                     self._scheduler.add_job(
                         self._heartbeat,
                         IntervalTrigger(seconds=HEARTBEAT_PERIOD, timezone=UTC),
@@ -498,6 +559,8 @@ class Watcher:
                 except Exception:  # closing must not hide the real outcome
                     log.debug("closing %r failed", closable, exc_info=True)
             self._retired.clear()
+            if self.recorder is not None:
+                self.recorder.close()
 
     def store_counts(self) -> Mapping[OutboxStatus, int]:
         """Outbox depth by status."""
@@ -520,6 +583,19 @@ class Watcher:
     async def deliver_due(self) -> int:
         """Send every notification due now, once; returns how many were attempted."""
         return await self.delivery.drain_once(self.settings.targets, self.notifiers)
+
+
+def _log_decisions(session_id: str, decisions: Sequence[Decision]) -> None:
+    for decision in decisions:
+        if decision.outcome is not Outcome.SENT:
+            log.info(
+                "rule %s: %s %s %s: %s",
+                decision.rule,
+                decision.event.type,
+                session_id,
+                decision.outcome,
+                decision.reason,
+            )
 
 
 def _describe(event: Event) -> str:

@@ -7,7 +7,7 @@ error back to its line) and are the single source of the config's shape.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,8 +23,11 @@ from pydantic_core import PydanticCustomError
 from watcher.config.values import (
     http_url,
     one_or_many,
+    parse_clock_time,
+    parse_day,
     parse_duration,
     parse_jitter,
+    parse_timezone,
     session_id,
     session_url,
 )
@@ -45,11 +48,24 @@ def pydantic_check(kind: str, check: Callable[[Any], Any]) -> Callable[[Any], An
 
 _Text = Annotated[str, StringConstraints(min_length=1)]
 _Duration = Annotated[timedelta, BeforeValidator(pydantic_check("duration", parse_duration))]
+
+
+def parse_settle(value: Any) -> timedelta:
+    """A duration, or `0` / `0s` for "no settle window" (to switch off the interrupt default)."""
+    if isinstance(value, str) and value.strip() in ("0", "0s", "0ms"):
+        return timedelta(0)
+    return parse_duration(value)
+
+
 _Jitter = Annotated[float, BeforeValidator(pydantic_check("jitter", parse_jitter))]
 _Url = Annotated[str, AfterValidator(pydantic_check("url", http_url))]
 _SessionUrl = Annotated[str, AfterValidator(pydantic_check("url", session_url))]
 _SessionId = Annotated[_Text, AfterValidator(pydantic_check("session_id", session_id))]
 _Names = Annotated[tuple[_Text, ...], BeforeValidator(one_or_many), Field(min_length=1)]
+_ClockTime = Annotated[time, BeforeValidator(pydantic_check("time", parse_clock_time))]
+_TimeZone = Annotated[str, BeforeValidator(pydantic_check("timezone", parse_timezone))]
+_Day = Annotated[int, BeforeValidator(pydantic_check("day", parse_day))]
+_Zero = Annotated[timedelta, BeforeValidator(pydantic_check("duration", parse_settle))]
 
 
 class Section(BaseModel):
@@ -73,6 +89,7 @@ class PollSection(Section):
 
 class StateSection(Section):
     path: _Text | None = None
+    record: _Text | None = None
 
 
 class SessionSection(Section):
@@ -125,6 +142,9 @@ class WhenSection(Section):
     to: _Names | None = None
     session: _Names | None = None
     labels: dict[_Text, str] = Field(default_factory=dict)
+    title: _Names | None = None
+    tags: _Names | None = None
+    model: _Names | None = None
 
 
 class RuleSection(Section):
@@ -132,6 +152,31 @@ class RuleSection(Section):
     on: _Names
     when: WhenSection = WhenSection()
     notify: _Names
+    settle: _Zero | None = None
+    for_: _Duration | None = Field(default=None, alias="for")
+    cooldown: _Duration | None = None
+    repeat: _Duration | None = None
+    resolved: bool = False
+    urgent: bool = False
+    threshold: Annotated[dict[_Text, Annotated[float, Field(gt=0)]], Field(min_length=1)] | None = (
+        None
+    )
+    quiet_hours: _Text | None = None
 
 
-SECTIONS = ("factory", "poll", "state", "sessions", "targets", "rules")
+class QuietHoursSection(Section):
+    start: _ClockTime
+    end: _ClockTime
+    timezone: _TimeZone = "UTC"
+    days: Annotated[tuple[_Day, ...], BeforeValidator(one_or_many), Field(min_length=1)] = (
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    )
+
+
+SECTIONS = ("factory", "poll", "state", "sessions", "targets", "quiet_hours", "rules")

@@ -45,6 +45,13 @@ def _optional_str(payload: Mapping[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _optional_number(payload: Mapping[str, Any], key: str) -> float | None:
+    value = payload.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
 def _number(payload: Mapping[str, Any], key: str) -> float:
     value = payload.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -98,6 +105,10 @@ def parse_snapshot(payload: Any) -> Snapshot:
         computer_id=_optional_str(payload, "computerId"),
         tags=tags,
         token_usage=_token_usage(settings.get("tokenUsage")),
+        model=_optional_str(settings, "model"),
+        interaction_mode=_optional_str(settings, "interactionMode"),
+        autonomy_level=_optional_str(settings, "autonomyLevel"),
+        assistant_active_ms=_optional_number(settings, "assistantActiveTimeMs"),
     )
 
 
@@ -127,4 +138,8 @@ def snapshot_from_dict(data: Mapping[str, Any]) -> Snapshot:
         computer_id=data.get("computer_id"),
         tags=tuple(data.get("tags", ())),
         token_usage=None if usage is None else TokenUsage(**usage),
+        model=data.get("model"),
+        interaction_mode=data.get("interaction_mode"),
+        autonomy_level=data.get("autonomy_level"),
+        assistant_active_ms=data.get("assistant_active_ms"),
     )
