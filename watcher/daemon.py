@@ -247,6 +247,7 @@ class Watcher:
             self._paused_until.pop(session_id, None)
         if isinstance(result, NotFound) and not report.events and report.new_rows == 0:
             log.debug("session %s not found", session_id)
+        decided = {d.event.id for d in report.decisions}
         for event in report.events:
             targets = [r.target for e, r in report.routes if e.id == event.id]
             log.info(
@@ -254,7 +255,10 @@ class Watcher:
                 event.type,
                 session_id,
                 _describe(event),
-                ", ".join(targets) or "no rule matched",
+                ", ".join(targets)
+                or (
+                    "not queued (see the rule lines)" if event.id in decided else "no rule matched"
+                ),
             )
         _log_decisions(session_id, report.decisions)
         if report.new_rows:
