@@ -123,7 +123,7 @@ async def test_flapping_under_settle_gives_exactly_one_finished(rig: Rig, clock:
 
 @pytest.mark.anyio
 async def test_interrupt_is_interrupted_never_finished(rig: Rig, clock: StepClock) -> None:
-    """A user interrupt settles into session.interrupted after 30 s; session.finished stays silent."""
+    """An interrupt settles into session.interrupted after 30 s; session.finished stays silent."""
     settings = configure(rig, ci("done", "session.finished"), ci("stopped", "session.interrupted"))
     watcher = Watcher(settings, clock=clock.utc)
     try:
@@ -274,3 +274,24 @@ async def test_the_rule_timer_fires_stuck_without_any_poll(rig: Rig, clock: Step
         watcher.request_stop()
     assert received(rig) == [("session.stuck", False)]
     assert rig.sim.request_count("s1") <= polls + 1
+
+
+@pytest.mark.anyio
+async def test_waiting_fires_after_for_and_resolves(rig: Rig, clock: StepClock) -> None:
+    """A session pending for 5 minutes is waiting; one resolved when it runs again."""
+    rule = ci("waiting", "session.waiting", hold_for=timedelta(minutes=5), resolved=True)
+    watcher = Watcher(configure(rig, rule), clock=clock.utc)
+    try:
+        await step(watcher, clock)
+        rig.sim.update("s1", status="pending")
+        await step(watcher, clock, 30)
+        await step(watcher, clock, 4 * 60 + 29, poll=False)
+        assert received(rig) == []
+        await step(watcher, clock, 1, poll=False)
+        await step(watcher, clock, 60)
+        rig.sim.start_run("s1")
+        await step(watcher, clock, 60)
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+    assert received(rig) == [("session.waiting", False), ("session.waiting", True)]
