@@ -521,6 +521,15 @@ class SqliteStore:
             db.executemany("DELETE FROM held WHERE id=?", [(i,) for i in held_ids])
             return new
 
+    def next_wake(self) -> datetime | None:
+        """The earliest time a rule asked to be woken or a held digest is due, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(t) FROM (SELECT MIN(wake_at) AS t FROM rule_memory"
+                " UNION ALL SELECT MIN(release_at) FROM held)"
+            ).fetchone()
+        return _dt(row[0])
+
     def held_count(self) -> int:
         """How many notifications wait for a digest."""
         with self._lock:

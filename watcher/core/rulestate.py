@@ -373,6 +373,8 @@ def _conditions(run: _RuleRun, track: Track | None, ref: SessionRef, now: dateti
                 ready.append(_condition_event(rule, ref, kind, since, n))
                 episode = replace(episode, fired=n + 1)
         episodes[kind] = episode
+        if not conditions_hold:
+            continue  # nothing to wake for until a poll changes the session
         if episode.fired == 0:
             run.wakes.append(onset)
         elif rule.repeat:
