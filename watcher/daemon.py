@@ -20,24 +20,26 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.api import FactoryClient, SessionSource
-from watcher.core.diff import diff_states, session_ref, state_changed
 from watcher.core.health import ApiHealth, ApiState, observe
-from watcher.core.model import Event, Gone, SessionState, Snapshot
+from watcher.core.model import Event
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
 from watcher.core.retry import poll_backoff
-from watcher.core.rules import Route, route
-from watcher.core.rulestate import Decision, Observation, Outcome, evaluate
+from watcher.core.rules import route
+from watcher.core.rulestate import Decision, Outcome, active_mute
 from watcher.core.schedule import poll_timing
 from watcher.core.secret import redact
-from watcher.core.settings import QuietHours, Rule, Settings, WatchedSession
+from watcher.core.settings import Settings, WatchedSession
 from watcher.delivery import DeliveryWorker
 from watcher.failpoint import Failpoint, failpoint
+from watcher.intake import PollReport, apply_poll, next_state
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
 from watcher.recorder import PollRecorder
-from watcher.store import OutboxStatus, SqliteStore, Store
+from watcher.store import OutboxStatus, SqliteStore
 from watcher.systemd import ProgressWatchdog, SystemdNotifier
 from watcher.ticker import TickReport, apply_tick
+
+__all__ = ["PollReport", "Watcher", "apply_poll", "next_state", "run_until"]
 
 log = logging.getLogger("watcher.daemon")
 
@@ -48,82 +50,6 @@ DRAIN_DEADLINE = 5.0
 HEARTBEAT_PERIOD = 5.0  # the scheduler's own heartbeat job, and STATUS= updates
 STALL_AFTER = 60.0  # a component silent this long withholds the watchdog ping
 RULES_TICK = 1.0  # seconds between timer evaluations of time-based rules and digests
-
-
-@dataclass(frozen=True, slots=True)
-class PollReport:
-    """What one poll changed: events found and routes queued, or why it failed."""
-
-    session_id: str
-    events: tuple[Event, ...] = ()
-    routes: tuple[tuple[Event, Route], ...] = ()
-    new_rows: int = 0
-    failure: FetchFailed | None = None
-    decisions: tuple[Decision, ...] = ()
-
-    @property
-    def targets(self) -> frozenset[str]:
-        """Targets that got new work."""
-        return frozenset(r.target for _, r in self.routes)
-
-
-def next_state(previous: SessionState | None, result: FetchResult, session_id: str) -> SessionState:
-    """The state to store after a successful poll (a 404 keeps the last good snapshot)."""
-    if isinstance(result, NotFound):
-        if isinstance(previous, Gone):
-            return previous
-        return Gone(session_id, previous)
-    assert not isinstance(result, FetchFailed)
-    return result.snapshot
-
-
-def apply_poll(
-    store: Store,
-    rules: Sequence[Rule],
-    session_url: str | None,
-    watched: WatchedSession,
-    result: FetchResult,
-    now: datetime,
-    *,
-    dry_run: bool = False,
-    quiet: Mapping[str, QuietHours] | None = None,
-) -> PollReport:
-    """Diff a poll against the stored state, evaluate the rules, and commit it all at once.
-
-    A failed poll changes nothing: no transition is ever derived from it. An
-    unchanged poll still evaluates the rules (a condition may have come due)
-    and writes only if that decided something.
-    """
-    if isinstance(result, FetchFailed):
-        return PollReport(watched.id, failure=result)
-    previous = store.load_state(watched.id)
-    current = next_state(previous, result, watched.id)
-    changed = state_changed(previous, current)
-    shown = current if isinstance(current, Snapshot) else current.last
-    ref = session_ref(watched, shown, session_url)
-    events = diff_states(previous, current, ref, now) if changed else ()
-    memory = store.load_memory(watched.id)
-    evaluation = evaluate(
-        rules,
-        quiet or {},
-        store.active_mutes(now),
-        memory,
-        ref,
-        now,
-        Observation(previous, current, events),
-    )
-    if not changed and not evaluation.decisions and evaluation.memory == memory:
-        return PollReport(watched.id)
-    known = {e.id for e in events}
-    found = events + tuple(e for e in evaluation.events if e.id not in known)
-    routes = evaluation.routes
-    if dry_run:
-        new_rows = 0
-    elif changed:
-        new_rows = store.record(watched.id, current, found, routes, now, evaluation=evaluation)
-    else:
-        new_rows = store.record_evaluation(watched.id, evaluation, now)
-    return PollReport(watched.id, found, routes, new_rows, decisions=evaluation.decisions)
 
 
 @dataclass
@@ -333,7 +259,12 @@ class Watcher:
             level = logging.ERROR if change.health.auth else logging.WARNING
             log.log(level if failed else logging.INFO, "%s", change.note)
         if change.event is not None:
-            routes = tuple((change.event, r) for r in route(self.settings.rules, change.event))
+            mutes = await self.db(self.store.active_mutes, now)
+            routes = tuple(
+                (change.event, r)
+                for r in route(self.settings.rules, change.event)
+                if active_mute(mutes, r.rule, None, now) is None
+            )
             log.info(
                 "event %s -> %s",
                 change.event.type,

@@ -20,8 +20,8 @@ from watcher.core.poll import Fetched, FetchResult, NotFound
 from watcher.core.render import render_for
 from watcher.core.settings import Settings
 from watcher.core.snapshot import SnapshotError, parse_snapshot
-from watcher.daemon import apply_poll
 from watcher.explain import find_session
+from watcher.intake import apply_poll
 from watcher.store import SqliteStore
 from watcher.ticker import apply_tick
 

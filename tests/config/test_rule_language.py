@@ -145,6 +145,11 @@ def test_the_issue_example_loads_into_rules(
             "rules[0].quiet_hours: unknown quiet-hours window 'nite' (none are defined)",
         ),
         (
+            "{name: r, on: [watcher.api_unavailable], cooldown: 5m, notify: ci}",
+            "rules[0].cooldown: 'cooldown' means nothing for watcher.api_unavailable; it applies"
+            " only to session.",
+        ),
+        (
             "{name: r, on: watcher.digest, notify: ci}",
             "rules[0].on: unknown event type 'watcher.digest'; expected one of: ",
         ),

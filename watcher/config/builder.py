@@ -485,6 +485,9 @@ class Builder:
         only("resolved", rule.resolved, CONDITION_EVENTS)
         only("threshold", rule.threshold, frozenset({EventType.USAGE_CROSSED}))
         only("settle", rule.settle, EDGE_EVENTS)
+        session_events = frozenset(e for e in EventType if e.startswith("session."))
+        only("cooldown", rule.cooldown, session_events)
+        only("quiet_hours", rule.quiet_hours, session_events)
         if kinds & CONDITION_EVENTS and rule.for_ is None:
             which = ", ".join(sorted(kinds & CONDITION_EVENTS))
             self.report((*at, "on"), f"{which} needs 'for': how long the condition must hold")
