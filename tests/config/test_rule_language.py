@@ -191,3 +191,35 @@ def test_settle_zero_switches_off_the_interrupt_default(tmp_path: Path) -> None:
         HEAD + "rules:\n  - {name: r, on: session.interrupted, settle: 0s, notify: ci}\n", tmp_path
     )
     assert settings.rules[0].settle == timedelta(0)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
+RULE_KEYS = (
+    "quiet_hours",
+    "start",
+    "end",
+    "timezone",
+    "days",
+    "settle",
+    "title",
+    "tags",
+    "model",
+    "cooldown",
+    "for",
+    "repeat",
+    "resolved",
+    "urgent",
+    "threshold",
+    "record",
+)
+
+
+@pytest.mark.parametrize("key", RULE_KEYS)
+def test_example_file_documents_the_rule_language(key: str) -> None:
+    """Every new key appears in config.example.yaml with a comment on its line."""
+    lines = [
+        line.lstrip("#- ")
+        for line in EXAMPLE.read_text().splitlines()
+        if line.lstrip("#- ").startswith(f"{key}:")
+    ]
+    assert any("#" in line for line in lines), key
