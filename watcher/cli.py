@@ -170,6 +170,9 @@ async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
     watcher = Watcher(settings)
     try:
         reports = await watcher.poll_all(dry_run=dry_run)
+        if not dry_run:
+            # Settle windows, conditions and quiet hours that came due since the last run.
+            await watcher.tick_rules()
         failed = [r for r in reports if r.failure is not None]
         for report in failed:
             assert report.failure is not None

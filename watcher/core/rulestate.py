@@ -242,8 +242,15 @@ class _RuleRun:
     held: list[Held] = field(default_factory=list)
     wakes: list[datetime] = field(default_factory=list)
 
-    def note(self, event: Event, outcome: Outcome, reason: str, **extra: object) -> None:
-        self.decisions.append(Decision(self.rule.name, event, outcome, reason, **extra))  # type: ignore[arg-type]
+    def note(
+        self,
+        event: Event,
+        outcome: Outcome,
+        reason: str,
+        targets: tuple[str, ...] = (),
+        release_at: datetime | None = None,
+    ) -> None:
+        self.decisions.append(Decision(self.rule.name, event, outcome, reason, targets, release_at))
 
     def deliver(
         self,
