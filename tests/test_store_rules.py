@@ -109,3 +109,12 @@ def test_decisions_are_capped_per_session(store: SqliteStore) -> None:
     kept = store.recent_decisions("s1", limit=1000)
     assert len(kept) == 200
     assert kept[-1].reason == "n259"
+
+
+def test_unreadable_memory_starts_afresh(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt rule-memory row reads as empty memory, with a warning, instead of failing polls."""
+    store._db.execute("INSERT INTO rule_memory(session_id, memory) VALUES ('s1', '{\"x\": 1}')")
+    assert store.load_memory("s1") == SessionMemory()
+    assert "rule memory of s1 is unreadable" in caplog.text

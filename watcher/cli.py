@@ -131,11 +131,7 @@ def main(
         _print_warnings(settings, args.config, out)
         return EX_OK
     if args.command in RULE_COMMANDS:
-        try:
-            return RULE_COMMANDS[args.command](settings, args, out, err)
-        except StoreError as error:
-            print(f"factory-watcher: {error}", file=err)
-            return EX_CANTCREAT
+        return _rule_command(settings, args, out, err)
     if args.command == "run" and args.record is not None:
         settings = replace(settings, record_path=args.record.absolute())
     redactor = configure_logging(args.log_level, stream=err, secrets=settings.secret_values())
@@ -327,9 +323,20 @@ def _rule_commands(commands: Any, config: argparse.ArgumentParser) -> None:
     )
 
 
+def _rule_command(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from watcher.store import StoreError  # noqa: PLC0415 - lazy
+
+    try:
+        return RULE_COMMANDS[args.command](settings, args, out, err)
+    except StoreError as error:
+        print(f"factory-watcher: {error}", file=err)
+        return EX_CANTCREAT
+
+
 def _mute(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from watcher.config import parse_duration  # noqa: PLC0415 - lazy
     from watcher.core.rulestate import Mute, MuteKind  # noqa: PLC0415 - lazy
+    from watcher.store import SqliteStore  # noqa: PLC0415 - lazy
 
     now = datetime.now(UTC)
     store = SqliteStore(settings.state_path)
@@ -382,6 +389,7 @@ def _mute_target(
 
 def _unmute(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from watcher.core.rulestate import MuteKind  # noqa: PLC0415 - lazy
+    from watcher.store import SqliteStore  # noqa: PLC0415 - lazy
 
     if (args.session is None) == (args.rule is None):
         print("factory-watcher: name a SESSION or --rule NAME (one of them)", file=err)
@@ -401,6 +409,7 @@ def _unmute(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
 
 def _explain(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from watcher.explain import explain, explain_text  # noqa: PLC0415 - lazy
+    from watcher.store import SqliteStore  # noqa: PLC0415 - lazy
 
     store = SqliteStore(settings.state_path)
     try:

@@ -8,6 +8,7 @@ worst resend what was in flight.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +34,8 @@ from watcher.core.rulestate import (
     Settling,
 )
 from watcher.core.snapshot import snapshot_from_dict, snapshot_to_dict
+
+log = logging.getLogger("watcher.store")
 
 SCHEMA_VERSION = 1
 
@@ -482,7 +485,14 @@ class SqliteStore:
             row = self._db.execute(
                 "SELECT memory FROM rule_memory WHERE session_id=?", (session_id,)
             ).fetchone()
-        return SessionMemory() if row is None else memory_from_json(row[0])
+        if row is None:
+            return SessionMemory()
+        try:
+            return memory_from_json(row[0])
+        except (ValueError, KeyError, TypeError):
+            # One unreadable row must not stop this session's polls: its rules start afresh.
+            log.warning("rule memory of %s is unreadable; starting it afresh", session_id)
+            return SessionMemory()
 
     def record_evaluation(self, session_id: str, evaluation: Evaluation, now: datetime) -> int:
         """Store a timer evaluation (no new snapshot): memory, events, outbox rows, held."""

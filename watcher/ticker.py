@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,9 +10,11 @@ from datetime import datetime
 from watcher.core.diff import session_ref
 from watcher.core.model import Event, Snapshot
 from watcher.core.rules import Route
-from watcher.core.rulestate import Decision, digest_event, digest_rule, evaluate
+from watcher.core.rulestate import Decision, Mute, digest_event, digest_rule, evaluate
 from watcher.core.settings import Settings, WatchedSession
 from watcher.store import HeldRow, Store
+
+log = logging.getLogger("watcher.ticker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +58,14 @@ def apply_tick(
     decisions: dict[str, tuple[Decision, ...]] = {}
     new_rows = 0
     for session_id in store.due_sessions(now):
-        state = store.load_state(session_id)
-        shown = state if isinstance(state, Snapshot) else getattr(state, "last", None)
-        ref = session_ref(
-            watched.get(session_id) or WatchedSession(session_id),
-            shown,
-            settings.factory.session_url,
-        )
-        memory = store.load_memory(session_id)
-        evaluation = evaluate(
-            settings.rules, settings.quiet_hours, mutes, memory, ref, now, observed=None
-        )
-        new_rows += store.record_evaluation(session_id, evaluation, now)
-        routes += evaluation.routes
-        if evaluation.decisions:
-            decisions[session_id] = evaluation.decisions
+        try:
+            found = _tick_session(store, settings, watched, session_id, mutes, now)
+        except Exception:  # one session's trouble must not hold back the others
+            log.exception("rule timer failed for session %s", session_id)
+            continue
+        new_rows += found.new_rows
+        routes += found.routes
+        decisions.update(found.decisions)
     due = store.due_held(now)
     if due:
         digests = group_digests(due)
@@ -78,3 +74,27 @@ def apply_tick(
         new_rows += store.release_digests(pairs, ids, now)
         routes += pairs
     return TickReport(tuple(routes), new_rows, decisions)
+
+
+def _tick_session(
+    store: Store,
+    settings: Settings,
+    watched: Mapping[str, WatchedSession],
+    session_id: str,
+    mutes: list[Mute],
+    now: datetime,
+) -> TickReport:
+    state = store.load_state(session_id)
+    shown = state if isinstance(state, Snapshot) else getattr(state, "last", None)
+    ref = session_ref(
+        watched.get(session_id) or WatchedSession(session_id),
+        shown,
+        settings.factory.session_url,
+    )
+    memory = store.load_memory(session_id)
+    evaluation = evaluate(
+        settings.rules, settings.quiet_hours, mutes, memory, ref, now, observed=None
+    )
+    new_rows = store.record_evaluation(session_id, evaluation, now)
+    decisions = {session_id: evaluation.decisions} if evaluation.decisions else {}
+    return TickReport(evaluation.routes, new_rows, decisions)
