@@ -19,14 +19,18 @@ from watcher.core.rulestate import (
     Held,
     Mute,
     MuteKind,
+    Observation,
     Outcome,
     RuleMemory,
     SessionMemory,
     Settling,
+    evaluate,
 )
+from watcher.core.settings import Rule
 from watcher.store import SqliteStore, memory_from_json, memory_to_json
 
 M = timedelta(minutes=1)
+S = timedelta(seconds=1)
 
 
 @pytest.fixture
@@ -118,3 +122,23 @@ def test_unreadable_memory_starts_afresh(
     store._db.execute("INSERT INTO rule_memory(session_id, memory) VALUES ('s1', '{\"x\": 1}')")
     assert store.load_memory("s1") == SessionMemory()
     assert "rule memory of s1 is unreadable" in caplog.text
+
+
+def test_memory_from_an_evaluation_compares_equal_after_the_store(store: SqliteStore) -> None:
+    """Times are kept in whole milliseconds, so an unchanged poll finds nothing to write."""
+    rules = [
+        Rule("stuck", ("session.stuck",), ("t",), hold_for=5 * M, repeat=M),
+        Rule("stopped", ("session.interrupted",), ("t",), settle=timedelta(seconds=30)),
+    ]
+    running = snap(status="running")
+    now = T0 + timedelta(microseconds=123_456)
+    first = evaluate(rules, {}, [], SessionMemory(), ref(), now, Observation(None, running))
+    idle = snap(status="idle", updated_at=T0 + M)
+    now += timedelta(seconds=7, microseconds=777)
+    second = evaluate(rules, {}, [], first.memory, ref(), now, Observation(running, idle))
+    store.record("s1", idle, [], [], now, evaluation=second)
+    loaded = store.load_memory("s1")
+    assert loaded == second.memory
+    again = evaluate(rules, {}, [], loaded, ref(), now + 10 * S, Observation(idle, idle))
+    assert again.memory == loaded
+    assert again.decisions == ()

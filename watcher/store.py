@@ -33,7 +33,12 @@ from watcher.core.rulestate import (
     SessionMemory,
     Settling,
 )
-from watcher.core.snapshot import snapshot_from_dict, snapshot_to_dict
+from watcher.core.snapshot import (
+    from_unix_ms,
+    snapshot_from_dict,
+    snapshot_to_dict,
+    to_unix_ms,
+)
 
 log = logging.getLogger("watcher.store")
 
@@ -230,14 +235,19 @@ def memory_to_json(memory: SessionMemory) -> str:
     for name, rule in memory.rules.items():
         rules[name] = {
             "settling": [
-                {"event": json.loads(event_to_json(s.event)), "epoch": s.epoch, "due": _ts(s.due)}
+                {
+                    "event": json.loads(event_to_json(s.event)),
+                    "epoch": s.epoch,
+                    "due": to_unix_ms(s.due),
+                }
                 for s in rule.settling
             ],
             "episodes": {
-                kind: {"since": _ts(e.since), "fired": e.fired} for kind, e in rule.episodes.items()
+                kind: {"since": to_unix_ms(e.since), "fired": e.fired}
+                for kind, e in rule.episodes.items()
             },
             "crossed": sorted(rule.crossed),
-            "last_sent": None if rule.last_sent is None else _ts(rule.last_sent),
+            "last_sent": None if rule.last_sent is None else to_unix_ms(rule.last_sent),
         }
     track = None if memory.track is None else track_to_dict(memory.track)
     return json.dumps({"track": track, "rules": rules}, sort_keys=True)
@@ -250,14 +260,17 @@ def memory_from_json(text: str) -> SessionMemory:
     for name, rule in raw["rules"].items():
         rules[name] = RuleMemory(
             settling=tuple(
-                Settling(event_from_json(json.dumps(s["event"])), s["epoch"], _utc(s["due"]))
+                Settling(
+                    event_from_json(json.dumps(s["event"])), s["epoch"], from_unix_ms(s["due"])
+                )
                 for s in rule["settling"]
             ),
             episodes={
-                kind: Episode(_utc(e["since"]), e["fired"]) for kind, e in rule["episodes"].items()
+                kind: Episode(from_unix_ms(e["since"]), e["fired"])
+                for kind, e in rule["episodes"].items()
             },
             crossed=frozenset(rule["crossed"]),
-            last_sent=_dt(rule["last_sent"]),
+            last_sent=None if rule["last_sent"] is None else from_unix_ms(rule["last_sent"]),
         )
     track = raw["track"]
     return SessionMemory(None if track is None else track_from_dict(track), rules)

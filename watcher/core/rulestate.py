@@ -31,7 +31,7 @@ from watcher.core.model import Event, EventType, JSONValue, SessionRef, SessionS
 from watcher.core.quiet import active_window
 from watcher.core.rules import Route, judge, judge_session
 from watcher.core.settings import QuietHours, Rule
-from watcher.core.snapshot import to_unix_ms
+from watcher.core.snapshot import from_unix_ms, to_unix_ms
 
 DEFAULT_INTERRUPT_SETTLE = timedelta(seconds=30)
 DIGEST_RULE_PREFIX = "quiet_hours:"
@@ -427,6 +427,8 @@ def evaluate(
     observed: Observation | None = None,
 ) -> Evaluation:
     """Evaluate every rule for one session at `now`, after a poll (`observed`) or on the timer."""
+    # Whole milliseconds, as the store keeps them, so remembered times compare equal later.
+    now = from_unix_ms(to_unix_ms(now))
     track: Track | None = memory.track
     edges: tuple[Edge, ...] = ()
     if observed is not None:
