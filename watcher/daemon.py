@@ -21,7 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.api import FactoryClient, SessionSource
 from watcher.core.health import ApiHealth, ApiState, observe
-from watcher.core.model import Event
+from watcher.core.model import Event, EventType
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
 from watcher.core.retry import poll_backoff
 from watcher.core.rules import route
@@ -535,6 +535,8 @@ def _log_decisions(session_id: str, decisions: Sequence[Decision]) -> None:
 
 def _describe(event: Event) -> str:
     data = event.data
+    if event.type is EventType.DIGEST:
+        return f"window={data.get('window')} count={data.get('count')}"
     if "from" in data:
         return f"{data['from']} -> {data['to']}"
     return " ".join(f"{k}={v}" for k, v in data.items())

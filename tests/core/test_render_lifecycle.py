@@ -84,3 +84,16 @@ def test_digest_lists_the_held_notifications_in_order() -> None:
         ("evt_a", "done"),
         ("evt_b", "s"),
     ]
+
+
+def test_a_long_digest_is_cut_for_slack_but_not_for_webhooks() -> None:
+    """Slack shows the first 40 items and a count of the rest; the webhook lists them all."""
+    items = [
+        (Event(f"evt_{n}", EventType.FINISHED, T0 + timedelta(minutes=n), ref(), {}), "done")
+        for n in range(100)
+    ]
+    digest = digest_event("t", "night", T0 + timedelta(hours=9), items)
+    lines = render_slack(digest, "quiet_hours:night").text.splitlines()
+    assert len(lines) == 1 + 40 + 1
+    assert lines[-1] == "… and 60 more"
+    assert len(json.loads(render_webhook(digest, "r").body)["data"]["items"]) == 100

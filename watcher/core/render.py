@@ -16,6 +16,7 @@ SECTION_TEXT_LIMIT = 3000
 TITLE_LIMIT = 150
 FIELD_LIMIT = 300
 ELLIPSIS = "…"
+DIGEST_LINES_SHOWN = 40  # 40 lines of at most ~300 characters stay far below Slack's limits
 
 
 def escape_slack(text: str) -> str:
@@ -206,6 +207,10 @@ def render_slack(event: Event, rule: str) -> SlackMessage:
     ]
     if event.type is EventType.DIGEST:
         lines = digest_lines(event)
+        if len(lines) > DIGEST_LINES_SHOWN:
+            # Slack refuses long messages; the webhook body still lists every item.
+            more = len(lines) - DIGEST_LINES_SHOWN
+            lines = [*lines[:DIGEST_LINES_SHOWN], f"… and {more} more"]
         listing = truncate("\n".join(lines), SECTION_TEXT_LIMIT)
         if listing:
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": listing}})
