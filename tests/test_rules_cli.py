@@ -159,3 +159,16 @@ def test_replay_prints_when_and_where_without_touching_the_state_db(
     code, _, err = run_cli("replay", str(recording), "-c", str(config))
     assert code == EX_USAGE
     assert err == f"factory-watcher: {recording}:1: not a recorded poll (ValueError)\n"
+
+
+def test_run_with_an_unwritable_record_file_says_so(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --record` into a directory that cannot be created is a clear error, no traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, _ = run_cli("run", "--record", str(blocker / "polls.jsonl"), "-c", str(config))
+    assert code == 73
+    assert capsys.readouterr().err == (
+        f"factory-watcher: cannot open the record file {blocker / 'polls.jsonl'}: Not a directory\n"
+    )

@@ -157,7 +157,13 @@ async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter)
         redactor.update((*redactor.secrets, *new.secret_values()))
         return new
 
-    watcher = Watcher(settings, reload=reload)
+    from watcher.recorder import RecordError  # noqa: PLC0415 - lazy
+
+    try:
+        watcher = Watcher(settings, reload=reload)
+    except RecordError as error:
+        print(f"factory-watcher: {error}", file=sys.stderr)
+        return EX_CANTCREAT
     await watcher.run()
     return EX_OK
 

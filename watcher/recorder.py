@@ -11,13 +11,22 @@ from typing import IO
 from watcher.core.poll import Fetched, FetchResult, NotFound
 
 
+class RecordError(Exception):
+    """The record file cannot be opened; names the file and why."""
+
+
 class PollRecorder:
     """Appends `{"at", "session", "status", "body"}` lines to a file; 404s are recorded too."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] | None = path.open("a", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[str] | None = path.open("a", encoding="utf-8")
+        except OSError as error:
+            raise RecordError(
+                f"cannot open the record file {path}: {error.strerror or type(error).__name__}"
+            ) from None
         self._lock = threading.Lock()
 
     def write(self, session_id: str, result: FetchResult, now: datetime) -> None:
