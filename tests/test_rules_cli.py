@@ -170,5 +170,5 @@ def test_run_with_an_unwritable_record_file_says_so(
     code, _, _ = run_cli("run", "--record", str(blocker / "polls.jsonl"), "-c", str(config))
     assert code == 73
     assert capsys.readouterr().err == (
-        f"factory-watcher: cannot open the record file {blocker / 'polls.jsonl'}: Not a directory\n"
+        f"factory-watcher: cannot open the record file {blocker / 'polls.jsonl'}: File exists\n"
     )
