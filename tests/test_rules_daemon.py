@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from tests.rig import Rig, running_rig, wait_for
-from watcher.core.model import TokenUsage
+from watcher.core.model import Snapshot, TokenUsage
 from watcher.core.settings import QuietHours, Rule, Settings, WatchedSession
 from watcher.daemon import Watcher
 from watcher.testing.sim import FactorySimulator
@@ -295,3 +295,47 @@ async def test_waiting_fires_after_for_and_resolves(rig: Rig, clock: StepClock) 
         await watcher.aclose()
         watcher.store.close()
     assert received(rig) == [("session.waiting", False), ("session.waiting", True)]
+
+
+@pytest.mark.anyio
+async def test_when_title_tags_and_model_pick_the_sessions(rig: Rig, clock: StepClock) -> None:
+    """Only the session whose title, tags and model all match is notified; the snapshot keeps
+    the settings rules read (model, interaction mode, autonomy level, active time)."""
+    rule = ci(
+        "done",
+        "session.finished",
+        title_globs=("release-*",),
+        tags=("nightly",),
+        model_globs=("claude-*",),
+    )
+    settings = configure(rig, rule)
+    rig.sim.update(
+        "s1",
+        tags=["nightly", "infra"],
+        interaction_mode="spec",
+        autonomy_level="high",
+        assistant_active_ms=1234,
+    )
+    rig.sim.add_session("s2", title="release-43", status="running", model="gpt-x", tags=["nightly"])
+    settings = replace(settings, sessions=(*settings.sessions, WatchedSession(id="s2")))
+    watcher = Watcher(settings, clock=clock.utc)
+    try:
+        await step(watcher, clock)
+        rig.sim.complete_run("s1")
+        rig.sim.complete_run("s2")
+        await step(watcher, clock, 10)
+        stored = watcher.store.load_state("s1")
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+    assert [(r.json["type"], r.json["session"]["id"]) for r in rig.receiver.requests] == [
+        ("session.finished", "s1")
+    ]
+    assert isinstance(stored, Snapshot)
+    assert (stored.model, stored.interaction_mode, stored.autonomy_level) == (
+        "claude-x",
+        "spec",
+        "high",
+    )
+    assert stored.assistant_active_ms == 1234
+    assert stored.tags == ("nightly", "infra")
