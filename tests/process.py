@@ -136,12 +136,16 @@ def cli(
 
 
 def start_daemon(
-    config: Path, env: Mapping[str, str], log: Path, extra_env: Mapping[str, str] | None = None
+    config: Path,
+    env: Mapping[str, str],
+    log: Path,
+    extra_env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Daemon:
-    """Start `python -m watcher run -c config` in the background."""
+    """Start `python -m watcher run -c config [extra_args]` in the background."""
     handle = log.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "watcher", "run", "-c", str(config)],
+        [sys.executable, "-m", "watcher", "run", "-c", str(config), *extra_args],
         env={**os.environ, **env, **(extra_env or {})},
         cwd=config.parent,
         stdout=handle,

@@ -368,12 +368,14 @@ RULES = FACTORY + SLACK + "rules:\n"
             id="ca-file-missing",
         ),
         pytest.param(
-            RULES + "  - {name: r, on: session.finished, notify: s}\n",
+            RULES + "  - {name: r, on: session.exploded, notify: s}\n",
             [
-                "config.yaml:9: rules[0].on: unknown event type 'session.finished'; expected "
+                "config.yaml:9: rules[0].on: unknown event type 'session.exploded'; expected "
                 "one of: session.discovered, session.status_changed, session.completed, "
                 "session.messages_added, session.archived, session.deleted, "
-                "watcher.api_unavailable, watcher.api_recovered"
+                "watcher.api_unavailable, watcher.api_recovered, session.started, "
+                "session.finished, session.interrupted, session.waiting, session.stuck, "
+                "session.long_running, session.usage_crossed"
             ],
             id="event-type-unknown",
         ),
@@ -429,7 +431,7 @@ RULES = FACTORY + SLACK + "rules:\n"
             "",
             [
                 "config.yaml: the top level must be a mapping of sections: factory, poll, "
-                "state, sessions, targets, rules, http, log_format"
+                "state, sessions, targets, quiet_hours, rules, http, log_format"
             ],
             id="empty-file",
         ),
@@ -437,7 +439,7 @@ RULES = FACTORY + SLACK + "rules:\n"
             "- factory\n",
             [
                 "config.yaml:1: the top level must be a mapping of sections: factory, poll, "
-                "state, sessions, targets, rules, http, log_format"
+                "state, sessions, targets, quiet_hours, rules, http, log_format"
             ],
             id="top-level-list",
         ),
@@ -494,10 +496,12 @@ def test_all_problems_are_reported_at_once_in_file_order() -> None:
         "config.yaml:14: rules[0].on: unknown event type 'session.gone'; expected one of: "
         "session.discovered, session.status_changed, session.completed, "
         "session.messages_added, session.archived, session.deleted, "
-        "watcher.api_unavailable, watcher.api_recovered",
+        "watcher.api_unavailable, watcher.api_recovered, session.started, "
+        "session.finished, session.interrupted, session.waiting, session.stuck, "
+        "session.long_running, session.usage_crossed",
         "config.yaml:14: rules[0].notify: unknown target 'v'; expected one of: w",
         "config.yaml:15: colour: unknown section 'colour'; expected one of: factory, poll, "
-        "state, sessions, targets, rules, http, log_format",
+        "state, sessions, targets, quiet_hours, rules, http, log_format",
     ]
 
 
@@ -1168,7 +1172,7 @@ def test_example_file_loads_with_its_environment() -> None:
         "ops": TargetKind.SLACK_WEBHOOK,
         "ci": TargetKind.WEBHOOK,
     }
-    assert [r.name for r in settings.rules] == ["finished", "gone"]
+    assert [r.name for r in settings.rules] == ["finished", "gone", "done", "stuck", "spend"]
     assert settings.source == EXAMPLE
 
 

@@ -68,7 +68,7 @@ async def test_transitions_reach_the_right_targets_once(rig: Rig) -> None:
         await watcher.aclose()
         watcher.store.close()
     assert [m.channel for m in rig.slack.messages] == [CHANNEL]
-    assert "finished its run" in rig.slack.messages[0].text
+    assert "stopped running" in rig.slack.messages[0].text
     assert sorted(webhook_types(rig)) == sorted(
         [("session.completed", "s1"), ("session.archived", "s1"), ("session.deleted", "s2")]
     )
@@ -172,7 +172,7 @@ async def test_run_polls_on_schedule_and_stops_cleanly(rig: Rig) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(drive)
             await watcher.run(on_ready=ready.set, handle_signals=False)
-    assert "finished its run" in rig.slack.messages[0].text
+    assert "stopped running" in rig.slack.messages[0].text
     counts = watcher.store_counts()
     assert counts[OutboxStatus.DELIVERED] == 2  # slack + completed webhook
     assert counts[OutboxStatus.PENDING] == 0
@@ -406,7 +406,7 @@ async def test_a_watcher_without_targets_stays_healthy_and_can_gain_one(rig: Rig
         async with anyio.create_task_group() as tg:
             tg.start_soon(drive)
             await watcher.run(handle_signals=False)
-    assert "finished its run" in rig.slack.messages[0].text
+    assert "stopped running" in rig.slack.messages[0].text
 
 
 POISON: dict[str, RawBody] = {
@@ -483,11 +483,11 @@ async def test_poisoned_bodies_next_to_good_sessions(
             await watcher.run(handle_signals=False)
     no_tracebacks(caplog)
     assert sorted(webhook_types(rig)) == sorted(("session.completed", s) for s in GOOD)
-    assert sorted(m.text.split(" finished")[0] for m in rig.slack.messages) == sorted(
+    assert sorted(m.text.split(" stopped")[0] for m in rig.slack.messages) == sorted(
         [
-            ":checkered_flag: Title of g1",
-            ":checkered_flag: Title of g2",
-            ":checkered_flag: \ufffd Surrogate",
+            ":pause_button: Title of g1",
+            ":pause_button: Title of g2",
+            ":pause_button: \ufffd Surrogate",
         ]
     )
     titles = {r.json["session"]["id"]: r.json["session"]["title"] for r in rig.receiver.requests}
@@ -673,7 +673,7 @@ async def test_a_failure_injected_at_each_stage_stops_only_its_own_work(
             tg.start_soon(drive)
             await watcher.run(on_ready=ready.set, handle_signals=False)
     assert sorted(m.text for m in rig.slack.messages) == sorted(
-        f":checkered_flag: Title of {s} finished its run (running → idle)"
+        f":pause_button: Title of {s} stopped running (running → idle)"
         for s in ("good", "notify-bug")
     )
     assert sorted(webhook_types(rig)) == [

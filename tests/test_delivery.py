@@ -365,7 +365,7 @@ async def test_slack_burst_of_200_is_paced_complete_and_ordered(rig: Rig) -> Non
     for sid in ids:
         mine = [m.text for m in messages if f"Title of {sid} " in m.text]
         assert len(mine) == 2
-        assert "finished its run" in mine[0]
+        assert "stopped running" in mine[0]
         assert "is now running" in mine[1]
 
 

@@ -68,7 +68,8 @@ def classify_body(
     """Turn an HTTP status, headers and body into a fetch result (pure; never raises)."""
     if status == 200:
         try:
-            return Fetched(parse_snapshot(_decode_json(body)))
+            payload = _decode_json(body)
+            return Fetched(parse_snapshot(payload), payload)
         except (_BodyError, SnapshotError) as error:
             reason = str(error) if isinstance(error, _BodyError) else f"unreadable session: {error}"
             return FetchFailed(FetchFailureKind.RETRYABLE, reason, status=status)

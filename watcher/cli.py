@@ -7,10 +7,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from watcher import __version__
 from watcher.core.outbox import OutboxStatus
@@ -69,7 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"path to the YAML config (default: ./{DEFAULT_CONFIG})",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", parents=[config], help="watch until stopped (the service)")
+    run = commands.add_parser("run", parents=[config], help="watch until stopped (the service)")
+    run.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="append every successful poll's body and time to FILE (for replay)",
+    )
     commands.add_parser(
         "check", parents=[config], help="validate the config; exit 0, or 78 listing every problem"
     )
@@ -92,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="list: only this status; purge: delivered or dead (default dead)",
     )
+    _rule_commands(commands, config)
     demo = commands.add_parser("demo", help="run against a local simulator; no credentials")
     demo.add_argument(
         "--duration",
@@ -149,7 +159,12 @@ def main(
             f"rule(s), {len(settings.targets)} target(s))",
             file=out,
         )
+        _print_warnings(settings, args.config, out)
         return EX_OK
+    if args.command in RULE_COMMANDS:
+        return _rule_command(settings, args, out, err)
+    if args.command == "run" and args.record is not None:
+        settings = replace(settings, record_path=args.record.absolute())
     import anyio
 
     from watcher.logs import configure_logging
@@ -185,8 +200,13 @@ async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter)
         return new
 
     from watcher.endpoint import EndpointError
+    from watcher.recorder import RecordError
 
-    watcher = Watcher(settings, reload=reload)
+    try:
+        watcher = Watcher(settings, reload=reload)
+    except RecordError as error:
+        print(f"factory-watcher: {error}", file=sys.stderr)
+        return EX_CANTCREAT
     try:
         await watcher.run()
     except EndpointError as error:
@@ -204,6 +224,9 @@ async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
     watcher = Watcher(settings)
     try:
         reports = await watcher.poll_all(dry_run=dry_run)
+        if not dry_run:
+            # Settle windows, conditions and quiet hours that came due since the last run.
+            await watcher.tick_rules()
         failed = [r for r in reports if r.failure is not None]
         for report in failed:
             assert report.failure is not None
@@ -396,3 +419,189 @@ def _operate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # Stored errors were masked when written; mask again in case a secret changed since.
     print(redact(text, secrets), file=out)
     return EX_OK
+
+
+# --- the rule tools: mute, unmute, explain, replay, check warnings ------------------
+# Their modules are imported inside each command so the CLI starts fast.
+
+
+def _print_warnings(settings: Settings, path: Path, out: TextIO) -> None:
+    from watcher.config.lint import config_warnings
+
+    for warning in config_warnings(settings):
+        print(f"{path}: warning: {warning}", file=out)
+
+
+def _rule_commands(commands: Any, config: argparse.ArgumentParser) -> None:
+    mute = commands.add_parser(
+        "mute", parents=[config], help="silence a session or a rule (stored; the daemon obeys)"
+    )
+    mute.add_argument("session", nargs="?", help="session id, name or glob")
+    mute.add_argument("--rule", help="mute this rule (for every session) instead")
+    mute.add_argument("--for", dest="duration", help="how long, e.g. 2h (default: until unmuted)")
+    mute.add_argument("--reason", default="", help="shown in logs and `explain`")
+    mute.add_argument("--list", action="store_true", help="list the mutes in force")
+    unmute = commands.add_parser("unmute", parents=[config], help="remove a mute")
+    unmute.add_argument("session", nargs="?", help="the session as it was muted")
+    unmute.add_argument("--rule", help="the rule as it was muted")
+    explain = commands.add_parser(
+        "explain", parents=[config], help="what each rule decided about a session, and why"
+    )
+    explain.add_argument("session", help="session id or configured name")
+    explain.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    replay = commands.add_parser(
+        "replay",
+        parents=[config],
+        help="run a recorded poll stream through the rules; prints what would be sent",
+    )
+    replay.add_argument("recording", type=Path, metavar="FILE.jsonl")
+    replay.add_argument("--json", action="store_true", help="one JSON object per notification")
+    replay.add_argument(
+        "--extra",
+        default=None,
+        help="keep the simulated clock running this long after the last poll (e.g. 10m)",
+    )
+
+
+def _rule_command(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from watcher.store import StoreError
+
+    try:
+        return RULE_COMMANDS[args.command](settings, args, out, err)
+    except StoreError as error:
+        print(f"factory-watcher: {error}", file=err)
+        return EX_CANTCREAT
+
+
+def _mute(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from watcher.config import parse_duration
+    from watcher.core.rulestate import Mute, MuteKind
+    from watcher.store import SqliteStore
+
+    now = datetime.now(UTC)
+    store = SqliteStore(settings.state_path)
+    try:
+        if args.list:
+            mutes = store.active_mutes(now)
+            for mute in mutes:
+                ends = "until unmuted" if mute.until is None else f"until {mute.until.isoformat()}"
+                reason = f" ({mute.reason})" if mute.reason else ""
+                print(f"{mute.kind} {mute.value} {ends}{reason}", file=out)
+            if not mutes:
+                print("no mutes in force", file=out)
+            return EX_OK
+        kind, value = _mute_target(settings, args, err)
+        if value is None:
+            return EX_USAGE
+        until: datetime | None = None
+        if args.duration is not None:
+            try:
+                until = now + parse_duration(args.duration)
+            except ValueError as error:
+                print(f"factory-watcher: --for: {error}", file=err)
+                return EX_USAGE
+        store.add_mute(Mute(MuteKind(kind), value, until, args.reason), now)
+        shown = "until unmuted" if until is None else f"until {until.isoformat()}"
+        print(f"muted {kind} {value} {shown}", file=out)
+        return EX_OK
+    finally:
+        store.close()
+
+
+def _mute_target(
+    settings: Settings, args: argparse.Namespace, err: TextIO
+) -> tuple[str, str | None]:
+    """('session'|'rule', value), or a None value after saying what is wrong."""
+    if (args.session is None) == (args.rule is None):
+        print("factory-watcher: name a SESSION or --rule NAME (one of them)", file=err)
+        return "session", None
+    if args.rule is not None:
+        names = [r.name for r in settings.rules]
+        if not any(fnmatchcase(n, args.rule) for n in names):
+            print(
+                f"factory-watcher: no rule matches {args.rule!r} (rules: {', '.join(names)})",
+                file=err,
+            )
+            return "rule", None
+        return "rule", args.rule
+    return "session", args.session
+
+
+def _unmute(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from watcher.core.rulestate import MuteKind
+    from watcher.store import SqliteStore
+
+    if (args.session is None) == (args.rule is None):
+        print("factory-watcher: name a SESSION or --rule NAME (one of them)", file=err)
+        return EX_USAGE
+    kind, value = ("rule", args.rule) if args.rule is not None else ("session", args.session)
+    store = SqliteStore(settings.state_path)
+    try:
+        removed = store.remove_mutes(MuteKind(kind), value)
+    finally:
+        store.close()
+    if removed:
+        print(f"unmuted {kind} {value}", file=out)
+    else:
+        print(f"no mute on {kind} {value}", file=out)
+    return EX_OK
+
+
+def _explain(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from watcher.explain import explain, explain_text
+    from watcher.store import SqliteStore
+
+    store = SqliteStore(settings.state_path)
+    try:
+        report = explain(settings, store, args.session, datetime.now(UTC))
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2), file=out)
+    else:
+        print(explain_text(report), file=out)
+    return EX_OK
+
+
+def _replay(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from datetime import timedelta
+
+    from watcher.config import parse_duration
+    from watcher.replay import ReplayError, describe, read_recording, replay
+
+    extra = timedelta(0)
+    if args.extra is not None:
+        try:
+            extra = parse_duration(args.extra)
+        except ValueError as error:
+            print(f"factory-watcher: --extra: {error}", file=err)
+            return EX_USAGE
+    try:
+        with args.recording.open(encoding="utf-8") as lines:
+            planned = replay(settings, read_recording(lines, str(args.recording)), extra)
+    except OSError as error:
+        print(f"factory-watcher: cannot read {args.recording}: {error.strerror}", file=err)
+        return EX_USAGE
+    except ReplayError as error:
+        print(f"factory-watcher: {error}", file=err)
+        return EX_USAGE
+    for item in planned:
+        line = describe(settings, item)
+        if args.json:
+            print(json.dumps(line, ensure_ascii=False), file=out)
+        else:
+            text = (line["text"] or "").splitlines()[0] if line["text"] else ""
+            if line["text"] and line["text"].startswith("{"):
+                text = f"{line['type']} {line['event_id']}"
+            print(f"{line['at']}  {line['target']}  (rule {line['rule']})  {text}", file=out)
+    if not planned:
+        print("nothing would be sent", file=out)
+    return EX_OK
+
+
+RULE_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace, TextIO, TextIO], int]] = {
+    "mute": _mute,
+    "unmute": _unmute,
+    "explain": _explain,
+    "replay": _replay,
+}

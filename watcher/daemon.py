@@ -21,7 +21,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.api import FactoryClient, SessionSource
-from watcher.core.diff import diff_states, session_ref, state_changed
 from watcher.core.figures import (
     Readiness,
     ReadinessInputs,
@@ -30,24 +29,30 @@ from watcher.core.figures import (
     status_bucket,
 )
 from watcher.core.health import ApiHealth, ApiState, observe
-from watcher.core.model import Event, Gone, SessionState, Snapshot
+from watcher.core.model import Event, EventType
 from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
 from watcher.core.render import render_for
 from watcher.core.retry import poll_backoff
-from watcher.core.rules import Route, route
+from watcher.core.rules import route
+from watcher.core.rulestate import Decision, Outcome, active_mute
 from watcher.core.schedule import poll_timing
 from watcher.core.secret import redact
-from watcher.core.settings import Rule, Settings, WatchedSession
+from watcher.core.settings import Settings, WatchedSession
 from watcher.core.text import describe_error
 from watcher.delivery import DeliveryWorker, Render
 from watcher.endpoint import Endpoint, Request, Response, bound_port, text
 from watcher.failpoint import Failpoint, failpoint
+from watcher.intake import PollReport, apply_poll, next_state
 from watcher.logs import context
 from watcher.metrics import Metrics, StoreFigures
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
-from watcher.store import OutboxStatus, PollMark, SqliteStore, Store
+from watcher.recorder import PollRecorder
+from watcher.store import OutboxStatus, PollMark, SqliteStore
 from watcher.systemd import ProgressWatchdog, SystemdNotifier
+from watcher.ticker import TickReport, apply_tick
+
+__all__ = ["PollReport", "Watcher", "apply_poll", "next_state", "run_until"]
 
 log = logging.getLogger("watcher.daemon")
 
@@ -57,60 +62,7 @@ R = TypeVar("R")
 DRAIN_DEADLINE = 5.0
 HEARTBEAT_PERIOD = 5.0  # the scheduler's own heartbeat job, STATUS= updates, housekeeping
 STALL_AFTER = 60.0  # a component silent this long withholds the watchdog ping
-
-
-@dataclass(frozen=True, slots=True)
-class PollReport:
-    """What one poll changed: events found and routes queued, or why it failed."""
-
-    session_id: str
-    events: tuple[Event, ...] = ()
-    routes: tuple[tuple[Event, Route], ...] = ()
-    new_rows: int = 0
-    failure: FetchFailed | None = None
-
-    @property
-    def targets(self) -> frozenset[str]:
-        """Targets that got new work."""
-        return frozenset(r.target for _, r in self.routes)
-
-
-def next_state(previous: SessionState | None, result: FetchResult, session_id: str) -> SessionState:
-    """The state to store after a successful poll (a 404 keeps the last good snapshot)."""
-    if isinstance(result, NotFound):
-        if isinstance(previous, Gone):
-            return previous
-        return Gone(session_id, previous)
-    assert not isinstance(result, FetchFailed)
-    return result.snapshot
-
-
-def apply_poll(
-    store: Store,
-    rules: Sequence[Rule],
-    session_url: str | None,
-    watched: WatchedSession,
-    result: FetchResult,
-    now: datetime,
-    *,
-    dry_run: bool = False,
-) -> PollReport:
-    """Diff a poll against the stored state, route its events, and commit it all at once.
-
-    A failed poll changes nothing: no transition is ever derived from it.
-    """
-    if isinstance(result, FetchFailed):
-        return PollReport(watched.id, failure=result)
-    previous = store.load_state(watched.id)
-    current = next_state(previous, result, watched.id)
-    if not state_changed(previous, current):
-        return PollReport(watched.id)
-    shown = current if isinstance(current, Snapshot) else current.last
-    ref = session_ref(watched, shown, session_url)
-    events = diff_states(previous, current, ref, now)
-    routes = tuple((event, r) for event in events for r in route(rules, event))
-    new_rows = 0 if dry_run else store.record(watched.id, current, events, routes, now)
-    return PollReport(watched.id, events, routes, new_rows)
+RULES_TICK = 1.0  # seconds between timer evaluations of time-based rules and digests
 
 
 @dataclass
@@ -136,8 +88,12 @@ class Watcher:
         reload: Callable[[], Settings] | None = None,
         systemd: SystemdNotifier | None = None,
         render: Render = render_for,
+        recorder: PollRecorder | None = None,
     ) -> None:
         self.settings = settings
+        self.recorder = recorder or (
+            PollRecorder(settings.record_path) if settings.record_path else None
+        )
         self.clock = clock
         self._rng = rng or random.Random()
         self._reload_settings = reload
@@ -240,11 +196,14 @@ class Watcher:
                 result,
                 now,
                 dry_run=dry_run,
+                quiet=settings.quiet_hours,
             )
         except Exception as error:  # the API answered; recording it failed (bug or store)
             reason = self.redact(f"recording failed: {describe_error(error)}")
             self._log_raise(session_id, "recording the poll", reason)
             report = PollReport(session_id, failure=FetchFailed(FetchFailureKind.RETRYABLE, reason))
+        if self.recorder is not None and not isinstance(result, FetchFailed):
+            self.recorder.write(session_id, result, now)
         self.stats.polls += 1
         self.stats.last_poll_at = now
         if not dry_run:
@@ -253,6 +212,7 @@ class Watcher:
         self._follow_outcome(watched, report, now)
         if isinstance(result, NotFound) and not report.events and report.new_rows == 0:
             log.debug("session %s not found", session_id)
+        decided = {d.event.id for d in report.decisions}
         for event in report.events:
             targets = [r.target for e, r in report.routes if e.id == event.id]
             log.info(
@@ -260,9 +220,13 @@ class Watcher:
                 event.type,
                 session_id,
                 _describe(event),
-                ", ".join(targets) or "no rule matched",
+                ", ".join(targets)
+                or (
+                    "not queued (see the rule lines)" if event.id in decided else "no rule matched"
+                ),
                 extra=context(session=session_id, event_id=event.id, type=str(event.type)),
             )
+        _log_decisions(session_id, report.decisions)
         if report.new_rows:
             failpoint(Failpoint.AFTER_OUTBOX_COMMIT)
         if not dry_run:
@@ -310,6 +274,28 @@ class Watcher:
         else:
             self._last_success = now
 
+    async def tick_rules(self) -> TickReport:
+        """Evaluate time-based rules and release due digests now (the timer job's body)."""
+        now = self.clock()
+        settings = self.settings
+        report = await self.db(apply_tick, self.store, settings, self._watched, now)
+        for session_id, decisions in report.decisions.items():
+            _log_decisions(session_id, decisions)
+        for event in {e.id: e for e, _ in report.routes}.values():
+            self.metrics.events.labels(event.type).inc()
+        for event, r in report.routes:
+            log.info("event %s %s -> %s", event.type, _describe(event), r.target)
+        if report.new_rows:
+            self.delivery.wake(report.targets)
+        return report
+
+    async def _rules_job(self) -> None:
+        """APScheduler job: time-based rules fire on time even for slowly polled sessions."""
+        try:
+            await self.tick_rules()
+        except Exception:  # the next tick tries again; the daemon keeps running
+            log.exception("rule timer failed")
+
     def _back_off(self, watched: WatchedSession, failure: FetchFailed, now: datetime) -> None:
         failures = self._failures.get(watched.id, 0) + 1
         self._failures[watched.id] = failures
@@ -356,7 +342,12 @@ class Watcher:
             log.log(level if failed else logging.INFO, "%s", change.note)
         if change.event is not None:
             self.metrics.events.labels(change.event.type).inc()
-            routes = tuple((change.event, r) for r in route(self.settings.rules, change.event))
+            mutes = await self.db(self.store.active_mutes, now)
+            routes = tuple(
+                (change.event, r)
+                for r in route(self.settings.rules, change.event)
+                if active_mute(mutes, r.rule, None, now) is None
+            )
             log.info(
                 "event %s -> %s",
                 change.event.type,
@@ -454,6 +445,13 @@ class Watcher:
                     receive.close()
                     for watched in self._watched.values():
                         self._schedule(watched, first=True)
+                    self._scheduler.add_job(
+                        self._rules_job,
+                        IntervalTrigger(seconds=RULES_TICK, timezone=UTC),
+                        id="__rules__",
+                        max_instances=1,
+                        coalesce=True,
+                    )
                     self._scheduler.add_job(
                         self._heartbeat,
                         IntervalTrigger(seconds=HEARTBEAT_PERIOD, timezone=UTC),
@@ -702,6 +700,8 @@ class Watcher:
                 except Exception:  # closing must not hide the real outcome
                     log.debug("closing %r failed", closable, exc_info=True)
             self._retired.clear()
+            if self.recorder is not None:
+                self.recorder.close()
 
     def store_counts(self) -> Mapping[OutboxStatus, int]:
         """Outbox depth by status."""
@@ -726,8 +726,23 @@ class Watcher:
         return await self.delivery.drain_once(self.settings.targets, self.notifiers)
 
 
+def _log_decisions(session_id: str, decisions: Sequence[Decision]) -> None:
+    for decision in decisions:
+        if decision.outcome is not Outcome.SENT:
+            log.info(
+                "rule %s: %s %s %s: %s",
+                decision.rule,
+                decision.event.type,
+                session_id,
+                decision.outcome,
+                decision.reason,
+            )
+
+
 def _describe(event: Event) -> str:
     data = event.data
+    if event.type is EventType.DIGEST:
+        return f"window={data.get('window')} count={data.get('count')}"
     if "from" in data:
         return f"{data['from']} -> {data['to']}"
     return " ".join(f"{k}={v}" for k, v in data.items())

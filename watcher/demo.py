@@ -68,9 +68,16 @@ targets:
     allow_http: true
 rules:
   - name: finished
-    on: session.status_changed
-    when: {{from: running, to: idle}}
+    on: session.finished
     notify: [team-slack]
+  - name: interrupted
+    on: session.interrupted
+    settle: 2s
+    notify: [team-slack]
+  - name: spend
+    on: session.usage_crossed
+    threshold: {{factory_credits: 2}}
+    notify: [ops-webhook]
   - name: completed
     on: session.completed
     notify: [ci]

@@ -8,6 +8,7 @@ worst resend what was in flight.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,14 +18,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from watcher.core.lifecycle import track_from_dict, track_to_dict
 from watcher.core.model import Event, EventType, Gone, SessionRef, SessionState
 
 # Re-exported (the `as` form is mypy's explicit re-export): the states are part of
 # the store's interface; they live in core so the command line can name them cheaply.
 from watcher.core.outbox import OutboxStatus as OutboxStatus  # noqa: PLC0414
 from watcher.core.rules import Route
-from watcher.core.snapshot import snapshot_from_dict, snapshot_to_dict
+from watcher.core.rulestate import (
+    Episode,
+    Evaluation,
+    Held,
+    Mute,
+    MuteKind,
+    Outcome,
+    RuleMemory,
+    SessionMemory,
+    Settling,
+)
+from watcher.core.snapshot import (
+    from_unix_ms,
+    snapshot_from_dict,
+    snapshot_to_dict,
+    to_unix_ms,
+)
 from watcher.core.text import describe_error, safe_json
+
+log = logging.getLogger("watcher.store")
 
 SCHEMA_VERSION = 1
 
@@ -65,7 +85,44 @@ CREATE TABLE IF NOT EXISTS polls (
     outcome TEXT NOT NULL,
     next_poll_at REAL
 );
+CREATE TABLE IF NOT EXISTS rule_memory (
+    session_id TEXT PRIMARY KEY,
+    memory TEXT NOT NULL,
+    wake_at REAL
+);
+CREATE INDEX IF NOT EXISTS rule_memory_wake ON rule_memory (wake_at);
+CREATE TABLE IF NOT EXISTS held (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    target TEXT NOT NULL,
+    quiet_window TEXT NOT NULL,
+    release_at REAL NOT NULL,
+    event_id TEXT NOT NULL REFERENCES events(id),
+    rule TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (event_id, target)
+);
+CREATE TABLE IF NOT EXISTS mutes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    until REAL,
+    reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT,
+    rule TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_session ON decisions (session_id, id);
 """
+
+DECISIONS_KEPT_PER_SESSION = 200
 
 
 class StoreError(Exception):
@@ -151,6 +208,8 @@ def event_to_json(event: Event) -> str:
                 "name": session.name,
                 "labels": dict(session.labels),
                 "url": session.url,
+                "tags": list(session.tags),
+                "model": session.model,
             },
             "data": dict(event.data),
         }
@@ -169,7 +228,9 @@ def event_from_json(text: str) -> Event:
         id=raw["id"],
         type=EventType(raw["type"]),
         occurred_at=datetime.fromtimestamp(raw["occurred_at"], tz=UTC),
-        session=None if session is None else SessionRef(**session),
+        session=None
+        if session is None
+        else SessionRef(**{**session, "tags": tuple(session.get("tags", ()))}),
         data=raw["data"],
     )
 
@@ -210,6 +271,77 @@ class OutboxFigures:
     oldest_pending_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class HeldRow:
+    """A stored notification held for a quiet-hours digest."""
+
+    id: int
+    held: Held
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """A stored rule decision, for `explain`."""
+
+    at: datetime
+    rule: str
+    event_id: str
+    event_type: str
+    outcome: Outcome
+    reason: str
+
+
+def memory_to_json(memory: SessionMemory) -> str:
+    """Serialise a session's rule memory for the store."""
+    rules: dict[str, Any] = {}
+    for name, rule in memory.rules.items():
+        rules[name] = {
+            "settling": [
+                {
+                    "event": json.loads(event_to_json(s.event)),
+                    "epoch": s.epoch,
+                    "due": to_unix_ms(s.due),
+                }
+                for s in rule.settling
+            ],
+            "episodes": {
+                kind: {"since": to_unix_ms(e.since), "fired": e.fired}
+                for kind, e in rule.episodes.items()
+            },
+            "crossed": sorted(rule.crossed),
+            "last_sent": None if rule.last_sent is None else to_unix_ms(rule.last_sent),
+        }
+    track = None if memory.track is None else track_to_dict(memory.track)
+    return json.dumps({"track": track, "rules": rules}, sort_keys=True)
+
+
+def memory_from_json(text: str) -> SessionMemory:
+    """Inverse of `memory_to_json`."""
+    raw = json.loads(text)
+    rules: dict[str, RuleMemory] = {}
+    for name, rule in raw["rules"].items():
+        rules[name] = RuleMemory(
+            settling=tuple(
+                Settling(
+                    event_from_json(json.dumps(s["event"])), s["epoch"], from_unix_ms(s["due"])
+                )
+                for s in rule["settling"]
+            ),
+            episodes={
+                kind: Episode(from_unix_ms(e["since"]), e["fired"])
+                for kind, e in rule["episodes"].items()
+            },
+            crossed=frozenset(rule["crossed"]),
+            last_sent=None if rule["last_sent"] is None else from_unix_ms(rule["last_sent"]),
+        )
+    track = raw["track"]
+    return SessionMemory(None if track is None else track_from_dict(track), rules)
+
+
+def _utc(value: float) -> datetime:
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
 class Store(Protocol):
     """The state store interface (SQLite today; PostgreSQL is a later option)."""
 
@@ -222,7 +354,23 @@ class Store(Protocol):
         events: Sequence[Event],
         routes: Sequence[tuple[Event, Route]],
         now: datetime,
+        *,
+        evaluation: Evaluation | None = None,
     ) -> int: ...
+
+    def load_memory(self, session_id: str) -> SessionMemory: ...
+
+    def record_evaluation(self, session_id: str, evaluation: Evaluation, now: datetime) -> int: ...
+
+    def due_sessions(self, now: datetime) -> list[str]: ...
+
+    def due_held(self, now: datetime) -> list[HeldRow]: ...
+
+    def release_digests(
+        self, digests: Sequence[tuple[Event, Route]], held_ids: Sequence[int], now: datetime
+    ) -> int: ...
+
+    def active_mutes(self, now: datetime) -> list[Mute]: ...
 
     def record_events(
         self, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime
@@ -375,12 +523,15 @@ class SqliteStore:
         events: Sequence[Event],
         routes: Sequence[tuple[Event, Route]],
         now: datetime,
+        *,
+        evaluation: Evaluation | None = None,
     ) -> int:
         """Store a session's new state with its events and outbox rows, atomically.
 
         Events and outbox rows already stored (same id, same target) are kept
         as they are, so recording the same transition twice sends it once.
-        Returns how many outbox rows are new.
+        With `evaluation`, the rules' memory, decisions and held notifications
+        commit in the same transaction. Returns how many outbox rows are new.
         """
         with self._transaction() as db:
             db.execute(
@@ -389,7 +540,176 @@ class SqliteStore:
                 " stored_at=excluded.stored_at",
                 (session_id, state_to_json(state), _ts(now)),
             )
-            return self._insert_events(db, events, routes, now)
+            new = self._insert_events(db, events, routes, now)
+            if evaluation is not None:
+                self._write_evaluation(db, session_id, evaluation, now)
+            return new
+
+    def _write_evaluation(
+        self, db: sqlite3.Connection, session_id: str, evaluation: Evaluation, now: datetime
+    ) -> None:
+        db.execute(
+            "INSERT INTO rule_memory(session_id, memory, wake_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(session_id) DO UPDATE SET memory=excluded.memory,"
+            " wake_at=excluded.wake_at",
+            (
+                session_id,
+                memory_to_json(evaluation.memory),
+                None if evaluation.wake_at is None else _ts(evaluation.wake_at),
+            ),
+        )
+        stamp = _ts(now)
+        db.executemany(
+            "INSERT OR IGNORE INTO held(target, quiet_window, release_at, event_id, rule,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (h.target, h.window, _ts(h.release_at), h.event.id, h.rule, stamp)
+                for h in evaluation.held
+            ],
+        )
+        if not evaluation.decisions:
+            return
+        db.executemany(
+            "INSERT INTO decisions(session_id, rule, event_id, event_type, outcome, reason, at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    session_id,
+                    d.rule,
+                    d.event.id,
+                    str(d.event.type),
+                    str(d.outcome),
+                    d.reason,
+                    stamp,
+                )
+                for d in evaluation.decisions
+            ],
+        )
+        db.execute(
+            "DELETE FROM decisions WHERE session_id=? AND id <= (SELECT id FROM decisions"
+            " WHERE session_id=? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (session_id, session_id, DECISIONS_KEPT_PER_SESSION),
+        )
+
+    def load_memory(self, session_id: str) -> SessionMemory:
+        """What rule evaluation remembers about a session (empty if nothing yet)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT memory FROM rule_memory WHERE session_id=?", (session_id,)
+            ).fetchone()
+        if row is None:
+            return SessionMemory()
+        try:
+            return memory_from_json(row[0])
+        except (ValueError, KeyError, TypeError):
+            # One unreadable row must not stop this session's polls: its rules start afresh.
+            log.warning("rule memory of %s is unreadable; starting it afresh", session_id)
+            return SessionMemory()
+
+    def record_evaluation(self, session_id: str, evaluation: Evaluation, now: datetime) -> int:
+        """Store a timer evaluation (no new snapshot): memory, events, outbox rows, held."""
+        with self._transaction() as db:
+            new = self._insert_events(db, evaluation.events, evaluation.routes, now)
+            self._write_evaluation(db, session_id, evaluation, now)
+            return new
+
+    def due_sessions(self, now: datetime) -> list[str]:
+        """Sessions whose rules asked to be woken at or before `now`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT session_id FROM rule_memory WHERE wake_at <= ? ORDER BY wake_at",
+                (_ts(now),),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def due_held(self, now: datetime) -> list[HeldRow]:
+        """Held notifications whose quiet-hours window has ended, in the order they were held."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT h.id, h.target, h.quiet_window, h.release_at, e.body, h.rule FROM held h"
+                " JOIN events e ON e.id = h.event_id WHERE h.release_at <= ? ORDER BY h.id",
+                (_ts(now),),
+            ).fetchall()
+        return [
+            HeldRow(r[0], Held(r[1], r[2], _utc(r[3]), event_from_json(r[4]), r[5])) for r in rows
+        ]
+
+    def release_digests(
+        self, digests: Sequence[tuple[Event, Route]], held_ids: Sequence[int], now: datetime
+    ) -> int:
+        """Queue digests and forget the held rows they list, in one transaction."""
+        with self._transaction() as db:
+            new = self._insert_events(db, [e for e, _ in digests], digests, now)
+            db.executemany("DELETE FROM held WHERE id=?", [(i,) for i in held_ids])
+            return new
+
+    def next_wake(self) -> datetime | None:
+        """The earliest time a rule asked to be woken or a held digest is due, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(t) FROM (SELECT MIN(wake_at) AS t FROM rule_memory"
+                " UNION ALL SELECT MIN(release_at) FROM held)"
+            ).fetchone()
+        return _dt(row[0])
+
+    def held_count(self) -> int:
+        """How many notifications wait for a digest."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM held").fetchone()[0])
+
+    def add_mute(self, mute: Mute, now: datetime) -> int:
+        """Store a mute; returns its id."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO mutes(kind, value, until, reason, created_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    str(mute.kind),
+                    mute.value,
+                    None if mute.until is None else _ts(mute.until),
+                    mute.reason,
+                    _ts(now),
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def remove_mutes(self, kind: MuteKind, value: str) -> int:
+        """Delete the mutes of `kind` on `value`; returns how many there were."""
+        with self._transaction() as db:
+            return db.execute(
+                "DELETE FROM mutes WHERE kind=? AND value=?", (str(kind), value)
+            ).rowcount
+
+    def active_mutes(self, now: datetime) -> list[Mute]:
+        """Mutes in force at `now`, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, kind, value, until, reason FROM mutes"
+                " WHERE until IS NULL OR until > ? ORDER BY id",
+                (_ts(now),),
+            ).fetchall()
+        return [Mute(MuteKind(r[1]), r[2], _dt(r[3]), r[4], r[0]) for r in rows]
+
+    def recent_events(self, session_id: str, limit: int = 20) -> list[Event]:
+        """The latest stored events of a session, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM events WHERE session_id=? ORDER BY recorded_at DESC, rowid DESC"
+                " LIMIT ?",
+                (session_id, limit),
+            ).fetchall()
+        return [event_from_json(r[0]) for r in reversed(rows)]
+
+    def recent_decisions(self, session_id: str, limit: int = 50) -> list[DecisionRow]:
+        """The latest rule decisions about a session, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, rule, event_id, event_type, outcome, reason FROM decisions"
+                " WHERE session_id=? ORDER BY id DESC LIMIT ?",
+                (session_id, limit),
+            ).fetchall()
+        return [
+            DecisionRow(_utc(r[0]), r[1], r[2], r[3], Outcome(r[4]), r[5]) for r in reversed(rows)
+        ]
 
     def record_events(
         self, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime

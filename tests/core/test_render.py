@@ -37,7 +37,7 @@ def all_text(message: SlackMessage) -> str:
         (
             EventType.STATUS_CHANGED,
             {"from": "running", "to": "idle"},
-            "nightly finished its run (running → idle)",
+            "nightly stopped running (running → idle)",
         ),
         (
             EventType.STATUS_CHANGED,
@@ -75,7 +75,7 @@ def test_hostile_title_is_inert() -> None:
 def test_slack_message_has_text_fallback_and_blocks() -> None:
     """Blocks carry the headline and facts; `text` is the plain fallback."""
     message = render_slack(event(session=ref(url="https://app/s1")), "finished")
-    assert message.text.startswith(":checkered_flag:")
+    assert message.text.startswith(":pause_button:")
     assert message.blocks[0]["text"]["text"] == message.text
     facts = message.blocks[1]["elements"][0]["text"]
     assert "<https://app/s1|nightly>" in facts

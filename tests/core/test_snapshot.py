@@ -171,3 +171,34 @@ def test_snapshots_stored_before_text_was_made_safe_still_load() -> None:
     stored = snapshot_to_dict(parse_snapshot(FULL))
     loaded = snapshot_from_dict({**stored, "title": "\ud800 old", "tags": ["\udc00"]})
     assert (loaded.title, loaded.tags) == ("\ufffd old", ("\ufffd",))
+
+
+def test_rule_fields_are_kept_and_survive_the_store() -> None:
+    """Model, interaction mode, autonomy, active time and the token total reach the snapshot."""
+    payload = {
+        **FULL,
+        "sessionSettings": {
+            **FULL["sessionSettings"],
+            "interactionMode": "spec",
+            "autonomyLevel": "high",
+            "assistantActiveTimeMs": 4200,
+        },
+    }
+    snapshot = parse_snapshot(payload)
+    assert (snapshot.model, snapshot.interaction_mode, snapshot.autonomy_level) == (
+        "claude",
+        "spec",
+        "high",
+    )
+    assert snapshot.assistant_active_ms == 4200
+    assert snapshot.token_usage is not None
+    assert snapshot.token_usage.total_tokens == 21
+    assert snapshot_from_dict(snapshot_to_dict(snapshot)) == snapshot
+
+
+def test_rule_fields_of_the_wrong_type_are_absent() -> None:
+    """A non-string model or a non-number active time reads as unknown, not as an error."""
+    payload = {**FULL, "sessionSettings": {"model": 3, "assistantActiveTimeMs": "x"}}
+    snapshot = parse_snapshot(payload)
+    assert snapshot.model is None
+    assert snapshot.assistant_active_ms is None

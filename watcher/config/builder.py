@@ -21,6 +21,7 @@ from watcher.config.models import (
     FactorySection,
     HttpSection,
     PollSection,
+    QuietHoursSection,
     RuleSection,
     SessionSection,
     SlackSection,
@@ -45,6 +46,7 @@ from watcher.config.values import (
     is_loopback_address,
     is_whsec,
 )
+from watcher.core.lifecycle import CONDITION_EVENTS, EDGE_EVENTS, USAGE_COUNTERS
 from watcher.core.model import EventType
 from watcher.core.settings import (
     DeliveryLimits,
@@ -52,6 +54,7 @@ from watcher.core.settings import (
     HttpSettings,
     LogFormat,
     PollSettings,
+    QuietHours,
     Rule,
     Settings,
     SlackTarget,
@@ -127,7 +130,8 @@ class Builder:
         state_path = self.state_path(data.get("state"))
         sessions = self.sessions(data.get("sessions"))
         targets = self.targets(data.get("targets"))
-        rules = self.rules(data.get("rules"), data.get("targets"))
+        quiet = self.quiet_hours(data.get("quiet_hours"))
+        rules = self.rules(data.get("rules"), data.get("targets"), data.get("quiet_hours"))
         http = self.http(data.get("http"))
         values = self.validate(
             TopLevelValues, {k: data[k] for k in TopLevelValues.model_fields if k in data}, ()
@@ -145,6 +149,8 @@ class Builder:
             source=self.path,
             http=http,
             log_format=LogFormat(values.log_format),
+            quiet_hours=quiet,
+            record_path=self.record_path(data.get("state")),
         )
 
     def error(self) -> ConfigError:
@@ -227,6 +233,35 @@ class Builder:
         if section is None:
             return None
         return resolve_state_path(section.path, self.env, Path.cwd())
+
+    def record_path(self, raw: Any) -> Path | None:
+        """`state.record`: where `run` appends every poll's body (None: no recording)."""
+        record = raw.get("record") if isinstance(raw, dict) else None
+        return Path.cwd() / record if isinstance(record, str) and record else None
+
+    def quiet_hours(self, raw: Any) -> dict[str, QuietHours]:
+        at: KeyPath = ("quiet_hours",)
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.report(at, "expected a mapping of window names to {start, end, timezone, days}")
+            return {}
+        out: dict[str, QuietHours] = {}
+        for name, item in raw.items():
+            section = self.validate(QuietHoursSection, item, (*at, name))
+            if section is None:
+                continue
+            if section.start == section.end:
+                self.report((*at, name, "end"), "end must differ from start")
+                continue
+            out[name] = QuietHours(
+                name=name,
+                start=section.start,
+                end=section.end,
+                timezone=section.timezone,
+                days=frozenset(section.days),
+            )
+        return out
 
     def sessions(self, raw: Any) -> tuple[WatchedSession, ...]:
         at: KeyPath = ("sessions",)
@@ -395,7 +430,7 @@ class Builder:
             limits=limits,
         )
 
-    def rules(self, raw: Any, raw_targets: Any) -> tuple[Rule, ...]:
+    def rules(self, raw: Any, raw_targets: Any, raw_quiet: Any = None) -> tuple[Rule, ...]:
         at: KeyPath = ("rules",)
         if raw is None:
             return ()
@@ -417,6 +452,9 @@ class Builder:
             notify = self.rule_targets(rule, item, here, target_names)
             if events is None or notify is None:
                 continue
+            windows = list(raw_quiet) if isinstance(raw_quiet, dict) else []
+            if not self.rule_options(rule, events, here, windows):
+                continue
             out.append(
                 Rule(
                     name=rule.name,
@@ -426,12 +464,75 @@ class Builder:
                     to_status=rule.when.to or (),
                     session_globs=rule.when.session or (),
                     labels=dict(rule.when.labels),
+                    title_globs=rule.when.title or (),
+                    tags=rule.when.tags or (),
+                    model_globs=rule.when.model or (),
+                    settle=rule.settle,
+                    hold_for=rule.for_,
+                    cooldown=rule.cooldown,
+                    repeat=rule.repeat,
+                    resolved=rule.resolved,
+                    urgent=rule.urgent,
+                    threshold=dict(rule.threshold or {}),
+                    quiet_hours=rule.quiet_hours,
                 )
             )
         return tuple(out)
 
+    def rule_options(
+        self, rule: RuleSection, events: tuple[str, ...], at: KeyPath, windows: list[str]
+    ) -> bool:
+        """Reject options that mean nothing for the rule's events, with what they apply to."""
+        ok = True
+        kinds = set(events)
+
+        def only(key: str, given: object, allowed: frozenset[EventType]) -> None:
+            nonlocal ok
+            if given is None or given is False:
+                return
+            wrong = sorted(kinds - allowed)
+            if wrong:
+                names = ", ".join(sorted(allowed))
+                self.report(
+                    (*at, key),
+                    f"'{key}' means nothing for {', '.join(wrong)}; it applies only to {names}",
+                )
+                ok = False
+
+        only("for", rule.for_, CONDITION_EVENTS)
+        only("repeat", rule.repeat, CONDITION_EVENTS)
+        only("resolved", rule.resolved, CONDITION_EVENTS)
+        only("threshold", rule.threshold, frozenset({EventType.USAGE_CROSSED}))
+        only("settle", rule.settle, EDGE_EVENTS)
+        session_events = frozenset(e for e in EventType if e.startswith("session."))
+        only("cooldown", rule.cooldown, session_events)
+        only("quiet_hours", rule.quiet_hours, session_events)
+        if kinds & CONDITION_EVENTS and rule.for_ is None:
+            which = ", ".join(sorted(kinds & CONDITION_EVENTS))
+            self.report((*at, "on"), f"{which} needs 'for': how long the condition must hold")
+            ok = False
+        if EventType.USAGE_CROSSED in kinds and not rule.threshold:
+            self.report(
+                (*at, "on"),
+                f"{EventType.USAGE_CROSSED} needs 'threshold', e.g. {{factory_credits: 100}}",
+            )
+            ok = False
+        for counter in rule.threshold or {}:
+            if counter not in USAGE_COUNTERS:
+                self.report(
+                    (*at, "threshold", counter),
+                    unknown_name("usage counter", counter, USAGE_COUNTERS),
+                )
+                ok = False
+        if rule.quiet_hours is not None and rule.quiet_hours not in windows:
+            self.report(
+                (*at, "quiet_hours"), unknown_name("quiet-hours window", rule.quiet_hours, windows)
+            )
+            ok = False
+        return ok
+
     def rule_events(self, rule: RuleSection, raw: Any, at: KeyPath) -> tuple[str, ...] | None:
-        known = [str(e) for e in EventType]
+        known = [str(e) for e in EventType if e is not EventType.DIGEST]
         events: list[str] = []
         ok = True
         for where, value in _items(raw, (*at, "on"), rule.on):

@@ -7,7 +7,7 @@ error back to its line) and are the single source of the config's shape.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,9 +26,12 @@ from watcher.config.values import (
     format_duration,
     http_url,
     one_or_many,
+    parse_clock_time,
+    parse_day,
     parse_duration,
     parse_jitter,
     parse_listen,
+    parse_timezone,
     session_id,
     session_url,
 )
@@ -106,6 +109,43 @@ _Listen = Annotated[
 ]
 
 
+def parse_settle(value: Any) -> timedelta:
+    """A duration, or `0` / `0s` for "no settle window" (to switch off the interrupt default)."""
+    if isinstance(value, str) and value.strip() in ("0", "0s", "0ms"):
+        return timedelta(0)
+    return parse_duration(value)
+
+
+_ClockTime = Annotated[
+    time,
+    BeforeValidator(pydantic_check("time", parse_clock_time)),
+    WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,2}:[0-9]{2}$"}),
+]
+_TimeZone = Annotated[
+    str,
+    BeforeValidator(pydantic_check("timezone", parse_timezone)),
+    WithJsonSchema({"type": "string", "description": "an IANA time zone, e.g. Europe/Berlin"}),
+]
+_Day = Annotated[
+    int,
+    BeforeValidator(pydantic_check("day", parse_day)),
+    WithJsonSchema({"type": "string", "description": "a weekday: mon, tue, ... sun"}),
+]
+_Zero = Annotated[
+    timedelta,
+    BeforeValidator(pydantic_check("duration", parse_settle)),
+    WithJsonSchema(
+        {
+            "description": "a duration (500ms, 30s, 5m, 2h, 1d), or 0s for none",
+            "anyOf": [
+                {"type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)?$"},
+                {"type": "integer", "minimum": 0},
+            ],
+        }
+    ),
+]
+
+
 def _one_of(key: str) -> dict[str, Any]:
     """Schema: exactly one of `key` and `<key>_file` (the builder says the same in words)."""
     return {"oneOf": [{"required": [key]}, {"required": [f"{key}_file"]}]}
@@ -134,6 +174,7 @@ class PollSection(Section):
 
 class StateSection(Section):
     path: _Text | None = None
+    record: _Text | None = None
 
 
 class SessionSection(Section):
@@ -190,6 +231,9 @@ class WhenSection(Section):
     to: _Names | None = None
     session: _Names | None = None
     labels: dict[_Text, str] = Field(default_factory=dict)
+    title: _Names | None = None
+    tags: _Names | None = None
+    model: _Names | None = None
 
 
 class RuleSection(Section):
@@ -197,6 +241,16 @@ class RuleSection(Section):
     on: _Names
     when: WhenSection = WhenSection()
     notify: _Names
+    settle: _Zero | None = None
+    for_: _Duration | None = Field(default=None, alias="for")
+    cooldown: _Duration | None = None
+    repeat: _Duration | None = None
+    resolved: bool = False
+    urgent: bool = False
+    threshold: Annotated[dict[_Text, Annotated[float, Field(gt=0)]], Field(min_length=1)] | None = (
+        None
+    )
+    quiet_hours: _Text | None = None
 
 
 class HttpSection(Section):
@@ -212,6 +266,21 @@ class HttpSection(Section):
 
 LOG_FORMATS = ("text", "json")
 LogFormatName = Literal["text", "json"]
+
+
+class QuietHoursSection(Section):
+    start: _ClockTime
+    end: _ClockTime
+    timezone: _TimeZone = "UTC"
+    days: Annotated[tuple[_Day, ...], BeforeValidator(one_or_many), Field(min_length=1)] = (
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    )
 
 
 class TopLevelValues(Section):
@@ -245,6 +314,7 @@ class ConfigFile(Section):
     targets: (
         dict[Annotated[str, StringConstraints(pattern="^[A-Za-z0-9_.-]+$")], TargetUnion] | None
     ) = None
+    quiet_hours: dict[str, QuietHoursSection] | None = None
     rules: list[RuleSection] | None = None
     http: HttpSection | None = None
     log_format: LogFormatName = Field(
@@ -254,7 +324,17 @@ class ConfigFile(Section):
     )
 
 
-SECTIONS = ("factory", "poll", "state", "sessions", "targets", "rules", "http", "log_format")
+SECTIONS = (
+    "factory",
+    "poll",
+    "state",
+    "sessions",
+    "targets",
+    "quiet_hours",
+    "rules",
+    "http",
+    "log_format",
+)
 
 
 class _ConfigSchema(GenerateJsonSchema):

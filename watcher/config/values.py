@@ -8,9 +8,10 @@ import ipaddress
 import math
 import re
 import string
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _DURATION = re.compile(r"(?P<amount>[0-9]+)(?P<unit>ms|s|m|h|d)?")
 _DURATION_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -165,3 +166,36 @@ def format_duration(value: timedelta) -> str:
         if ms % size == 0:
             return f"{ms // size}{unit}"
     return f"{ms}ms"
+
+
+_CLOCK_TIME = re.compile(r"(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2})")
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_clock_time(value: Any) -> time:
+    """Parse a wall-clock time `HH:MM` (24-hour); ValueError otherwise."""
+    match = _CLOCK_TIME.fullmatch(value) if isinstance(value, str) else None
+    if match is None or int(match["hour"]) > 23 or int(match["minute"]) > 59:
+        raise ValueError("expected a time of day as HH:MM, from 00:00 to 23:59")
+    return time(int(match["hour"]), int(match["minute"]))
+
+
+def parse_timezone(value: Any) -> str:
+    """`value` if it names an IANA time zone (`Europe/Berlin`, `UTC`); ValueError otherwise."""
+    if not isinstance(value, str) or not value or value.startswith(("/", ".")):
+        raise ValueError("expected an IANA time zone name such as Europe/Berlin or UTC")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone '{value}'; use an IANA name such as Europe/Berlin or UTC"
+        ) from None
+    return value
+
+
+def parse_day(value: Any) -> int:
+    """A weekday name (`mon`..`sun`, any case) as 0..6; ValueError otherwise."""
+    text = value.strip().lower()[:3] if isinstance(value, str) else ""
+    if text not in DAY_NAMES or (isinstance(value, str) and len(value.strip()) < 3):
+        raise ValueError("expected a weekday: " + ", ".join(DAY_NAMES))
+    return DAY_NAMES.index(text)

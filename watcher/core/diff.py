@@ -30,6 +30,8 @@ def session_ref(
         name=watched.name,
         labels=dict(watched.labels),
         url=url,
+        tags=snapshot.tags if snapshot else (),
+        model=snapshot.model if snapshot else None,
     )
 
 

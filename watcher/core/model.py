@@ -30,6 +30,16 @@ class EventType(StrEnum):
     DELETED = "session.deleted"
     API_UNAVAILABLE = "watcher.api_unavailable"
     API_RECOVERED = "watcher.api_recovered"
+    # Semantic events: the lifecycle of an agent session (watcher.core.lifecycle).
+    STARTED = "session.started"
+    FINISHED = "session.finished"
+    INTERRUPTED = "session.interrupted"
+    WAITING = "session.waiting"
+    STUCK = "session.stuck"
+    LONG_RUNNING = "session.long_running"
+    USAGE_CROSSED = "session.usage_crossed"
+    # Notifications held in quiet hours, released as one message per target.
+    DIGEST = "watcher.digest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +52,17 @@ class TokenUsage:
     cache_read_tokens: float = 0
     thinking_tokens: float = 0
     factory_credits: float | None = None
+
+    @property
+    def total_tokens(self) -> float:
+        """Every token counter added up (the API has no total of its own)."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_tokens
+            + self.cache_read_tokens
+            + self.thinking_tokens
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +80,10 @@ class Snapshot:
     computer_id: str | None = None
     tags: tuple[str, ...] = ()
     token_usage: TokenUsage | None = None
+    model: str | None = None
+    interaction_mode: str | None = None
+    autonomy_level: str | None = None
+    assistant_active_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +96,8 @@ class SessionRef:
     name: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     url: str | None = None
+    tags: tuple[str, ...] = ()
+    model: str | None = None
 
     @property
     def display_name(self) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 from watcher.core.model import Snapshot
 
@@ -18,9 +20,10 @@ class FetchFailureKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """200 with a readable session."""
+    """200 with a readable session; `body` is the decoded JSON it was read from (for records)."""
 
     snapshot: Snapshot
+    body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

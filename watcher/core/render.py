@@ -16,6 +16,7 @@ SECTION_TEXT_LIMIT = 3000
 TITLE_LIMIT = 150
 FIELD_LIMIT = 300
 ELLIPSIS = "…"
+DIGEST_LINES_SHOWN = 40  # 40 lines of at most ~300 characters stay far below Slack's limits
 
 
 def escape_slack(text: str) -> str:
@@ -50,6 +51,108 @@ def format_duration(seconds: float) -> str:
     return " ".join(parts)
 
 
+def short_duration(seconds: float) -> str:
+    """`900` -> `15m`, `5400` -> `1h 30m`: like `format_duration` without zero tails."""
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return " ".join(parts) or "0s"
+
+
+USAGE_UNITS = {
+    "factory_credits": "credits",
+    "total_tokens": "tokens in all",
+    "input_tokens": "input tokens",
+    "output_tokens": "output tokens",
+}
+
+
+def _number(value: object) -> str:
+    """`100.0` -> `100`, `1000000` -> `1,000,000`, `101.5` -> `101.5`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _inline(str(value))
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}".rstrip("0")
+
+
+def _lifecycle_headline(event: Event, name: str) -> str | None:
+    """Headlines of the semantic events; None for other types."""
+    data = event.data
+    kind = event.type
+    resolved = bool(data.get("resolved"))
+    lasted = short_duration(float(data.get("lasted_s", 0) or 0))
+    held = short_duration(float(data.get("for_s", 0) or 0))
+    reminder = " (reminder)" if data.get("reminder") else ""
+    if kind is EventType.STARTED:
+        return f":arrow_forward: {name} started running"
+    if kind is EventType.FINISHED:
+        unseen = " (the whole run happened between two polls)" if data.get("between_polls") else ""
+        return f":checkered_flag: {name} finished{unseen}"
+    if kind is EventType.INTERRUPTED:
+        return f":octagonal_sign: {name} was interrupted"
+    if kind is EventType.WAITING:
+        if resolved:
+            return f":white_check_mark: {name} is no longer waiting (waited {lasted})"
+        return f":hourglass: {name} has been waiting for {held}{reminder}"
+    if kind is EventType.STUCK:
+        if resolved:
+            return f":white_check_mark: {name} is making progress again (stuck for {lasted})"
+        return f":warning: {name} has made no progress for {held}{reminder}"
+    if kind is EventType.LONG_RUNNING:
+        if resolved:
+            return f":white_check_mark: {name} is no longer running (ran for {lasted})"
+        return f":stopwatch: {name} has been running for {held}{reminder}"
+    if kind is EventType.USAGE_CROSSED:
+        counter = str(data.get("counter", ""))
+        unit = USAGE_UNITS.get(counter, _inline(counter))
+        return (
+            f":moneybag: {name} crossed {_number(data.get('threshold'))} {unit} "
+            f"(now {_number(data.get('value'))})"
+        )
+    return None
+
+
+def _digest_items(event: Event) -> list[Event]:
+    """The held events a digest lists, rebuilt from its data for their headlines."""
+    items = event.data.get("items")
+    out: list[Event] = []
+    for item in items if isinstance(items, list) else []:
+        session = item.get("session") if isinstance(item, dict) else None
+        try:
+            kind = EventType(item["type"])
+            at = datetime.fromisoformat(str(item["occurred_at"]).replace("Z", "+00:00"))
+        except (KeyError, TypeError, ValueError):
+            continue
+        ref = None
+        if isinstance(session, dict):
+            ref = SessionRef(
+                id=str(session.get("id", "")),
+                title=str(session.get("title") or ""),
+                status=str(session.get("status") or ""),
+                name=session.get("name"),
+                url=session.get("url"),
+            )
+        data = item.get("data")
+        out.append(
+            Event(str(item.get("id")), kind, at, ref, data if isinstance(data, dict) else {})
+        )
+    return out
+
+
+def _digest_headline(event: Event) -> str:
+    window = _inline(str(event.data.get("window", "")))
+    count = event.data.get("count", 0)
+    return f":zzz: Quiet hours {window} are over: {count} notification(s) held"
+
+
+def digest_lines(event: Event) -> list[str]:
+    """One line per held notification of a digest, in order, with the time it happened."""
+    return [
+        f"• {item.occurred_at.strftime('%H:%M')} UTC {headline(item)}"
+        for item in _digest_items(event)
+    ]
+
+
 def _session_label(session: SessionRef) -> str:
     return _inline(session.display_name, TITLE_LIMIT)
 
@@ -61,14 +164,21 @@ def headline(event: Event) -> str:
         return f":warning: Factory API unavailable: {_inline(str(data.get('reason', '')))}"
     if event.type is EventType.API_RECOVERED:
         return ":white_check_mark: Factory API reachable again"
-    assert event.session is not None  # session events always carry their session
+    if event.type is EventType.DIGEST:
+        return _digest_headline(event)
+    if event.session is None:
+        return f"{event.type}"
     name = _session_label(event.session)
+    semantic = _lifecycle_headline(event, name)
+    if semantic is not None:
+        return semantic
     if event.type is EventType.DISCOVERED:
         return f":eyes: Now watching {name} ({_inline(event.session.status) or 'unknown'})"
     if event.type is EventType.STATUS_CHANGED:
         before, after = _inline(str(data.get("from"))), _inline(str(data.get("to")))
         if (before, after) == ("running", "idle"):
-            return f":checkered_flag: {name} finished its run (running → idle)"
+            # Finished or interrupted looks the same here; session.finished tells them apart.
+            return f":pause_button: {name} stopped running (running → idle)"
         return f":arrows_counterclockwise: {name} is now {after} (was {before})"
     if event.type is EventType.COMPLETED:
         took = format_duration(float(data.get("duration_s", 0)))
@@ -95,6 +205,16 @@ def render_slack(event: Event, rule: str) -> SlackMessage:
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION_TEXT_LIMIT)}}
     ]
+    if event.type is EventType.DIGEST:
+        lines = digest_lines(event)
+        if len(lines) > DIGEST_LINES_SHOWN:
+            # Slack refuses long messages; the webhook body still lists every item.
+            more = len(lines) - DIGEST_LINES_SHOWN
+            lines = [*lines[:DIGEST_LINES_SHOWN], f"… and {more} more"]
+        listing = truncate("\n".join(lines), SECTION_TEXT_LIMIT)
+        if listing:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": listing}})
+        text = "\n".join([text, *lines])
     session = event.session
     if session is not None:
         facts = [f"*Session:* {_link(session)}", f"*Status:* {_inline(session.status) or '?'}"]

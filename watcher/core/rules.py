@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from watcher.core.model import Event
+from watcher.core.model import Event, SessionRef
 from watcher.core.settings import Rule
 
 
@@ -41,7 +41,26 @@ def judge(rule: Rule, event: Event) -> Verdict:
         )
     if rule.to_status and not _any_glob(str(event.data.get("to", "")), rule.to_status):
         return Verdict(rule, False, f"to={event.data.get('to')!r} not in {list(rule.to_status)}")
-    session = event.session
+    return judge_session(rule, event.session)
+
+
+def judge_session(rule: Rule, session: SessionRef | None) -> Verdict:
+    """Decide whether the session conditions of `rule` (`when:` but from/to) hold for `session`."""
+    if rule.title_globs or rule.tags or rule.model_globs:
+        if session is None:
+            return Verdict(rule, False, "event concerns no session")
+        if rule.title_globs and not _any_glob(session.title, rule.title_globs):
+            return Verdict(
+                rule, False, f"title {session.title!r} matches none of {list(rule.title_globs)}"
+            )
+        if rule.tags and not set(rule.tags) & set(session.tags):
+            return Verdict(
+                rule, False, f"tags {list(session.tags)} include none of {list(rule.tags)}"
+            )
+        if rule.model_globs and not _any_glob(session.model or "", rule.model_globs):
+            return Verdict(
+                rule, False, f"model {session.model!r} matches none of {list(rule.model_globs)}"
+            )
     if rule.session_globs or rule.labels:
         if session is None:
             return Verdict(rule, False, "event concerns no session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -104,8 +104,27 @@ Target = SlackTarget | SlackWebhookTarget | WebhookTarget
 
 
 @dataclass(frozen=True, slots=True)
+class QuietHours:
+    """A daily window of local wall-clock time in which notifications are held for a digest.
+
+    `days` are the weekdays (0 = Monday) on which a window starts; a window whose
+    `end` is not after its `start` ends on the next day.
+    """
+
+    name: str
+    start: time
+    end: time
+    timezone: str = "UTC"
+    days: frozenset[int] = frozenset(range(7))
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
-    """Routes matching events to targets; absent conditions match anything."""
+    """Routes matching events to targets; absent conditions match anything.
+
+    `hold_for` is the YAML key `for`: how long a condition event (waiting,
+    stuck, long_running) must hold before it fires.
+    """
 
     name: str
     on: tuple[str, ...]
@@ -114,6 +133,17 @@ class Rule:
     to_status: tuple[str, ...] = ()
     session_globs: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    title_globs: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    model_globs: tuple[str, ...] = ()
+    settle: timedelta | None = None
+    hold_for: timedelta | None = None
+    cooldown: timedelta | None = None
+    repeat: timedelta | None = None
+    resolved: bool = False
+    urgent: bool = False
+    threshold: Mapping[str, float] = field(default_factory=dict)
+    quiet_hours: str | None = None
 
 
 class LogFormat(StrEnum):
@@ -150,6 +180,8 @@ class Settings:
     source: Path | None = None
     http: HttpSettings | None = None
     log_format: LogFormat = LogFormat.TEXT
+    quiet_hours: Mapping[str, QuietHours] = field(default_factory=dict)
+    record_path: Path | None = None
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret value in the configuration, for redaction."""

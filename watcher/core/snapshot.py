@@ -110,6 +110,17 @@ def _token_number(raw: Mapping[str, Any], key: str, name: str) -> int | float | 
     return value
 
 
+def _optional_number(payload: Mapping[str, Any], key: str) -> int | float | None:
+    """An optional counter: absent or mistyped reads as unknown; NaN or huge is an error."""
+    value = payload.get(key)
+    if not _is_number(value):
+        return None
+    _finite(value, key)
+    if abs(value) > MAX_COUNT:
+        raise SnapshotError(f"{key} out of range")
+    return value
+
+
 def _token_usage(raw: Any, name: str) -> TokenUsage | None:
     if not isinstance(raw, Mapping):
         return None
@@ -152,6 +163,10 @@ def parse_snapshot(payload: Any) -> Snapshot:
         computer_id=_optional_str(payload, "computerId"),
         tags=_tags(settings),
         token_usage=_token_usage(settings.get("tokenUsage"), "tokenUsage"),
+        model=_optional_str(settings, "model"),
+        interaction_mode=_optional_str(settings, "interactionMode"),
+        autonomy_level=_optional_str(settings, "autonomyLevel"),
+        assistant_active_ms=_optional_number(settings, "assistantActiveTimeMs"),
     )
 
 
@@ -186,4 +201,8 @@ def snapshot_from_dict(data: Mapping[str, Any]) -> Snapshot:
         computer_id=_stored_text(data.get("computer_id")),
         tags=tuple(_stored_text(tag) for tag in data.get("tags", ())),
         token_usage=None if usage is None else TokenUsage(**usage),
+        model=data.get("model"),
+        interaction_mode=data.get("interaction_mode"),
+        autonomy_level=data.get("autonomy_level"),
+        assistant_active_ms=data.get("assistant_active_ms"),
     )

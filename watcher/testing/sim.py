@@ -85,6 +85,9 @@ class SimSession:
     archived_at: str | None = None
     tags: tuple[SimTag, ...] = ()
     deleted: bool = False
+    interaction_mode: str | None = None
+    autonomy_level: str | None = None
+    assistant_active_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,12 @@ def session_body(session: SimSession) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     if session.model is not None:
         settings["model"] = session.model
+    if session.interaction_mode is not None:
+        settings["interactionMode"] = session.interaction_mode
+    if session.autonomy_level is not None:
+        settings["autonomyLevel"] = session.autonomy_level
+    if session.assistant_active_ms is not None:
+        settings["assistantActiveTimeMs"] = session.assistant_active_ms
     if session.token_usage is not None:
         settings["tokenUsage"] = _token_usage_body(session.token_usage)
     if session.inclusive_token_usage is not None:
@@ -395,6 +404,9 @@ class FactorySimulator(LoopbackServer):
         token_usage: TokenUsage | _Unset | None = _UNSET,
         inclusive_token_usage: TokenUsage | _Unset | None = _UNSET,
         tags: Sequence[SimTag | str] | _Unset = _UNSET,
+        interaction_mode: str | _Unset | None = _UNSET,
+        autonomy_level: str | _Unset | None = _UNSET,
+        assistant_active_ms: float | _Unset | None = _UNSET,
         completed: bool = False,
         archived: bool | None = None,
     ) -> SimSession:
@@ -420,6 +432,13 @@ class FactorySimulator(LoopbackServer):
             changes["inclusive_token_usage"] = inclusive_token_usage
         if not isinstance(tags, _Unset):
             changes["tags"] = _as_tags(tags)
+        for key, value in (
+            ("interaction_mode", interaction_mode),
+            ("autonomy_level", autonomy_level),
+            ("assistant_active_ms", assistant_active_ms),
+        ):
+            if not isinstance(value, _Unset):
+                changes[key] = value
         return self._mutate(
             session_id,
             lambda s, now_ms: replace(

@@ -1,0 +1,144 @@
+"""The store's rule state: memory, held digests, mutes and decisions, committed with polls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.core.factories import T0, event, ref, snap
+from watcher.core.lifecycle import Track
+from watcher.core.model import EventType
+from watcher.core.rules import Route
+from watcher.core.rulestate import (
+    Decision,
+    Episode,
+    Evaluation,
+    Held,
+    Mute,
+    MuteKind,
+    Observation,
+    Outcome,
+    RuleMemory,
+    SessionMemory,
+    Settling,
+    evaluate,
+)
+from watcher.core.settings import Rule
+from watcher.store import SqliteStore, memory_from_json, memory_to_json
+
+M = timedelta(minutes=1)
+S = timedelta(seconds=1)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """A store in a fresh file."""
+    opened = SqliteStore(tmp_path / "state.db")
+    yield opened
+    opened.close()
+
+
+FINISHED = event(EventType.FINISHED, id="evt_f", data={"between_polls": False})
+MEMORY = SessionMemory(
+    Track("idle", T0, T0 - M, 4, T0),
+    {
+        "done": RuleMemory(
+            settling=(Settling(FINISHED, 4, T0 + M),),
+            episodes={"session.stuck": Episode(T0 - 20 * M, 2)},
+            crossed=frozenset({"factory_credits>=100"}),
+            last_sent=T0 - M,
+        )
+    },
+)
+
+
+def test_memory_survives_serialisation() -> None:
+    """Track, settling events, episodes, crossed thresholds and the last send round-trip."""
+    assert memory_from_json(memory_to_json(MEMORY)) == MEMORY
+
+
+def test_a_poll_commits_its_state_events_routes_memory_and_held_together(
+    store: SqliteStore,
+) -> None:
+    """One record call stores all of it; wake_at makes the session due for the timer."""
+    held = event(EventType.STARTED, id="evt_s", data={})
+    evaluation = Evaluation(
+        memory=MEMORY,
+        decisions=(
+            Decision("done", FINISHED, Outcome.SETTLING, "settling"),
+            Decision("begin", held, Outcome.HELD, "quiet", ("t",), T0 + 60 * M),
+        ),
+        held=(Held("t", "night", T0 + 60 * M, held, "begin"),),
+        wake_at=T0 + M,
+    )
+    store.record("s1", snap(), [FINISHED, held], [], T0, evaluation=evaluation)
+    assert store.load_memory("s1") == MEMORY
+    assert store.due_sessions(T0) == []
+    assert store.due_sessions(T0 + M) == ["s1"]
+    assert store.next_wake() == T0 + M
+    assert store.due_held(T0 + 59 * M) == []
+    [row] = store.due_held(T0 + 60 * M)
+    assert (row.held.target, row.held.window, row.held.event.id) == ("t", "night", "evt_s")
+    assert [d.outcome for d in store.recent_decisions("s1")] == [Outcome.SETTLING, Outcome.HELD]
+    assert [e.id for e in store.recent_events("s1")] == ["evt_f", "evt_s"]
+    digest = event(EventType.DIGEST, id="evt_d", session=None, data={})
+    assert store.release_digests([(digest, Route("quiet_hours:night", "t"))], [row.id], T0) == 1
+    assert store.held_count() == 0
+
+
+def test_mutes_are_listed_while_in_force_and_removed_by_kind(store: SqliteStore) -> None:
+    """An expired mute is not in force; unmute removes only the named kind and value."""
+    store.add_mute(Mute(MuteKind.SESSION, "s1", T0 + M, "deploy"), T0)
+    store.add_mute(Mute(MuteKind.RULE, "s1"), T0)
+    assert [(m.kind, m.reason) for m in store.active_mutes(T0)] == [
+        (MuteKind.SESSION, "deploy"),
+        (MuteKind.RULE, ""),
+    ]
+    assert [m.kind for m in store.active_mutes(T0 + M)] == [MuteKind.RULE]
+    assert store.remove_mutes(MuteKind.SESSION, "s1") == 1
+    assert store.remove_mutes(MuteKind.SESSION, "s1") == 0
+    assert [m.kind for m in store.active_mutes(T0)] == [MuteKind.RULE]
+
+
+def test_decisions_are_capped_per_session(store: SqliteStore) -> None:
+    """Only the latest decisions of a session are kept, so the log cannot grow without end."""
+    for n in range(260):
+        decision = Decision("r", event(id=f"e{n}", session=ref()), Outcome.UNMATCHED, f"n{n}")
+        store.record_evaluation(
+            "s1", Evaluation(SessionMemory(), decisions=(decision,)), T0 + n * M
+        )
+    kept = store.recent_decisions("s1", limit=1000)
+    assert len(kept) == 200
+    assert kept[-1].reason == "n259"
+
+
+def test_unreadable_memory_starts_afresh(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt rule-memory row reads as empty memory, with a warning, instead of failing polls."""
+    store._db.execute("INSERT INTO rule_memory(session_id, memory) VALUES ('s1', '{\"x\": 1}')")
+    assert store.load_memory("s1") == SessionMemory()
+    assert "rule memory of s1 is unreadable" in caplog.text
+
+
+def test_memory_from_an_evaluation_compares_equal_after_the_store(store: SqliteStore) -> None:
+    """Times are kept in whole milliseconds, so an unchanged poll finds nothing to write."""
+    rules = [
+        Rule("stuck", ("session.stuck",), ("t",), hold_for=5 * M, repeat=M),
+        Rule("stopped", ("session.interrupted",), ("t",), settle=timedelta(seconds=30)),
+    ]
+    running = snap(status="running")
+    now = T0 + timedelta(microseconds=123_456)
+    first = evaluate(rules, {}, [], SessionMemory(), ref(), now, Observation(None, running))
+    idle = snap(status="idle", updated_at=T0 + M)
+    now += timedelta(seconds=7, microseconds=777)
+    second = evaluate(rules, {}, [], first.memory, ref(), now, Observation(running, idle))
+    store.record("s1", idle, [], [], now, evaluation=second)
+    loaded = store.load_memory("s1")
+    assert loaded == second.memory
+    again = evaluate(rules, {}, [], loaded, ref(), now + 10 * S, Observation(idle, idle))
+    assert again.memory == loaded
+    assert again.decisions == ()

@@ -1,0 +1,68 @@
+"""Warnings about a valid config: rules that can never fire, targets and windows nothing uses.
+
+These do not stop the watcher (`check` still exits 0); they point at likely mistakes.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from watcher.core.settings import Rule, Settings
+
+
+def _session_conditions(rule: Rule) -> bool:
+    return bool(
+        rule.session_globs or rule.labels or rule.title_globs or rule.tags or rule.model_globs
+    )
+
+
+def rule_warnings(rule: Rule, settings: Settings) -> list[str]:
+    """Why `rule` can never fire, or does less than it says; empty when nothing looks wrong."""
+    found: list[str] = []
+    where = f"rule '{rule.name}'"
+    if all(kind.startswith("watcher.") for kind in rule.on) and _session_conditions(rule):
+        found.append(
+            f"{where} can never fire: {', '.join(rule.on)} concern no session, "
+            "but the rule has session conditions under 'when'"
+        )
+    same = rule.from_status == rule.to_status and len(rule.from_status) == 1
+    if same and not any(c in rule.from_status[0] for c in "*?["):
+        status = rule.from_status[0]
+        found.append(
+            f"{where} can never fire: a status change never goes from '{status}' to '{status}'"
+        )
+    if settings.sessions and rule.session_globs:
+        names = [n for w in settings.sessions for n in (w.id, w.name) if n]
+        if not any(fnmatchcase(n, g) for n in names for g in rule.session_globs):
+            found.append(
+                f"{where} can never fire for the configured sessions: 'when.session' "
+                f"{list(rule.session_globs)} matches none of them"
+            )
+    if (
+        settings.sessions
+        and rule.labels
+        and not any(
+            all(w.labels.get(k) == v for k, v in rule.labels.items()) for w in settings.sessions
+        )
+    ):
+        found.append(
+            f"{where} can never fire for the configured sessions: no session has the "
+            f"labels {dict(rule.labels)}"
+        )
+    if rule.urgent and rule.quiet_hours:
+        found.append(f"{where} is urgent, so its 'quiet_hours' has no effect")
+    return found
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """Every warning about `settings`, rules first, in file order."""
+    found = [w for rule in settings.rules for w in rule_warnings(rule, settings)]
+    used_targets = {t for rule in settings.rules for t in rule.notify}
+    for name in settings.targets:
+        if name not in used_targets:
+            found.append(f"target '{name}' is not used by any rule")
+    used_windows = {rule.quiet_hours for rule in settings.rules}
+    for name in settings.quiet_hours:
+        if name not in used_windows:
+            found.append(f"quiet-hours window '{name}' is not used by any rule")
+    return found
