@@ -92,13 +92,26 @@ async def test_faults_are_retryable(
     retry_after: timedelta | None,
 ) -> None:
     """Every server or network fault is a retryable failure, never a snapshot."""
-    sim.faults.add(FaultRule(fault, "/api/v0/sessions/s1", retry_after="7", stall_seconds=5))
+    # aiohttp resends an idempotent request once after a reset (RFC 9112 9.3.1),
+    # so a reset must happen twice in a row to fail a poll.
+    times = 2 if fault is Fault.RESET else 1
+    sim.faults.add(
+        FaultRule(fault, "/api/v0/sessions/s1", times=times, retry_after="7", stall_seconds=5)
+    )
     result = await client.fetch_session("s1")
     assert isinstance(result, FetchFailed)
     assert result.kind is FetchFailureKind.RETRYABLE
     assert reason in result.reason
     assert result.retry_after == retry_after
     assert isinstance(await client.fetch_session("s1"), Fetched)  # the fault was one-off
+
+
+@pytest.mark.anyio
+async def test_one_reset_is_resent_once(client: FactoryClient, sim: FactorySimulator) -> None:
+    """A single connection reset costs one resend of the GET, not a failed poll."""
+    sim.faults.add(FaultRule(Fault.RESET, "/api/v0/sessions/s1"))
+    assert isinstance(await client.fetch_session("s1"), Fetched)
+    wait_for(lambda: sim.request_count("s1") == 2, what="the resent request to be logged")
 
 
 @pytest.mark.anyio

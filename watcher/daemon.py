@@ -23,7 +23,15 @@ from watcher.api import FactoryClient, SessionSource
 from watcher.core.diff import diff_states, session_ref, state_changed
 from watcher.core.health import ApiHealth, ApiState, observe
 from watcher.core.model import Event, Gone, SessionState, Snapshot
-from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
+from watcher.core.poll import (
+    Answer,
+    Fetched,
+    FetchFailed,
+    FetchFailureKind,
+    FetchResult,
+    NotFound,
+    Unchanged,
+)
 from watcher.core.retry import poll_backoff
 from watcher.core.rules import Route, route
 from watcher.core.schedule import poll_timing
@@ -151,6 +159,11 @@ class Watcher:
         self.stats = WatcherStats()
         self._watched: dict[str, WatchedSession] = {w.id: w for w in settings.sessions}
         self._in_flight: set[str] = set()
+        # The digest of the last body each session's stored state was derived
+        # from. An identical body cannot change that state, so it skips parsing,
+        # diffing and the database. Empty at start: the first poll after a start
+        # always compares with the stored snapshot (catch-up after downtime).
+        self._digests: dict[str, bytes] = {}
         # Failed polls back off per session; an API 429 with Retry-After pauses all.
         self._failures: dict[str, int] = {}
         self._paused_until: dict[str, datetime] = {}
@@ -189,21 +202,31 @@ class Watcher:
         watched = self._watched.get(session_id)
         if watched is None:
             return PollReport(session_id)
-        result = await self.source.fetch_session(session_id)
+        known = None if dry_run else self._digests.get(session_id)
+        answer = await self.source.fetch_session(session_id, known=known)
+        now = self.clock()
+        if isinstance(answer, Unchanged):
+            return await self._unchanged(session_id, answer, now)
+        result: FetchResult = answer
         if isinstance(result, FetchFailed):
             result = replace(result, reason=self.redact(result.reason))
-        now = self.clock()
         settings = self.settings
-        report = await self.db(
-            apply_poll,
-            self.store,
-            settings.rules,
-            settings.factory.session_url,
-            watched,
-            result,
-            now,
-            dry_run=dry_run,
-        )
+        try:
+            report = await self.db(
+                apply_poll,
+                self.store,
+                settings.rules,
+                settings.factory.session_url,
+                watched,
+                result,
+                now,
+                dry_run=dry_run,
+            )
+        except BaseException:
+            self._digests.pop(session_id, None)  # the stored state is no longer known
+            raise
+        if not dry_run:
+            self._remember(session_id, result)
         self.stats.polls += 1
         self.stats.last_poll_at = now
         if report.failure is not None:
@@ -231,6 +254,26 @@ class Watcher:
                 self.delivery.wake(report.targets)
         return report
 
+    def _remember(self, session_id: str, result: FetchResult) -> None:
+        """After a poll went the full path: which body the stored state now comes from."""
+        if isinstance(result, Fetched) and result.digest is not None:
+            self._digests[session_id] = result.digest
+        elif not isinstance(result, FetchFailed):
+            # A 404 stores `Gone`: the same body coming back is a change again.
+            self._digests.pop(session_id, None)
+
+    async def _unchanged(self, session_id: str, answer: Unchanged, now: datetime) -> PollReport:
+        """The hot path: the body is the one the stored state came from. Nothing to do
+        but count it, on the event loop, with no database call and no thread hop.
+        """
+        self.stats.polls += 1
+        self.stats.last_poll_at = now
+        if self._failures and self._failures.pop(session_id, None) is not None:
+            self._paused_until.pop(session_id, None)
+        # Folds the success into the API's health; returns at once while it is up.
+        await self._observe_health(answer, now)
+        return PollReport(session_id)
+
     def _back_off(self, watched: WatchedSession, failure: FetchFailed, now: datetime) -> None:
         failures = self._failures.get(watched.id, 0) + 1
         self._failures[watched.id] = failures
@@ -251,7 +294,7 @@ class Watcher:
         until = self._paused_until.get(session_id)
         return until is None or now >= until
 
-    async def _observe_health(self, result: FetchResult, now: datetime) -> None:
+    async def _observe_health(self, result: Answer, now: datetime) -> None:
         failed = isinstance(result, FetchFailed)
         if not failed and self.health.state is ApiState.UP:
             return  # the hot path: nothing to fold in
@@ -479,6 +522,7 @@ class Watcher:
         self.delivery.set_targets(new.targets, self.notifiers)
         watched = {w.id: w for w in new.sessions}
         for session_id in set(self._watched) - set(watched):
+            self._digests.pop(session_id, None)
             if self._scheduler is not None and self._scheduler.get_job(session_id):
                 self._scheduler.remove_job(session_id)
         changed = [

@@ -18,9 +18,10 @@ class FetchFailureKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """200 with a readable session."""
+    """200 with a readable session; `digest` fingerprints the body it was read from."""
 
     snapshot: Snapshot
+    digest: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,4 +39,12 @@ class FetchFailed:
     status: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """200 whose body has the digest the caller already knew: nothing to parse or diff."""
+
+    digest: bytes
+
+
 FetchResult = Fetched | NotFound | FetchFailed
+Answer = FetchResult | Unchanged  # what a source may answer when told the last known body
