@@ -10,8 +10,8 @@ import pytest
 
 from tests.core.factories import T0
 from tests.rig import wait_for
-from watcher.api import FactoryClient, classify_response
-from watcher.core.poll import Fetched, FetchFailed, FetchFailureKind, NotFound
+from watcher.api import FactoryClient, body_digest, classify_response
+from watcher.core.poll import Fetched, FetchFailed, FetchFailureKind, NotFound, Unchanged
 from watcher.core.secret import Secret
 from watcher.testing.fakehttp import Fault, FaultRule
 from watcher.testing.sim import FactorySimulator
@@ -161,3 +161,36 @@ def test_classify_response(
     assert result.reason.startswith(reason)
     if "Retry-After" in headers:
         assert result.retry_after == timedelta(seconds=60)
+
+
+@pytest.mark.anyio
+async def test_known_body_comes_back_unchanged(
+    client: FactoryClient, sim: FactorySimulator
+) -> None:
+    """The same body as the known digest is Unchanged; any other body is read in full."""
+    first = await client.fetch_session("s1")
+    assert isinstance(first, Fetched)
+    assert first.digest is not None
+    again = await client.fetch_session("s1", known=first.digest)
+    assert again == Unchanged(first.digest)
+    assert isinstance(await client.fetch_session("s1", known=b"other"), Fetched)
+    sim.complete_run("s1")
+    changed = await client.fetch_session("s1", known=first.digest)
+    assert isinstance(changed, Fetched)
+    assert changed.digest not in (None, first.digest)
+    assert changed.snapshot.status == "idle"
+
+
+@pytest.mark.anyio
+async def test_errors_are_never_unchanged(client: FactoryClient, sim: FactorySimulator) -> None:
+    """Only a 200 can be Unchanged: an error body repeated is still a failure."""
+    sim.faults.add(FaultRule(Fault.HTTP_503, "/api/v0/sessions/s1", times=2))
+    first = await client.fetch_session("s1")
+    assert isinstance(first, FetchFailed)
+    assert isinstance(await client.fetch_session("s1", known=body_digest(b"")), FetchFailed)
+
+
+def test_body_digest_tells_bodies_apart() -> None:
+    """Equal bodies share a digest; a one-byte difference does not."""
+    assert body_digest(b'{"a": 1}') == body_digest(b'{"a": 1}')
+    assert body_digest(b'{"a": 1}') != body_digest(b'{"a": 2}')

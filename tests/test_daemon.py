@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,9 +12,13 @@ import anyio
 import pytest
 
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
+from watcher.api import FactoryClient
+from watcher.core.model import Event, SessionState
+from watcher.core.poll import Answer, NotFound
+from watcher.core.rules import Route
 from watcher.core.settings import Rule, Settings, WatchedSession
-from watcher.daemon import STALL_AFTER, Watcher
-from watcher.store import OutboxStatus
+from watcher.daemon import STALL_AFTER, P, R, Watcher
+from watcher.store import OutboxStatus, SqliteStore
 from watcher.systemd import ProgressWatchdog
 from watcher.testing.fakehttp import Fault, FaultRule
 
@@ -400,3 +404,167 @@ async def test_a_watcher_without_targets_stays_healthy_and_can_gain_one(rig: Rig
             tg.start_soon(drive)
             await watcher.run(handle_signals=False)
     assert "finished its run" in rig.slack.messages[0].text
+
+
+class CountingStore(SqliteStore):
+    """The real SQLite store, counting the reads and writes of the poll path."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.loads = 0
+        self.records = 0
+
+    def load_state(self, session_id: str) -> SessionState | None:
+        self.loads += 1
+        return super().load_state(session_id)
+
+    def record(
+        self,
+        session_id: str,
+        state: SessionState,
+        events: Sequence[Event],
+        routes: Sequence[tuple[Event, Route]],
+        now: datetime,
+    ) -> int:
+        self.records += 1
+        return super().record(session_id, state, events, routes, now)
+
+
+class CountingSource:
+    """The real API client, noting what each poll came back as."""
+
+    def __init__(self, inner: FactoryClient) -> None:
+        self.inner = inner
+        self.answers: list[str] = []
+        self.vanish_once = False  # answer the next poll with a 404, as a deleted session would
+
+    async def fetch_session(self, session_id: str, *, known: bytes | None = None) -> Answer:
+        answer: Answer
+        if self.vanish_once:
+            self.vanish_once = False
+            answer = NotFound()
+        else:
+            answer = await self.inner.fetch_session(session_id, known=known)
+        self.answers.append(type(answer).__name__)
+        return answer
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class CountingWatcher(Watcher):
+    """The real watcher, counting its hops to the database thread."""
+
+    hops = 0
+
+    async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        self.hops += 1
+        return await super().db(fn, *args, **kwargs)
+
+
+def counting_watcher(settings: Settings) -> tuple[CountingWatcher, CountingStore, CountingSource]:
+    """A watcher over a counting store and source, both real underneath."""
+    store = CountingStore(settings.state_path)
+    factory = settings.factory
+    source = CountingSource(FactoryClient(factory.base_url, factory.api_key, concurrency=4))
+    return CountingWatcher(settings, source=source, store=store), store, source
+
+
+@pytest.mark.anyio
+async def test_identical_body_skips_parsing_diffing_and_the_database(rig: Rig) -> None:
+    """An unchanged answer touches neither the store nor its thread; a changed one does."""
+    settings = rig.with_sessions("s1")
+    watcher, store, source = counting_watcher(settings)
+    try:
+        await watcher.poll("s1")  # first sight: read and stored
+        assert (source.answers, store.loads, store.records) == (["Fetched"], 1, 1)
+        hops = watcher.hops
+        for _ in range(3):
+            report = await watcher.poll("s1")
+            assert report.events == ()
+        assert source.answers[1:] == ["Unchanged"] * 3
+        assert (store.loads, store.records, watcher.hops) == (1, 1, hops)
+        assert watcher.stats.polls == 4
+
+        rig.sim.complete_run("s1")
+        report = await watcher.poll("s1")
+        assert source.answers[-1] == "Fetched"
+        assert {e.type for e in report.events} >= {"session.completed"}
+        assert (store.loads, store.records) == (2, 2)
+        await watcher.poll("s1")
+        assert source.answers[-1] == "Unchanged"
+        assert (store.loads, store.records) == (2, 2)
+    finally:
+        await watcher.aclose()
+        store.close()
+
+
+@pytest.mark.anyio
+async def test_first_poll_after_a_restart_compares_with_the_stored_snapshot(rig: Rig) -> None:
+    """A fresh process goes the full path once, so a change made while it was down is found."""
+    settings = rig.with_sessions("s1", "s2")
+    before, store, _ = counting_watcher(settings)
+    try:
+        await before.poll_all()
+    finally:
+        await before.aclose()
+        store.close()
+    rig.sim.complete_run("s1")  # while no watcher runs; s2 stays as it was
+
+    after, store, source = counting_watcher(settings)
+    try:
+        reports = {r.session_id: r for r in await after.poll_all()}
+        assert source.answers == ["Fetched", "Fetched"]
+        assert store.loads == 2
+        assert {e.type for e in reports["s1"].events} >= {"session.completed"}
+        assert reports["s2"].events == ()
+        assert store.records == 1  # only s1 changed
+        await after.poll_all()
+        assert source.answers[2:] == ["Unchanged", "Unchanged"]
+        assert (store.loads, store.records) == (2, 1)
+        await after.deliver_due()
+    finally:
+        await after.aclose()
+        store.close()
+    assert webhook_types(rig) == [("session.completed", "s1")]
+
+
+@pytest.mark.anyio
+async def test_a_failed_poll_keeps_the_known_body_and_clears_backoff(rig: Rig) -> None:
+    """After a failure, an unchanged answer ends the backoff without a database call."""
+    settings = rig.with_sessions("s1")
+    watcher, store, source = counting_watcher(settings)
+    try:
+        await watcher.poll("s1")
+        rig.sim.faults.add(FaultRule(Fault.HTTP_503, "/api/v0/sessions/s1"))
+        failed = await watcher.poll("s1")
+        assert failed.failure is not None
+        assert not watcher.poll_allowed("s1", datetime.now(UTC))
+        await watcher.poll("s1")
+        assert source.answers[-1] == "Unchanged"
+        assert watcher.poll_allowed("s1", datetime.now(UTC))
+        assert (store.loads, store.records) == (1, 1)
+    finally:
+        await watcher.aclose()
+        store.close()
+
+
+@pytest.mark.anyio
+async def test_after_a_404_the_same_body_is_a_change_again(rig: Rig) -> None:
+    """A 404 stores Gone and forgets the body; dry runs never trust a known body."""
+    settings = rig.with_sessions("s1")
+    watcher, store, source = counting_watcher(settings)
+    try:
+        await watcher.poll("s1")
+        await watcher.poll("s1", dry_run=True)
+        assert source.answers[-1] == "Fetched"
+        source.vanish_once = True
+        report = await watcher.poll("s1")
+        assert [e.type for e in report.events] == ["session.deleted"]
+        report = await watcher.poll("s1")  # the old body again: back from the dead
+        assert source.answers[-1] == "Fetched"
+        assert [e.type for e in report.events] == ["session.discovered"]
+        assert store.records == 3
+    finally:
+        await watcher.aclose()
+        store.close()

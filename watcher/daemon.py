@@ -130,12 +130,13 @@ class Watcher:
         rng: random.Random | None = None,
         reload: Callable[[], Settings] | None = None,
         systemd: SystemdNotifier | None = None,
+        store: SqliteStore | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self._rng = rng or random.Random()
         self._reload_settings = reload
-        self.store = SqliteStore(settings.state_path)
+        self.store = store or SqliteStore(settings.state_path)
         self.source: SessionSource = source or self._client(settings)
         self.notifiers: dict[str, Notifier] = dict(
             notifiers or {name: build_notifier(t) for name, t in settings.targets.items()}
