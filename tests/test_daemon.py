@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -566,5 +567,49 @@ async def test_after_a_404_the_same_body_is_a_change_again(rig: Rig) -> None:
         assert [e.type for e in report.events] == ["session.discovered"]
         assert store.records == 3
     finally:
+        await watcher.aclose()
+        store.close()
+
+
+class HeldStore(SqliteStore):
+    """The real store, whose reads can be held in the database thread on demand."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.release = threading.Event()
+        self.release.set()
+        self.holding = threading.Event()
+
+    def load_state(self, session_id: str) -> SessionState | None:
+        if not self.release.is_set():
+            self.holding.set()
+            self.release.wait(10)
+        return super().load_state(session_id)
+
+
+@pytest.mark.anyio
+async def test_delivery_does_not_wait_for_the_polls_database_thread(rig: Rig) -> None:
+    """With a poll stuck in its database call, queued notifications still go out."""
+    settings = rig.with_sessions("s1", "s2")
+    store = HeldStore(settings.state_path)
+    watcher = Watcher(settings, store=store)
+    try:
+        await watcher.poll_all()
+        rig.sim.complete_run("s1")
+        await watcher.poll("s1")  # queues session.completed for ci, finished for Slack
+        rig.sim.complete_run("s2")
+        store.release.clear()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watcher.poll, "s2")
+                await anyio.to_thread.run_sync(store.holding.wait)
+                delivered = await watcher.deliver_due()
+                assert rig.receiver.requests  # sent while the poll's thread was held
+                store.release.set()
+        assert delivered == 2
+        assert webhook_types(rig) == [("session.completed", "s1")]
+        assert len(rig.slack.messages) == 1
+    finally:
+        store.release.set()
         await watcher.aclose()
         store.close()

@@ -143,16 +143,23 @@ class Watcher:
         )
         self._retired: list[Notifier | SessionSource] = []
         self._db_limiter = anyio.CapacityLimiter(1)
+        # Delivery has its own connection and database thread: SQLite in WAL mode
+        # lets it read and mark rows while polls commit, so a burst of sends never
+        # queues behind polls (writes still take turns on SQLite's write lock).
+        self._delivery_store = (
+            self.store if self.store.path == ":memory:" else SqliteStore(self.store.path)
+        )
+        self._delivery_limiter = anyio.CapacityLimiter(1)
         self.systemd = systemd or SystemdNotifier.from_env()
         self.progress = ProgressWatchdog(STALL_AFTER)
         for component in ("scheduler", "delivery"):
             self.progress.register(component, time.monotonic())
         self._status_note = ""
         self.delivery = DeliveryWorker(
-            self.store,
+            self._delivery_store,
             clock=clock,
             jitter=self._rng.random,
-            db=self.db,
+            db=self._delivery_db,
             on_progress=lambda: self.progress.beat("delivery", time.monotonic()),
             redact=self.redact,
         )
@@ -194,6 +201,12 @@ class Watcher:
         """Run a store call in the single database thread, off the event loop."""
         return await anyio.to_thread.run_sync(
             partial(fn, *args, **kwargs), limiter=self._db_limiter
+        )
+
+    async def _delivery_db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a store call of the outbox worker in its own database thread."""
+        return await anyio.to_thread.run_sync(
+            partial(fn, *args, **kwargs), limiter=self._delivery_limiter
         )
 
     # --- polling -------------------------------------------------------------------
@@ -543,6 +556,8 @@ class Watcher:
                 except Exception:  # closing must not hide the real outcome
                     log.debug("closing %r failed", closable, exc_info=True)
             self._retired.clear()
+            if self._delivery_store is not self.store:
+                self._delivery_store.close()
 
     def store_counts(self) -> Mapping[OutboxStatus, int]:
         """Outbox depth by status."""
