@@ -54,6 +54,7 @@ class World:
 
     def reset(self) -> None:
         self.gets = 0
+        self.gets_by_prefix: dict[str, int] = {}
         self.lists = 0
         self.hooks = 0
         self.hook_latencies: list[float] = []
@@ -141,8 +142,11 @@ def build_app(world: World) -> web.Application:
 
     async def get_session(request: web.Request) -> web.Response:
         world.gets += 1
+        sid = request.match_info["sid"]
+        prefix = sid.split("-", 1)[0]
+        world.gets_by_prefix[prefix] = world.gets_by_prefix.get(prefix, 0) + 1
         await _wait(world)
-        body = world.bodies.get(request.match_info["sid"])
+        body = world.bodies.get(sid)
         if body is None:
             return web.json_response(
                 {"detail": "Session not found", "status": 404, "title": "Not Found"}, status=404
@@ -216,6 +220,7 @@ def build_app(world: World) -> web.Application:
             usage = resource.getrusage(resource.RUSAGE_SELF)
             result = {
                 "gets": world.gets,
+                "gets_by_prefix": world.gets_by_prefix,
                 "lists": world.lists,
                 "hooks": world.hooks,
                 "duplicates": world.duplicates,

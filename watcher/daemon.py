@@ -9,7 +9,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import ParamSpec, TypeVar
 
@@ -43,6 +43,7 @@ from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
 from watcher.store import OutboxStatus, SqliteStore, Store
 from watcher.systemd import ProgressWatchdog, SystemdNotifier
+from watcher.timetable import Timetable
 
 log = logging.getLogger("watcher.daemon")
 
@@ -178,7 +179,13 @@ class Watcher:
         self._api_paused_until: datetime | None = None
         self._stop = anyio.Event()
         self._stopping = False
-        self._scheduler: AsyncIOScheduler | None = None
+        self._scheduler: AsyncIOScheduler | None = None  # the daemon's own periodic jobs
+        self.timetable = Timetable(  # session polls
+            self._tick,
+            jitter=self._rng.random,
+            on_cycle=self._timetable_cycled,
+        )
+        self._timetable_cycle = time.monotonic()
         self._queue: MemoryObjectSendStream[str] | None = None
         self._work_scope: anyio.CancelScope | None = None
         self._supervisor_scope: anyio.CancelScope | None = None
@@ -342,11 +349,12 @@ class Watcher:
             if new:
                 self.delivery.wake({r.target for _, r in routes})
 
-    async def _tick(self, session_id: str) -> None:
-        """APScheduler job: queue a poll unless one is already queued or running."""
+    def _tick(self, session_id: str) -> None:
+        """A session fell due: queue a poll unless one is already queued or running."""
         if self._stopping or self._queue is None or session_id in self._in_flight:
             return
-        if not self.poll_allowed(session_id, self.clock()):
+        paused = self._paused_until or self._api_paused_until is not None
+        if paused and not self.poll_allowed(session_id, self.clock()):
             return
         try:
             self._queue.send_nowait(session_id)
@@ -366,22 +374,10 @@ class Watcher:
                     self._in_flight.discard(session_id)
 
     def _schedule(self, watched: WatchedSession, *, first: bool) -> None:
-        assert self._scheduler is not None
+        """(Re)schedule a session's polls; `first` spreads its first poll over one interval."""
         interval = watched.interval or self.settings.poll.interval
         timing = poll_timing(interval, self.settings.poll.jitter, self._rng.random())
-        delay = timing.first_delay if first else timing.period
-        self._scheduler.add_job(
-            self._tick,
-            IntervalTrigger(seconds=timing.period, jitter=timing.jitter or None, timezone=UTC),
-            args=[watched.id],
-            id=watched.id,
-            name=f"poll {watched.id}",
-            replace_existing=True,
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=max(1, int(interval.total_seconds())),
-            next_run_time=datetime.now(UTC) + timedelta(seconds=delay),
-        )
+        self.timetable.set(watched.id, timing, first=first)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -416,6 +412,7 @@ class Watcher:
                     receive.close()
                     for watched in self._watched.values():
                         self._schedule(watched, first=True)
+                    work.start_soon(self.timetable.run)
                     self._scheduler.add_job(
                         self._heartbeat,
                         IntervalTrigger(seconds=HEARTBEAT_PERIOD, timezone=UTC),
@@ -442,6 +439,7 @@ class Watcher:
                         self._supervisor_scope.cancel()
                     self._stopping = True
                     self._scheduler.shutdown(wait=False)
+                    self.timetable.stop()
                     send.close()
                     self.delivery.stop()
                     work.cancel_scope.deadline = anyio.current_time() + DRAIN_DEADLINE
@@ -454,9 +452,16 @@ class Watcher:
             "stopped; %d notification(s) left queued", self.store_counts()[OutboxStatus.PENDING]
         )
 
+    def _timetable_cycled(self) -> None:
+        self._timetable_cycle = time.monotonic()
+
     async def _heartbeat(self) -> None:
-        """APScheduler job: proves the scheduler still fires jobs."""
-        self.progress.beat("scheduler", time.monotonic())
+        """APScheduler job: proves the scheduler still fires jobs, and the timetable
+        that fires polls still turns (it looks at least every second).
+        """
+        now = time.monotonic()
+        if now - self._timetable_cycle < STALL_AFTER:
+            self.progress.beat("scheduler", now)
 
     async def _supervise(self) -> None:
         """Keep `STATUS=` current and ping the watchdog while every component progresses."""
@@ -537,13 +542,12 @@ class Watcher:
         watched = {w.id: w for w in new.sessions}
         for session_id in set(self._watched) - set(watched):
             self._digests.pop(session_id, None)
-            if self._scheduler is not None and self._scheduler.get_job(session_id):
-                self._scheduler.remove_job(session_id)
+            self.timetable.remove(session_id)
         changed = [
             w for w in watched.values() if self._watched.get(w.id) != w or new.poll != old.poll
         ]
         self._watched = watched
-        if self._scheduler is not None:
+        if self._scheduler is not None:  # running: otherwise run() schedules every session
             for w in changed:
                 self._schedule(w, first=w.id not in self._in_flight)
 
