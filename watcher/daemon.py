@@ -147,8 +147,12 @@ class Watcher:
         # Delivery has its own connection and database thread: SQLite in WAL mode
         # lets it read and mark rows while polls commit, so a burst of sends never
         # queues behind polls (writes still take turns on SQLite's write lock).
+        # Its marks need no fsync each (see SqliteStore): a burst of a thousand
+        # sends would otherwise wait for a thousand flushes.
         self._delivery_store = (
-            self.store if self.store.path == ":memory:" else SqliteStore(self.store.path)
+            self.store
+            if self.store.path == ":memory:"
+            else SqliteStore(self.store.path, durable=False)
         )
         self._delivery_limiter = anyio.CapacityLimiter(1)
         self.systemd = systemd or SystemdNotifier.from_env()
