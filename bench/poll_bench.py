@@ -613,7 +613,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sessions", type=int, default=2000)
     parser.add_argument(
-        "--interval", type=float, default=0.25, help="poll interval (s) of the cost run"
+        "--interval", type=float, default=1.0, help="poll interval (s) of the cost run"
     )
     parser.add_argument("--window", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--bare-seconds", type=float, default=5.0)
