@@ -194,3 +194,19 @@ def test_body_digest_tells_bodies_apart() -> None:
     """Equal bodies share a digest; a one-byte difference does not."""
     assert body_digest(b'{"a": 1}') == body_digest(b'{"a": 1}')
     assert body_digest(b'{"a": 1}') != body_digest(b'{"a": 2}')
+
+
+@pytest.mark.anyio
+async def test_proxy_from_the_environment_is_used(
+    sim: FactorySimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is honoured, as httpx honoured it: the request goes to the proxy."""
+    monkeypatch.setenv("HTTP_PROXY", sim.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    api = FactoryClient("http://factory.invalid", Secret(KEY), timeout=2)
+    try:
+        await api.fetch_session("s1")
+    finally:
+        await api.aclose()
+    wait_for(lambda: sim.total_requests >= 1, what="the proxy (the simulator) to be asked")

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol
 from urllib.parse import quote
 
@@ -123,6 +124,16 @@ def classify_response(response: httpx.Response, now: datetime) -> FetchResult:
     return FetchFailed(FetchFailureKind.RETRYABLE, f"HTTP {status}{suffix}", retry_after, status)
 
 
+def _aiohttp_session(limit: int) -> aiohttp.ClientSession:
+    """The aiohttp session under the transport (made in the event loop, on first use).
+
+    `trust_env` keeps what httpx did by default: HTTP(S)_PROXY and NO_PROXY
+    from the environment are honoured (httpx_aiohttp's own session ignores them).
+    """
+    connector = aiohttp.TCPConnector(limit=limit, ssl=httpx.create_ssl_context())
+    return aiohttp.ClientSession(connector=connector, trust_env=True)
+
+
 class FactoryClient:
     """`SessionSource` over the real API: keep-alive connections on aiohttp's pool."""
 
@@ -141,7 +152,9 @@ class FactoryClient:
         # which saves an event-loop turn per poll.
         self._limit = anyio.Semaphore(concurrency, fast_acquire=True)
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._transport = transport or AiohttpTransport(limits=limits)
+        self._transport = transport or AiohttpTransport(
+            limits=limits, client=partial(_aiohttp_session, concurrency)
+        )
         self._base = base_url.rstrip("/")
         self._headers = httpx.Headers(
             {
