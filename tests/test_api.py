@@ -10,7 +10,7 @@ import pytest
 
 from tests.core.factories import T0
 from tests.rig import wait_for
-from watcher.api import FactoryClient, body_digest, classify_response
+from watcher.api import FactoryClient, body_digest, classify_response, env_proxy
 from watcher.core.poll import Fetched, FetchFailed, FetchFailureKind, NotFound, Unchanged
 from watcher.core.secret import Secret
 from watcher.testing.fakehttp import Fault, FaultRule
@@ -210,3 +210,30 @@ async def test_proxy_from_the_environment_is_used(
     finally:
         await api.aclose()
     wait_for(lambda: sim.total_requests >= 1, what="the proxy (the simulator) to be asked")
+
+
+@pytest.mark.parametrize(
+    ("base", "env", "expected"),
+    [
+        ("https://api.factory.ai", {"HTTPS_PROXY": "http://proxy:3128"}, "http://proxy:3128"),
+        ("https://api.factory.ai", {"HTTP_PROXY": "http://proxy:3128"}, None),
+        (
+            "https://api.factory.ai",
+            {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "factory.ai"},
+            None,
+        ),
+        ("http://127.0.0.1:8080", {"HTTP_PROXY": "http://proxy:3128"}, "http://proxy:3128"),
+        ("https://api.factory.ai", {}, None),
+    ],
+)
+def test_env_proxy_follows_the_environment(
+    base: str, env: dict[str, str], expected: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy for the API is the one the environment names for its scheme and host."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    proxy = env_proxy(base)
+    assert (None if proxy is None else str(proxy.url)) == expected

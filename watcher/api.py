@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -125,13 +126,22 @@ def classify_response(response: httpx.Response, now: datetime) -> FetchResult:
 
 
 def _aiohttp_session(limit: int) -> aiohttp.ClientSession:
-    """The aiohttp session under the transport (made in the event loop, on first use).
-
-    `trust_env` keeps what httpx did by default: HTTP(S)_PROXY and NO_PROXY
-    from the environment are honoured (httpx_aiohttp's own session ignores them).
-    """
+    """The aiohttp session under the transport (made in the event loop, on first use)."""
     connector = aiohttp.TCPConnector(limit=limit, ssl=httpx.create_ssl_context())
-    return aiohttp.ClientSession(connector=connector, trust_env=True)
+    return aiohttp.ClientSession(connector=connector)
+
+
+def env_proxy(base_url: str) -> httpx.Proxy | None:
+    """The proxy the environment names for `base_url` (HTTP(S)_PROXY, NO_PROXY), if any.
+
+    httpx honoured these by default; httpx_aiohttp's session does not. Read once:
+    aiohttp's own `trust_env` looks them up, and parses ~/.netrc, on every request.
+    """
+    url = httpx.URL(base_url)
+    if urllib.request.proxy_bypass(url.host):
+        return None
+    proxy = urllib.request.getproxies().get(url.scheme)
+    return httpx.Proxy(proxy) if proxy else None
 
 
 class FactoryClient:
@@ -153,7 +163,9 @@ class FactoryClient:
         self._limit = anyio.Semaphore(concurrency, fast_acquire=True)
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._transport = transport or AiohttpTransport(
-            limits=limits, client=partial(_aiohttp_session, concurrency)
+            limits=limits,
+            proxy=env_proxy(base_url),
+            client=partial(_aiohttp_session, concurrency),
         )
         self._base = base_url.rstrip("/")
         self._headers = httpx.Headers(
