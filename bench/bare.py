@@ -4,8 +4,8 @@
 
 KIND is `httpx-aiohttp` (httpx.AsyncClient on httpx_aiohttp.AiohttpTransport),
 `httpx` (plain httpx.AsyncClient), `aiohttp` (aiohttp.ClientSession), or
-`transport` (a prepared httpx.Request handed straight to the AiohttpTransport,
-as `watcher.api.FactoryClient` polls). Each of
+`transport` (an httpx.Request prepared once per session and handed straight to
+the AiohttpTransport, as `watcher.api.FactoryClient` polls). Each of
 `--concurrency` workers loops GET `/api/v0/sessions/{id}` + `.json()` over the
 session ids round robin. After a one-second warm-up it counts requests and
 the process's CPU (user + system, all threads) in one-second windows for
@@ -82,11 +82,14 @@ async def run(
         transport = AiohttpTransport(limits=limits)
         headers = httpx.Headers(HEADERS)
         timeout = httpx.Timeout(10).as_dict()
-        urls: dict[str, httpx.URL] = {}
+        requests: dict[str, httpx.Request] = {}
 
         async def get_transport(path: str) -> Any:
-            url = urls.get(path) or urls.setdefault(path, httpx.URL(base + path))
-            request = httpx.Request("GET", url, headers=headers, extensions={"timeout": timeout})
+            request = requests.get(path)
+            if request is None:
+                request = requests[path] = httpx.Request(
+                    "GET", base + path, headers=headers, extensions={"timeout": timeout}
+                )
             response = await transport.handle_async_request(request)
             try:
                 body = await response.aread()

@@ -451,6 +451,10 @@ class TimedSource:
         finally:
             self.probe.current.request_s.append(time.perf_counter() - started)
 
+    def forget(self, session_id: str) -> None:
+        """Forget through the wrapped client."""
+        self.inner.forget(session_id)
+
     async def aclose(self) -> None:
         """Close the wrapped client."""
         await self.inner.aclose()

@@ -449,6 +449,9 @@ class CountingSource:
         self.answers.append(type(answer).__name__)
         return answer
 
+    def forget(self, session_id: str) -> None:
+        self.inner.forget(session_id)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

@@ -546,6 +546,7 @@ class Watcher:
         watched = {w.id: w for w in new.sessions}
         for session_id in set(self._watched) - set(watched):
             self._digests.pop(session_id, None)
+            self.source.forget(session_id)
             self.timetable.remove(session_id)
         changed = [
             w for w in watched.values() if self._watched.get(w.id) != w or new.poll != old.poll
