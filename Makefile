@@ -37,8 +37,13 @@ typecheck: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest
 
+# Each benchmark runs even when an earlier one missed a target; make fails at the end.
+BENCHES := bench/poll_bench.py
+
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/poll_bench.py
+	@status=0; for script in $(BENCHES); do \
+		echo "== $$script"; $(BIN)/python $$script || status=1; \
+	done; exit $$status
 
 crash: $(VENV)/.installed-dev
 	$(BIN)/python bench/crash.py --kills 200
