@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -16,9 +17,16 @@ from tests.core.factories import event, ref
 from tests.rig import Rig, running_rig, wait_for
 from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, Sent
 from watcher.core.rules import Route
-from watcher.core.settings import DeliveryLimits, Rule, WebhookTarget
+from watcher.core.secret import Secret
+from watcher.core.settings import (
+    DeliveryLimits,
+    Rule,
+    SlackTarget,
+    SlackWebhookTarget,
+    WebhookTarget,
+)
 from watcher.daemon import Watcher
-from watcher.delivery import DeliveryWorker, Pacer, pacing_key
+from watcher.delivery import DeliveryWorker, Pacer, pacing_key, sends_together
 from watcher.store import OutboxStatus, SqliteStore
 
 T0 = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -388,3 +396,28 @@ async def test_a_failing_target_gets_one_row_at_a_time(store: SqliteStore) -> No
             await worker.run({"hook": target("hook")}, {"hook": notifier})
     assert sorted(notifier.sent) == ["e1", "e2", "e3"]
     assert notifier.most_in_flight == 1
+
+
+@pytest.mark.parametrize(
+    ("made", "together"),
+    [
+        (lambda: target("hook"), True),
+        (lambda: replace(target("hook"), min_interval=timedelta(seconds=1)), False),
+        (
+            lambda: SlackTarget(
+                name="s", token=Secret("xoxb-1"), channel="C1", min_interval=timedelta(0)
+            ),
+            False,
+        ),
+        (
+            lambda: SlackWebhookTarget(
+                name="w", url=Secret("https://hooks.slack.com/x"), min_interval=timedelta(0)
+            ),
+            False,
+        ),
+    ],
+    ids=["webhook", "paced-webhook", "slack-unpaced", "slack-webhook-unpaced"],
+)
+def test_only_unpaced_webhooks_send_together(made: Any, together: bool) -> None:
+    """Concurrent sends are for webhooks without pacing; Slack always gets one at a time."""
+    assert sends_together(made()) is together

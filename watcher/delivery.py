@@ -4,9 +4,9 @@ One lane per target, each in the worker's task group, so a failing or slow
 target never delays another. Within a lane, only the oldest pending row of
 each session is eligible, so one session's notifications reach a target in
 the order the transitions happened. Those eligible rows belong to different
-sessions, so a target without pacing gets them concurrently (a burst of a
-thousand drains in round trips of `BATCH`, not one by one); a paced target
-(Slack: one message per channel per second) gets them one at a time.
+sessions, so a webhook target without pacing gets them concurrently (a burst
+of a thousand drains in round trips of `BATCH`, not one by one); Slack
+targets, and paced ones, get them one at a time.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup
 from watcher.core.message import FailureKind, SendFailed, SendOutcome, Sent
 from watcher.core.render import render_for
 from watcher.core.retry import GiveUp, decide_retry
-from watcher.core.settings import SlackTarget, Target
+from watcher.core.settings import SlackTarget, Target, TargetKind
 from watcher.failpoint import Failpoint, failpoint
 from watcher.notifiers.base import Notifier
 from watcher.store import OutboxRow, Store
@@ -56,6 +56,14 @@ class _Lane:
     def should_stop(self) -> bool:
         # A method, not the attribute, so checks after an await are not narrowed away.
         return self.stopping
+
+
+def sends_together(target: Target) -> bool:
+    """Whether rows of different sessions may go to `target` at the same time: only
+    to a webhook without pacing. Slack channels get one message at a time, in order,
+    paced or not.
+    """
+    return target.kind is TargetKind.WEBHOOK and target.min_interval <= timedelta(0)
 
 
 def pacing_key(target: Target) -> str:
@@ -203,10 +211,10 @@ class DeliveryWorker:
                     next_due = await self._db(self._store.next_due, name)
                     await self._sleep_until(lane, next_due or now + IDLE_WAKE)
                     continue
-                if lane.target.min_interval > timedelta(0):
-                    await self._send_in_turn(lane, rows)
-                else:
+                if sends_together(lane.target):
                     await self._send_together(lane, rows)
+                else:
+                    await self._send_in_turn(lane, rows)
         finally:
             lane.stopped.set()
 
