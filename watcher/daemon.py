@@ -184,15 +184,14 @@ class Watcher:
         self._stop = anyio.Event()
         self._stopping = False
         self._scheduler: AsyncIOScheduler | None = None  # the daemon's own periodic jobs
-        self.timetable = Timetable(  # session polls
-            self._tick,
-            jitter=self._rng.random,
-            on_cycle=self._timetable_cycled,
-        )
+        self.timetable = self._new_timetable()  # when each session is next polled
         self._timetable_cycle = time.monotonic()
         self._queue: MemoryObjectSendStream[str] | None = None
         self._work_scope: anyio.CancelScope | None = None
         self._supervisor_scope: anyio.CancelScope | None = None
+
+    def _new_timetable(self) -> Timetable:
+        return Timetable(self._tick, jitter=self._rng.random, on_cycle=self._timetable_cycled)
 
     @staticmethod
     def _client(settings: Settings) -> FactoryClient:
@@ -414,6 +413,7 @@ class Watcher:
                     for _ in range(settings.factory.concurrency):
                         work.start_soon(self._poll_worker, receive.clone())
                     receive.close()
+                    self.timetable = self._new_timetable()  # a run starts a fresh one
                     for watched in self._watched.values():
                         self._schedule(watched, first=True)
                     work.start_soon(self.timetable.run)
