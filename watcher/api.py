@@ -16,7 +16,6 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from functools import partial
 from typing import Protocol
 from urllib.parse import quote
 
@@ -129,12 +128,6 @@ def classify_response(response: httpx.Response, now: datetime) -> FetchResult:
     return FetchFailed(FetchFailureKind.RETRYABLE, f"HTTP {status}{suffix}", retry_after, status)
 
 
-def _aiohttp_session(limit: int) -> aiohttp.ClientSession:
-    """The aiohttp session under the transport (made in the event loop, on first use)."""
-    connector = aiohttp.TCPConnector(limit=limit, ssl=httpx.create_ssl_context())
-    return aiohttp.ClientSession(connector=connector)
-
-
 def env_proxy(base_url: str) -> httpx.Proxy | None:
     """The proxy the environment names for `base_url` (HTTP(S)_PROXY, NO_PROXY), if any.
 
@@ -166,11 +159,7 @@ class FactoryClient:
         # which saves an event-loop turn per poll.
         self._limit = anyio.Semaphore(concurrency, fast_acquire=True)
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._transport = transport or AiohttpTransport(
-            limits=limits,
-            proxy=env_proxy(base_url),
-            client=partial(_aiohttp_session, concurrency),
-        )
+        self._transport = transport or AiohttpTransport(limits=limits, proxy=env_proxy(base_url))
         self._base = base_url.rstrip("/")
         self._headers = httpx.Headers(
             {
