@@ -22,7 +22,9 @@ Scenarios, each ending in rows of one table:
 5. discovery: 10,000 discovered sessions, 1% changing per minute, 100 ms added
    to every API answer; CPU share, requests/min, change -> notification;
 6. adaptive: 1,000 sessions, 5% running: requests/hour adaptive vs a fixed
-   interval equal to the running one.
+   interval equal to the running one;
+7. latency: 3,000 sessions every 10 s with 100 ms added to every answer;
+   whether the in-flight cap (`factory.concurrency`) holds the polls back.
 
 5 and 6 need the `discover:` section and per-state `poll:` intervals; when the
 installed watcher rejects that config (`factory-watcher check`), they print
@@ -354,6 +356,8 @@ class Options:
     bare_seconds: float
     burst: int
     burst_interval: float
+    latency_sessions: int
+    latency_concurrency: int
     big: int
     discover_interval: float
     discover_window: float
@@ -505,6 +509,38 @@ def scenario_memory(opts: Options, table: Table) -> None:
         api.stop()
 
 
+def scenario_latency(opts: Options, table: Table) -> None:
+    """Scenario 7: with 100 ms per answer, does the in-flight cap hold back the polls due?"""
+    count, interval = opts.latency_sessions, 10.0
+    due = count / interval
+    print(f"[7] latency: {count} sessions every {interval:g} s, +100 ms per answer")
+    api = FakeApi(count, latency=0.1)
+    try:
+        config = write_config(
+            opts.workdir / "latency.yaml",
+            api,
+            opts.workdir / "latency.db",
+            session_ids(count),
+            poll=f"  interval: {interval:g}s\n  jitter: 10%\n",
+            factory_extra=(
+                f"  concurrency: {opts.latency_concurrency}\n" if opts.latency_concurrency else ""
+            ),
+        )
+        with running(Daemon(config, opts.workdir / "latency.log")) as daemon:
+            wait_for_gets(api, daemon, 2 * count, 120)
+            window = measure(api, daemon, opts.window)
+    finally:
+        api.stop()
+    rate = window.gets / window.seconds
+    cap = opts.latency_concurrency or "64 (default)"
+    table.add(
+        f"polls/s with 100 ms per answer, concurrency {cap}",
+        f"{rate:.0f} of {due:.0f}/s due ({window.cpu / window.seconds:.0%} of a core)",
+        "≥ 95% of due",
+        rate >= 0.95 * due,
+    )
+
+
 NEEDS_DISCOVERY = "needs discovery (branch discover)"
 NEEDS_ADAPTIVE = "needs adaptive polling (branch discover)"
 
@@ -645,11 +681,19 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--bare-seconds", type=float, default=5.0)
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--burst-interval", type=float, default=2.0)
+    parser.add_argument(
+        "--latency-sessions", type=int, default=3000, help="scenario 7: polled every 10 s"
+    )
     parser.add_argument("--big", type=int, default=10000, help="sessions, scenarios 4-5")
     parser.add_argument("--discover-interval", type=float, default=20.0)
     parser.add_argument("--discover-window", type=float, default=60.0)
     parser.add_argument("--adaptive-window", type=float, default=90.0)
-    parser.add_argument("--only", default="1,3,4,5,6", help="scenarios: 1 (with 2), 3, 4, 5, 6")
+    parser.add_argument(
+        "--only", default="1,3,4,7,5,6", help="scenarios: 1 (with 2), 3, 4, 5, 6, 7"
+    )
+    parser.add_argument(
+        "--latency-concurrency", type=int, default=0, help="scenario 7: factory.concurrency"
+    )
     parser.add_argument("--keep", action="store_true", help="keep configs, logs and databases")
     return parser.parse_args(argv)
 
@@ -665,6 +709,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bare_seconds=args.bare_seconds,
         burst=args.burst,
         burst_interval=args.burst_interval,
+        latency_sessions=args.latency_sessions,
+        latency_concurrency=args.latency_concurrency,
         big=args.big,
         discover_interval=args.discover_interval,
         discover_window=args.discover_window,
@@ -682,6 +728,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             scenario_burst(opts, table)
         if "4" in only:
             scenario_memory(opts, table)
+        if "7" in only:
+            scenario_latency(opts, table)
         if "5" in only:
             scenario_discovery(opts, table)
         if "6" in only:
