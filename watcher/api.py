@@ -1,8 +1,8 @@
 """The Factory Public API client: auth, timeouts, keep-alive, failure classification.
 
 The transport is `httpx_aiohttp.AiohttpTransport`: the same httpx requests and
-responses on aiohttp's connection pool, measured at about half the CPU per
-request of httpx's own transport here (docs/performance.md). Session polls,
+responses on aiohttp's connection pool, measured at a third to a quarter of
+the CPU per request of httpx's own transport here (docs/performance.md). Polls,
 the hot path, hand a prepared `httpx.Request` straight to that transport;
 other calls may use the `httpx.AsyncClient` built over the same transport
 and pool.
