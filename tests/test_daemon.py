@@ -616,3 +616,20 @@ async def test_delivery_does_not_wait_for_the_polls_database_thread(rig: Rig) ->
         store.release.set()
         await watcher.aclose()
         store.close()
+
+
+@pytest.mark.anyio
+async def test_the_scheduler_beat_vouches_for_the_timetable(rig: Rig) -> None:
+    """The heartbeat job beats for the scheduler only while the poll timetable turns."""
+    watcher = Watcher(rig.with_sessions("s1"))
+    watcher.progress = RecordingWatchdog(STALL_AFTER)
+    watcher.progress.register("scheduler", time.monotonic())
+    try:
+        await watcher._heartbeat()
+        assert watcher.progress.beats == ["scheduler"]  # fresh: the timetable just started
+        watcher._timetable_cycle = time.monotonic() - STALL_AFTER - 1  # it stopped turning
+        await watcher._heartbeat()
+        assert watcher.progress.beats == ["scheduler"]
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
