@@ -37,9 +37,14 @@ typecheck: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest
 
+# Each benchmark runs even when an earlier one missed a target; make fails at the end.
 # Start-up first: it is quick, and fails if `--help` takes over 4x `python -c pass`.
-bench: bench-startup
-	$(BIN)/python bench/poll_bench.py
+BENCHES := bench/startup.py bench/poll_bench.py
+
+bench: $(VENV)/.installed-dev
+	@status=0; for script in $(BENCHES); do \
+		echo "== $$script"; $(BIN)/python $$script || status=1; \
+	done; exit $$status
 
 bench-startup: $(VENV)/.installed-dev
 	$(BIN)/python bench/startup.py

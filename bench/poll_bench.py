@@ -1,1097 +1,763 @@
-"""Polling benchmark: what the real daemon path costs while it watches thousands of sessions.
+"""`make bench`: what watching sessions costs the real daemon, against a fast fake API.
 
-The watcher under test is the production composition root (`Watcher.run` with its
-APScheduler jobs, poll workers, SQLite store and outbox worker) running in this
-process. The simulated Factory API (`python -m watcher.testing.sim`) and the
-`WebhookReceiver` that notifications go to (webhook target, plain http on
-loopback, no pacing) each run in a process of their own, so neither their CPU nor
-their threads' hold on a GIL is billed to the watcher.
+Everything runs on 127.0.0.1, each part in its own process, so that only the
+daemon's own work is billed to the daemon:
 
-Phases, all in one watcher run:
+- `bench/fakeapi.py`: the fake Factory API (aiohttp, pre-rendered bodies) and
+  the webhook sink, which times each notification against its change;
+- `bench/bare.py`: bare polling loops over the same server (GET + `.json()`,
+  16 in flight): httpx on httpx-aiohttp's transport, plain httpx, raw aiohttp;
+- the daemon itself: `python -m watcher run -c <config>`, the production
+  command, with a generated config. Its CPU (user + system, all threads) and
+  RSS come from /proc/<pid>; its polls are the requests the fake API served.
 
-1. warm-up: the first poll of every session (each one a SQLite commit, since every
-   session is new); reported, not judged.
-2. steady state: every session unchanged, polled every `--interval` seconds with
-   `--jitter`, for `--duration` rounded to whole poll periods. Reports polls and
-   polls/s against the schedule, watcher CPU (total, per poll, per thread), RSS,
-   event-loop lag of a 100 ms ticker, and how late polls started against the
-   time APScheduler had scheduled them.
-3. burst: `--burst` of the sessions complete a run at once (simulator control
-   route); reports the latency from each change to its webhook's receipt, split
-   into detection (change -> outbox commit) and delivery (commit -> receipt).
+Scenarios, each ending in rows of one table:
 
-Then, with `--compare-transport`, the steady state again with the
-`httpx_aiohttp.AiohttpTransport` under the same `FactoryClient` (when that package
-is importable; it is not a dependency).
+1. cost: 2,000 unchanged sessions every `--interval`; CPU per poll of the
+   daemon and of the bare loops, and the ratio to httpx-aiohttp's loop;
+2. throughput: the same 2,000 sessions due four times as often as one core can
+   serve; polls per CPU-second, i.e. polls/s on one core;
+3. burst: 1,000 of them complete a run at once; time until the last webhook;
+4. memory: RSS with 100 and with 10,000 watched sessions;
+5. discovery: 10,000 discovered sessions, 1% changing per minute, 100 ms added
+   to every API answer; CPU share, requests/min, change -> notification;
+6. adaptive: 1,000 sessions, 5% running: requests/hour adaptive vs a fixed
+   interval equal to the running one;
+7. latency: 3,000 sessions every 10 s with 100 ms added to every answer;
+   whether the in-flight cap (`factory.concurrency`) holds the polls back.
 
-Usage: .venv/bin/python bench/poll_bench.py [--sessions 2000] [--interval 10]
-       [--duration 30] [--quick] [--profile] [--compare-transport]
-Exit status: 0 when every stated target is met, 1 when one is missed, 2 when the
-run itself could not be completed.
+5 and 6 need the `discover:` section and per-state `poll:` intervals; when the
+installed watcher rejects that config (`factory-watcher check`), they print
+"needs discovery (branch discover)" and are not judged.
+
+Exit status: 0 when every measured target is met, 1 when one is missed, 2 when
+the run itself failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import cProfile
-import http.client
-import importlib
-import itertools
 import json
 import math
 import os
-import pstats
-import queue
-import random
-import resource
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from functools import partial
 from pathlib import Path
-from typing import Any, Self
-from urllib.parse import urlsplit
+from typing import Any
 
-import anyio
 import httpx
-from apscheduler.events import (
-    EVENT_JOB_MAX_INSTANCES,
-    EVENT_JOB_MISSED,
-    EVENT_JOB_SUBMITTED,
-    JobSubmissionEvent,
-)
 
-from watcher.api import FactoryClient
-from watcher.core.poll import FetchResult
-from watcher.core.secret import Secret
-from watcher.core.settings import (
-    FactorySettings,
-    PollSettings,
-    Rule,
-    Settings,
-    WatchedSession,
-    WebhookTarget,
-)
-from watcher.daemon import Watcher
-from watcher.logs import configure_logging
-from watcher.store import OutboxRow, OutboxStatus
-from watcher.systemd import SystemdNotifier
-from watcher.testing.sim import DEFAULT_API_KEY
-from watcher.testing.sinks import ReceivedWebhook, WebhookReceiver
-
-TICK = 0.1  # the loop-lag ticker's period
-# Targets. "Cheap at thousands of sessions": 10,000 sessions at the default 30 s
-# interval are 333 polls/s; in half of one core that leaves 1.5 ms of CPU per poll.
-CPU_BUDGET_MS = 1.5
-LATE_FRACTION = 0.1  # a poll may start this much of an interval late (the jitter's size)
-BURST_SLACK_S = 5.0  # delivery allowance on top of one poll period
-TARGET = "bench"
-COMPLETED = "session.completed"
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+API_KEY = "fk-bench-key-0000"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-SAMPLE_BYTES = 32  # a float object and its list slot
 
 
 class BenchError(Exception):
-    """The benchmark could not run to the end (not a missed target)."""
+    """The benchmark itself could not run (a process did not start, a wait timed out)."""
 
 
-# --- options ---------------------------------------------------------------------------
+# --- processes -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    """What to run."""
-
-    sessions: int
-    interval: float
-    jitter: float
-    duration: float
-    burst: float
-    concurrency: int
-    seed: int
-    profile: bool
-    compare_transport: bool
-    keep: bool
-    log_level: str
-    quick: bool
-
-    @property
-    def mean_period(self) -> float:
-        """The daemon keeps the mean period at the interval (watcher.core.schedule)."""
-        return self.interval
-
-    @property
-    def window(self) -> float:
-        """The steady-state window: `duration` rounded to whole mean poll periods.
-
-        Only a whole number of periods counts every session equally.
-        """
-        return max(1, round(self.duration / self.mean_period)) * self.mean_period
-
-
-def parse_options(argv: Sequence[str] | None = None) -> Options:
-    """Read the command line; `--quick` presets a small run of about ten seconds."""
-    parser = argparse.ArgumentParser(
-        prog="poll_bench.py", description=__doc__.split("\n\n")[0] if __doc__ else None
-    )
-    parser.add_argument("--sessions", type=int, help="sessions watched (default 2000)")
-    parser.add_argument("--interval", type=float, help="poll interval in seconds (default 10)")
-    parser.add_argument(
-        "--jitter", type=float, default=0.1, help="jitter, fraction of the interval (0.1)"
-    )
-    parser.add_argument(
-        "--duration", type=float, help="steady-state seconds, rounded to whole periods (30)"
-    )
-    parser.add_argument(
-        "--burst", type=float, default=0.1, help="fraction of sessions completing at once (0.1)"
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=FactorySettings(api_key=Secret("-")).concurrency,
-        help="factory.concurrency: poll workers and HTTP connections (default: the config's)",
-    )
-    parser.add_argument("--seed", type=int, default=1, help="picks the burst's sessions")
-    parser.add_argument(
-        "--quick", action="store_true", help="200 sessions every 2 s; about 10 s in all"
-    )
-    parser.add_argument(
-        "--profile",
-        action="store_true",
-        help="cProfile the event-loop thread during the steady state (inflates CPU figures)",
-    )
-    parser.add_argument(
-        "--compare-transport",
-        action="store_true",
-        help="repeat the steady state with httpx_aiohttp.AiohttpTransport, if importable",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the state directory")
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        help="the watcher's log level; logs go to watcher.log in the state directory",
-    )
-    args = parser.parse_args(argv)
-    quick = bool(args.quick)
-    sessions = args.sessions or (200 if quick else 2000)
-    interval = args.interval or (2.0 if quick else 10.0)
-    duration = args.duration or (4.0 if quick else 30.0)
-    if sessions < 10 or interval <= 0 or duration <= 0 or not 0 <= args.jitter < 1:
-        parser.error("need --sessions >= 10, positive --interval and --duration, 0 <= jitter < 1")
-    if not 0 < args.burst <= 1 or args.concurrency < 1:
-        parser.error("need 0 < --burst <= 1 and --concurrency >= 1")
-    return Options(
-        sessions=sessions,
-        interval=interval,
-        jitter=args.jitter,
-        duration=duration,
-        burst=args.burst,
-        concurrency=args.concurrency,
-        seed=args.seed,
-        profile=args.profile,
-        compare_transport=args.compare_transport,
-        keep=args.keep,
-        log_level=args.log_level.upper(),
-        quick=quick,
-    )
-
-
-# --- the simulator in its own process -----------------------------------------------------
-
-
-def process_cpu(stat_path: str) -> float:
-    """User + system CPU seconds from a /proc stat file (10 ms resolution)."""
-    stat = Path(stat_path).read_text()
-    # Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-class ChildProcess:
-    """A helper process that prints `listening on URL` first, then lines we collect."""
-
-    def __init__(self, cmd: Sequence[str], what: str) -> None:
-        self.cmd = list(cmd)
-        self.what = what
-        self.url = ""
-        self._proc: subprocess.Popen[str] | None = None
-        self._first: queue.Queue[str | None] = queue.Queue()
-
-    def __enter__(self) -> Self:
-        self._proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, text=True)
-        # Read every line: a child blocked on a full pipe would stall the benchmark.
-        threading.Thread(target=self._drain, name=f"{self.what}-stdout", daemon=True).start()
-        try:
-            first = self._first.get(timeout=60)
-        except queue.Empty:
-            first = None
-        if first is None or not first.startswith("listening on "):
-            self.__exit__(None, None, None)
-            raise BenchError(f"the {self.what} did not start (first line: {first!r})")
-        self.url = first.removeprefix("listening on ").strip()
-        return self
-
-    def _drain(self) -> None:
-        assert self._proc is not None
-        assert self._proc.stdout is not None
-        first = True
-        for line in self._proc.stdout:
-            if first:
-                self._first.put(line)
-                first = False
-            else:
-                self.on_line(line)
-        self._first.put(None)
-
-    def on_line(self, line: str) -> None:
-        """Handle one line after the first (ignored by default)."""
-
-    def __exit__(self, *exc: object) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-
-    @property
-    def pid(self) -> int:
-        """The child's process id."""
-        assert self._proc is not None
-        return self._proc.pid
-
-    def cpu(self) -> float:
-        """CPU seconds the child has used so far."""
-        return process_cpu(f"/proc/{self.pid}/stat")
-
-
-class SimProcess(ChildProcess):
-    """`python -m watcher.testing.sim` in a child process, and its `/_sim/` control routes."""
-
-    def __init__(self, sessions: int, api_key: str) -> None:
-        cmd = [sys.executable, "-m", "watcher.testing.sim", "--port", "0"]
-        super().__init__([*cmd, "--sessions", str(sessions), "--api-key", api_key], "simulator")
-        self._local = threading.local()
-
-    def _request(self, method: str, path: str) -> Any:
-        # One keep-alive connection per calling thread (http.client is not thread-safe).
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            parts = urlsplit(self.url)
-            conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
-            self._local.conn = conn
-        conn.request(method, path, headers={"Content-Length": "0"} if method == "POST" else {})
-        response = conn.getresponse()
-        body = response.read()
-        if response.status >= 300:
-            raise BenchError(f"{method} {path}: HTTP {response.status} {body[:200]!r}")
-        return json.loads(body) if body else None
-
-    def total_requests(self) -> int:
-        """API requests the simulator has answered (control routes excluded)."""
-        return int(self._request("GET", "/_sim/stats")["total_requests"])
-
-    def complete(self, session_id: str) -> float:
-        """Make a session complete a run; returns the change's time (epoch seconds)."""
-        body = self._request("POST", f"/_sim/sessions/{session_id}/complete")
-        return float(body["completedAt"]) / 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """One webhook the receiver process got: event type, session id, epoch seconds."""
-
-    type: str
-    session: str
-    received: float
-
-
-class ReceiverProcess(ChildProcess):
-    """A `WebhookReceiver` in its own process (see `serve_receiver`), so that its
-    request threads do not compete with the watcher for this process's GIL.
-    """
-
-    def __init__(self) -> None:
-        super().__init__([sys.executable, __file__, "--serve-receiver"], "webhook receiver")
-        self._lock = threading.Lock()
-        self._receipts: list[Receipt] = []
-
-    def on_line(self, line: str) -> None:
-        """Collect one receipt line."""
-        raw = json.loads(line)
-        with self._lock:
-            self._receipts.append(Receipt(raw["type"], raw["session"], raw["received"]))
-
-    def receipts(self) -> list[Receipt]:
-        """Every webhook received so far, in arrival order (a copy)."""
-        with self._lock:
-            return list(self._receipts)
-
-
-def serve_receiver() -> int:
-    """The receiver process: print the URL, then one JSON line per webhook, until SIGTERM."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    lock = threading.Lock()
-
-    def on_message(message: ReceivedWebhook) -> None:
-        body = message.json if isinstance(message.json, dict) else {}
-        session = body.get("session") if isinstance(body.get("session"), dict) else {}
-        line = json.dumps(
-            {"type": body.get("type"), "session": session.get("id"), "received": message.received}
-        )
-        with lock:
-            print(line, flush=True)
-
-    with WebhookReceiver(clock=time.time, on_message=on_message) as receiver:
-        print(f"listening on {receiver.url}", flush=True)
-        stop.wait()
-    return 0
-
-
-# --- measuring the watcher ---------------------------------------------------------------
-
-
-@dataclass
-class PhaseProbe:
-    """What the instruments saw during one phase."""
-
-    loop_lag: list[float] = field(default_factory=list)
-    lateness: list[float] = field(default_factory=list)
-    request_s: list[float] = field(default_factory=list)
-    fetch_starts: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    per_second: Counter[int] = field(default_factory=Counter)
-    submitted: int = 0
-    missed: int = 0
-    max_instances: int = 0
-
-    def samples(self) -> int:
-        """How many floats the instruments kept (their memory shows up as RSS growth)."""
-        starts = sum(len(times) for times in self.fetch_starts.values())
-        return len(self.loop_lag) + len(self.lateness) + len(self.request_s) + starts
-
-
-class Probe:
-    """Instruments the watcher without changing it: a timing `SessionSource` wrapper,
-    an APScheduler listener and a loop ticker, each filing into the current phase.
-    """
-
-    def __init__(self) -> None:
-        self.phases: dict[str, PhaseProbe] = {}
-        self.current = PhaseProbe()
-        self._scheduled: dict[str, float] = {}
-
-    def start(self, name: str) -> PhaseProbe:
-        """File everything from now on under `name`."""
-        self.current = self.phases[name] = PhaseProbe()
-        return self.current
-
-    def on_scheduler_event(self, event: Any) -> None:
-        """APScheduler listener, called on the loop thread as jobs are submitted."""
-        phase = self.current
-        if event.code == EVENT_JOB_MISSED:
-            phase.missed += 1
-        elif event.code == EVENT_JOB_MAX_INSTANCES:
-            phase.max_instances += 1
-        elif isinstance(event, JobSubmissionEvent) and event.scheduled_run_times:
-            phase.submitted += 1
-            self._scheduled[event.job_id] = event.scheduled_run_times[-1].timestamp()
-
-    def fetch_started(self, session_id: str) -> None:
-        """A poll worker starts a request: how late is it against its schedule?"""
-        now = time.time()
-        phase = self.current
-        phase.fetch_starts[session_id].append(now)
-        phase.per_second[int(now)] += 1
-        scheduled = self._scheduled.pop(session_id, None)
-        if scheduled is not None:
-            phase.lateness.append(now - scheduled)
-
-    async def ticker(self) -> None:
-        """Sleep in 100 ms steps on a fixed grid and record how late each wake-up is."""
-        next_at = time.monotonic() + TICK
-        while True:
-            await anyio.sleep(max(0.0, next_at - time.monotonic()))
-            now = time.monotonic()
-            self.current.loop_lag.append(now - next_at)
-            next_at += TICK
-            if next_at < now:  # skip ticks missed by a long stall instead of bunching up
-                next_at = now + TICK
-
-
-class TimedSource:
-    """A `SessionSource` that times each request of the `FactoryClient` it wraps."""
-
-    def __init__(self, inner: FactoryClient, probe: Probe) -> None:
-        self.inner = inner
-        self.probe = probe
-
-    async def fetch_session(self, session_id: str) -> FetchResult:
-        """Fetch through the wrapped client, recording start time and duration."""
-        self.probe.fetch_started(session_id)
-        started = time.perf_counter()
-        try:
-            return await self.inner.fetch_session(session_id)
-        finally:
-            self.probe.current.request_s.append(time.perf_counter() - started)
-
-    async def aclose(self) -> None:
-        """Close the wrapped client."""
-        await self.inner.aclose()
-
-
-def thread_group(name: str) -> str:
-    """Fold thread names into the parts of the process that own them."""
-    if name == "MainThread":
-        return "event loop (MainThread)"
-    if name == "AnyIO worker thread":
-        return "anyio worker threads (SQLite)"
-    if name.endswith("-stdout"):
-        return "bench (reading child processes)"
-    return name
-
-
-def thread_cpu() -> dict[int, tuple[str, float]]:
-    """(group, CPU seconds) of every live thread of this process, by thread id (Linux)."""
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    found: dict[int, tuple[str, float]] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            cpu = process_cpu(f"/proc/self/task/{tid}/stat")
-        except FileNotFoundError:
-            continue  # the thread ended between listing and reading
-        found[int(tid)] = (thread_group(names.get(int(tid), "other")), cpu)
-    return found
-
-
-def thread_deltas(before: Usage, after: Usage) -> dict[str, float]:
-    """CPU per thread group between two readings; threads that ended are left out."""
-    groups: dict[str, float] = defaultdict(float)
-    for tid, (group, cpu) in after.threads.items():
-        groups[group] += cpu - before.threads.get(tid, (group, 0.0))[1]
-    return dict(groups)
-
-
-def rss_bytes() -> int:
-    """The resident set size of this process now."""
-    return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE_SIZE
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Counters read at a phase boundary."""
-
-    wall: float
-    cpu: float
-    threads: dict[int, tuple[str, float]]
-    rss: int
-    max_rss: int
-    polls: int
-    sim_cpu: float
-    sim_requests: int
-
-
-async def read_usage(watcher: Watcher, sim: SimProcess) -> Usage:
-    """Read every counter at once."""
-    sim_requests = await anyio.to_thread.run_sync(sim.total_requests)
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return Usage(
-        wall=time.monotonic(),
-        cpu=ru.ru_utime + ru.ru_stime,
-        threads=thread_cpu(),
-        rss=rss_bytes(),
-        max_rss=ru.ru_maxrss * 1024,  # KiB on Linux
-        polls=watcher.stats.polls,
-        sim_cpu=sim.cpu(),
-        sim_requests=sim_requests,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class PhaseResult:
-    """One phase: counters before and after, and what the probe saw."""
-
-    name: str
-    before: Usage
-    after: Usage
-    probe: PhaseProbe
-
-    @property
-    def seconds(self) -> float:
-        """Wall-clock length of the phase."""
-        return self.after.wall - self.before.wall
-
-    @property
-    def polls(self) -> int:
-        """Polls the watcher completed in the phase."""
-        return self.after.polls - self.before.polls
-
-    @property
-    def cpu(self) -> float:
-        """Watcher-process CPU seconds used in the phase."""
-        return self.after.cpu - self.before.cpu
-
-
-@dataclass
-class BurstResult:
-    """The transition burst: per-notification latencies, seconds."""
-
-    changed: int
-    expected: int
-    received: int
-    end_to_end: list[float]
-    detect: list[float]
-    deliver: list[float]
-    drain_s: float
-    duplicates: int
-
-
-@dataclass
-class RunResult:
-    """Everything one watcher run measured."""
-
-    transport: str
-    phases: dict[str, PhaseResult]
-    burst: BurstResult | None
-    profile: pstats.Stats | None
-
-
-# --- running the watcher -------------------------------------------------------------------
-
-
-def session_ids(count: int) -> list[str]:
-    """The ids `python -m watcher.testing.sim --sessions N` creates."""
-    return [f"sim-{n:04d}" for n in range(1, count + 1)]
-
-
-def build_settings(opts: Options, sim_url: str, receiver_url: str, state_dir: Path) -> Settings:
-    """The watcher's configuration: every simulated session, one rule, one webhook target."""
-    return Settings(
-        factory=FactorySettings(
-            api_key=Secret(DEFAULT_API_KEY),
-            base_url=sim_url,
-            timeout=timedelta(seconds=10),
-            concurrency=opts.concurrency,
-        ),
-        state_path=state_dir / "state.db",
-        poll=PollSettings(interval=timedelta(seconds=opts.interval), jitter=opts.jitter),
-        sessions=tuple(WatchedSession(id=sid) for sid in session_ids(opts.sessions)),
-        targets={
-            TARGET: WebhookTarget(name=TARGET, url=receiver_url + "/hook", allow_http=True),
-        },
-        rules=(Rule(name="completed", on=(COMPLETED,), notify=(TARGET,)),),
-    )
-
-
-def make_transport(name: str, concurrency: int) -> httpx.AsyncBaseTransport | None:
-    """None for httpx's own transport; the httpx_aiohttp one when asked for and present."""
-    if name == "httpx":
-        return None
-    module = importlib.import_module("httpx_aiohttp")
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    transport: httpx.AsyncBaseTransport = module.AiohttpTransport(limits=limits)
-    return transport
-
-
-def httpx_aiohttp_available() -> str | None:
-    """The installed httpx_aiohttp version, or None when it cannot be imported."""
-    try:
-        module = importlib.import_module("httpx_aiohttp")
-    except ImportError:
-        return None
-    return str(getattr(module, "__version__", "unknown version"))
-
-
-async def wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Check `condition` every 50 ms until it holds; BenchError after `within` seconds."""
+def wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Poll `condition` every 50 ms; raise BenchError after `within` seconds."""
     deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
             raise BenchError(f"timed out after {within:.0f} s waiting for {what}")
-        await anyio.sleep(0.05)
+        time.sleep(0.05)
 
 
-def fire_burst(sim: SimProcess, ids: Sequence[str]) -> dict[str, float]:
-    """Complete a run of every session in `ids`, as fast as the control route allows."""
-    return {sid: sim.complete(sid) for sid in ids}
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-async def run_watcher(
-    opts: Options,
-    sim: SimProcess,
-    receiver: ReceiverProcess,
-    state_dir: Path,
+def proc_rss_mib(pid: int) -> float:
+    """Resident set size of a process in MiB (/proc/<pid>/status VmRSS)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+class FakeApi:
+    """bench/fakeapi.py in a child process."""
+
+    def __init__(self, sessions: int, latency: float = 0.0) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *(PY, str(ROOT / "bench" / "fakeapi.py")),
+                *("--sessions", str(sessions), "--latency", str(latency)),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise BenchError(f"the fake API did not start: {line!r}")
+        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+        self.http = httpx.Client(base_url=self.url, timeout=30, trust_env=False)
+
+    def ctl(self, action: str, body: dict[str, Any] | None = None) -> Any:
+        """POST a control route; its JSON answer."""
+        response = self.http.post(f"/_ctl/{action}", json=body or {})
+        response.raise_for_status()
+        return response.json()
+
+    def stats(self) -> dict[str, Any]:
+        """Request counters and webhook receipts."""
+        return self.http.get("/_ctl/stats").raise_for_status().json()  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.http.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def session_ids(count: int, prefix: str = "s-") -> list[str]:
+    """The ids bench/fakeapi.py gives its first `count` sessions."""
+    return [f"{prefix}{i:05d}" for i in range(count)]
+
+
+def write_config(
+    path: Path,
+    api: FakeApi,
+    state: Path,
+    ids: Sequence[str],
     *,
-    transport: str,
-    burst: bool,
-) -> RunResult:
-    """Start a watcher on every session, measure the phases, stop it."""
-    settings = build_settings(opts, sim.url, receiver.url, state_dir)
-    probe = Probe()
-    factory = settings.factory
-    client = FactoryClient(
-        factory.base_url,
-        factory.api_key,
-        timeout=factory.timeout.total_seconds(),
-        concurrency=factory.concurrency,
-        transport=make_transport(transport, factory.concurrency),
+    poll: str = "  interval: 1s\n  jitter: 10%\n",
+    factory_extra: str = "",
+    extra: str = "",
+) -> Path:
+    """A daemon config: the fake API, one webhook target (the fake's sink), one rule."""
+    lines = [
+        "factory:",
+        f"  base_url: {api.url}",
+        f"  api_key: {API_KEY}",
+        "  timeout: 10s",
+        "  unavailable_after: 10m",
+        factory_extra.rstrip("\n"),
+        "poll:",
+        poll.rstrip("\n"),
+        "state:",
+        f"  path: {state}",
+        extra.rstrip("\n"),
+        "targets:",
+        "  sink:",
+        "    type: webhook",
+        f"    url: {api.url}/hook",
+        "rules:",
+        "  - name: completed",
+        "    on: session.completed",
+        "    notify: [sink]",
+    ]
+    if ids:
+        lines.append("sessions:")
+        lines.extend(f"  - id: {sid}" for sid in ids)
+    else:
+        lines.append("sessions: []")
+    path.write_text("\n".join(line for line in lines if line) + "\n")
+    path.chmod(0o600)  # the API key is written literally
+    return path
+
+
+def config_accepted(config: Path) -> tuple[bool, str]:
+    """Whether `factory-watcher check` accepts the config, and what it said."""
+    done = subprocess.run(
+        [PY, "-m", "watcher", "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
-    watcher = Watcher(
-        settings, source=TimedSource(client, probe), systemd=SystemdNotifier(address=None)
-    )
-    phases: dict[str, PhaseResult] = {}
-    burst_result: BurstResult | None = None
-    profiler: cProfile.Profile | None = None
-    ready = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(watcher.run, on_ready=ready.set, handle_signals=False))
-        with anyio.fail_after(60):
-            await ready.wait()
-        scheduler = watcher._scheduler
-        assert scheduler is not None
-        scheduler.add_listener(
-            probe.on_scheduler_event,
-            EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES,
+    return done.returncode == 0, (done.stdout + done.stderr).strip()
+
+
+class Daemon:
+    """`python -m watcher run` in a child process; its log goes to a file."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        self._log_file = log.open("w")
+        self.proc = subprocess.Popen(
+            [PY, "-m", "watcher", "--log-level", "WARNING", "run", "-c", str(config)],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "NO_PROXY": "127.0.0.1"},
         )
-        ticker_scope = anyio.CancelScope()
 
-        async def ticker() -> None:
-            with ticker_scope:
-                await probe.ticker()
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid)
 
-        tg.start_soon(ticker)
+    def rss(self) -> float:
+        return proc_rss_mib(self.proc.pid)
 
-        # 1. Warm-up: every session's first poll, spread over one interval.
-        probe.start("warm-up")
-        before = await read_usage(watcher, sim)
-        await wait_until(
-            lambda: watcher.stats.polls >= opts.sessions,
-            within=max(120.0, opts.interval * 4),
-            what="the first poll of every session",
-        )
-        after = await read_usage(watcher, sim)
-        phases["warm-up"] = PhaseResult("warm-up", before, after, probe.current)
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.log.read_text()[-2000:]
+            raise BenchError(f"the daemon exited with {self.proc.returncode}:\n{tail}")
 
-        # 2. Steady state: nothing changes; whole poll periods.
-        probe.start("steady")
-        before = after
-        if opts.profile:
-            # Thread CPU time, not wall time: waiting in epoll is not work.
-            profiler = cProfile.Profile(time.thread_time)
-            profiler.enable()
-        await anyio.sleep(opts.window)
-        if profiler is not None:
-            profiler.disable()
-        after = await read_usage(watcher, sim)
-        phases["steady"] = PhaseResult("steady", before, after, probe.current)
-
-        # 3. Burst: a fraction of the sessions complete a run at once.
-        if burst:
-            probe.start("burst")
-            before = after
-            burst_result = await run_burst(opts, sim, receiver)
-            after = await read_usage(watcher, sim)
-            phases["burst"] = PhaseResult("burst", before, after, probe.current)
-
-        ticker_scope.cancel()
-        watcher.request_stop()
-        # The daemon drains for at most DRAIN_DEADLINE; this only guards the benchmark.
-        tg.cancel_scope.deadline = anyio.current_time() + 30
-    if burst_result is not None:
-        add_store_breakdown(watcher, burst_result)
-    watcher.store.close()
-    stats = None if profiler is None else pstats.Stats(profiler)
-    return RunResult(transport, phases, burst_result, stats)
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
 
 
-async def run_burst(opts: Options, sim: SimProcess, receiver: ReceiverProcess) -> BurstResult:
-    """Complete `--burst` of the sessions, wait for every notification, time each one."""
-    ids = session_ids(opts.sessions)
-    count = max(1, round(len(ids) * opts.burst))
-    chosen = random.Random(opts.seed).sample(ids, count)
-    already = len(receiver.receipts())
-    started = time.monotonic()
-    changed_at = await anyio.to_thread.run_sync(fire_burst, sim, chosen)
-    # A change waits for its session's next poll (one period at most, more when polls
-    # run late), then for its turn in the outbox lane.
-    within = opts.interval * (1 + opts.jitter) * 3 + 30
+@contextlib.contextmanager
+def running(daemon: Daemon) -> Iterator[Daemon]:
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
 
-    def all_received() -> bool:
-        return len(receiver.receipts()) - already >= count
 
-    with contextlib.suppress(BenchError):
-        await wait_until(all_received, within, "every burst notification")
-    drain_s = time.monotonic() - started
-    latencies: list[float] = []
-    seen: Counter[str] = Counter()
-    for receipt in receiver.receipts()[already:]:
-        if receipt.type != COMPLETED or receipt.session not in changed_at:
-            continue
-        seen[receipt.session] += 1
-        if seen[receipt.session] == 1:
-            latencies.append(receipt.received - changed_at[receipt.session])
-    return BurstResult(
-        changed=count,
-        expected=count,
-        received=len(seen),
-        end_to_end=latencies,
-        detect=[],
-        deliver=[],
-        drain_s=drain_s,
-        duplicates=sum(n - 1 for n in seen.values()),
+def wait_for_gets(api: FakeApi, daemon: Daemon, count: int, within: float) -> None:
+    """Until the fake API has served `count` session GETs in all."""
+
+    def reached() -> bool:
+        daemon.check_alive()
+        return int(api.stats()["gets"]) >= count
+
+    wait_until(reached, within, f"{count} polls")
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the daemon did over a measured stretch of wall time."""
+
+    seconds: float
+    cpu: float
+    gets: int
+    lists: int
+
+    @property
+    def us_per_get(self) -> float:
+        return self.cpu / self.gets * 1e6 if self.gets else math.inf
+
+
+def measure(api: FakeApi, daemon: Daemon, seconds: float) -> Window:
+    """Daemon CPU and requests served over `seconds` of wall time."""
+    before, cpu0, t0 = api.stats(), daemon.cpu(), time.monotonic()
+    time.sleep(seconds)
+    after, cpu1, t1 = api.stats(), daemon.cpu(), time.monotonic()
+    daemon.check_alive()
+    return Window(
+        seconds=t1 - t0,
+        cpu=cpu1 - cpu0,
+        gets=int(after["gets"]) - int(before["gets"]),
+        lists=int(after["lists"]) - int(before["lists"]),
     )
 
 
-def add_store_breakdown(watcher: Watcher, result: BurstResult) -> None:
-    """Split latency at the outbox commit, from the delivered rows' timestamps."""
-    rows = watcher.store.list_outbox(OutboxStatus.DELIVERED, limit=result.expected * 2 + 10)
-    for row in rows:
-        if not isinstance(row, OutboxRow):
-            continue  # a stored event that cannot be read has no timings to give
-        if row.target != TARGET or row.event.type != COMPLETED or row.finished_at is None:
-            continue
-        result.detect.append((row.created_at - row.event.occurred_at).total_seconds())
-        result.deliver.append((row.finished_at - row.created_at).total_seconds())
+def measure_windows(api: FakeApi, daemon: Daemon, seconds: float, each: float) -> list[Window]:
+    """`measure` in consecutive windows of `each` seconds."""
+    return [measure(api, daemon, each) for _ in range(max(1, round(seconds / each)))]
 
 
-# --- reporting -----------------------------------------------------------------------------
+def least_disturbed(windows: Sequence[Window]) -> Window:
+    """The window with the least CPU per poll: other work on a shared machine only adds."""
+    return min(windows, key=lambda w: w.us_per_get)
+
+
+def median_us(windows: Sequence[Window]) -> float:
+    """The median CPU per poll over `windows`."""
+    return sorted(w.us_per_get for w in windows)[len(windows) // 2]
+
+
+def bare_loop(kind: str, api: FakeApi, sessions: int, seconds: float) -> dict[str, Any]:
+    """One bench/bare.py run; its JSON line."""
+    done = subprocess.run(
+        [
+            *(PY, str(ROOT / "bench" / "bare.py"), kind, api.url),
+            *("--sessions", str(sessions), "--seconds", str(seconds)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=seconds + 60,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"bare loop {kind} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (0 for no values)."""
+    """Nearest-rank percentile; NaN for no values."""
     if not values:
-        return 0.0
+        return math.nan
     ordered = sorted(values)
     rank = max(1, math.ceil(pct / 100 * len(ordered)))
     return ordered[rank - 1]
 
 
-def dist(values: Sequence[float], unit: str = "ms") -> str:
-    """p50 / p95 / p99 / max of a sample of seconds, shown in ms or s."""
-    if not values:
-        return "no samples"
-
-    def show(value: float) -> str:
-        return f"{value * 1000:.1f} ms" if unit == "ms" else f"{value:.2f} s"
-
-    return (
-        f"p50 {show(percentile(values, 50))}, p95 {show(percentile(values, 95))}, "
-        f"p99 {show(percentile(values, 99))}, max {show(max(values))}  (n={len(values)})"
-    )
-
-
-def mib(value: float) -> str:
-    """Bytes as MiB."""
-    return f"{value / 2**20:.1f} MiB"
-
-
-def max_gap(phase: PhaseProbe) -> float:
-    """The longest time between two consecutive polls of one session in the phase."""
-    gaps = [b - a for starts in phase.fetch_starts.values() for a, b in itertools.pairwise(starts)]
-    return max(gaps, default=0.0)
+# --- the table -------------------------------------------------------------------------
 
 
 @dataclass
-class Verdicts:
-    """Targets stated by the benchmark and whether they were met."""
+class Row:
+    figure: str
+    value: str
+    target: str = ""
+    met: bool | None = None  # None: not judged
 
-    lines: list[tuple[bool, str]] = field(default_factory=list)
 
-    def check(self, ok: bool, text: str) -> None:
-        """Record one target."""
-        self.lines.append((ok, text))
+@dataclass
+class Table:
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, figure: str, value: str, target: str = "", met: bool | None = None) -> None:
+        self.rows.append(Row(figure, value, target, met))
+        mark = "" if met is None else (" ok" if met else " MISSED")
+        print(f"  {figure}: {value}{'  (target ' + target + ')' if target else ''}{mark}")
+
+    def render(self) -> str:
+        lines = ["| figure | value | target | |", "|---|---|---|---|"]
+        for row in self.rows:
+            verdict = "" if row.met is None else ("met" if row.met else "**missed**")
+            lines.append(f"| {row.figure} | {row.value} | {row.target} | {verdict} |")
+        return "\n".join(lines)
 
     @property
-    def all_met(self) -> bool:
-        """Whether no target was missed."""
-        return all(ok for ok, _ in self.lines)
+    def missed(self) -> list[Row]:
+        return [row for row in self.rows if row.met is False]
 
 
-def report_phase(
-    opts: Options, result: PhaseResult, verdicts: Verdicts | None, title: str = ""
-) -> None:
-    """Print one phase's figures; judge the steady state against its targets."""
-    p = result.probe
-    seconds = result.seconds
-    polls = result.polls
-    cpu = result.cpu
-    print(f"\n== {title or result.name}: {seconds:.1f} s ==")
-    expected_rate = opts.sessions / opts.mean_period
-    rate = polls / seconds if seconds else 0.0
-    sim_requests = result.after.sim_requests - result.before.sim_requests
-    print(f"polls completed      {polls}  (simulator answered {sim_requests} API requests)")
-    if result.name == "steady":
-        print(
-            f"polls/s              {rate:.1f} achieved; expected {expected_rate:.1f} "
-            f"(N/I = {opts.sessions / opts.interval:.1f})"
-        )
-        busiest = max(p.per_second.values(), default=0)
-        print(
-            f"poll starts per s    busiest second {busiest}, mean {rate:.1f} "
-            f"(first polls spread over one interval)"
-        )
-        print(
-            f"per-session gap      max {max_gap(p):.2f} s between two polls of one session "
-            f"(schedule allows {opts.interval * (1 + opts.jitter):.2f} s)"
-        )
-    else:
-        print(f"polls/s              {rate:.1f}")
-    share = cpu / seconds * 100 if seconds else 0.0
-    per_poll = f"{cpu / polls * 1000:.2f} ms CPU per poll" if polls else "no polls"
-    print(f"watcher CPU          {cpu:.2f} s = {share:.1f}% of one core; {per_poll}")
-    sim_cpu = result.after.sim_cpu - result.before.sim_cpu
-    per_req = f", {sim_cpu / sim_requests * 1000:.2f} ms per request" if sim_requests else ""
-    print(f"simulator CPU        {sim_cpu:.2f} s (separate process, not billed above{per_req})")
-    listed = 0.0
-    for name, spent in sorted(thread_deltas(result.before, result.after).items()):
-        if spent > 0:
-            listed += spent
-            print(f"  {name:<34} {spent:6.2f} s")
-    if cpu - listed >= 0.01:
-        print(f"  {'threads that ended in the phase':<34} {cpu - listed:6.2f} s")
-    growth = result.after.rss - result.before.rss
-    print(
-        f"memory               RSS {mib(result.after.rss)} (grew {mib(growth)} in the phase), "
-        f"peak {mib(result.after.max_rss)}"
-    )
-    samples = p.samples()
-    print(
-        f"  the bench's own samples: {samples} floats, about {mib(samples * SAMPLE_BYTES)} "
-        "of that growth"
-    )
-    print(f"loop lag (100 ms)    {dist(p.loop_lag)}")
-    print(f"poll lateness        {dist(p.lateness)}")
-    print("  (start of the request minus APScheduler's scheduled time: scheduler + queue wait)")
-    print(f"request latency      {dist(p.request_s)}")
-    print(
-        f"scheduler            {p.submitted} job runs submitted, {p.missed} missed "
-        f"(past misfire_grace_time), {p.max_instances} skipped at max_instances"
-    )
-    if verdicts is None or result.name != "steady":
-        return
-    verdicts.check(
-        rate >= 0.95 * expected_rate,
-        f"steady: polls/s >= 95% of expected ({rate:.1f} vs {expected_rate:.1f})",
-    )
-    per_poll_ms = cpu / max(polls, 1) * 1000
-    verdicts.check(
-        polls > 0 and per_poll_ms <= CPU_BUDGET_MS,
-        f"steady: CPU per poll <= {CPU_BUDGET_MS} ms, i.e. 10k sessions at 30 s in half a core "
-        f"({per_poll_ms:.2f} ms)",
-    )
-    lag_p99 = percentile(p.loop_lag, 99)
-    verdicts.check(
-        lag_p99 <= 0.1, f"steady: event-loop lag p99 <= 100 ms ({lag_p99 * 1000:.1f} ms)"
-    )
-    late_p99 = percentile(p.lateness, 99)
-    allowed = opts.interval * LATE_FRACTION
-    verdicts.check(
-        late_p99 <= allowed,
-        f"steady: poll lateness p99 <= {LATE_FRACTION:.0%} of the interval = {allowed:.2f} s "
-        f"({late_p99:.2f} s)",
-    )
-    verdicts.check(p.missed == 0, f"steady: no poll dropped as a misfire ({p.missed} missed)")
+# --- scenarios -------------------------------------------------------------------------
 
 
-def report_burst(opts: Options, burst: BurstResult, verdicts: Verdicts | None) -> None:
-    """Print the burst's latencies and judge them."""
-    print(f"\n== burst: {burst.changed} sessions complete a run at once ==")
-    print(
-        f"notifications        {burst.received}/{burst.expected} received in "
-        f"{burst.drain_s:.1f} s, {burst.duplicates} duplicate(s)"
-    )
-    print(f"change -> receipt    {dist(burst.end_to_end, 's')}")
-    print(f"  change -> commit   {dist(burst.detect, 's')}  (waiting for the next poll)")
-    print(f"  commit -> sent     {dist(burst.deliver, 's')}  (outbox lane, one POST at a time)")
-    if verdicts is None:
-        return
-    limit = opts.interval * (1 + opts.jitter) + BURST_SLACK_S
-    verdicts.check(
-        burst.received == burst.expected and burst.duplicates == 0,
-        f"burst: every notification delivered once ({burst.received}/{burst.expected})",
-    )
-    worst = max(burst.end_to_end, default=math.inf)
-    verdicts.check(
-        worst <= limit,
-        f"burst: max change -> receipt <= one period + {BURST_SLACK_S:g} s = {limit:.1f} s "
-        f"({worst:.2f} s)",
+@dataclass(frozen=True)
+class Options:
+    sessions: int
+    interval: float
+    window: float
+    bare_seconds: float
+    burst: int
+    burst_interval: float
+    latency_sessions: int
+    latency_concurrency: int
+    big: int
+    discover_interval: float
+    discover_window: float
+    adaptive_window: float
+    workdir: Path
+
+
+def poll_config(
+    opts: Options, api: FakeApi, name: str, ids: Sequence[str], interval: float
+) -> Path:
+    """A config polling `ids` every `interval` seconds (10% jitter), state in `name`.db."""
+    return write_config(
+        opts.workdir / f"{name}.yaml",
+        api,
+        opts.workdir / f"{name}.db",
+        ids,
+        poll=f"  interval: {interval * 1000:.0f}ms\n  jitter: 10%\n",
     )
 
 
-def package_of(filename: str, funcname: str) -> str:
-    """Which library a profiled function belongs to."""
-    if filename == "~":
-        return "builtins: " + funcname.strip("<>").split(" of ")[0].removeprefix("built-in ")
-    path = filename.replace("\\", "/")
-    if "/site-packages/" in path:
-        return path.split("/site-packages/")[1].split("/")[0].removesuffix(".py")
-    if "/watcher/" in path:
-        return "watcher." + path.split("/watcher/")[1].removesuffix(".py").replace("/", ".")
-    if "/bench/" in path:
-        return "bench (instruments)"
-    if "/lib/python" in path:
-        return "stdlib: " + path.split("/lib/python")[1].split("/", 2)[1].removesuffix(".py")
-    return path
+def scenario_cost(opts: Options, table: Table) -> None:
+    """Scenarios 1-2: CPU per unchanged poll vs bare loops; polls/s on one core.
 
-
-# (label, file suffix, function) of the steps whose inclusive time the profile reports.
-INCLUSIVE = (
-    ("Watcher.poll (one whole poll, loop side)", "watcher/daemon.py", "poll"),
-    ("FactoryClient.fetch_session (HTTP request)", "watcher/api.py", "fetch_session"),
-    (
-        "  httpcore current_async_library (sniffio look-up)",
-        "_synchronization.py",
-        "current_async_library",
-    ),
-    ("classify_response (JSON + snapshot parsing)", "watcher/api.py", "classify_response"),
-    ("Watcher.db (hand-off to the SQLite thread)", "watcher/daemon.py", "db"),
-    (
-        "APScheduler _process_jobs (due jobs, next run times)",
-        "apscheduler/schedulers/base.py",
-        "_process_jobs",
-    ),
-    ("Watcher._tick (the job: queue a poll)", "watcher/daemon.py", "_tick"),
-)
-
-
-def report_profile(stats: pstats.Stats) -> None:
-    """Event-loop thread time by library, and the heaviest functions (cProfile, tottime)."""
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    total = sum(entry[2] for entry in raw.values()) or 1.0
-    groups: Counter[str] = Counter()
-    for (filename, _line, funcname), entry in raw.items():
-        groups[package_of(filename, funcname)] += entry[2]
-    print("\n== profile: event-loop thread CPU, self time by library (cProfile inflates it) ==")
-    for name, spent in groups.most_common(14):
-        print(f"  {name:<44} {spent / total * 100:5.1f}%")
-    print("  inclusive time of the main steps (nested steps overlap):")
-    for label, suffix, funcname in INCLUSIVE:
-        spent = sum(
-            entry[3]
-            for (filename, _line, name), entry in raw.items()
-            if name == funcname and filename.replace("\\", "/").endswith(suffix)
-        )
-        print(f"    {spent / total * 100:5.1f}%  {label}")
-    print("  heaviest functions (self time):")
-    top = sorted(raw.items(), key=lambda item: -item[1][2])[:12]
-    for (filename, line, funcname), entry in top:
-        where = f"{package_of(filename, funcname)}:{funcname}:{line}"
-        print(f"    {entry[2] / total * 100:5.1f}%  {entry[1]:>8} calls  {where}")
-
-
-def report_comparison(base: PhaseResult, other: PhaseResult, version: str) -> None:
-    """The steady state under both transports, side by side."""
-
-    def per_poll(result: PhaseResult) -> float:
-        return result.cpu / result.polls * 1000 if result.polls else math.nan
-
-    print(f"\n== transport comparison (steady state; httpx_aiohttp {version}) ==")
-    for name, result in (("httpx (default)", base), ("httpx_aiohttp", other)):
-        print(
-            f"  {name:<16} {per_poll(result):.2f} ms CPU per poll, "
-            f"{result.cpu / result.seconds * 100:.1f}% of one core, "
-            f"request p50 {percentile(result.probe.request_s, 50) * 1000:.1f} ms"
-        )
-
-
-# --- main --------------------------------------------------------------------------------
-
-
-async def bench(opts: Options, workdir: Path) -> int:
-    """Run every phase and print the report; the exit status."""
-    # Profiling doubles the loop's CPU: its figures explain, they are not judged.
-    verdicts = None if opts.profile else Verdicts()
-    aiohttp_version = httpx_aiohttp_available()
-    print(
-        f"factory-watcher polling benchmark: {opts.sessions} sessions, interval "
-        f"{opts.interval:g} s, jitter {opts.jitter:.0%}, steady window {opts.window:.1f} s, "
-        f"concurrency {opts.concurrency}, burst {opts.burst:.0%}"
-    )
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), load average {load} "
-        f"(other work on the machine skews latencies more than CPU counts); "
-        f"httpx {httpx.__version__}; state in {workdir}"
-    )
-    with SimProcess(opts.sessions, DEFAULT_API_KEY) as sim, ReceiverProcess() as receiver:
-        print(f"simulator pid {sim.pid} at {sim.url}; webhook receiver pid {receiver.pid}")
-        main = await run_watcher(
-            opts, sim, receiver, workdir / "httpx", transport="httpx", burst=True
-        )
-        for name in ("warm-up", "steady", "burst"):
-            if name in main.phases:
-                report_phase(opts, main.phases[name], verdicts)
-        if main.burst is not None:
-            report_burst(opts, main.burst, verdicts)
-        if main.profile is not None:
-            report_profile(main.profile)
-        if aiohttp_version is None:
-            print(
-                "\n== transport comparison: skipped; httpx_aiohttp is not importable "
-                "(not installed, and not a dependency) =="
-            )
-        elif opts.compare_transport:
-            other = await run_watcher(
-                opts, sim, receiver, workdir / "aiohttp", transport="aiohttp", burst=False
-            )
-            report_phase(opts, other.phases["steady"], None, "steady, httpx_aiohttp transport")
-            report_comparison(main.phases["steady"], other.phases["steady"], aiohttp_version)
-        else:
-            print(
-                f"\n(httpx_aiohttp {aiohttp_version} is importable: "
-                "--compare-transport measures it)"
-            )
-    if verdicts is None:
-        print("\n== targets: not judged under --profile ==")
-        return 0
-    print("\n== targets ==")
-    for ok, text in verdicts.lines:
-        print(f"  {'met   ' if ok else 'MISSED'} {text}")
-    return 0 if verdicts.all_met else 1
-
-
-@contextlib.contextmanager
-def workdir(keep: bool) -> Iterator[Path]:
-    """A temporary state directory, removed afterwards unless `keep`."""
-    path = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
+    The daemon gets more polls due than it can serve, as the bare loops have
+    requests to make: both run flat out against the same server, so both get
+    the same batching from the event loop. A poll falling due while the
+    previous one of its session is still queued is skipped (a heap pop).
+    """
+    print(f"[1-2] cost: {opts.sessions} unchanged sessions, daemon vs bare loops, flat out")
+    api = FakeApi(opts.sessions)
     try:
-        yield path
+        floor = [bare_loop("httpx-aiohttp", api, opts.sessions, opts.bare_seconds)]
+        others = {
+            kind: bare_loop(kind, api, opts.sessions, opts.bare_seconds)
+            for kind in ("httpx", "aiohttp", "transport")
+        }
+        ids = session_ids(opts.sessions)
+        config = poll_config(opts, api, "cost", ids, opts.interval)
+        with running(Daemon(config, opts.workdir / "cost.log")) as daemon:
+            # Two full rounds: the first stores every session, the second learns
+            # each body's digest; from then on every poll is an unchanged one.
+            wait_for_gets(api, daemon, 2 * opts.sessions, 120)
+            time.sleep(1.0)
+            windows = measure_windows(api, daemon, opts.window, 2.0)
+            rss = daemon.rss()
+        floor.append(bare_loop("httpx-aiohttp", api, opts.sessions, opts.bare_seconds))
     finally:
-        if keep:
-            print(f"kept {path}")
-        else:
-            shutil.rmtree(path, ignore_errors=True)
+        api.stop()
+
+    cost = least_disturbed(windows)
+    floor_us = min(run["us_per_request"] for run in floor)
+    ratio = cost.us_per_get / floor_us
+    polls = sum(w.gets for w in windows)
+    seconds = sum(w.seconds for w in windows)
+    busy = sum(w.cpu for w in windows) / seconds
+    table.add(
+        "daemon CPU per unchanged poll",
+        f"{cost.us_per_get:.0f} µs (median {median_us(windows):.0f}; {polls / seconds:.0f} "
+        f"polls/s of {opts.sessions / opts.interval:.0f}/s due, {busy:.0%} of a core)",
+    )
+    table.add(
+        "bare loop, httpx on httpx-aiohttp, CPU per request",
+        " / ".join(f"{run['us_per_request']:.0f}" for run in floor)
+        + " µs before / after the daemon (median "
+        + " / ".join(f"{run['us_median']:.0f}" for run in floor)
+        + f"; {floor[0]['rate']:.0f} req/s)",
+    )
+    for kind, label in (
+        ("httpx", "plain httpx.AsyncClient"),
+        ("aiohttp", "raw aiohttp"),
+        ("transport", "httpx.Request straight to the aiohttp transport"),
+    ):
+        run = others[kind]
+        table.add(
+            f"bare loop, {label}, CPU per request",
+            f"{run['us_per_request']:.0f} µs (median {run['us_median']:.0f}; "
+            f"{run['rate']:.0f} req/s)",
+        )
+    table.add("ratio daemon / bare httpx-aiohttp", f"{ratio:.2f}", "≤ 1.3", ratio <= 1.3)
+    per_core = 1e6 / cost.us_per_get
+    table.add(
+        "polls/s on one core (1 / CPU per poll)",
+        f"{per_core:.0f} (median window {1e6 / median_us(windows):.0f})",
+        "≥ 2,500",
+        per_core >= 2500,
+    )
+    table.add(f"RSS, {opts.sessions} sessions", f"{rss:.1f} MiB")
+
+
+def scenario_burst(opts: Options, table: Table) -> None:
+    """Scenario 3: `burst` sessions complete a run at once; one webhook target gets them all."""
+    count = opts.burst
+    print(f"[3] burst: {count} sessions polled every {opts.burst_interval:g} s complete at once")
+    api = FakeApi(count)
+    try:
+        config = poll_config(opts, api, "burst", session_ids(count), opts.burst_interval)
+        with running(Daemon(config, opts.workdir / "burst.log")) as daemon:
+            wait_for_gets(api, daemon, 2 * count, 120)
+            time.sleep(opts.burst_interval)
+            api.ctl("reset")
+            changed_at = float(api.ctl("complete", {"count": count})["at"])
+
+            def drained() -> bool:
+                daemon.check_alive()
+                return int(api.stats()["hooks"]) >= count
+
+            with contextlib.suppress(BenchError):
+                wait_until(drained, 60, "the burst to drain")
+            burst = api.stats()
+    finally:
+        api.stop()
+    delivered = int(burst["hooks"])
+    first, last = burst["first_hook_at"], burst["last_hook_at"]
+    total = (float(last) - changed_at) if last else math.inf
+    spread = (float(last) - float(first)) if last and first else math.inf
+    table.add(
+        f"burst of {count} to one webhook: change -> last delivered",
+        f"{total:.2f} s ({delivered} delivered, {burst['duplicates']} duplicates; "
+        f"first -> last delivered {spread:.2f} s; polled every {opts.burst_interval:g} s)",
+        "≤ 10 s, all, once",
+        delivered == count and burst["duplicates"] == 0 and total <= 10,
+    )
+
+
+def scenario_memory(opts: Options, table: Table) -> None:
+    """Scenario 4: RSS after every session was polled twice, at 100 and at `big` sessions."""
+    print(f"[4] memory: 100 and {opts.big} watched sessions")
+    api = FakeApi(opts.big)
+    try:
+        for count, interval in ((100, 1.0), (opts.big, max(1.0, opts.big / 2000))):
+            config = write_config(
+                opts.workdir / f"rss{count}.yaml",
+                api,
+                opts.workdir / f"rss{count}.db",
+                session_ids(count),
+                poll=f"  interval: {interval:g}s\n  jitter: 10%\n",
+            )
+            with running(Daemon(config, opts.workdir / f"rss{count}.log")) as daemon:
+                start = int(api.stats()["gets"])
+                wait_for_gets(api, daemon, start + 2 * count, 180)
+                rss = daemon.rss()
+            if count == 100:
+                table.add("RSS, 100 sessions", f"{rss:.1f} MiB")
+            else:
+                table.add(
+                    f"RSS, {count} sessions", f"{rss:.1f} MiB", "≤ 150 MB", rss * 1.048576 <= 150
+                )
+    finally:
+        api.stop()
+
+
+def scenario_latency(opts: Options, table: Table) -> None:
+    """Scenario 7: with 100 ms per answer, does the in-flight cap hold back the polls due?"""
+    count, interval = opts.latency_sessions, 10.0
+    due = count / interval
+    print(f"[7] latency: {count} sessions every {interval:g} s, +100 ms per answer")
+    api = FakeApi(count, latency=0.1)
+    try:
+        config = write_config(
+            opts.workdir / "latency.yaml",
+            api,
+            opts.workdir / "latency.db",
+            session_ids(count),
+            poll=f"  interval: {interval:g}s\n  jitter: 10%\n",
+            factory_extra=(
+                f"  concurrency: {opts.latency_concurrency}\n" if opts.latency_concurrency else ""
+            ),
+        )
+        with running(Daemon(config, opts.workdir / "latency.log")) as daemon:
+            wait_for_gets(api, daemon, 2 * count, 120)
+            window = measure(api, daemon, opts.window)
+    finally:
+        api.stop()
+    rate = window.gets / window.seconds
+    cap = opts.latency_concurrency or "64 (default)"
+    table.add(
+        f"polls/s with 100 ms per answer, concurrency {cap}",
+        f"{rate:.0f} of {due:.0f}/s due ({window.cpu / window.seconds:.0%} of a core)",
+        "≥ 95% of due",
+        rate >= 0.95 * due,
+    )
+
+
+NEEDS_DISCOVERY = "needs discovery (branch discover)"
+NEEDS_ADAPTIVE = "needs adaptive polling (branch discover)"
+
+
+def scenario_discovery(opts: Options, table: Table) -> None:
+    """Scenario 5: 10,000 discovered sessions, 1%/min changing, 100 ms latency."""
+    count = opts.big
+    interval = opts.discover_interval
+    print(f"[5] discovery: {count} listed sessions, 1%/min changing, +100 ms per answer")
+    api = FakeApi(count, latency=0.1)
+    try:
+        config = write_config(
+            opts.workdir / "discover.yaml",
+            api,
+            opts.workdir / "discover.db",
+            (),
+            poll="  interval: 30s\n  running: 5s\n  idle: 30s\n  max_idle: 10m\n  jitter: 10%\n",
+            factory_extra="  max_requests_per_second: 50\n",
+            extra=f"discover:\n  interval: {interval:g}s\n  max_sessions: {count}\n",
+        )
+        accepted, said = config_accepted(config)
+        if not accepted:
+            print(f"    not run: {NEEDS_DISCOVERY}\n    check said: {said.splitlines()[-1]}")
+            for figure in (
+                f"{count} discovered: CPU share of one core",
+                f"{count} discovered: requests/min",
+                f"{count} discovered: change -> notification p50 / p99",
+            ):
+                table.add(figure, f"not run: {NEEDS_DISCOVERY}")
+            return
+        with running(Daemon(config, opts.workdir / "discover.log")) as daemon:
+            # The first sweep lists every session and takes its baseline.
+            wait_until(
+                lambda: int(api.stats()["lists"]) >= count // 100 and daemon.proc.poll() is None,
+                interval * 3 + 120,
+                "the first discovery sweep",
+            )
+            time.sleep(interval)
+            api.ctl("reset")
+            api.ctl("churn", {"per_minute": count / 100})
+            window = measure(api, daemon, opts.discover_window)
+            api.ctl("churn", {"per_minute": 0})
+            stats = api.stats()
+            changes = int(stats["changes"])
+            # Changes made near the end of the window get their full chance.
+            wait_until(
+                lambda: int(api.stats()["hooks"]) >= changes,
+                interval + 10,
+                "the last changes to be notified",
+            )
+            stats = api.stats()
+    except BenchError as error:
+        print(f"    failed: {error}")
+        table.add(f"{count} discovered", f"failed: {error}", met=False)
+        return
+    finally:
+        api.stop()
+    share = window.cpu / window.seconds
+    table.add(f"{count} discovered: CPU share of one core", f"{share:.1%}", "≤ 10%", share <= 0.10)
+    table.add(
+        f"{count} discovered: requests/min",
+        f"{(window.gets + window.lists) / window.seconds * 60:.0f} "
+        f"({window.lists} list pages, {window.gets} GETs in {window.seconds:.0f} s)",
+    )
+    latencies = stats["hook_latencies"]
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    table.add(
+        f"{count} discovered: change -> notification p50 / p99",
+        f"{p50:.1f} s / {p99:.1f} s ({len(latencies)} of {changes} changes notified)",
+        f"p99 ≤ {interval + 2:g} s",
+        p99 <= interval + 2 and len(latencies) >= changes,
+    )
+
+
+def scenario_adaptive(opts: Options, table: Table) -> None:
+    """Scenario 6: requests/hour for 1,000 sessions (5% running), adaptive vs fixed."""
+    print("[6] adaptive: 1,000 sessions, 50 running; adaptive vs fixed 5 s")
+    api = FakeApi(0)
+    try:
+        adaptive_ids = api.ctl("add", {"count": 1000, "prefix": "a-"})["ids"]
+        fixed_ids = api.ctl("add", {"count": 1000, "prefix": "f-"})["ids"]
+        api.ctl("status", {"ids": adaptive_ids[:50] + fixed_ids[:50], "status": "running"})
+        adaptive = write_config(
+            opts.workdir / "adaptive.yaml",
+            api,
+            opts.workdir / "adaptive.db",
+            adaptive_ids,
+            poll="  interval: 30s\n  running: 5s\n  pending: 10s\n  idle: 30s\n"
+            "  max_idle: 10m\n  jitter: 10%\n",
+            factory_extra="  max_requests_per_second: 1000\n",
+        )
+        accepted, said = config_accepted(adaptive)
+        if not accepted:
+            print(f"    not run: {NEEDS_ADAPTIVE}\n    check said: {said.splitlines()[-1]}")
+            table.add("1,000 sessions, 5% running: requests/hour", f"not run: {NEEDS_ADAPTIVE}")
+            return
+        fixed = write_config(
+            opts.workdir / "fixed.yaml",
+            api,
+            opts.workdir / "fixed.db",
+            fixed_ids,
+            poll="  interval: 5s\n  jitter: 10%\n",
+            factory_extra="  max_requests_per_second: 1000\n",
+        )
+        with (
+            running(Daemon(adaptive, opts.workdir / "adaptive.log")) as one,
+            running(Daemon(fixed, opts.workdir / "fixed.log")) as two,
+        ):
+            api.ctl("reset")
+            time.sleep(opts.adaptive_window)
+            one.check_alive()
+            two.check_alive()
+            by_prefix = api.stats()["gets_by_prefix"]
+    finally:
+        api.stop()
+    per_hour = 3600 / opts.adaptive_window
+    a, f = by_prefix.get("a", 0) * per_hour, by_prefix.get("f", 0) * per_hour
+    fewer = f / a if a else math.inf
+    table.add(
+        "1,000 sessions, 5% running: requests/hour adaptive vs fixed 5 s",
+        f"{a:,.0f} vs {f:,.0f}: {fewer:.1f}x fewer (first {opts.adaptive_window:.0f} s "
+        "after start, scaled to an hour)",
+        "≥ 5x fewer",
+        fewer >= 5,
+    )
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sessions", type=int, default=2000)
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="poll interval (s) of the cost run"
+    )
+    parser.add_argument("--window", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--bare-seconds", type=float, default=5.0)
+    parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--burst-interval", type=float, default=2.0)
+    parser.add_argument(
+        "--latency-sessions", type=int, default=3000, help="scenario 7: polled every 10 s"
+    )
+    parser.add_argument("--big", type=int, default=10000, help="sessions, scenarios 4-5")
+    parser.add_argument("--discover-interval", type=float, default=20.0)
+    parser.add_argument("--discover-window", type=float, default=60.0)
+    parser.add_argument("--adaptive-window", type=float, default=90.0)
+    parser.add_argument(
+        "--only", default="1,3,4,7,5,6", help="scenarios: 1 (with 2), 3, 4, 5, 6, 7"
+    )
+    parser.add_argument(
+        "--latency-concurrency", type=int, default=0, help="scenario 7: factory.concurrency"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep configs, logs and databases")
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; see the module docstring."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    if args == ["--serve-receiver"]:  # the child started by ReceiverProcess
-        return serve_receiver()
-    opts = parse_options(args)
-    with workdir(opts.keep) as path:
-        log_file = (path / "watcher.log").open("w", encoding="utf-8")
-        with log_file:
-            configure_logging(opts.log_level, stream=log_file, secrets=(DEFAULT_API_KEY,))
-            try:
-                return anyio.run(bench, opts, path)
-            except BenchError as error:
-                print(f"benchmark failed: {error}", file=sys.stderr)
-                return 2
+    args = parse(argv)
+    command = " ".join([Path(PY).name, "bench/poll_bench.py", *(argv or sys.argv[1:])])
+    workdir = Path(tempfile.mkdtemp(prefix="poll-bench-"))
+    opts = Options(
+        sessions=args.sessions,
+        interval=args.interval,
+        window=args.window,
+        bare_seconds=args.bare_seconds,
+        burst=args.burst,
+        burst_interval=args.burst_interval,
+        latency_sessions=args.latency_sessions,
+        latency_concurrency=args.latency_concurrency,
+        big=args.big,
+        discover_interval=args.discover_interval,
+        discover_window=args.discover_window,
+        adaptive_window=args.adaptive_window,
+        workdir=workdir,
+    )
+    only = {part.strip() for part in args.only.split(",")}
+    table = Table()
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    try:
+        if "1" in only:
+            scenario_cost(opts, table)
+        if "3" in only:
+            scenario_burst(opts, table)
+        if "4" in only:
+            scenario_memory(opts, table)
+        if "7" in only:
+            scenario_latency(opts, table)
+        if "5" in only:
+            scenario_discovery(opts, table)
+        if "6" in only:
+            scenario_adaptive(opts, table)
+    except BenchError as error:
+        print(f"bench failed: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if not args.keep:
+            for path in sorted(workdir.glob("**/*"), reverse=True):
+                path.unlink() if path.is_file() else path.rmdir()
+            workdir.rmdir()
+    load_after = os.getloadavg()
+    print()
+    print(f"command: {command}")
+    print(
+        f"machine: {os.cpu_count()} CPUs; load average before {load_before[0]:.2f}, "
+        f"after {load_after[0]:.2f} (1 min); {time.monotonic() - started:.0f} s in all"
+    )
+    print()
+    print(table.render())
+    if table.missed:
+        print(
+            f"\n{len(table.missed)} target(s) missed: " + "; ".join(r.figure for r in table.missed)
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -11,8 +11,8 @@ import pytest
 
 from tests.core.factories import T0
 from tests.rig import wait_for
-from watcher.api import MAX_BODY_BYTES, FactoryClient, classify_response
-from watcher.core.poll import Fetched, FetchFailed, FetchFailureKind, NotFound
+from watcher.api import MAX_BODY_BYTES, FactoryClient, body_digest, classify_response, env_proxy
+from watcher.core.poll import Fetched, FetchFailed, FetchFailureKind, NotFound, Unchanged
 from watcher.core.secret import Secret
 from watcher.testing.fakehttp import Fault, FaultRule
 from watcher.testing.sim import FactorySimulator, RawBody
@@ -93,13 +93,26 @@ async def test_faults_are_retryable(
     retry_after: timedelta | None,
 ) -> None:
     """Every server or network fault is a retryable failure, never a snapshot."""
-    sim.faults.add(FaultRule(fault, "/api/v0/sessions/s1", retry_after="7", stall_seconds=5))
+    # aiohttp resends an idempotent request once after a reset (RFC 9112 9.3.1),
+    # so a reset must happen twice in a row to fail a poll.
+    times = 2 if fault is Fault.RESET else 1
+    sim.faults.add(
+        FaultRule(fault, "/api/v0/sessions/s1", times=times, retry_after="7", stall_seconds=5)
+    )
     result = await client.fetch_session("s1")
     assert isinstance(result, FetchFailed)
     assert result.kind is FetchFailureKind.RETRYABLE
     assert reason in result.reason
     assert result.retry_after == retry_after
     assert isinstance(await client.fetch_session("s1"), Fetched)  # the fault was one-off
+
+
+@pytest.mark.anyio
+async def test_one_reset_is_resent_once(client: FactoryClient, sim: FactorySimulator) -> None:
+    """A single connection reset costs one resend of the GET, not a failed poll."""
+    sim.faults.add(FaultRule(Fault.RESET, "/api/v0/sessions/s1"))
+    assert isinstance(await client.fetch_session("s1"), Fetched)
+    wait_for(lambda: sim.request_count("s1") == 2, what="the resent request to be logged")
 
 
 @pytest.mark.anyio
@@ -207,3 +220,79 @@ def test_error_excerpts_are_one_encodable_line() -> None:
     result = classify_response(httpx.Response(503, content=body), T0)
     assert isinstance(result, FetchFailed)
     assert result.reason == "HTTP 503: broken \ufffd backend"
+
+
+@pytest.mark.anyio
+async def test_known_body_comes_back_unchanged(
+    client: FactoryClient, sim: FactorySimulator
+) -> None:
+    """The same body as the known digest is Unchanged; any other body is read in full."""
+    first = await client.fetch_session("s1")
+    assert isinstance(first, Fetched)
+    assert first.digest is not None
+    again = await client.fetch_session("s1", known=first.digest)
+    assert again == Unchanged(first.digest)
+    assert isinstance(await client.fetch_session("s1", known=b"other"), Fetched)
+    sim.complete_run("s1")
+    changed = await client.fetch_session("s1", known=first.digest)
+    assert isinstance(changed, Fetched)
+    assert changed.digest not in (None, first.digest)
+    assert changed.snapshot.status == "idle"
+
+
+@pytest.mark.anyio
+async def test_errors_are_never_unchanged(client: FactoryClient, sim: FactorySimulator) -> None:
+    """Only a 200 can be Unchanged: an error body repeated is still a failure."""
+    sim.faults.add(FaultRule(Fault.HTTP_503, "/api/v0/sessions/s1", times=2))
+    first = await client.fetch_session("s1")
+    assert isinstance(first, FetchFailed)
+    assert isinstance(await client.fetch_session("s1", known=body_digest(b"")), FetchFailed)
+
+
+def test_body_digest_tells_bodies_apart() -> None:
+    """Equal bodies share a digest; a one-byte difference does not."""
+    assert body_digest(b'{"a": 1}') == body_digest(b'{"a": 1}')
+    assert body_digest(b'{"a": 1}') != body_digest(b'{"a": 2}')
+
+
+@pytest.mark.anyio
+async def test_proxy_from_the_environment_is_used(
+    sim: FactorySimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is honoured, as httpx honoured it: the request goes to the proxy."""
+    monkeypatch.setenv("HTTP_PROXY", sim.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    api = FactoryClient("http://factory.invalid", Secret(KEY), timeout=2)
+    try:
+        await api.fetch_session("s1")
+    finally:
+        await api.aclose()
+    wait_for(lambda: sim.total_requests >= 1, what="the proxy (the simulator) to be asked")
+
+
+@pytest.mark.parametrize(
+    ("base", "env", "expected"),
+    [
+        ("https://api.factory.ai", {"HTTPS_PROXY": "http://proxy:3128"}, "http://proxy:3128"),
+        ("https://api.factory.ai", {"HTTP_PROXY": "http://proxy:3128"}, None),
+        (
+            "https://api.factory.ai",
+            {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "factory.ai"},
+            None,
+        ),
+        ("http://127.0.0.1:8080", {"HTTP_PROXY": "http://proxy:3128"}, "http://proxy:3128"),
+        ("https://api.factory.ai", {}, None),
+    ],
+)
+def test_env_proxy_follows_the_environment(
+    base: str, env: dict[str, str], expected: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy for the API is the one the environment names for its scheme and host."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    proxy = env_proxy(base)
+    assert (None if proxy is None else str(proxy.url)) == expected

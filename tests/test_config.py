@@ -583,7 +583,7 @@ def test_minimal_file_gets_every_default() -> None:
     assert factory.base_url == "https://api.factory.ai"
     assert factory.timeout == timedelta(seconds=10)
     assert factory.session_url == "https://app.factory.ai/sessions/{id}"
-    assert factory.concurrency == 16
+    assert factory.concurrency == 64
     assert factory.unavailable_after == timedelta(minutes=2)
     assert settings.poll.interval == timedelta(seconds=30)
     assert settings.poll.jitter == pytest.approx(0.1)

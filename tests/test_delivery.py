@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from tests.core.factories import event, ref
@@ -25,9 +27,17 @@ from watcher.core.message import (
 from watcher.core.model import Event
 from watcher.core.render import render_for
 from watcher.core.rules import Route
-from watcher.core.settings import DeliveryLimits, Rule, TargetKind, WebhookTarget
+from watcher.core.secret import Secret
+from watcher.core.settings import (
+    DeliveryLimits,
+    Rule,
+    SlackTarget,
+    SlackWebhookTarget,
+    TargetKind,
+    WebhookTarget,
+)
 from watcher.daemon import Watcher
-from watcher.delivery import DeliveryWorker, Pacer, Render, pacing_key
+from watcher.delivery import DeliveryWorker, Pacer, Render, pacing_key, sends_together
 from watcher.store import OutboxRow, OutboxStatus, SqliteStore, UnreadableRow
 
 T0 = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -401,3 +411,125 @@ async def test_destination_retry_after_is_honoured(rig: Rig) -> None:
     after = [r.received - limited.received for r in requests if r.received > limited.received]
     assert after
     assert min(after) >= 2.0
+
+
+@dataclass
+class GatedNotifier:
+    """Lets the first send through; holds each later one until `gate` are in flight at once."""
+
+    gate: int
+    calls: int = 0
+    in_flight: int = 0
+    sent: list[str] = field(default_factory=list)
+    opened: anyio.Event = field(default_factory=anyio.Event)
+
+    async def send(self, message: Message, *, now: datetime) -> SendOutcome:
+        """Wait at the gate (except the first), then succeed."""
+        self.calls += 1
+        if self.calls > 1:
+            self.in_flight += 1
+            if self.in_flight >= self.gate:
+                self.opened.set()
+            await self.opened.wait()
+            self.in_flight -= 1
+        self.sent.append(message.id)
+        return Sent("ok")
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+@pytest.mark.anyio
+async def test_rows_of_different_sessions_go_out_together(store: SqliteStore) -> None:
+    """An unpaced target gets rows of different sessions concurrently (else the gate
+    never opens), never two rows of one session at once, and those in order.
+    """
+    one = ref(id="one")
+    events = [
+        event(id="one-a", session=one),
+        event(id="one-b", session=one),
+        *(event(id=f"other-{i}", session=ref(id=f"other-{i}")) for i in range(4)),
+    ]
+    store.record_events(events, [(e, Route("r", "hook")) for e in events], T0)
+    # one-a probes the target alone; the four others then go out together.
+    notifier = GatedNotifier(gate=4)
+    worker = DeliveryWorker(store, jitter=lambda: 0.5)
+
+    async def stop_when_done() -> None:
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: len(notifier.sent) == 6))
+        worker.stop()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_when_done)
+            await worker.run({"hook": target("hook")}, {"hook": notifier})
+    assert notifier.sent[0] == "one-a"
+    assert notifier.sent[-1] == "one-b"
+    assert sorted(notifier.sent[1:5]) == [f"other-{i}" for i in range(4)]
+    assert store.counts()[OutboxStatus.DELIVERED] == 6
+
+
+@dataclass
+class FailingNotifier:
+    """Fails every send, noting how many were in flight at once."""
+
+    sent: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    async def send(self, message: Message, *, now: datetime) -> SendOutcome:
+        """Yield to other tasks a few times while in flight, then fail."""
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        self.in_flight -= 1
+        self.sent.append(message.id)
+        return SendFailed(FailureKind.RETRYABLE, "down")
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+@pytest.mark.anyio
+async def test_a_failing_target_gets_one_row_at_a_time(store: SqliteStore) -> None:
+    """Until a target accepts a row, rows are tried alone, never as a batch."""
+    queue(store, "e1", "e2", "e3")
+    notifier = FailingNotifier()
+    worker = DeliveryWorker(store, jitter=lambda: 0.5)
+
+    async def stop_when_all_tried() -> None:
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: len(notifier.sent) == 3))
+        worker.stop()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_when_all_tried)
+            await worker.run({"hook": target("hook")}, {"hook": notifier})
+    assert sorted(notifier.sent) == ["e1", "e2", "e3"]
+    assert notifier.most_in_flight == 1
+
+
+@pytest.mark.parametrize(
+    ("made", "together"),
+    [
+        (lambda: target("hook"), True),
+        (lambda: replace(target("hook"), min_interval=timedelta(seconds=1)), False),
+        (
+            lambda: SlackTarget(
+                name="s", token=Secret("xoxb-1"), channel="C1", min_interval=timedelta(0)
+            ),
+            False,
+        ),
+        (
+            lambda: SlackWebhookTarget(
+                name="w", url=Secret("https://hooks.slack.com/x"), min_interval=timedelta(0)
+            ),
+            False,
+        ),
+    ],
+    ids=["webhook", "paced-webhook", "slack-unpaced", "slack-webhook-unpaced"],
+)
+def test_only_unpaced_webhooks_send_together(made: Any, together: bool) -> None:
+    """Concurrent sends are for webhooks without pacing; Slack always gets one at a time."""
+    assert sends_together(made()) is together

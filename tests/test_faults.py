@@ -18,6 +18,11 @@ from watcher.testing.fakehttp import Fault, FaultRule
 pytestmark = pytest.mark.slow
 
 ALL_FAULTS = list(Fault)
+# A Slack incoming webhook accepts a message by answering 2xx (its body is just
+# "ok"), so a 200 whose body breaks off is a delivery, while the fake drops the
+# message of every faulty answer: that fault would lose a message only in the
+# fake. Which row meets it depends on timing, so it is left out for that sink.
+SLACK_HOOK_FAULTS = [f for f in ALL_FAULTS if f is not Fault.TRUNCATED_JSON]
 
 
 class NoJitter(random.Random):
@@ -39,9 +44,10 @@ def plan_faults(rig: Rig) -> None:
     """Queue every fault kind, once each, on the API and on every sink."""
     for fault in ALL_FAULTS:
         rig.slack.faults.add(FaultRule(fault, "/api/chat.", retry_after="1", stall_seconds=0.3))
-        rig.slack_hook.faults.add(
-            FaultRule(fault, "/services/", retry_after="1", stall_seconds=0.3)
-        )
+        if fault in SLACK_HOOK_FAULTS:
+            rig.slack_hook.faults.add(
+                FaultRule(fault, "/services/", retry_after="1", stall_seconds=0.3)
+            )
         rig.receiver.faults.add(FaultRule(fault, "/factory", retry_after="1", stall_seconds=0.3))
         rig.sim.faults.add(
             FaultRule(fault, "/api/v0/sessions/s", retry_after="1", stall_seconds=0.3)
@@ -91,7 +97,7 @@ async def test_every_notification_survives_every_fault_exactly_once(rig: Rig) ->
             await watcher.run(handle_signals=False)
 
     assert {f for _, f in rig.slack.faults.applied} == set(ALL_FAULTS)
-    assert {f for _, f in rig.slack_hook.faults.applied} == set(ALL_FAULTS)
+    assert {f for _, f in rig.slack_hook.faults.applied} == set(SLACK_HOOK_FAULTS)
     assert {f for _, f in rig.receiver.faults.applied} == set(ALL_FAULTS)
     assert {f for _, f in rig.sim.faults.applied} == set(ALL_FAULTS)
     webhook_ids = Counter(r.headers["webhook-id"] for r in rig.receiver.requests if r.status < 300)

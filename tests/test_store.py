@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.core.factories import T0, event, snap
+from tests.core.factories import T0, event, ref, snap
 from watcher.core.model import EventType, Gone, Snapshot
 from watcher.core.rules import Route
 from watcher.store import OutboxRow, OutboxStatus, SqliteStore, StoreError, UnreadableRow
@@ -211,3 +211,22 @@ def test_stored_text_is_always_valid_utf8(store: SqliteStore) -> None:
     loaded = store.load_state("s1")
     assert isinstance(loaded, Snapshot)
     assert loaded.title == "\ufffd s"
+
+
+def test_a_store_for_marks_flushes_less(tmp_path: Path) -> None:
+    """`durable=False` (the outbox worker's connection) commits with synchronous=NORMAL,
+    on the same file, and sees what the durable connection recorded.
+    """
+    durable = SqliteStore(tmp_path / "state.db")
+    marks = SqliteStore(tmp_path / "state.db", durable=False)
+    try:
+        assert marks._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert durable._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        e = event(id="e1", session=ref(id="s1"))
+        durable.record_events([e], [(e, Route("r", "hook"))], T0)
+        (row,) = marks.due("hook", T0, 10)
+        marks.mark_delivered(row.id, T0, None)
+        assert durable.counts()[OutboxStatus.DELIVERED] == 1
+    finally:
+        marks.close()
+        durable.close()

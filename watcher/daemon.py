@@ -30,7 +30,15 @@ from watcher.core.figures import (
 )
 from watcher.core.health import ApiHealth, ApiState, observe
 from watcher.core.model import Event, EventType
-from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
+from watcher.core.poll import (
+    Answer,
+    Fetched,
+    FetchFailed,
+    FetchFailureKind,
+    FetchResult,
+    NotFound,
+    Unchanged,
+)
 from watcher.core.render import render_for
 from watcher.core.retry import poll_backoff
 from watcher.core.rules import route
@@ -51,6 +59,7 @@ from watcher.recorder import PollRecorder
 from watcher.store import OutboxStatus, PollMark, SqliteStore
 from watcher.systemd import ProgressWatchdog, SystemdNotifier
 from watcher.ticker import TickReport, apply_tick
+from watcher.timetable import Timetable
 
 __all__ = ["PollReport", "Watcher", "apply_poll", "next_state", "run_until"]
 
@@ -89,6 +98,7 @@ class Watcher:
         systemd: SystemdNotifier | None = None,
         render: Render = render_for,
         recorder: PollRecorder | None = None,
+        store: SqliteStore | None = None,
     ) -> None:
         self.settings = settings
         self.recorder = recorder or (
@@ -97,13 +107,24 @@ class Watcher:
         self.clock = clock
         self._rng = rng or random.Random()
         self._reload_settings = reload
-        self.store = SqliteStore(settings.state_path)
+        self.store = store or SqliteStore(settings.state_path)
         self.source: SessionSource = source or self._client(settings)
         self.notifiers: dict[str, Notifier] = dict(
             notifiers or {name: build_notifier(t) for name, t in settings.targets.items()}
         )
         self._retired: list[Notifier | SessionSource] = []
         self._db_limiter = anyio.CapacityLimiter(1)
+        # Delivery has its own connection and database thread: SQLite in WAL mode
+        # lets it read and mark rows while polls commit, so a burst of sends never
+        # queues behind polls (writes still take turns on SQLite's write lock).
+        # Its marks need no fsync each (see SqliteStore): a burst of a thousand
+        # sends would otherwise wait for a thousand flushes.
+        self._delivery_store = (
+            self.store
+            if self.store.path == ":memory:"
+            else SqliteStore(self.store.path, durable=False)
+        )
+        self._delivery_limiter = anyio.CapacityLimiter(1)
         self.systemd = systemd or SystemdNotifier.from_env()
         self.progress = ProgressWatchdog(STALL_AFTER)
         for component in ("scheduler", "delivery"):
@@ -111,10 +132,10 @@ class Watcher:
         self._status_note = ""
         self.metrics = Metrics()
         self.delivery = DeliveryWorker(
-            self.store,
+            self._delivery_store,
             clock=clock,
             jitter=self._rng.random,
-            db=self.db,
+            db=self._delivery_db,
             on_progress=lambda: self.progress.beat("delivery", time.monotonic()),
             redact=self.redact,
             render=render,
@@ -124,6 +145,11 @@ class Watcher:
         self.stats = WatcherStats()
         self._watched: dict[str, WatchedSession] = {w.id: w for w in settings.sessions}
         self._in_flight: set[str] = set()
+        # The digest of the last body each session's stored state was derived
+        # from. An identical body cannot change that state, so it skips parsing,
+        # diffing and the database. Empty at start: the first poll after a start
+        # always compares with the stored snapshot (catch-up after downtime).
+        self._digests: dict[str, bytes] = {}
         # Failed polls back off per session; an API 429 with Retry-After pauses all.
         self._failures: dict[str, int] = {}
         self._paused_until: dict[str, datetime] = {}
@@ -131,7 +157,9 @@ class Watcher:
         self._raising: set[str] = set()  # sessions whose last poll raised (traceback logged)
         self._stop = anyio.Event()
         self._stopping = False
-        self._scheduler: AsyncIOScheduler | None = None
+        self._scheduler: AsyncIOScheduler | None = None  # the daemon's own periodic jobs
+        self.timetable = self._new_timetable()  # when each session is next polled
+        self._timetable_cycle = time.monotonic()
         self._queue: MemoryObjectSendStream[str] | None = None
         self._work_scope: anyio.CancelScope | None = None
         self._supervisor_scope: anyio.CancelScope | None = None
@@ -147,6 +175,9 @@ class Watcher:
         self._watched_version = 1
         self._watched_written = 0
         self.endpoint_port: int | None = None
+
+    def _new_timetable(self) -> Timetable:
+        return Timetable(self._tick, jitter=self._rng.random, on_cycle=self._timetable_cycled)
 
     @staticmethod
     def _client(settings: Settings) -> FactoryClient:
@@ -168,6 +199,12 @@ class Watcher:
             partial(fn, *args, **kwargs), limiter=self._db_limiter
         )
 
+    async def _delivery_db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a store call of the outbox worker in its own database thread."""
+        return await anyio.to_thread.run_sync(
+            partial(fn, *args, **kwargs), limiter=self._delivery_limiter
+        )
+
     # --- polling -------------------------------------------------------------------
 
     async def poll(self, session_id: str, *, dry_run: bool = False) -> PollReport:
@@ -175,33 +212,14 @@ class Watcher:
         watched = self._watched.get(session_id)
         if watched is None:
             return PollReport(session_id)
-        started = time.perf_counter()
-        try:
-            result = await self.source.fetch_session(session_id)
-        except Exception as error:  # a bug in fetching or parsing: a failed poll, nothing more
-            result = FetchFailed(FetchFailureKind.RETRYABLE, f"poll error: {describe_error(error)}")
-            self._log_raise(session_id, "poll", result.reason)
-        took = time.perf_counter() - started
+        answer, took = await self._fetch(session_id, dry_run=dry_run)
+        now = self.clock()
+        if isinstance(answer, Unchanged):
+            return await self._unchanged(session_id, answer, took, now)
+        result: FetchResult = answer
         if isinstance(result, FetchFailed):
             result = replace(result, reason=self.redact(result.reason))
-        now = self.clock()
-        settings = self.settings
-        try:
-            report = await self.db(
-                apply_poll,
-                self.store,
-                settings.rules,
-                settings.factory.session_url,
-                watched,
-                result,
-                now,
-                dry_run=dry_run,
-                quiet=settings.quiet_hours,
-            )
-        except Exception as error:  # the API answered; recording it failed (bug or store)
-            reason = self.redact(f"recording failed: {describe_error(error)}")
-            self._log_raise(session_id, "recording the poll", reason)
-            report = PollReport(session_id, failure=FetchFailed(FetchFailureKind.RETRYABLE, reason))
+        report = await self._record(watched, result, now, dry_run=dry_run)
         if self.recorder is not None and not isinstance(result, FetchFailed):
             self.recorder.write(session_id, result, now)
         self.stats.polls += 1
@@ -235,6 +253,50 @@ class Watcher:
                 self.delivery.wake(report.targets)
         return report
 
+    async def _fetch(self, session_id: str, *, dry_run: bool) -> tuple[Answer, float]:
+        """Ask the source, timed; a bug in fetching or parsing is a failed poll, nothing more."""
+        # A recording wants every body, so it turns the identical-body skip off.
+        skip = not dry_run and self.recorder is None
+        known = self._digests.get(session_id) if skip else None
+        started = time.perf_counter()
+        answer: Answer
+        try:
+            answer = await self.source.fetch_session(session_id, known=known)
+        except Exception as error:
+            answer = FetchFailed(FetchFailureKind.RETRYABLE, f"poll error: {describe_error(error)}")
+            self._log_raise(session_id, "poll", answer.reason)
+        return answer, time.perf_counter() - started
+
+    async def _record(
+        self, watched: WatchedSession, result: FetchResult, now: datetime, *, dry_run: bool
+    ) -> PollReport:
+        """Diff, evaluate and commit one answer; a failure to record is a failed poll."""
+        settings = self.settings
+        session_id = watched.id
+        try:
+            report = await self.db(
+                apply_poll,
+                self.store,
+                settings.rules,
+                settings.factory.session_url,
+                watched,
+                result,
+                now,
+                dry_run=dry_run,
+                quiet=settings.quiet_hours,
+            )
+        except Exception as error:  # the API answered; recording it failed (bug or store)
+            self._digests.pop(session_id, None)  # the stored state is no longer known
+            reason = self.redact(f"recording failed: {describe_error(error)}")
+            self._log_raise(session_id, "recording the poll", reason)
+            return PollReport(session_id, failure=FetchFailed(FetchFailureKind.RETRYABLE, reason))
+        except BaseException:
+            self._digests.pop(session_id, None)
+            raise
+        if not dry_run:
+            self._remember(session_id, result)
+        return report
+
     def _follow_outcome(self, watched: WatchedSession, report: PollReport, now: datetime) -> None:
         """Back off after a failed poll; a good one ends the session's failure streak."""
         if report.failure is not None:
@@ -260,7 +322,7 @@ class Watcher:
         log.exception("%s of %s raised", what, session_id)
 
     def _count_poll(
-        self, session_id: str, result: FetchResult, report: PollReport, took: float, now: datetime
+        self, session_id: str, result: Answer, report: PollReport, took: float, now: datetime
     ) -> None:
         """Metrics and bookkeeping of one poll: memory only, no I/O."""
         outcome = poll_outcome(result)
@@ -296,6 +358,31 @@ class Watcher:
         except Exception:  # the next tick tries again; the daemon keeps running
             log.exception("rule timer failed")
 
+    def _remember(self, session_id: str, result: FetchResult) -> None:
+        """After a poll went the full path: which body the stored state now comes from."""
+        if isinstance(result, Fetched) and result.digest is not None:
+            self._digests[session_id] = result.digest
+        elif not isinstance(result, FetchFailed):
+            # A 404 stores `Gone`: the same body coming back is a change again.
+            self._digests.pop(session_id, None)
+
+    async def _unchanged(
+        self, session_id: str, answer: Unchanged, took: float, now: datetime
+    ) -> PollReport:
+        """The hot path: the body is the one the stored state came from. Nothing to do
+        but count it, on the event loop, with no database call and no thread hop.
+        """
+        self.stats.polls += 1
+        self.stats.last_poll_at = now
+        report = PollReport(session_id)
+        self._count_poll(session_id, answer, report, took, now)
+        self._raising.discard(session_id)
+        if self._failures and self._failures.pop(session_id, None) is not None:
+            self._paused_until.pop(session_id, None)
+        # Folds the success into the API's health; returns at once while it is up.
+        await self._observe_health(answer, now)
+        return report
+
     def _back_off(self, watched: WatchedSession, failure: FetchFailed, now: datetime) -> None:
         failures = self._failures.get(watched.id, 0) + 1
         self._failures[watched.id] = failures
@@ -316,7 +403,7 @@ class Watcher:
         until = self._paused_until.get(session_id)
         return until is None or now >= until
 
-    async def _observe_health(self, result: FetchResult, now: datetime) -> None:
+    async def _observe_health(self, result: Answer, now: datetime) -> None:
         failed = isinstance(result, FetchFailed)
         if not failed and self.health.state is ApiState.UP:
             return  # the hot path: nothing to fold in
@@ -357,11 +444,12 @@ class Watcher:
             if new:
                 self.delivery.wake({r.target for _, r in routes})
 
-    async def _tick(self, session_id: str) -> None:
-        """APScheduler job: queue a poll unless one is already queued or running."""
+    def _tick(self, session_id: str) -> None:
+        """A session fell due: queue a poll unless one is already queued or running."""
         if self._stopping or self._queue is None or session_id in self._in_flight:
             return
-        if not self.poll_allowed(session_id, self.clock()):
+        paused = self._paused_until or self._api_paused_until is not None
+        if paused and not self.poll_allowed(session_id, self.clock()):
             return
         try:
             self._queue.send_nowait(session_id)
@@ -383,22 +471,10 @@ class Watcher:
                     self._in_flight.discard(session_id)
 
     def _schedule(self, watched: WatchedSession, *, first: bool) -> None:
-        assert self._scheduler is not None
+        """(Re)schedule a session's polls; `first` spreads its first poll over one interval."""
         interval = watched.interval or self.settings.poll.interval
         timing = poll_timing(interval, self.settings.poll.jitter, self._rng.random())
-        delay = timing.first_delay if first else timing.period
-        self._scheduler.add_job(
-            self._tick,
-            IntervalTrigger(seconds=timing.period, jitter=timing.jitter or None, timezone=UTC),
-            args=[watched.id],
-            id=watched.id,
-            name=f"poll {watched.id}",
-            replace_existing=True,
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=max(1, int(interval.total_seconds())),
-            next_run_time=datetime.now(UTC) + timedelta(seconds=delay),
-        )
+        self.timetable.set(watched.id, timing, first=first)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -443,23 +519,11 @@ class Watcher:
                     for _ in range(settings.factory.concurrency):
                         work.start_soon(self._poll_worker, receive.clone())
                     receive.close()
+                    self.timetable = self._new_timetable()  # a run starts a fresh one
                     for watched in self._watched.values():
                         self._schedule(watched, first=True)
-                    self._scheduler.add_job(
-                        self._rules_job,
-                        IntervalTrigger(seconds=RULES_TICK, timezone=UTC),
-                        id="__rules__",
-                        max_instances=1,
-                        coalesce=True,
-                    )
-                    self._scheduler.add_job(
-                        self._heartbeat,
-                        IntervalTrigger(seconds=HEARTBEAT_PERIOD, timezone=UTC),
-                        id="__heartbeat__",
-                        max_instances=1,
-                        coalesce=True,
-                    )
-                    self._scheduler.start()
+                    work.start_soon(self.timetable.run)
+                    self._start_scheduler(self._scheduler)
                     work.start_soon(self._supervise)
                     self._started = True
                     self.systemd.ready()
@@ -479,6 +543,7 @@ class Watcher:
                         self._supervisor_scope.cancel()
                     self._stopping = True
                     self._scheduler.shutdown(wait=False)
+                    self.timetable.stop()
                     send.close()
                     self.delivery.stop()
                     work.cancel_scope.deadline = anyio.current_time() + DRAIN_DEADLINE
@@ -491,9 +556,31 @@ class Watcher:
             "stopped; %d notification(s) left queued", self.store_counts()[OutboxStatus.PENDING]
         )
 
+    def _start_scheduler(self, scheduler: AsyncIOScheduler) -> None:
+        """The daemon's few periodic jobs: the rule timer and the heartbeat."""
+        for job, period, job_id in (
+            (self._rules_job, RULES_TICK, "__rules__"),
+            (self._heartbeat, HEARTBEAT_PERIOD, "__heartbeat__"),
+        ):
+            scheduler.add_job(
+                job,
+                IntervalTrigger(seconds=period, timezone=UTC),
+                id=job_id,
+                max_instances=1,
+                coalesce=True,
+            )
+        scheduler.start()
+
+    def _timetable_cycled(self) -> None:
+        self._timetable_cycle = time.monotonic()
+
     async def _heartbeat(self) -> None:
-        """APScheduler job: proves the scheduler still fires jobs."""
-        self.progress.beat("scheduler", time.monotonic())
+        """APScheduler job: proves the scheduler still fires jobs, and the timetable
+        that fires polls still turns (it looks at least every second).
+        """
+        now = time.monotonic()
+        if now - self._timetable_cycle < STALL_AFTER:
+            self.progress.beat("scheduler", now)
 
     async def _supervise(self) -> None:
         """Keep `STATUS=` current and ping the watchdog while every component progresses."""
@@ -566,8 +653,8 @@ class Watcher:
         )
 
     def _next_poll(self, session_id: str) -> datetime | None:
-        job = self._scheduler.get_job(session_id) if self._scheduler is not None else None
-        at: datetime | None = getattr(job, "next_run_time", None)
+        due_in = self.timetable.due_in(session_id)
+        at = None if due_in is None else self.clock() + timedelta(seconds=due_in)
         for paused in (self._paused_until.get(session_id), self._api_paused_until):
             if paused is not None and (at is None or paused > at):
                 at = paused
@@ -680,14 +767,15 @@ class Watcher:
         self.delivery.set_targets(new.targets, self.notifiers)
         watched = {w.id: w for w in new.sessions}
         for session_id in set(self._watched) - set(watched):
-            if self._scheduler is not None and self._scheduler.get_job(session_id):
-                self._scheduler.remove_job(session_id)
+            self._digests.pop(session_id, None)
+            self.source.forget(session_id)
+            self.timetable.remove(session_id)
         changed = [
             w for w in watched.values() if self._watched.get(w.id) != w or new.poll != old.poll
         ]
         self._watched = watched
         self._watched_version += 1
-        if self._scheduler is not None:
+        if self._scheduler is not None:  # running: otherwise run() schedules every session
             for w in changed:
                 self._schedule(w, first=w.id not in self._in_flight)
 
@@ -702,6 +790,8 @@ class Watcher:
             self._retired.clear()
             if self.recorder is not None:
                 self.recorder.close()
+            if self._delivery_store is not self.store:
+                self._delivery_store.close()
 
     def store_counts(self) -> Mapping[OutboxStatus, int]:
         """Outbox depth by status."""

@@ -1,9 +1,12 @@
 """The outbox worker: sends pending notifications, owns retries, backoff and dead letters.
 
 One lane per target, each in the worker's task group, so a failing or slow
-target never delays another. Within a lane, rows go out in outbox order and
-only the oldest pending row of each session is eligible, so one session's
-notifications reach a target in the order the transitions happened.
+target never delays another. Within a lane, only the oldest pending row of
+each session is eligible, so one session's notifications reach a target in
+the order the transitions happened. Those eligible rows belong to different
+sessions, so a webhook target without pacing gets them concurrently (a burst
+of a thousand drains in round trips of `BATCH`, not one by one); Slack
+targets, and paced ones, get them one at a time.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class _Lane:
     stopping: bool = False
     not_before: datetime | None = None
     predecessor: _Lane | None = None
+    accepting: bool = False  # the target accepted the last row sent (concurrency allowed)
     stopped: anyio.Event = field(default_factory=anyio.Event)
 
     def poke(self) -> None:
@@ -60,6 +64,14 @@ class _Lane:
     def should_stop(self) -> bool:
         # A method, not the attribute, so checks after an await are not narrowed away.
         return self.stopping
+
+
+def sends_together(target: Target) -> bool:
+    """Whether rows of different sessions may go to `target` at the same time: only
+    to a webhook without pacing. Slack channels get one message at a time, in order,
+    paced or not.
+    """
+    return target.kind is TargetKind.WEBHOOK and target.min_interval <= timedelta(0)
 
 
 def pacing_key(target: Target) -> str:
@@ -221,6 +233,13 @@ class DeliveryWorker:
             next_due = await self._db(self._store.next_due, name)
             await self._sleep_until(lane, next_due or now + IDLE_WAKE)
             return
+        if sends_together(lane.target):
+            await self._send_together(lane, rows)
+        else:
+            await self._send_in_turn(lane, rows)
+
+    async def _send_in_turn(self, lane: _Lane, rows: list[OutboxRow | UnreadableRow]) -> None:
+        """A paced target: one row after another, each in its pacing slot."""
         for row in rows:
             if lane.should_stop():
                 break
@@ -228,6 +247,30 @@ class DeliveryWorker:
                 await self.attempt(lane.target, lane.notifier, row)
             if lane.not_before is not None and lane.not_before > self._clock():
                 break
+
+    async def _send_together(self, lane: _Lane, rows: list[OutboxRow | UnreadableRow]) -> None:
+        """An unpaced target: the rows at once. `due` returns at most one row per
+        session, so this never reorders one session's notifications.
+
+        Until the target has just accepted a row (at start, after any failure),
+        one row goes alone first, so a target that is down or rate-limiting sees
+        one request, not a batch, and its Retry-After holds back the rest.
+        """
+        if not lane.accepting:
+            if not await self._attempt_in(lane, rows[0]):
+                return
+            rows = rows[1:]
+        async with anyio.create_task_group() as tg:
+            for row in rows:
+                if lane.should_stop() or not lane.accepting:
+                    break
+                tg.start_soon(self._attempt_in, lane, row)
+
+    async def _attempt_in(self, lane: _Lane, row: OutboxRow | UnreadableRow) -> bool:
+        """`attempt` on behalf of `lane`, noting whether its target accepted the row."""
+        outcome = await self.attempt(lane.target, lane.notifier, row)
+        lane.accepting = isinstance(outcome, Sent)
+        return lane.accepting
 
     async def _sleep_until(self, lane: _Lane, when: datetime) -> None:
         delay = (when - self._clock()).total_seconds()

@@ -433,16 +433,23 @@ class SqliteStore:
 
     Calls are serialised by a lock so the daemon may call from worker threads.
     `":memory:"` gives a throwaway store for unit tests.
+
+    `durable=False` gives a connection with `synchronous=NORMAL`, for the outbox
+    worker's marks (delivered, retry, dead): a power cut may then forget the
+    last marks, which can only make a row be sent again, what the delivery
+    contract already allows for anything in flight. What a poll records
+    (snapshot, events, outbox rows) always commits with `synchronous=FULL`:
+    forgetting it could lose a transition.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, durable: bool = True) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)

@@ -163,7 +163,7 @@ class FactorySection(Section):
     api_key_file: _Text | None = None
     timeout: _Duration = timedelta(seconds=10)
     session_url: _SessionUrl = DEFAULT_SESSION_URL
-    concurrency: Annotated[int, Field(ge=1, le=256)] = 16
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 64
     unavailable_after: _Duration = timedelta(minutes=2)
 
 

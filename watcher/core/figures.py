@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from watcher.core.message import SendFailed
 from watcher.core.model import KnownStatus
-from watcher.core.poll import FetchFailed, FetchFailureKind, FetchResult, NotFound
+from watcher.core.poll import Answer, FetchFailed, FetchFailureKind, NotFound
 
 
 class PollOutcome(StrEnum):
@@ -28,7 +28,7 @@ class PollOutcome(StrEnum):
     ERROR = "error"  # timeouts, resets, unreadable bodies
 
 
-def poll_outcome(result: FetchResult) -> PollOutcome:
+def poll_outcome(result: Answer) -> PollOutcome:
     """The label of one poll's outcome."""
     if isinstance(result, NotFound):
         return PollOutcome.NOT_FOUND

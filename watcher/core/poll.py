@@ -20,10 +20,15 @@ class FetchFailureKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """200 with a readable session; `body` is the decoded JSON it was read from (for records)."""
+    """200 with a readable session.
+
+    `body` is the decoded JSON it was read from (for records); `digest`
+    fingerprints the raw body, so an identical next answer can skip parsing.
+    """
 
     snapshot: Snapshot
     body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    digest: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,4 +46,12 @@ class FetchFailed:
     status: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """200 whose body has the digest the caller already knew: nothing to parse or diff."""
+
+    digest: bytes
+
+
 FetchResult = Fetched | NotFound | FetchFailed
+Answer = FetchResult | Unchanged  # what a source may answer when told the last known body

@@ -30,7 +30,9 @@ class FactorySettings:
     base_url: str = DEFAULT_BASE_URL
     timeout: timedelta = timedelta(seconds=10)
     session_url: str = DEFAULT_SESSION_URL
-    concurrency: int = 16
+    # In flight at most. Little's law: in flight = rate x latency, so 64 carries
+    # 640 polls/s at a 100 ms round trip (10,000 sessions every 30 s need 333/s).
+    concurrency: int = 64
     unavailable_after: timedelta = timedelta(minutes=2)
 
 
