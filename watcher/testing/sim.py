@@ -670,6 +670,12 @@ def update_fields_from_json(raw: Any) -> dict[str, Any]:
     return _fields_from_json(raw, _UPDATE_FIELDS)
 
 
+def _ids_only_from_json(raw: Any) -> bool:
+    if not isinstance(raw, dict) or not isinstance(raw.get("ids_only"), bool):
+        raise InvalidRequestError('the body must be {"ids_only": true|false}')
+    return bool(raw["ids_only"])
+
+
 def fault_rule_from_json(raw: Any) -> FaultRule:
     """A `FaultRule` from a `POST /_sim/faults` body."""
     if not isinstance(raw, dict):
@@ -871,9 +877,7 @@ class _SimHandler(FakeHandler):
                 sim.faults.clear()
                 self._send(204, None)
             case ("PUT", "list-mode"):
-                if not isinstance(body, dict) or not isinstance(body.get("ids_only"), bool):
-                    raise InvalidRequestError('the body must be {"ids_only": true|false}')
-                sim.set_list_ids_only(body["ids_only"])
+                sim.set_list_ids_only(_ids_only_from_json(body))
                 self._send(204, None)
             case ("PUT", "api-key"):
                 if not isinstance(body, dict) or not isinstance(body.get("api_key"), str):
