@@ -133,3 +133,15 @@ def budget_need(settings: Settings) -> BudgetNeed:
     if settings.discover is not None:
         fastest += 1 / settings.discover.interval.total_seconds()
     return BudgetNeed(fixed, fastest, settings.factory.max_requests_per_second)
+
+
+def budget_warnings(settings: Settings) -> tuple[str, ...]:
+    """Why the configured sessions may not be polled at their intervals within the budget."""
+    need = budget_need(settings)
+    if not need.may_fall_behind:
+        return ()
+    return (
+        f"at their fastest intervals the configured sessions (and discovery) need "
+        f"{need.fastest:.2f} requests/s, more than factory.max_requests_per_second "
+        f"({need.budget:g}); polls will be spread out and come later than configured",
+    )
