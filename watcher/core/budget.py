@@ -73,7 +73,8 @@ def take(bucket: TokenBucket, now: float) -> Grant:
     if now < bucket.paused_until:
         return Grant(bucket, bucket.paused_until - now, "the API asked to wait (Retry-After)")
     current = refill(bucket, now)
-    if current.tokens >= 1:
+    # Tolerance: a caller that slept exactly the wait asked for must get its token.
+    if current.tokens >= 1 - 1e-6:
         return Grant(replace(current, tokens=current.tokens - 1), 0.0, "within budget")
     wait = (1 - current.tokens) / current.rate
     return Grant(current, wait, f"budget of {current.rate:.2f} requests/s spent")
