@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from watcher.core.budget import (
@@ -32,9 +34,9 @@ def drain(bucket: TokenBucket, now: float, count: int) -> tuple[TokenBucket, lis
 
 def test_a_crowd_is_spread_at_the_rate() -> None:
     """A full bucket of rate 10 grants a small burst, then one token every 0.1 s."""
-    bucket, granted = drain(TokenBucket.full(10, 0.0), 0.0, 12)
+    _, granted = drain(TokenBucket.full(10, 0.0), 0.0, 12)
     assert granted[:2] == [0.0, 0.0]  # the burst: a quarter second's worth
-    gaps = [b - a for a, b in zip(granted[2:], granted[3:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(granted[2:])]
     assert gaps == pytest.approx([0.1] * len(gaps))
     assert granted[-1] == pytest.approx(0.95)  # 2.5 saved tokens, then 0.1 s each
 
