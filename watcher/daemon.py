@@ -385,6 +385,16 @@ class Watcher:
     def _back_off(
         self, key: str, fixed: timedelta | None, failure: FetchFailed, now: datetime
     ) -> None:
+        if failure.status == 429:
+            # The API's rate, not this session, is the trouble: the shared budget
+            # has slowed down; the session itself waits only for a Retry-After.
+            wait = failure.retry_after or timedelta(0)
+            self._paused_until[key] = now + wait
+            if failure.retry_after is not None and (
+                self._api_paused_until is None or now + wait > self._api_paused_until
+            ):
+                self._api_paused_until = now + wait
+            return
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
         interval = fixed or self.settings.poll.interval
