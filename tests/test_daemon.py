@@ -13,7 +13,7 @@ import pytest
 
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
 from watcher.core.settings import Rule, Settings, WatchedSession
-from watcher.daemon import STALL_AFTER, Watcher
+from watcher.daemon import STALL_AFTER, PollQueue, Watcher
 from watcher.store import OutboxStatus
 from watcher.systemd import ProgressWatchdog
 from watcher.testing.fakehttp import Fault, FaultRule
@@ -398,3 +398,17 @@ async def test_a_watcher_without_targets_stays_healthy_and_can_gain_one(rig: Rig
             tg.start_soon(drive)
             await watcher.run(handle_signals=False)
     assert "finished its run" in rig.slack.messages[0].text
+
+
+@pytest.mark.anyio
+async def test_the_poll_queue_serves_running_sessions_first() -> None:
+    """When polls wait for the budget, running ones go first, then pending, then the rest."""
+    queue = PollQueue()
+    for session_id, priority in [("idle-1", 2), ("run-1", 0), ("pend", 1), ("run-2", 0)]:
+        queue.put(session_id, priority)
+    assert await queue.wait()
+    assert [queue.pop() for _ in range(4)] == ["run-1", "run-2", "pend", "idle-1"]
+    assert queue.pop() is None
+    queue.put("x", 2)
+    assert queue.close() == ["x"]
+    assert not await queue.wait()
