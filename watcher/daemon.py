@@ -249,6 +249,7 @@ class Watcher:
         self._facts: dict[str, ListedSession] = {}  # read on their own to judge bare items
         self._leaving: set[str] = set()  # left the list: one last poll, then dropped
         self._job_interval: dict[str, timedelta | None] = {}
+        self._configured: frozenset[str] = frozenset(w.id for w in settings.sessions)
         self._watched: dict[str, WatchedSession] = self._watch_list(settings)
         self._in_flight: set[str] = set()
         # Failed polls back off per session; an API 429 with Retry-After pauses all.
@@ -372,10 +373,6 @@ class Watcher:
             self._states[session_id] = report.state
         if self._failures.pop(session_id, None) is not None:
             self._paused_until.pop(session_id, None)
-
-    @property
-    def _configured(self) -> set[str]:
-        return {w.id for w in self.settings.sessions}
 
     def _note_throttle(self, failure: FetchFailed) -> None:
         """A 429 slows the shared budget down (and pauses it for its Retry-After)."""
@@ -961,6 +958,7 @@ class Watcher:
         self.delivery.set_targets(new.targets, self.notifiers)
         if new.factory.max_requests_per_second != old.factory.max_requests_per_second:
             self.budget.set_rate(new.factory.max_requests_per_second)
+        self._configured = frozenset(w.id for w in new.sessions)
         watched = self._watch_list(new)
         for session_id in set(self._watched) - set(watched):
             self._unschedule(session_id)
