@@ -102,6 +102,23 @@ def test_once_dry_run_prints_and_sends_nothing(
     assert len(rig.slack.messages) == 1
 
 
+def test_once_reads_the_list_first_when_discovery_is_on(
+    rig: Rig, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`once` with `discover:` takes the baseline, then tells what changed on the next run."""
+    rig.sim.add_session("d1", title="Found", status="running")
+    config = write_config(rig, tmp_path, [])
+    config.write_text(config.read_text().replace("sessions:", "discover:\nsessions:"))
+    code, out, _ = run_cli("once", "-c", str(config))
+    assert code == 0
+    assert "polled 1 session(s), 0 failed; sent 0 notification(s)" in out
+    rig.sim.complete_run("d1")
+    code, out, _ = run_cli("once", "-c", str(config))
+    assert code == 0
+    assert "sent 3 notification(s)" in out  # as for a hand-listed session
+    assert "Found finished its run" in rig.slack.messages[0].text
+
+
 def test_once_reports_failed_polls(rig: Rig, env: dict[str, str], tmp_path: Path) -> None:
     """A session the API cannot serve makes `once` exit 1 and say why."""
     config = write_config(rig, tmp_path, ["a"])

@@ -302,3 +302,26 @@ async def test_bare_list_items_are_judged_by_reading_the_session(rig: Rig) -> No
         await watcher.aclose()
         watcher.store.close()
     assert webhooks(rig) == []
+
+
+@pytest.mark.anyio
+async def test_a_reload_turns_discovery_on_and_changes_the_budget(rig: Rig) -> None:
+    """Discovery starts on reload; the new budget applies to the running watcher."""
+    rig.sim.add_session("a", title="A", status="running")
+    plain = replace(rig.settings, sessions=())
+    pending = [discovering(rig)]
+    pending[0] = replace(
+        pending[0], factory=replace(pending[0].factory, max_requests_per_second=123.0)
+    )
+    watcher = Watcher(plain, reload=pending.pop)
+
+    async def drive() -> None:
+        await until(lambda: watcher._scheduler and watcher._scheduler.running, "started")
+        assert rig.sim.path_request_count(API_PREFIX) == 0  # no discovery yet
+        assert await watcher.reload()
+        assert watcher.budget.bucket.ceiling == 123.0
+        await until(lambda: "a" in watcher.store.discovered().session_ids, "discovered")
+        rig.sim.complete_run("a")
+        await until(lambda: finished(rig), "a finished")
+
+    await run_while(watcher, drive)
