@@ -401,14 +401,22 @@ async def test_a_watcher_without_targets_stays_healthy_and_can_gain_one(rig: Rig
 
 
 @pytest.mark.anyio
-async def test_the_poll_queue_serves_running_sessions_first() -> None:
-    """When polls wait for the budget, running ones go first, then pending, then the rest."""
+async def test_the_poll_queue_serves_the_earliest_deadline_first() -> None:
+    """Short intervals (running sessions) go first; a slow session's deadline still comes."""
     queue = PollQueue()
-    for session_id, priority in [("idle-1", 2), ("run-1", 0), ("pend", 1), ("run-2", 0)]:
-        queue.put(session_id, priority)
+    for session_id, deadline, priority in [
+        ("idle-old", 3.0, 2),  # queued long ago: its deadline is near
+        ("idle-new", 600.0, 2),
+        ("run-1", 5.0, 0),
+        ("pend", 10.0, 1),
+        ("run-2", 5.0, 0),
+        ("unknown", 5.0, 2),
+    ]:
+        queue.put(session_id, deadline, priority)
     assert await queue.wait()
-    assert [queue.pop() for _ in range(4)] == ["run-1", "run-2", "pend", "idle-1"]
+    order = [queue.pop() for _ in range(6)]
+    assert order == ["idle-old", "run-1", "run-2", "unknown", "pend", "idle-new"]
     assert queue.pop() is None
-    queue.put("x", 2)
+    queue.put("x", 1.0, 2)
     assert queue.close() == ["x"]
     assert not await queue.wait()

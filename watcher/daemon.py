@@ -20,7 +20,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher.api import FactoryClient, RequestBudget, SessionSource
-from watcher.core.cadence import budget_warnings, needs_reschedule, poll_cadence, poll_priority
+from watcher.core.cadence import (
+    budget_warnings,
+    needs_reschedule,
+    poll_cadence,
+    poll_deadline,
+    poll_priority,
+)
 from watcher.core.diff import diff_states, session_ref, state_changed
 from watcher.core.discovery import (
     MAX_PAGES,
@@ -156,10 +162,10 @@ DISCOVERY = "__discovery__"  # the key of the discovery pass in backoff bookkeep
 
 
 class PollQueue:
-    """Sessions due for a poll, running ones first; each id is queued at most once."""
+    """Sessions due for a poll, earliest deadline first; each id is queued at most once."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, str]] = []
+        self._heap: list[tuple[float, int, int, str]] = []
         self._count = 0
         self._closed = False
         self._changed = anyio.Event()
@@ -167,17 +173,17 @@ class PollQueue:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def put(self, session_id: str, priority: int) -> None:
-        """Queue a poll (the caller keeps ids unique)."""
+    def put(self, session_id: str, deadline: float, priority: int) -> None:
+        """Queue a poll due by `deadline` (ties: lower `priority` first); ids kept unique."""
         if self._closed:
             return
         self._count += 1
-        heapq.heappush(self._heap, (priority, self._count, session_id))
+        heapq.heappush(self._heap, (deadline, priority, self._count, session_id))
         self._wake()
 
     def pop(self) -> str | None:
         """The most urgent queued id, or None when empty."""
-        return heapq.heappop(self._heap)[2] if self._heap else None
+        return heapq.heappop(self._heap)[3] if self._heap else None
 
     async def wait(self) -> bool:
         """Wait until something is queued; False once closed."""
@@ -188,7 +194,7 @@ class PollQueue:
     def close(self) -> list[str]:
         """Stop; returns the ids that were still queued."""
         self._closed = True
-        left = [item[2] for item in self._heap]
+        left = [item[3] for item in self._heap]
         self._heap.clear()
         self._wake()
         return left
@@ -471,7 +477,11 @@ class Watcher:
         """Queue a poll of `session_id` now, unless one is queued or running already."""
         if self._stopping or self._queue is None or session_id in self._in_flight:
             return False
-        self._queue.put(session_id, poll_priority(self._states.get(session_id)))
+        state = self._states.get(session_id)
+        deadline = poll_deadline(
+            time.monotonic(), self._job_interval.get(session_id), self.settings.poll.interval
+        )
+        self._queue.put(session_id, deadline, poll_priority(state))
         self._in_flight.add(session_id)
         return True
 
@@ -736,7 +746,9 @@ class Watcher:
         if first_at is not None:
             self._first_discovery_at = first_at
         for baseline in baselines:
+            # The listing read it as fully as a poll would: its own read is due by max_idle.
             self._states[baseline.session_id] = baseline.state
+            self._fetched_at[baseline.session_id] = now
         self._discovered_ids.update(added)
         if new_rows:
             self.delivery.wake({r.target for b in baselines for _, r in b.routes})

@@ -14,6 +14,7 @@ from watcher.core.cadence import (
     budget_warnings,
     needs_reschedule,
     poll_cadence,
+    poll_deadline,
     poll_priority,
 )
 from watcher.core.model import Gone, SessionState
@@ -118,8 +119,19 @@ def test_needs_reschedule(current: timedelta | None, new: timedelta | None, expe
     ],
 )
 def test_running_sessions_come_first(state: SessionState | None, expected: int) -> None:
-    """Running, then pending, then everything else."""
+    """Between equal deadlines: running, then pending, then everything else."""
     assert poll_priority(state) == expected
+
+
+@pytest.mark.parametrize(
+    ("queued_at", "interval", "expected"),
+    [(100.0, 5 * S, 105.0), (100.0, None, 130.0), (0.0, 600 * S, 600.0)],
+)
+def test_a_queued_poll_is_due_within_one_interval(
+    queued_at: float, interval: timedelta | None, expected: float
+) -> None:
+    """Earliest deadline first: queued time plus the session's interval (default 30 s)."""
+    assert poll_deadline(queued_at, interval, 30 * S) == expected
 
 
 def _settings(

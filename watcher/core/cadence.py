@@ -76,8 +76,18 @@ def needs_reschedule(current: timedelta | None, new: timedelta | None) -> bool:
     return new > current * (1 + RESCHEDULE_TOLERANCE)
 
 
+def poll_deadline(queued_at: float, interval: timedelta | None, fallback: timedelta) -> float:
+    """When a queued poll is due at the latest: one of its intervals after it was queued.
+
+    Polls waiting for the budget go earliest deadline first, so running
+    sessions (short intervals) go first when the budget is short, yet a
+    slowly polled session is never starved: its deadline comes too.
+    """
+    return queued_at + (interval or fallback).total_seconds()
+
+
 class Priority:
-    """Order of polls waiting for the budget: smaller goes first."""
+    """Tie-breaker between polls with the same deadline: smaller goes first."""
 
     RUNNING = 0
     PENDING = 1
