@@ -324,3 +324,34 @@ async def test_a_reload_turns_discovery_on_and_changes_the_budget(rig: Rig) -> N
         await until(lambda: finished(rig), "a finished")
 
     await run_while(watcher, drive)
+
+
+@pytest.mark.anyio
+async def test_running_sessions_go_first_when_the_budget_is_short(rig: Rig) -> None:
+    """With more polls due than the budget allows, the running session keeps its pace and
+    the idle ones, polled later than asked, are still polled."""
+    idle = [f"i{n}" for n in range(8)]
+    rig.sim.add_session("run", title="Runner", status="running")
+    for session_id in idle:
+        rig.sim.add_session(session_id, title=session_id, status="idle")
+    poll = PollSettings(
+        interval=timedelta(seconds=2),
+        running=200 * MS,
+        idle=timedelta(seconds=2),
+        jitter=0.0,
+    )
+    settings = replace(
+        rig.settings,
+        poll=poll,
+        sessions=tuple(WatchedSession(s) for s in ["run", *idle]),
+        factory=replace(rig.settings.factory, max_requests_per_second=5.0),
+    )
+    watcher = Watcher(settings)
+
+    async def drive() -> None:
+        await until(lambda: rig.sim.request_count("run") >= 20, "twenty polls of the runner")
+        await until(lambda: all(rig.sim.request_count(s) >= 1 for s in idle), "idle ones too")
+
+    await run_while(watcher, drive)
+    runner = rig.sim.request_count("run")
+    assert runner > 3 * max(rig.sim.request_count(s) for s in idle)
