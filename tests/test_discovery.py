@@ -143,19 +143,21 @@ async def test_a_restart_rediscovers_nothing_and_misses_nothing(rig: Rig) -> Non
     assert hellos == 2  # a rule asked for session.discovered
 
     rig.sim.complete_run("a")  # while nobody watched
+    rig.sim.add_session("c", title="C", status="running")  # created and finished meanwhile
+    rig.sim.complete_run("c")
     second = Watcher(settings)
     try:
         report = await second.discover_once()
-        assert report.added == ()
+        assert report.added == ("c",)  # a and b are not discovered again
         assert report.moved == ("a",)  # updatedAt moved in the list
         await second.poll_all()
         await second.deliver_due()
     finally:
         await second.aclose()
         second.store.close()
-    assert len(rig.slack_hook.messages) == hellos  # nothing discovered twice
-    assert len(finished(rig)) == 1
-    assert webhooks(rig) == [("session.completed", "a")]
+    assert len(rig.slack_hook.messages) == hellos + 1  # only c is new
+    assert len(finished(rig)) == 2
+    assert sorted(webhooks(rig)) == [("session.completed", "a"), ("session.completed", "c")]
 
 
 @pytest.mark.anyio
