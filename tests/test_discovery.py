@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -223,31 +223,57 @@ async def test_activity_snaps_a_session_to_its_fast_interval_and_back(rig: Rig) 
     assert watcher.stats.reschedules >= 2
 
 
+@pytest.mark.parametrize("discover", [False, True], ids=["listed-by-hand", "discovered"])
 @pytest.mark.anyio
-async def test_a_429_storm_slows_down_and_loses_no_transition(rig: Rig) -> None:
-    """Dozens of 429s: the budget's rate drops, and every run that finished is told once."""
+async def test_a_429_storm_slows_down_and_loses_no_transition(rig: Rig, discover: bool) -> None:
+    """Dozens of 429s on polls (and list pages): the budget's rate drops, and every run
+    that finished before, during or after the storm is told once."""
     ids = [f"s{n}" for n in range(4)]
-    settings = rig.with_sessions(*ids)
-    settings = replace(settings, factory=replace(settings.factory, max_requests_per_second=40.0))
+    for session_id in ids:
+        rig.sim.add_session(session_id, title=f"Title of {session_id}", status="running")
+    base = (
+        discovering(rig)
+        if discover
+        else replace(rig.settings, sessions=tuple(WatchedSession(s) for s in ids))
+    )
+    settings = replace(base, factory=replace(base.factory, max_requests_per_second=40.0))
     watcher = Watcher(settings)
+    where = API_PREFIX if discover else API_PREFIX + "/"  # the list's path, or only sessions
 
     async def drive() -> None:
-        await until(lambda: all(watcher.store.load_state(s) for s in ids), "first polls")
-        rig.sim.faults.add(FaultRule(Fault.HTTP_429, API_PREFIX + "/", times=40))
-        rig.sim.faults.add(
-            FaultRule(Fault.HTTP_429_RETRY_AFTER, API_PREFIX + "/", times=5, retry_after="1")
-        )
-        for session_id in ids:
-            rig.sim.complete_run(session_id)
-            rig.sim.start_run(session_id)  # a second run begins: running -> idle -> running
-            rig.sim.complete_run(session_id)
+        await until(lambda: all(watcher.store.load_state(s) for s in ids), "baselines")
+        rig.sim.complete_run("s0")  # just before the storm
+        rig.sim.faults.add(FaultRule(Fault.HTTP_429, where, times=40))
+        rig.sim.faults.add(FaultRule(Fault.HTTP_429_RETRY_AFTER, where, times=5, retry_after="1"))
+        rig.sim.complete_run("s1")
+        await until(lambda: len(rig.sim.faults.applied) >= 20, "the storm under way")
+        rig.sim.complete_run("s2")  # during the storm
+        rig.sim.start_run("s1")  # a second run begins and ends while polls fail
+        rig.sim.complete_run("s1")
         await until(lambda: len(rig.sim.faults.applied) >= 45, "the storm")
         assert watcher.budget.bucket.rate < 40  # slowed down
-        await until(lambda: len(finished(rig)) == 4 and len(webhooks(rig)) == 4, "every run")
+        rig.sim.complete_run("s3")  # after it
+        await until(lambda: told_completions() >= latest_completions(), "every latest run told")
+        await until(lambda: {t.split()[3] for t in finished(rig)} >= set(ids), "every finish")
+
+    def latest_completions() -> set[tuple[str, int]]:
+        return {(s, rig.sim.session(s).completed_at_ms or 0) for s in ids}
+
+    def told_completions() -> set[tuple[str, int]]:
+        return {
+            (r.json["session"]["id"], round(_ms(r.json["data"]["completed_at"])))
+            for r in rig.receiver.requests
+            if r.status < 300 and r.json["type"] == "session.completed"
+        }
 
     await run_while(watcher, drive)
-    assert sorted(s for _, s in webhooks(rig)) == ids
-    assert len(finished(rig)) == 4
+    accepted = [r.json["id"] for r in rig.receiver.requests if r.status < 300]
+    assert len(accepted) == len(set(accepted))  # nothing told twice
+    assert watcher.stats.failed_polls + watcher.stats.failed_lists >= 45
+
+
+def _ms(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp() * 1000
 
 
 @pytest.mark.anyio
