@@ -548,11 +548,12 @@ class Watcher:
         if self._scheduler is not None and self._scheduler.get_job(session_id):
             self._scheduler.remove_job(session_id)
 
-    def _reschedule(self, session_id: str) -> None:
+    def _reschedule(self, session_id: str, *, force: bool = False) -> None:
         """After a poll: move the session's job to the interval its state now calls for.
 
         The job is rescheduled, not recreated; getting faster applies at once
         (activity snaps back to the fast interval on the poll that saw it).
+        `force` applies new settings (a reload) even when the interval is the same.
         """
         watched = self._watched.get(session_id)
         if watched is None or self._scheduler is None or self._stopping:
@@ -561,7 +562,7 @@ class Watcher:
             self.settings.poll, watched.interval, self._states.get(session_id), self.clock()
         )
         current = self._job_interval.get(session_id)
-        if not needs_reschedule(current, cadence.interval):
+        if not force and not needs_reschedule(current, cadence.interval):
             return
         self.stats.reschedules += 1
         self._job_interval[session_id] = cadence.interval
@@ -981,7 +982,10 @@ class Watcher:
         self._watched = watched
         if self._scheduler is not None:
             for w in changed:
-                self._schedule(w, first=w.id not in self._in_flight)
+                if self._scheduler.get_job(w.id) is None:
+                    self._schedule(w, first=w.id not in self._in_flight)
+                else:
+                    self._reschedule(w.id, force=True)
         if new.discover is not None and new.discover != old.discover:
             self._discover_wake.set()  # the new filter applies now, not a whole interval later
             self._discover_wake = anyio.Event()
