@@ -14,11 +14,12 @@ import pytest
 
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
 from watcher.api import FactoryClient
+from watcher.core.discovery import ListPage
 from watcher.core.model import Event, SessionState
-from watcher.core.poll import Answer, NotFound
+from watcher.core.poll import Answer, FetchFailed, NotFound
 from watcher.core.rules import Route
 from watcher.core.settings import Rule, Settings, WatchedSession
-from watcher.daemon import STALL_AFTER, P, R, Watcher
+from watcher.daemon import STALL_AFTER, P, PollQueue, R, Watcher
 from watcher.store import OutboxStatus, SqliteStore
 from watcher.systemd import ProgressWatchdog
 from watcher.testing.fakehttp import Fault, FaultRule
@@ -452,6 +453,9 @@ class CountingSource:
     def forget(self, session_id: str) -> None:
         self.inner.forget(session_id)
 
+    async def list_sessions(self, cursor: str | None) -> ListPage | FetchFailed:
+        return await self.inner.list_sessions(cursor)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
@@ -633,3 +637,25 @@ async def test_the_scheduler_beat_vouches_for_the_timetable(rig: Rig) -> None:
     finally:
         await watcher.aclose()
         watcher.store.close()
+
+
+@pytest.mark.anyio
+async def test_the_poll_queue_serves_the_earliest_deadline_first() -> None:
+    """Short intervals (running sessions) go first; a slow session's deadline still comes."""
+    queue = PollQueue()
+    for session_id, deadline, priority in [
+        ("idle-old", 3.0, 2),  # queued long ago: its deadline is near
+        ("idle-new", 600.0, 2),
+        ("run-1", 5.0, 0),
+        ("pend", 10.0, 1),
+        ("run-2", 5.0, 0),
+        ("unknown", 5.0, 2),
+    ]:
+        queue.put(session_id, deadline, priority)
+    assert await queue.wait()
+    order = [queue.pop() for _ in range(6)]
+    assert order == ["idle-old", "run-1", "run-2", "unknown", "pend", "idle-new"]
+    assert queue.pop() is None
+    queue.put("x", 1.0, 2)
+    assert queue.close() == ["x"]
+    assert not await queue.wait()

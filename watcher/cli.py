@@ -15,6 +15,7 @@ import anyio
 
 from watcher import __version__
 from watcher.config import ConfigError, load_settings
+from watcher.core.cadence import budget_warnings
 from watcher.core.diff import event_id
 from watcher.core.message import Sent, SlackMessage
 from watcher.core.model import Event, EventType, SessionRef
@@ -113,11 +114,14 @@ def main(
     if settings is None:
         return EX_CONFIG
     if args.command == "check":
+        discovery = ", discovery on" if settings.discover is not None else ""
         print(
             f"{args.config}: ok ({len(settings.sessions)} session(s), {len(settings.rules)} "
-            f"rule(s), {len(settings.targets)} target(s))",
+            f"rule(s), {len(settings.targets)} target(s){discovery})",
             file=out,
         )
+        for warning in budget_warnings(settings):
+            print(f"{args.config}: warning: {warning}", file=out)
         return EX_OK
     redactor = configure_logging(args.log_level, stream=err, secrets=settings.secret_values())
     try:

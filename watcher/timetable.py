@@ -83,6 +83,11 @@ class Timetable:
         if due < self._planned_wake and self._wake is not None:
             self._wake.set()
 
+    def timing(self, key: str) -> PollTiming | None:
+        """The timing `key` is scheduled with, if it is scheduled."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.timing
+
     def remove(self, key: str) -> None:
         """Stop firing `key` (its heap entry is dropped when it surfaces)."""
         self._entries.pop(key, None)

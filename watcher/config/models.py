@@ -24,6 +24,7 @@ from watcher.config.values import (
     http_url,
     one_or_many,
     parse_duration,
+    parse_duration_or_off,
     parse_jitter,
     session_id,
     session_url,
@@ -45,6 +46,10 @@ def pydantic_check(kind: str, check: Callable[[Any], Any]) -> Callable[[Any], An
 
 _Text = Annotated[str, StringConstraints(min_length=1)]
 _Duration = Annotated[timedelta, BeforeValidator(pydantic_check("duration", parse_duration))]
+_DurationOrOff = Annotated[
+    timedelta | Literal["off"],
+    BeforeValidator(pydantic_check("duration", parse_duration_or_off)),
+]
 _Jitter = Annotated[float, BeforeValidator(pydantic_check("jitter", parse_jitter))]
 _Url = Annotated[str, AfterValidator(pydantic_check("url", http_url))]
 _SessionUrl = Annotated[str, AfterValidator(pydantic_check("url", session_url))]
@@ -64,11 +69,31 @@ class FactorySection(Section):
     session_url: _SessionUrl = DEFAULT_SESSION_URL
     concurrency: Annotated[int, Field(ge=1, le=256)] = 64
     unavailable_after: _Duration = timedelta(minutes=2)
+    max_requests_per_second: Annotated[float, Field(gt=0, le=10_000)] = 10.0
 
 
 class PollSection(Section):
     interval: _Duration = timedelta(seconds=30)
+    running: _Duration | None = None
+    pending: _Duration | None = None
+    idle: _Duration | None = None
+    max_idle: _Duration | None = None
+    archived: _DurationOrOff | None = None
     jitter: _Jitter = 0.1
+
+
+class IncludeSection(Section):
+    title: _Names | None = None
+    tags: _Names | None = None
+    computer: _Names | None = None
+
+
+class DiscoverSection(Section):
+    interval: _Duration = timedelta(seconds=60)
+    include: IncludeSection = IncludeSection()
+    created_within: _Duration | None = None
+    labels: dict[_Text, str] = Field(default_factory=dict)
+    max_sessions: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
 
 
 class StateSection(Section):
@@ -134,4 +159,4 @@ class RuleSection(Section):
     notify: _Names
 
 
-SECTIONS = ("factory", "poll", "state", "sessions", "targets", "rules")
+SECTIONS = ("factory", "poll", "discover", "state", "sessions", "targets", "rules")

@@ -223,6 +223,8 @@ class FactorySimulator(LoopbackServer):
         self._counts: dict[str, int] = {}
         self._log: dict[str, deque[RequestRecord]] = {}
         self._total_requests = 0
+        # The list's item schema is not documented: a bare mode carries only ids.
+        self.list_ids_only = False
 
     # -- reading ---------------------------------------------------------------
 
@@ -294,6 +296,11 @@ class FactorySimulator(LoopbackServer):
         }
 
     # -- control ---------------------------------------------------------------
+
+    def set_list_ids_only(self, ids_only: bool) -> None:
+        """Make list items carry only `sessionId` (True) or the full session (False)."""
+        with self._lock:
+            self.list_ids_only = ids_only
 
     def set_api_key(self, api_key: str) -> None:
         """Accept only this key from now on (key rotation, auth failure tests)."""
@@ -663,6 +670,12 @@ def update_fields_from_json(raw: Any) -> dict[str, Any]:
     return _fields_from_json(raw, _UPDATE_FIELDS)
 
 
+def _ids_only_from_json(raw: Any) -> bool:
+    if not isinstance(raw, dict) or not isinstance(raw.get("ids_only"), bool):
+        raise InvalidRequestError('the body must be {"ids_only": true|false}')
+    return bool(raw["ids_only"])
+
+
 def fault_rule_from_json(raw: Any) -> FaultRule:
     """A `FaultRule` from a `POST /_sim/faults` body."""
     if not isinstance(raw, dict):
@@ -794,10 +807,13 @@ class _SimHandler(FakeHandler):
             self._error(400, "Bad Request", str(exc))
             return
         page, next_index = self.sim._page(cursor, limit)
+        bare = self.sim.list_ids_only
         self._send(
             200,
             {
-                "sessions": [session_body(s) for s in page],
+                "sessions": [
+                    {"sessionId": s.session_id} if bare else session_body(s) for s in page
+                ],
                 "pagination": {
                     "hasMore": next_index is not None,
                     "nextCursor": None if next_index is None else encode_cursor(next_index),
@@ -859,6 +875,9 @@ class _SimHandler(FakeHandler):
                 self._send(201, {})
             case ("DELETE", "faults"):
                 sim.faults.clear()
+                self._send(204, None)
+            case ("PUT", "list-mode"):
+                sim.set_list_ids_only(_ids_only_from_json(body))
                 self._send(204, None)
             case ("PUT", "api-key"):
                 if not isinstance(body, dict) or not isinstance(body.get("api_key"), str):
