@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 import pytest
 
 from tests.rig import Rig, running_rig, wait_for
+from watcher.api import FactoryClient
+from watcher.core.discovery import ListPage
+from watcher.core.poll import Answer, FetchFailed
 from watcher.core.settings import (
     DiscoverFilter,
     DiscoverSettings,
@@ -329,6 +332,62 @@ async def test_bare_list_items_are_judged_by_reading_the_session(rig: Rig) -> No
         await watcher.aclose()
         watcher.store.close()
     assert webhooks(rig) == []
+
+
+class AnswerLog:
+    """The real API client, noting what each poll came back as."""
+
+    def __init__(self, inner: FactoryClient) -> None:
+        self.inner = inner
+        self.answers: list[str] = []
+
+    async def fetch_session(self, session_id: str, *, known: bytes | None = None) -> Answer:
+        answer = await self.inner.fetch_session(session_id, known=known)
+        self.answers.append(type(answer).__name__)
+        return answer
+
+    def forget(self, session_id: str) -> None:
+        self.inner.forget(session_id)
+
+    async def list_sessions(self, cursor: str | None) -> ListPage | FetchFailed:
+        return await self.inner.list_sessions(cursor)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_unchanged_body_lets_an_idle_session_back_off(rig: Rig) -> None:
+    """An identical body skips the database but still counts as a quiet poll: the idle
+    session moves in the timetable to `max_idle`."""
+    rig.sim.add_session("s1", title="S1", status="idle")
+    poll = PollSettings(
+        interval=timedelta(seconds=1),
+        idle=100 * MS,
+        max_idle=timedelta(minutes=2),
+        jitter=0.0,
+    )
+    settings = replace(rig.settings, poll=poll, sessions=(WatchedSession("s1"),))
+    offset = [timedelta(0)]
+    factory = settings.factory
+    source = AnswerLog(FactoryClient(factory.base_url, factory.api_key, concurrency=4))
+    watcher = Watcher(settings, source=source, clock=lambda: datetime.now(UTC) + offset[0])
+
+    async def drive() -> None:
+        await until(lambda: "Unchanged" in source.answers, "an unchanged answer")
+        before = watcher._job_interval.get("s1")
+        assert before is not None
+        assert before < poll.max_idle  # quiet for seconds only
+        offset[0] = timedelta(hours=1)  # an hour later, nothing has changed
+        await until(lambda: watcher._job_interval.get("s1") == poll.max_idle, "backed off")
+        timing = watcher.timetable.timing("s1")
+        assert timing is not None
+        assert timing.period == 120.0
+
+    await run_while(watcher, drive)
+    assert source.answers[0] == "Fetched"
+    assert source.answers[-1] == "Unchanged"  # the poll that backed it off
+    assert watcher.store.load_state("s1") is not None
 
 
 @pytest.mark.anyio
