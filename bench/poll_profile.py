@@ -592,6 +592,7 @@ def build_settings(opts: Options, sim_url: str, receiver_url: str, state_dir: Pa
             base_url=sim_url,
             timeout=timedelta(seconds=10),
             concurrency=opts.concurrency,
+            max_requests_per_second=10_000.0,  # the default 10/s would cap the run
         ),
         state_path=state_dir / "state.db",
         poll=PollSettings(interval=timedelta(seconds=opts.interval), jitter=opts.jitter),

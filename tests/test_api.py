@@ -9,9 +9,19 @@ import anyio
 import httpx
 import pytest
 
+from tests.clock import ManualClock
 from tests.core.factories import T0
 from tests.rig import wait_for
-from watcher.api import MAX_BODY_BYTES, FactoryClient, body_digest, classify_response, env_proxy
+from watcher.api import (
+    MAX_BODY_BYTES,
+    FactoryClient,
+    RequestBudget,
+    body_digest,
+    classify_list_response,
+    classify_response,
+    env_proxy,
+)
+from watcher.core.discovery import ListPage
 from watcher.core.poll import Fetched, FetchFailed, FetchFailureKind, NotFound, Unchanged
 from watcher.core.secret import Secret
 from watcher.testing.fakehttp import Fault, FaultRule
@@ -296,3 +306,80 @@ def test_env_proxy_follows_the_environment(
         monkeypatch.setenv(name, value)
     proxy = env_proxy(base)
     assert (None if proxy is None else str(proxy.url)) == expected
+
+
+# --- the list endpoint and the request budget ---------------------------------
+
+
+@pytest.mark.anyio
+async def test_list_pages_follow_the_cursor(client: FactoryClient, sim: FactorySimulator) -> None:
+    """Pages of 100 with the previous page's nextCursor; items read as full sessions."""
+    sim.add_sessions(150)
+    first = await client.list_sessions(None)
+    assert isinstance(first, ListPage)
+    assert len(first.sessions) == 100
+    assert first.sessions[0].snapshot is not None
+    assert first.next_cursor is not None
+    second = await client.list_sessions(first.next_cursor)
+    assert isinstance(second, ListPage)
+    assert (len(second.sessions), second.next_cursor) == (51, None)
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "retry_after"),
+    [
+        (Fault.HTTP_429_RETRY_AFTER, 429, timedelta(seconds=1)),
+        (Fault.HTTP_503, 503, None),
+        (Fault.GARBAGE, 200, None),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_failed_list_is_classified_like_a_failed_poll(
+    client: FactoryClient,
+    sim: FactorySimulator,
+    fault: Fault,
+    status: int,
+    retry_after: timedelta | None,
+) -> None:
+    """429 with Retry-After, 5xx and garbage are retryable failures, never an empty list."""
+    sim.faults.add(FaultRule(fault, "/api/v0/sessions", exact=True))
+    result = await client.list_sessions(None)
+    assert isinstance(result, FetchFailed)
+    assert (result.kind, result.status, result.retry_after) == (
+        FetchFailureKind.RETRYABLE,
+        status,
+        retry_after,
+    )
+    assert isinstance(await client.fetch_session("s1"), Fetched)  # the session path is spared
+
+
+@pytest.mark.anyio
+async def test_a_list_without_sessions_is_a_failure() -> None:
+    """A 200 that is not a page fails the pass instead of dropping every session."""
+    response = httpx.Response(200, json={"items": []})
+    result = classify_list_response(response, T0)
+    assert isinstance(result, FetchFailed)
+    assert "unreadable list" in result.reason
+
+
+@pytest.mark.anyio
+async def test_the_budget_spreads_callers_and_pauses_for_retry_after() -> None:
+    """Callers get tokens at the rate, in turn; a 429 halves it and honours Retry-After."""
+    clock = ManualClock(0.0)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    budget = RequestBudget(4.0, clock=clock, sleep=sleep)
+    for _ in range(5):
+        await budget.acquire()
+    assert slept == pytest.approx([0.25] * 4)  # one saved token, then one every 1/4 s
+    budget.throttled(timedelta(seconds=3))
+    assert budget.bucket.rate == 2.0
+    slept.clear()
+    await budget.acquire()
+    assert sum(slept) == pytest.approx(3.0)
+    budget.set_rate(1.0)
+    assert budget.bucket.rate == 1.0

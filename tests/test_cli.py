@@ -45,6 +45,25 @@ def test_check_accepts_a_good_config(rig: Rig, env: dict[str, str], tmp_path: Pa
     assert "ok (2 session(s), 4 rule(s), 3 target(s))" in out
 
 
+def test_check_warns_when_the_budget_is_short_but_exits_0(tmp_path: Path) -> None:
+    """Sessions that cannot all be polled at their intervals within the budget: a warning."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "factory:\n  api_key: fk-x\n  max_requests_per_second: 1\n"
+        "poll:\n  interval: 30s\n  running: 1s\n"
+        "sessions:\n  - id: a\n  - id: b\n"
+        "discover:\n  interval: 10s\n"
+    )
+    config.chmod(0o600)
+    code, out, _ = run_cli("check", "-c", str(config))
+    assert code == 0
+    assert "ok (2 session(s), 0 rule(s), 0 target(s), discovery on)" in out
+    assert (
+        "warning: at their fastest intervals the configured sessions (and discovery) need "
+        "2.10 requests/s, more than factory.max_requests_per_second (1)"
+    ) in out
+
+
 def test_check_lists_every_problem_and_exits_78(tmp_path: Path) -> None:
     """A broken config exits 78 with every problem on its own line and no traceback."""
     config = tmp_path / "config.yaml"
@@ -81,6 +100,23 @@ def test_once_dry_run_prints_and_sends_nothing(
     assert code == 0
     assert "sent 3 notification(s)" in out
     assert len(rig.slack.messages) == 1
+
+
+def test_once_reads_the_list_first_when_discovery_is_on(
+    rig: Rig, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`once` with `discover:` takes the baseline, then tells what changed on the next run."""
+    rig.sim.add_session("d1", title="Found", status="running")
+    config = write_config(rig, tmp_path, [])
+    config.write_text(config.read_text().replace("sessions:", "discover:\nsessions:"))
+    code, out, _ = run_cli("once", "-c", str(config))
+    assert code == 0
+    assert "polled 1 session(s), 0 failed; sent 0 notification(s)" in out
+    rig.sim.complete_run("d1")
+    code, out, _ = run_cli("once", "-c", str(config))
+    assert code == 0
+    assert "sent 3 notification(s)" in out  # as for a hand-listed session
+    assert "Found stopped running" in rig.slack.messages[0].text
 
 
 def test_once_reports_failed_polls(rig: Rig, env: dict[str, str], tmp_path: Path) -> None:

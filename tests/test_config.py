@@ -22,6 +22,9 @@ from watcher.core.model import EventType
 from watcher.core.secret import Secret
 from watcher.core.settings import (
     DeliveryLimits,
+    DiscoverFilter,
+    DiscoverSettings,
+    PollSettings,
     Rule,
     Settings,
     SlackTarget,
@@ -161,7 +164,10 @@ RULES = FACTORY + SLACK + "rules:\n"
         ),
         pytest.param(
             FACTORY + "poll:\n  zzz: 1\n",
-            ["config.yaml:4: poll.zzz: unknown key; expected one of: interval, jitter"],
+            [
+                "config.yaml:4: poll.zzz: unknown key; expected one of: interval, running, "
+                "pending, idle, max_idle, archived, jitter"
+            ],
             id="unknown-key-choices",
         ),
         pytest.param(
@@ -431,7 +437,7 @@ RULES = FACTORY + SLACK + "rules:\n"
             "",
             [
                 "config.yaml: the top level must be a mapping of sections: factory, poll, "
-                "state, sessions, targets, quiet_hours, rules, http, log_format"
+                "discover, state, sessions, targets, quiet_hours, rules, http, log_format"
             ],
             id="empty-file",
         ),
@@ -439,7 +445,7 @@ RULES = FACTORY + SLACK + "rules:\n"
             "- factory\n",
             [
                 "config.yaml:1: the top level must be a mapping of sections: factory, poll, "
-                "state, sessions, targets, quiet_hours, rules, http, log_format"
+                "discover, state, sessions, targets, quiet_hours, rules, http, log_format"
             ],
             id="top-level-list",
         ),
@@ -501,7 +507,7 @@ def test_all_problems_are_reported_at_once_in_file_order() -> None:
         "session.long_running, session.usage_crossed",
         "config.yaml:14: rules[0].notify: unknown target 'v'; expected one of: w",
         "config.yaml:15: colour: unknown section 'colour'; expected one of: factory, poll, "
-        "state, sessions, targets, quiet_hours, rules, http, log_format",
+        "discover, state, sessions, targets, quiet_hours, rules, http, log_format",
     ]
 
 
@@ -1151,8 +1157,12 @@ DOCUMENTED_KEYS = [
     # factory
     "base_url", "api_key", "api_key_file", "timeout", "session_url", "concurrency",
     "unavailable_after",
+    "max_requests_per_second",
     # poll, state
-    "poll", "interval", "jitter", "state", "path",
+    "poll", "interval", "jitter", "running", "pending", "idle", "max_idle", "archived",
+    "state", "path",
+    # discover
+    "discover", "include", "title", "tags", "computer", "created_within", "max_sessions",
     # sessions
     "sessions", "id", "name", "labels",
     # targets
@@ -1261,3 +1271,131 @@ def test_plain_http_to_loopback_needs_no_opt_in() -> None:
     """A webhook on this host may use http:// without allow_http: nothing crosses a network."""
     text = FACTORY + "targets:\n  w:\n    type: webhook\n    url: http://127.0.0.1:9000/hook\n"
     assert load(text).targets["w"].url == "http://127.0.0.1:9000/hook"
+
+
+# --- discovery, adaptive polling, the request budget --------------------------
+
+
+def load_text(text: str) -> Settings:
+    """Settings from `text` written as config.yaml."""
+    return load_settings(write(text), env=ENV)
+
+
+def test_v1_poll_section_keeps_one_interval_for_every_state() -> None:
+    """A v1 config has no per-state intervals, no backoff, no discovery, the default budget."""
+    settings = load_text(FACTORY + "poll:\n  interval: 20s\n")
+    assert settings.poll == PollSettings(interval=timedelta(seconds=20))
+    assert settings.poll.idle_cap == timedelta(seconds=20)
+    assert settings.discover is None
+    assert settings.factory.max_requests_per_second == 10.0
+
+
+def test_adaptive_poll_and_discovery_sections_build_settings() -> None:
+    """Per-state intervals, archived off, and a full discover section become frozen values."""
+    settings = load_text(
+        FACTORY
+        + "  max_requests_per_second: 25.5\n"
+        + "poll:\n  interval: 30s\n  running: 5s\n  pending: 10s\n  idle: 30s\n"
+        + "  max_idle: 10m\n  archived: off\n  jitter: 10%\n"
+        + "discover:\n  interval: 2m\n  include:\n    title: ['release-*']\n"
+        + "    tags: nightly\n    computer: ['cmp_*']\n  created_within: 7d\n"
+        + "  labels: {source: listed}\n  max_sessions: 500\n"
+    )
+    assert settings.factory.max_requests_per_second == 25.5
+    assert settings.poll == PollSettings(
+        interval=timedelta(seconds=30),
+        jitter=0.1,
+        running=timedelta(seconds=5),
+        pending=timedelta(seconds=10),
+        idle=timedelta(seconds=30),
+        max_idle=timedelta(minutes=10),
+        archived_off=True,
+    )
+    assert settings.discover == DiscoverSettings(
+        interval=timedelta(minutes=2),
+        include=DiscoverFilter(titles=("release-*",), tags=("nightly",), computers=("cmp_*",)),
+        created_within=timedelta(days=7),
+        labels={"source": "listed"},
+        max_sessions=500,
+    )
+
+
+def test_an_empty_discover_section_turns_discovery_on_with_defaults() -> None:
+    """`discover:` alone means discovery with every default."""
+    settings = load_text(FACTORY + "discover:\n")
+    assert settings.discover == DiscoverSettings()
+    assert load_text(FACTORY + "poll:\n  archived: 1h\n").poll.archived == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            FACTORY + "poll:\n  idle: 1m\n  max_idle: 30s\n",
+            [
+                "config.yaml:5: poll.max_idle: max_idle (30s) is shorter than idle (60s): an "
+                "idle session backs off from idle up to max_idle, so max_idle must be at "
+                "least as long"
+            ],
+            id="max-idle-below-idle",
+        ),
+        pytest.param(
+            FACTORY + "poll:\n  interval: 1m\n  max_idle: 30s\n",
+            [
+                "config.yaml:5: poll.max_idle: max_idle (30s) is shorter than interval (60s): "
+                "an idle session backs off from interval up to max_idle, so max_idle must be "
+                "at least as long"
+            ],
+            id="max-idle-below-interval",
+        ),
+        pytest.param(
+            FACTORY
+            + "  max_requests_per_second: 1\n"
+            + "sessions:\n  - {id: a, interval: 1s}\n  - {id: b, interval: 2s}\n",
+            [
+                "config.yaml:3: factory.max_requests_per_second: the sessions with their own "
+                "interval need 1.50 requests/s, more than the budget of 1; raise "
+                "max_requests_per_second or lengthen their intervals"
+            ],
+            id="budget-below-fixed-sessions",
+        ),
+        pytest.param(
+            FACTORY + "  max_requests_per_second: 0\n",
+            ["config.yaml:3: factory.max_requests_per_second: must be more than 0"],
+            id="budget-zero",
+        ),
+        pytest.param(
+            FACTORY + "  max_requests_per_second: lots\n",
+            ["config.yaml:3: factory.max_requests_per_second: expected a number"],
+            id="budget-not-a-number",
+        ),
+        pytest.param(
+            FACTORY + "poll:\n  archived: never\n",
+            [
+                "config.yaml:4: poll.archived: expected a duration such as 30s, 5m or 1h, "
+                "or 'off' to stop polling"
+            ],
+            id="archived-not-off",
+        ),
+        pytest.param(
+            FACTORY + "discover:\n  include:\n    titel: ['x*']\n",
+            ["config.yaml:5: discover.include.titel: unknown key (did you mean 'title'?)"],
+            id="discover-include-typo",
+        ),
+        pytest.param(
+            FACTORY + "discover:\n  max_sessions: 0\n",
+            ["config.yaml:4: discover.max_sessions: must be at least 1"],
+            id="discover-cap-zero",
+        ),
+        pytest.param(
+            FACTORY + "discover:\n  include:\n    tags: []\n",
+            ["config.yaml:5: discover.include.tags: must not be empty"],
+            id="discover-empty-tags",
+        ),
+    ],
+)
+def test_contradictory_or_malformed_polling_settings_are_rejected(
+    text: str, expected: list[str]
+) -> None:
+    """Each problem names file, line, key and what was expected."""
+    assert problems(text) == expected

@@ -14,14 +14,15 @@ import pytest
 
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
 from watcher.api import FactoryClient, SessionSource
+from watcher.core.discovery import ListPage
 from watcher.core.message import Message, SendOutcome, WebhookMessage
 from watcher.core.model import Event, EventType, SessionRef, SessionState
-from watcher.core.poll import Answer, NotFound
+from watcher.core.poll import Answer, FetchFailed, NotFound
 from watcher.core.render import render_for
 from watcher.core.rules import Route
 from watcher.core.rulestate import Evaluation
 from watcher.core.settings import Rule, Settings, TargetKind, WatchedSession
-from watcher.daemon import STALL_AFTER, P, R, Watcher
+from watcher.daemon import STALL_AFTER, P, PollQueue, R, Watcher
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
 from watcher.store import OutboxStatus, SqliteStore
@@ -752,6 +753,9 @@ class CountingSource:
     def forget(self, session_id: str) -> None:
         self.inner.forget(session_id)
 
+    async def list_sessions(self, cursor: str | None) -> ListPage | FetchFailed:
+        return await self.inner.list_sessions(cursor)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
@@ -933,3 +937,25 @@ async def test_the_scheduler_beat_vouches_for_the_timetable(rig: Rig) -> None:
     finally:
         await watcher.aclose()
         watcher.store.close()
+
+
+@pytest.mark.anyio
+async def test_the_poll_queue_serves_the_earliest_deadline_first() -> None:
+    """Short intervals (running sessions) go first; a slow session's deadline still comes."""
+    queue = PollQueue()
+    for session_id, deadline, priority in [
+        ("idle-old", 3.0, 2),  # queued long ago: its deadline is near
+        ("idle-new", 600.0, 2),
+        ("run-1", 5.0, 0),
+        ("pend", 10.0, 1),
+        ("run-2", 5.0, 0),
+        ("unknown", 5.0, 2),
+    ]:
+        queue.put(session_id, deadline, priority)
+    assert await queue.wait()
+    order = [queue.pop() for _ in range(6)]
+    assert order == ["idle-old", "run-1", "run-2", "unknown", "pend", "idle-new"]
+    assert queue.pop() is None
+    queue.put("x", 1.0, 2)
+    assert queue.close() == ["x"]
+    assert not await queue.wait()

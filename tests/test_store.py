@@ -13,7 +13,15 @@ import pytest
 from tests.core.factories import T0, event, ref, snap
 from watcher.core.model import EventType, Gone, Snapshot
 from watcher.core.rules import Route
-from watcher.store import OutboxRow, OutboxStatus, SqliteStore, StoreError, UnreadableRow
+from watcher.store import (
+    Discovered,
+    OutboxRow,
+    OutboxStatus,
+    Recorded,
+    SqliteStore,
+    StoreError,
+    UnreadableRow,
+)
 
 
 @pytest.fixture
@@ -230,3 +238,27 @@ def test_a_store_for_marks_flushes_less(tmp_path: Path) -> None:
     finally:
         marks.close()
         durable.close()
+
+
+def test_discovery_is_remembered_with_its_baselines_in_one_commit(tmp_path: Path) -> None:
+    """First discovery time, discovered ids and baseline states survive a reopen."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    assert store.discovered() == Discovered(None, frozenset())
+    baseline = Recorded(
+        "s1", snap(), (event(id="hello"),), ((event(id="hello"), Route("r", "ops")),)
+    )
+    new_rows = store.record_discovery(T0, T0, ["s1", "s2"], [baseline])
+    assert new_rows == 1
+    store.record_discovery(T0 + timedelta(minutes=1), T0 + timedelta(hours=1), ["s3"], [])
+    store.forget_discovered(["s2"])
+    store.close()
+    reopened = SqliteStore(path)
+    try:
+        found = reopened.discovered()
+        assert found.first_at == T0  # only the first discovery sets it
+        assert found.session_ids == {"s1", "s3"}
+        assert reopened.load_states() == {"s1": snap()}
+        assert reopened.counts()[OutboxStatus.PENDING] == 1
+    finally:
+        reopened.close()

@@ -54,12 +54,15 @@ def test_a_replaced_or_removed_schedule_never_fires_again(change: str) -> None:
     table.set("a", PollTiming(period=1.0, jitter=0.0, first_delay=0.5), first=True)
     table.set("b", PollTiming(period=1.0, jitter=0.0, first_delay=0.5), first=True)
     if change == "reschedule":
-        table.set("a", PollTiming(period=5.0, jitter=0.0, first_delay=0.0), first=False)
+        slower = PollTiming(period=5.0, jitter=0.0, first_delay=0.0)
+        table.set("a", slower, first=False)
+        assert table.timing("a") == slower
         expected = ["b"] * 10 + ["a", "a"]
     else:
         table.remove("a")
         expected = ["b"] * 10
         assert "a" not in table
+        assert table.timing("a") is None
     assert sorted(fired_over(table, clock, 10.0, 0.25)) == sorted(expected)
 
 

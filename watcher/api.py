@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -25,6 +26,8 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from watcher import USER_AGENT
+from watcher.core.budget import TokenBucket, give_back, take, throttled, with_ceiling
+from watcher.core.discovery import PAGE_LIMIT, ListPage, ListPageError, parse_list_page
 from watcher.core.poll import (
     Answer,
     Fetched,
@@ -57,6 +60,10 @@ class SessionSource(Protocol):
 
     def forget(self, session_id: str) -> None:
         """Drop anything kept for a session that is no longer watched."""
+        ...
+
+    async def list_sessions(self, cursor: str | None) -> ListPage | FetchFailed:
+        """Read one page of the session list; never raises for network or server trouble."""
         ...
 
     async def aclose(self) -> None:
@@ -176,6 +183,71 @@ def env_proxy(base_url: str) -> httpx.Proxy | None:
     return httpx.Proxy(proxy) if proxy else None
 
 
+def classify_list_response(response: httpx.Response, now: datetime) -> ListPage | FetchFailed:
+    """Turn a list answer into a page, or a failure classified like a session read."""
+    if response.status_code != 200:
+        result = classify_response(response, now)
+        if isinstance(result, FetchFailed):
+            return result
+        return FetchFailed(
+            FetchFailureKind.RETRYABLE, f"HTTP {response.status_code} from the list", None, 404
+        )
+    try:
+        return parse_list_page(json.loads(response.content))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return FetchFailed(FetchFailureKind.RETRYABLE, "list body is not JSON", status=200)
+    except ListPageError as error:
+        return FetchFailed(FetchFailureKind.RETRYABLE, f"unreadable list: {error}", status=200)
+
+
+class RequestBudget:
+    """The shared request budget: every API call takes a token first (`core.budget`).
+
+    Callers queue in turn, so a crowd of due requests is spread at the current
+    rate. A 429 lowers the rate and honours `Retry-After`; the rate climbs back.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._bucket = TokenBucket.full(rate, clock())
+        self._lock = anyio.Lock()
+
+    @property
+    def bucket(self) -> TokenBucket:
+        """The bucket as of its last change (for status lines and tests)."""
+        return self._bucket
+
+    async def acquire(self) -> None:
+        """Wait for a token, in turn with every other caller."""
+        async with self._lock:
+            while True:
+                grant = take(self._bucket, self._clock())
+                self._bucket = grant.bucket
+                if grant.wait <= 0:
+                    return
+                await self._sleep(grant.wait)
+
+    def refund(self) -> None:
+        """Give back a token that was not used."""
+        self._bucket = give_back(self._bucket)
+
+    def throttled(self, retry_after: timedelta | None) -> None:
+        """The API answered 429: slow down (and pause for `retry_after`)."""
+        wait = None if retry_after is None else retry_after.total_seconds()
+        self._bucket = throttled(self._bucket, self._clock(), wait)
+
+    def set_rate(self, rate: float) -> None:
+        """A reload changed the configured rate."""
+        self._bucket = with_ceiling(self._bucket, rate, self._clock())
+
+
 class FactoryClient:
     """`SessionSource` over the real API: keep-alive connections on aiohttp's pool."""
 
@@ -219,6 +291,20 @@ class FactoryClient:
 
     def __repr__(self) -> str:
         return f"FactoryClient(base_url={self._base!r})"
+
+    async def list_sessions(self, cursor: str | None) -> ListPage | FetchFailed:
+        """`GET /api/v0/sessions?limit=100&cursor=`, classified like a session read."""
+        params = {"limit": str(PAGE_LIMIT)}
+        if cursor is not None:
+            params["cursor"] = cursor
+        async with self._limit:
+            try:
+                response = await self._client.get("/api/v0/sessions", params=params)
+            except httpx.TransportError as error:
+                return FetchFailed(
+                    FetchFailureKind.RETRYABLE, f"list: {describe_transport_error(error)}"
+                )
+        return classify_list_response(response, self._clock())
 
     def _session_request(self, session_id: str) -> httpx.Request:
         request = self._requests.get(session_id)

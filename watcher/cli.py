@@ -154,12 +154,17 @@ def main(
     if settings is None:
         return EX_CONFIG
     if args.command == "check":
+        discovery = ", discovery on" if settings.discover is not None else ""
         print(
             f"{args.config}: ok ({len(settings.sessions)} session(s), {len(settings.rules)} "
-            f"rule(s), {len(settings.targets)} target(s))",
+            f"rule(s), {len(settings.targets)} target(s){discovery})",
             file=out,
         )
         _print_warnings(settings, args.config, out)
+        from watcher.core.cadence import budget_warnings
+
+        for warning in budget_warnings(settings):
+            print(f"{args.config}: warning: {warning}", file=out)
         return EX_OK
     if args.command in RULE_COMMANDS:
         return _rule_command(settings, args, out, err)

@@ -1,26 +1,47 @@
-"""The composition root: polling on APScheduler's clock, the outbox worker, signals, lifecycle."""
+"""The composition root: the poll timetable, discovery, the request budget, the outbox
+worker, signals, lifecycle.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import random
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from watcher.api import FactoryClient, SessionSource
+from watcher.api import FactoryClient, RequestBudget, SessionSource
+from watcher.core.cadence import (
+    budget_warnings,
+    needs_reschedule,
+    poll_cadence,
+    poll_deadline,
+    poll_priority,
+)
+from watcher.core.diff import diff_states, session_ref
+from watcher.core.discovery import (
+    MAX_PAGES,
+    ListedSession,
+    ListMark,
+    ListPage,
+    Selection,
+    decide_fetch,
+    facts_from_snapshot,
+    listed_change,
+    select_sessions,
+)
 from watcher.core.figures import (
     Readiness,
     ReadinessInputs,
@@ -29,7 +50,7 @@ from watcher.core.figures import (
     status_bucket,
 )
 from watcher.core.health import ApiHealth, ApiState, observe
-from watcher.core.model import Event, EventType
+from watcher.core.model import Event, EventType, SessionState, Snapshot
 from watcher.core.poll import (
     Answer,
     Fetched,
@@ -45,7 +66,8 @@ from watcher.core.rules import route
 from watcher.core.rulestate import Decision, Outcome, active_mute
 from watcher.core.schedule import poll_timing
 from watcher.core.secret import redact
-from watcher.core.settings import Settings, WatchedSession
+from watcher.core.settings import DiscoverSettings, Settings, WatchedSession
+from watcher.core.snapshot import to_unix_ms
 from watcher.core.text import describe_error
 from watcher.delivery import DeliveryWorker, Render
 from watcher.endpoint import Endpoint, Request, Response, bound_port, text
@@ -56,7 +78,7 @@ from watcher.metrics import Metrics, StoreFigures
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
 from watcher.recorder import PollRecorder
-from watcher.store import OutboxStatus, PollMark, SqliteStore
+from watcher.store import OutboxStatus, PollMark, Recorded, SqliteStore
 from watcher.systemd import ProgressWatchdog, SystemdNotifier
 from watcher.ticker import TickReport, apply_tick
 from watcher.timetable import Timetable
@@ -74,6 +96,19 @@ STALL_AFTER = 60.0  # a component silent this long withholds the watchdog ping
 RULES_TICK = 1.0  # seconds between timer evaluations of time-based rules and digests
 
 
+@dataclass(frozen=True, slots=True)
+class DiscoveryReport:
+    """What one discovery pass found, or why it failed."""
+
+    listed: int = 0
+    added: tuple[str, ...] = ()
+    leaving: tuple[str, ...] = ()
+    moved: tuple[str, ...] = ()
+    new_rows: int = 0
+    complete: bool = True
+    failure: FetchFailed | None = None
+
+
 @dataclass
 class WatcherStats:
     """Figures for the status line and the logs."""
@@ -81,12 +116,62 @@ class WatcherStats:
     polls: int = 0
     failed_polls: int = 0
     last_poll_at: datetime | None = None
+    list_skips: int = 0  # due polls the session list stood in for
+    lists: int = 0  # complete discovery passes
+    failed_lists: int = 0
+    reschedules: int = 0
+
+
+DISCOVERY = "__discovery__"  # the key of the discovery pass in backoff bookkeeping
+
+
+class PollQueue:
+    """Sessions due for a poll, earliest deadline first; each id is queued at most once."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, str]] = []
+        self._count = 0
+        self._closed = False
+        self._changed = anyio.Event()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def put(self, session_id: str, deadline: float, priority: int) -> None:
+        """Queue a poll due by `deadline` (ties: lower `priority` first); ids kept unique."""
+        if self._closed:
+            return
+        self._count += 1
+        heapq.heappush(self._heap, (deadline, priority, self._count, session_id))
+        self._wake()
+
+    def pop(self) -> str | None:
+        """The most urgent queued id, or None when empty."""
+        return heapq.heappop(self._heap)[3] if self._heap else None
+
+    async def wait(self) -> bool:
+        """Wait until something is queued; False once closed."""
+        while not self._heap and not self._closed:
+            await self._changed.wait()
+        return not self._closed
+
+    def close(self) -> list[str]:
+        """Stop; returns the ids that were still queued."""
+        self._closed = True
+        left = [item[3] for item in self._heap]
+        self._heap.clear()
+        self._wake()
+        return left
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
 
 
 class Watcher:
     """One watcher: polls its sessions, records transitions, delivers notifications."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 - the composition root wires every part here
         self,
         settings: Settings,
         *,
@@ -143,7 +228,19 @@ class Watcher:
         )
         self.health = ApiHealth()
         self.stats = WatcherStats()
-        self._watched: dict[str, WatchedSession] = {w.id: w for w in settings.sessions}
+        self.budget = RequestBudget(settings.factory.max_requests_per_second)
+        # What is known per session, kept in memory for scheduling decisions.
+        self._states: dict[str, SessionState] = self.store.load_states()
+        found = self.store.discovered()
+        self._first_discovery_at = found.first_at
+        self._discovered_ids: set[str] = set(found.session_ids)
+        self._fetched_at: dict[str, datetime] = {}  # last own read (not the list)
+        self._listing: dict[str, ListMark] = {}  # what the latest listing said
+        self._facts: dict[str, ListedSession] = {}  # read on their own to judge bare items
+        self._leaving: set[str] = set()  # left the list: one last poll, then dropped
+        self._job_interval: dict[str, timedelta | None] = {}
+        self._configured: frozenset[str] = frozenset(w.id for w in settings.sessions)
+        self._watched: dict[str, WatchedSession] = self._watch_list(settings)
         self._in_flight: set[str] = set()
         # The digest of the last body each session's stored state was derived
         # from. An identical body cannot change that state, so it skips parsing,
@@ -160,7 +257,7 @@ class Watcher:
         self._scheduler: AsyncIOScheduler | None = None  # the daemon's own periodic jobs
         self.timetable = self._new_timetable()  # when each session is next polled
         self._timetable_cycle = time.monotonic()
-        self._queue: MemoryObjectSendStream[str] | None = None
+        self._queue: PollQueue | None = None
         self._work_scope: anyio.CancelScope | None = None
         self._supervisor_scope: anyio.CancelScope | None = None
         # What operators see: readiness inputs and poll bookkeeping, kept in
@@ -175,6 +272,20 @@ class Watcher:
         self._watched_version = 1
         self._watched_written = 0
         self.endpoint_port: int | None = None
+        self._waiting: set[anyio.CancelScope] = set()  # waits that a stop cuts short
+        self._work: anyio.abc.TaskGroup | None = None
+        self._discovering = False
+        self._discover_wake = anyio.Event()
+
+    def _watch_list(self, settings: Settings) -> dict[str, WatchedSession]:
+        """Configured sessions, plus discovered ones while discovery is on."""
+        watched: dict[str, WatchedSession] = {}
+        if settings.discover is not None:
+            labels = dict(settings.discover.labels)
+            for session_id in sorted(self._discovered_ids):
+                watched[session_id] = WatchedSession(id=session_id, labels=labels)
+        watched.update({w.id: w for w in settings.sessions})
+        return watched
 
     def _new_timetable(self) -> Timetable:
         return Timetable(self._tick, jitter=self._rng.random, on_cycle=self._timetable_cycled)
@@ -207,11 +318,21 @@ class Watcher:
 
     # --- polling -------------------------------------------------------------------
 
-    async def poll(self, session_id: str, *, dry_run: bool = False) -> PollReport:
-        """Poll one session now, record what changed, and wake the targets concerned."""
+    async def poll(
+        self, session_id: str, *, dry_run: bool = False, budgeted: bool = False
+    ) -> PollReport:
+        """Poll one session now, record what changed, and wake the targets concerned.
+
+        The request takes a token of the shared budget first, unless the
+        caller already holds one (`budgeted`).
+        """
         watched = self._watched.get(session_id)
         if watched is None:
+            if budgeted:
+                self.budget.refund()
             return PollReport(session_id)
+        if not budgeted:
+            await self.budget.acquire()
         answer, took = await self._fetch(session_id, dry_run=dry_run)
         now = self.clock()
         if isinstance(answer, Unchanged):
@@ -219,6 +340,7 @@ class Watcher:
         result: FetchResult = answer
         if isinstance(result, FetchFailed):
             result = replace(result, reason=self.redact(result.reason))
+            self._note_throttle(result)
         report = await self._record(watched, result, now, dry_run=dry_run)
         if self.recorder is not None and not isinstance(result, FetchFailed):
             self.recorder.write(session_id, result, now)
@@ -227,31 +349,28 @@ class Watcher:
         if not dry_run:
             counted = report.failure if report.failure is not None else result
             self._count_poll(session_id, counted, report, took, now)
-        self._follow_outcome(watched, report, now)
+        self._remember(watched, report, now, dry_run=dry_run)
         if isinstance(result, NotFound) and not report.events and report.new_rows == 0:
             log.debug("session %s not found", session_id)
-        decided = {d.event.id for d in report.decisions}
-        for event in report.events:
-            targets = [r.target for e, r in report.routes if e.id == event.id]
-            log.info(
-                "event %s %s %s -> %s",
-                event.type,
-                session_id,
-                _describe(event),
-                ", ".join(targets)
-                or (
-                    "not queued (see the rule lines)" if event.id in decided else "no rule matched"
-                ),
-                extra=context(session=session_id, event_id=event.id, type=str(event.type)),
-            )
+        _log_events(report)
         _log_decisions(session_id, report.decisions)
         if report.new_rows:
             failpoint(Failpoint.AFTER_OUTBOX_COMMIT)
         if not dry_run:
-            await self._observe_health(result, now)
-            if report.new_rows:
-                self.delivery.wake(report.targets)
+            await self._after_poll(session_id, result, report, now)
         return report
+
+    async def _after_poll(
+        self, session_id: str, result: FetchResult, report: PollReport, now: datetime
+    ) -> None:
+        """API health, delivery, and the session's next poll (or its leaving)."""
+        await self._observe_health(result, now)
+        if report.new_rows:
+            self.delivery.wake(report.targets)
+        if report.failure is None and session_id in self._leaving:
+            await self._drop(session_id)
+        elif report.failure is None:
+            self._reschedule(session_id)
 
     async def _fetch(self, session_id: str, *, dry_run: bool) -> tuple[Answer, float]:
         """Ask the source, timed; a bug in fetching or parsing is a failed poll, nothing more."""
@@ -273,6 +392,7 @@ class Watcher:
         """Diff, evaluate and commit one answer; a failure to record is a failed poll."""
         settings = self.settings
         session_id = watched.id
+        discovered = session_id in self._discovered_ids and session_id not in self._configured
         try:
             report = await self.db(
                 apply_poll,
@@ -284,6 +404,7 @@ class Watcher:
                 now,
                 dry_run=dry_run,
                 quiet=settings.quiet_hours,
+                created_after=self._first_discovery_at if discovered else None,
             )
         except Exception as error:  # the API answered; recording it failed (bug or store)
             self._digests.pop(session_id, None)  # the stored state is no longer known
@@ -294,24 +415,8 @@ class Watcher:
             self._digests.pop(session_id, None)
             raise
         if not dry_run:
-            self._remember(session_id, result)
+            self._remember_body(session_id, result)
         return report
-
-    def _follow_outcome(self, watched: WatchedSession, report: PollReport, now: datetime) -> None:
-        """Back off after a failed poll; a good one ends the session's failure streak."""
-        if report.failure is not None:
-            self.stats.failed_polls += 1
-            self._back_off(watched, report.failure, now)
-            log.debug(
-                "poll of %s failed: %s",
-                watched.id,
-                report.failure.reason,
-                extra=context(session=watched.id),
-            )
-            return
-        self._raising.discard(watched.id)
-        if self._failures.pop(watched.id, None) is not None:
-            self._paused_until.pop(watched.id, None)
 
     def _log_raise(self, session_id: str, what: str, reason: str) -> None:
         """Log a bug met while polling: its traceback once, then one line while it lasts."""
@@ -358,7 +463,7 @@ class Watcher:
         except Exception:  # the next tick tries again; the daemon keeps running
             log.exception("rule timer failed")
 
-    def _remember(self, session_id: str, result: FetchResult) -> None:
+    def _remember_body(self, session_id: str, result: FetchResult) -> None:
         """After a poll went the full path: which body the stored state now comes from."""
         if isinstance(result, Fetched) and result.digest is not None:
             self._digests[session_id] = result.digest
@@ -374,19 +479,65 @@ class Watcher:
         """
         self.stats.polls += 1
         self.stats.last_poll_at = now
-        report = PollReport(session_id)
+        report = PollReport(session_id, state=self._states.get(session_id))
         self._count_poll(session_id, answer, report, took, now)
         self._raising.discard(session_id)
+        self._fetched_at[session_id] = now  # an own read, as good as a full one
         if self._failures and self._failures.pop(session_id, None) is not None:
             self._paused_until.pop(session_id, None)
         # Folds the success into the API's health; returns at once while it is up.
         await self._observe_health(answer, now)
+        if session_id in self._leaving:
+            await self._drop(session_id)
+        else:
+            # No activity: the adaptive cadence may slow this session down.
+            self._reschedule(session_id)
         return report
 
-    def _back_off(self, watched: WatchedSession, failure: FetchFailed, now: datetime) -> None:
-        failures = self._failures.get(watched.id, 0) + 1
-        self._failures[watched.id] = failures
-        interval = watched.interval or self.settings.poll.interval
+    def _remember(
+        self, watched: WatchedSession, report: PollReport, now: datetime, *, dry_run: bool
+    ) -> None:
+        """Fold a poll's outcome into backoff and what is known of the session."""
+        session_id = watched.id
+        if report.failure is not None:
+            self.stats.failed_polls += 1
+            self._back_off(session_id, watched.interval, report.failure, now)
+            log.debug(
+                "poll of %s failed: %s",
+                session_id,
+                report.failure.reason,
+                extra=context(session=session_id),
+            )
+            return
+        self._raising.discard(session_id)
+        self._fetched_at[session_id] = now
+        if report.state is not None and not dry_run:
+            self._states[session_id] = report.state
+        if self._failures.pop(session_id, None) is not None:
+            self._paused_until.pop(session_id, None)
+
+    def _note_throttle(self, failure: FetchFailed) -> None:
+        """A 429 slows the shared budget down (and pauses it for its Retry-After)."""
+        if failure.status == 429:
+            self.budget.throttled(failure.retry_after)
+
+    def _back_off(
+        self, key: str, fixed: timedelta | None, failure: FetchFailed, now: datetime
+    ) -> None:
+        if failure.status == 429:
+            # The API's rate, not this session, is the trouble: the shared budget
+            # has slowed down; the session itself waits only for a Retry-After.
+            wait = failure.retry_after or timedelta(0)
+            self._paused_until[key] = now + wait
+            if failure.retry_after is not None and (
+                self._api_paused_until is None or now + wait > self._api_paused_until
+            ):
+                self._api_paused_until = now + wait
+            return
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        interval = fixed or self.settings.poll.interval
+
         delay = poll_backoff(failures, interval, self._rng.random())
         if failure.retry_after is not None:
             delay = max(delay, failure.retry_after)
@@ -394,7 +545,7 @@ class Watcher:
                 until = now + failure.retry_after
                 if self._api_paused_until is None or until > self._api_paused_until:
                     self._api_paused_until = until
-        self._paused_until[watched.id] = now + delay
+        self._paused_until[key] = now + delay
 
     def poll_allowed(self, session_id: str, now: datetime) -> bool:
         """Whether backoff or a Retry-After currently holds back polls of `session_id`."""
@@ -403,7 +554,7 @@ class Watcher:
         until = self._paused_until.get(session_id)
         return until is None or now >= until
 
-    async def _observe_health(self, result: Answer, now: datetime) -> None:
+    async def _observe_health(self, result: Answer | ListPage, now: datetime) -> None:
         failed = isinstance(result, FetchFailed)
         if not failed and self.health.state is ApiState.UP:
             return  # the hot path: nothing to fold in
@@ -445,36 +596,350 @@ class Watcher:
                 self.delivery.wake({r.target for _, r in routes})
 
     def _tick(self, session_id: str) -> None:
-        """A session fell due: queue a poll unless one is already queued or running."""
+        """A session fell due: queue a poll unless queued, held back, or vouched for by the list."""
         if self._stopping or self._queue is None or session_id in self._in_flight:
             return
         paused = self._paused_until or self._api_paused_until is not None
         if paused and not self.poll_allowed(session_id, self.clock()):
             return
-        try:
-            self._queue.send_nowait(session_id)
-        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            return
-        self._in_flight.add(session_id)
+        if self.settings.discover is not None and session_id not in self._leaving:
+            now = self.clock()
+            state = self._states.get(session_id)
+            decision = decide_fetch(
+                self._listing.get(session_id),
+                state.updated_at if isinstance(state, Snapshot) else None,
+                self._fetched_at.get(session_id),
+                self._job_interval.get(session_id) or self.settings.poll.interval,
+                self.settings.poll.idle_cap,
+                now,
+            )
+            if not decision.fetch:
+                self.stats.list_skips += 1
+                return
+        self._enqueue(session_id)
 
-    async def _poll_worker(self, receive: MemoryObjectReceiveStream[str]) -> None:
-        async with receive:
-            async for session_id in receive:
-                try:
-                    if not self._stopping:
-                        await self.poll(session_id)
-                except Exception:  # one bad poll must not stop the others
-                    log.exception(
-                        "poll of %s crashed", session_id, extra=context(session=session_id)
-                    )
-                finally:
-                    self._in_flight.discard(session_id)
+    def _enqueue(self, session_id: str) -> bool:
+        """Queue a poll of `session_id` now, unless one is queued or running already."""
+        if self._stopping or self._queue is None or session_id in self._in_flight:
+            return False
+        state = self._states.get(session_id)
+        deadline = poll_deadline(
+            time.monotonic(), self._job_interval.get(session_id), self.settings.poll.interval
+        )
+        self._queue.put(session_id, deadline, poll_priority(state))
+        self._in_flight.add(session_id)
+        return True
+
+    async def _wait_unless_stopping(self, wait: Callable[[], Any]) -> bool:
+        """Await `wait()`; False when a stop cut it short."""
+        with anyio.CancelScope() as scope:
+            self._waiting.add(scope)
+            try:
+                await wait()
+            finally:
+                self._waiting.discard(scope)
+        return not scope.cancelled_caught
+
+    async def _poll_worker(self) -> None:
+        """Take a token, then the most urgent queued session, and poll it."""
+        queue = self._queue
+        assert queue is not None
+        while await queue.wait():
+            if not await self._wait_unless_stopping(self.budget.acquire):
+                return
+            session_id = queue.pop()
+            if session_id is None:
+                self.budget.refund()  # another worker took the last one
+                continue
+            try:
+                if not self._stopping:
+                    await self.poll(session_id, budgeted=True)
+            except Exception:  # one bad poll must not stop the others
+                log.exception("poll of %s crashed", session_id, extra=context(session=session_id))
+            finally:
+                self._in_flight.discard(session_id)
 
     def _schedule(self, watched: WatchedSession, *, first: bool) -> None:
-        """(Re)schedule a session's polls; `first` spreads its first poll over one interval."""
-        interval = watched.interval or self.settings.poll.interval
+        """(Re)schedule `watched` at its current cadence; `first` spreads its first poll."""
+        cadence = poll_cadence(
+            self.settings.poll, watched.interval, self._states.get(watched.id), self.clock()
+        )
+        self._job_interval[watched.id] = cadence.interval
+        if cadence.interval is None:
+            self._unschedule(watched.id)
+            return
+        self._set_timing(watched.id, cadence.interval, first=first)
+
+    def _set_timing(self, session_id: str, interval: timedelta, *, first: bool) -> None:
         timing = poll_timing(interval, self.settings.poll.jitter, self._rng.random())
-        self.timetable.set(watched.id, timing, first=first)
+        self.timetable.set(session_id, timing, first=first)
+
+    def _unschedule(self, session_id: str) -> None:
+        self.timetable.remove(session_id)
+
+    def _reschedule(self, session_id: str, *, force: bool = False) -> None:
+        """After a poll: move the session in the timetable to the interval its state calls for.
+
+        Its next poll is one new interval from now; getting faster applies at once
+        (activity snaps back to the fast interval on the poll that saw it).
+        `force` applies new settings (a reload) even when the interval is the same.
+        """
+        watched = self._watched.get(session_id)
+        if watched is None or self._scheduler is None or self._stopping:
+            return
+        cadence = poll_cadence(
+            self.settings.poll, watched.interval, self._states.get(session_id), self.clock()
+        )
+        current = self._job_interval.get(session_id)
+        if not force and not needs_reschedule(current, cadence.interval):
+            return
+        self.stats.reschedules += 1
+        self._job_interval[session_id] = cadence.interval
+        if cadence.interval is None:
+            self._unschedule(session_id)
+        else:
+            self._set_timing(session_id, cadence.interval, first=False)
+        log.debug("%s now polled every %s: %s", session_id, cadence.interval, cadence.reason)
+
+    async def _drop(self, session_id: str) -> None:
+        """Stop watching a discovered session that left the list (after its last poll)."""
+        self._leaving.discard(session_id)
+        if session_id in self._configured:
+            return
+        self._discovered_ids.discard(session_id)
+        self._watched.pop(session_id, None)
+        self._listing.pop(session_id, None)
+        self._job_interval.pop(session_id, None)
+        self._digests.pop(session_id, None)
+        self.source.forget(session_id)
+        self._unschedule(session_id)
+        await self.db(self.store.forget_discovered, [session_id])
+        log.info("session %s left the list: no longer watched", session_id)
+
+    # --- discovery -----------------------------------------------------------------
+
+    def _start_discovery(self) -> None:
+        """Run the discovery loop while discovery is configured (at start, or after a reload)."""
+        if self.settings.discover is not None and not self._discovering and self._work:
+            self._discovering = True
+            self._work.start_soon(self._discovery_loop)
+
+    async def _discovery_loop(self) -> None:
+        """Read the session list every `discover.interval` (sooner after a reload)."""
+        try:
+            while not self._stopping and self.settings.discover is not None:
+                try:
+                    await self.discover_once()
+                except Exception:  # a bug in one pass must not end discovery
+                    log.exception("discovery pass crashed")
+                settings = self.settings  # a reload may have turned discovery off
+                discover = settings.discover
+                if discover is None:
+                    return
+                now = self.clock()
+                delay = discover.interval.total_seconds()
+                paused = self._paused_until.get(DISCOVERY)
+                if paused is not None:
+                    delay = max(delay, (paused - now).total_seconds())
+                wake = self._discover_wake
+
+                async def pause(seconds: float = delay, event: anyio.Event = wake) -> None:
+                    with anyio.move_on_after(seconds):
+                        await event.wait()
+
+                if not await self._wait_unless_stopping(pause):
+                    return
+        finally:
+            self._discovering = False
+
+    async def _list_all(self) -> tuple[list[ListedSession], bool] | FetchFailed:
+        """Page through the list; (items, complete) or the failure that ended it."""
+        items: list[ListedSession] = []
+        cursor: str | None = None
+        cursors: set[str] = set()
+        for _ in range(MAX_PAGES):
+            if not await self._wait_unless_stopping(self.budget.acquire):
+                return items, False
+            page = await self.source.list_sessions(cursor)
+            if isinstance(page, FetchFailed):
+                return replace(page, reason=self.redact(page.reason))
+            items.extend(page.sessions)
+            if page.skipped:
+                log.debug("list page: %d item(s) without a usable sessionId", page.skipped)
+            if page.next_cursor is None:
+                return items, True
+            if page.next_cursor in cursors:
+                log.warning("the session list repeated a cursor; using what was read so far")
+                return items, False
+            cursors.add(page.next_cursor)
+            cursor = page.next_cursor
+        log.warning("the session list has more than %d pages; using the first ones", MAX_PAGES)
+        return items, False
+
+    def _known_facts(self, item: ListedSession) -> ListedSession:
+        """A bare list item with the facts known from reading the session on its own."""
+        if item.full:
+            return item
+        state = self._states.get(item.session_id)
+        if isinstance(state, Snapshot):
+            return facts_from_snapshot(state)
+        return self._facts.get(item.session_id, item)
+
+    async def _resolve(self, session_ids: Iterable[str]) -> bool:
+        """Read bare items on their own to judge them; False if any read failed."""
+        ok = True
+        for session_id in session_ids:
+            if not await self._wait_unless_stopping(self.budget.acquire):
+                return False
+            result = await self.source.fetch_session(session_id)
+            if isinstance(result, Fetched):
+                self._facts[session_id] = facts_from_snapshot(result.snapshot)
+            elif isinstance(result, FetchFailed):
+                self._note_throttle(result)
+                ok = False
+        return ok
+
+    def _select(
+        self, discover: DiscoverSettings, items: Sequence[ListedSession], now: datetime
+    ) -> Selection:
+        include = discover.include
+        return select_sessions(
+            [self._known_facts(i) for i in items],
+            titles=include.titles,
+            tags=include.tags,
+            computers=include.computers,
+            created_within=discover.created_within,
+            max_sessions=discover.max_sessions,
+            exclude=self._configured,
+            now=now,
+        )
+
+    async def discover_once(self, *, dry_run: bool = False) -> DiscoveryReport:
+        """One discovery pass: list, filter, remember new sessions, catch up moved ones.
+
+        A failed list is a failed poll (backoff, Retry-After, API health) and
+        drops nothing; only a complete listing lets sessions leave.
+        """
+        discover = self.settings.discover
+        if discover is None:
+            return DiscoveryReport()
+        listing = await self._list_all()
+        now = self.clock()
+        if isinstance(listing, FetchFailed):
+            self.stats.failed_lists += 1
+            self._note_throttle(listing)
+            self._back_off(DISCOVERY, discover.interval, listing, now)
+            log.warning("reading the session list failed: %s", listing.reason)
+            if not dry_run:
+                await self._observe_health(listing, now)
+            return DiscoveryReport(failure=listing, complete=False)
+        items, complete = listing
+        self.stats.lists += 1
+        self._failures.pop(DISCOVERY, None)
+        self._paused_until.pop(DISCOVERY, None)
+        if not dry_run:
+            await self._observe_health(ListPage((), None), now)
+        return await self._take_listing(discover, items, complete, now, dry_run=dry_run)
+
+    async def _take_listing(
+        self,
+        discover: DiscoverSettings,
+        items: Sequence[ListedSession],
+        complete: bool,
+        now: datetime,
+        *,
+        dry_run: bool,
+    ) -> DiscoveryReport:
+        """Act on one listing: new sessions, baselines, leavers, and moved sessions."""
+        for item in items:
+            if item.updated_at is not None:
+                self._listing[item.session_id] = ListMark(to_unix_ms(item.updated_at), now)
+        selection = self._select(discover, items, now)
+        if selection.unresolved:
+            complete = await self._resolve(selection.unresolved) and complete
+            selection = self._select(discover, items, now)
+        if selection.capped:
+            log.info("discovery: %d matching session(s) beyond max_sessions", selection.capped)
+        chosen = {s.session_id: s for s in selection.chosen}
+        first_at = None
+        if self._first_discovery_at is None:
+            created = [s.created_at for s in selection.chosen if s.created_at is not None]
+            # The API's clock may run ahead of ours: nothing listed now counts as new later.
+            first_at = max([now, *created])
+        added = [sid for sid in chosen if sid not in self._discovered_ids]
+        baselines = self._baselines(added, chosen, now) if first_at is not None else []
+        new_rows = 0
+        if not dry_run and (added or first_at is not None):
+            new_rows = await self.db(self.store.record_discovery, now, first_at, added, baselines)
+        if first_at is not None:
+            self._first_discovery_at = first_at
+        for baseline in baselines:
+            # The listing read it as fully as a poll would: its own read is due by max_idle.
+            self._states[baseline.session_id] = baseline.state
+            self._fetched_at[baseline.session_id] = now
+        self._discovered_ids.update(added)
+        if new_rows:
+            self.delivery.wake({r.target for b in baselines for _, r in b.routes})
+        labels = dict(discover.labels)
+        for session_id in added:
+            watched = WatchedSession(id=session_id, labels=labels)
+            self._watched[session_id] = watched
+            if self._scheduler is not None and not self._stopping:
+                self._schedule(watched, first=True)
+        leaving = self._mark_leaving(chosen.keys()) if complete else []
+        self._leaving -= chosen.keys()
+        moved = [
+            sid
+            for sid in self._watched
+            if sid in self._listing
+            and listed_change(self._listing[sid], _updated_at(self._states.get(sid)))
+        ]
+        # New sessions not taken as a baseline, moved ones, and leavers are read at once.
+        baseline_ids = {b.session_id for b in baselines}
+        for session_id in [*[a for a in added if a not in baseline_ids], *moved, *leaving]:
+            self._enqueue(session_id)
+        log.debug(
+            "discovery: %d listed, %d added, %d leaving, %d moved",
+            len(items),
+            len(added),
+            len(leaving),
+            len(moved),
+        )
+        return DiscoveryReport(
+            len(items), tuple(added), tuple(leaving), tuple(moved), new_rows, complete
+        )
+
+    def _mark_leaving(self, chosen: Iterable[str]) -> list[str]:
+        """Discovered sessions no longer listed (or filtered out): each gets one last poll."""
+        leaving = []
+        for session_id in self._discovered_ids - set(chosen) - self._configured:
+            if session_id not in self._leaving:
+                self._leaving.add(session_id)
+                leaving.append(session_id)
+        return sorted(leaving)
+
+    def _baselines(
+        self, added: Sequence[str], chosen: Mapping[str, ListedSession], now: datetime
+    ) -> list[Recorded]:
+        """The first discovery takes each listed session's state as its baseline.
+
+        Nothing is sent for it, unless a rule asks for `session.discovered`.
+        """
+        out: list[Recorded] = []
+        labels = dict(self.settings.discover.labels) if self.settings.discover else {}
+        for session_id in added:
+            snapshot = chosen[session_id].snapshot
+            if snapshot is None or session_id in self._states:
+                continue  # read on its own first (or already known): the poll does it
+            ref = session_ref(
+                WatchedSession(id=session_id, labels=labels),
+                snapshot,
+                self.settings.factory.session_url,
+            )
+            events = diff_states(None, snapshot, ref, now)
+            routes = tuple((e, r) for e in events for r in route(self.settings.rules, e))
+            out.append(Recorded(session_id, snapshot, events, routes))
+        return out
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -485,15 +950,12 @@ class Watcher:
             self._work_scope.cancel()
         self._stop.set()
 
-    async def run(
+    async def run(  # noqa: PLR0915 - one lifecycle, start to drain, read top to bottom
         self, *, on_ready: Callable[[], None] | None = None, handle_signals: bool = True
     ) -> None:
         """Watch until stopped (SIGTERM/SIGINT or `request_stop()`), then drain and return."""
         settings = self.settings
-        send, receive = anyio.create_memory_object_stream[str](
-            max_buffer_size=max(len(self._watched), 1)
-        )
-        self._queue = send
+        queue = self._queue = PollQueue()
         self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
         endpoint = Endpoint(self._routes())
         listener = None
@@ -515,11 +977,14 @@ class Watcher:
                     outer.start_soon(endpoint.serve, listener)
                 async with anyio.create_task_group() as work:
                     self._work_scope = work.cancel_scope
+                    self._work = work
                     work.start_soon(self.delivery.run, settings.targets, self.notifiers)
                     for _ in range(settings.factory.concurrency):
-                        work.start_soon(self._poll_worker, receive.clone())
-                    receive.close()
+                        work.start_soon(self._poll_worker)
                     self.timetable = self._new_timetable()  # a run starts a fresh one
+                    self._start_discovery()
+                    for warning in budget_warnings(settings):
+                        log.warning("%s", warning)
                     for watched in self._watched.values():
                         self._schedule(watched, first=True)
                     work.start_soon(self.timetable.run)
@@ -544,13 +1009,16 @@ class Watcher:
                     self._stopping = True
                     self._scheduler.shutdown(wait=False)
                     self.timetable.stop()
-                    send.close()
+                    for session_id in queue.close():
+                        self._in_flight.discard(session_id)
+                    for scope in list(self._waiting):
+                        scope.cancel()
                     self.delivery.stop()
                     work.cancel_scope.deadline = anyio.current_time() + DRAIN_DEADLINE
                 outer.cancel_scope.cancel()
         finally:
-            send.close()  # already closed on a clean stop; not when run() was cancelled
-            receive.close()
+            queue.close()  # already closed on a clean stop; not when run() was cancelled
+            self._work = None
             await self.aclose()
         log.info(
             "stopped; %d notification(s) left queued", self.store_counts()[OutboxStatus.PENDING]
@@ -702,7 +1170,8 @@ class Watcher:
         last = self.stats.last_poll_at
         ago = "never" if last is None else f"{(self.clock() - last).total_seconds():.0f}s ago"
         line = (
-            f"watching {len(self._watched)} session(s); last poll {ago}; outbox "
+            f"watching {len(self._watched)} session(s); last poll {ago}; "
+            f"budget {self.budget.bucket.rate:.3g}/s; outbox "
             f"{counts[OutboxStatus.PENDING]} pending, {counts[OutboxStatus.DEAD]} dead; "
             f"API {self.health.state}"
         )
@@ -765,11 +1234,15 @@ class Watcher:
         for name in set(self.notifiers) - set(new.targets):
             self._retired.append(self.notifiers.pop(name))
         self.delivery.set_targets(new.targets, self.notifiers)
-        watched = {w.id: w for w in new.sessions}
+        if new.factory.max_requests_per_second != old.factory.max_requests_per_second:
+            self.budget.set_rate(new.factory.max_requests_per_second)
+        self._configured = frozenset(w.id for w in new.sessions)
+        watched = self._watch_list(new)
         for session_id in set(self._watched) - set(watched):
             self._digests.pop(session_id, None)
             self.source.forget(session_id)
-            self.timetable.remove(session_id)
+            self._unschedule(session_id)
+            self._job_interval.pop(session_id, None)
         changed = [
             w for w in watched.values() if self._watched.get(w.id) != w or new.poll != old.poll
         ]
@@ -777,7 +1250,14 @@ class Watcher:
         self._watched_version += 1
         if self._scheduler is not None:  # running: otherwise run() schedules every session
             for w in changed:
-                self._schedule(w, first=w.id not in self._in_flight)
+                if w.id not in self.timetable:
+                    self._schedule(w, first=w.id not in self._in_flight)
+                else:
+                    self._reschedule(w.id, force=True)
+        if new.discover is not None and new.discover != old.discover:
+            self._discover_wake.set()  # the new filter applies now, not a whole interval later
+            self._discover_wake = anyio.Event()
+        self._start_discovery()
 
     async def aclose(self) -> None:
         """Close clients, notifiers and the store."""
@@ -800,8 +1280,13 @@ class Watcher:
     # --- one-shot ------------------------------------------------------------------
 
     async def poll_all(self, *, dry_run: bool = False) -> list[PollReport]:
-        """Poll every watched session once, concurrently (bounded by the client)."""
+        """Poll every watched session once, concurrently (bounded by the client and budget).
+
+        With discovery on, the session list is read first.
+        """
         reports: list[PollReport] = []
+        if self.settings.discover is not None:
+            await self.discover_once(dry_run=dry_run)
 
         async def one(session_id: str) -> None:
             reports.append(await self.poll(session_id, dry_run=dry_run))
@@ -827,6 +1312,25 @@ def _log_decisions(session_id: str, decisions: Sequence[Decision]) -> None:
                 decision.outcome,
                 decision.reason,
             )
+
+
+def _updated_at(state: SessionState | None) -> datetime | None:
+    return state.updated_at if isinstance(state, Snapshot) else None
+
+
+def _log_events(report: PollReport) -> None:
+    decided = {d.event.id for d in report.decisions}
+    for event in report.events:
+        targets = [r.target for e, r in report.routes if e.id == event.id]
+        log.info(
+            "event %s %s %s -> %s",
+            event.type,
+            report.session_id,
+            _describe(event),
+            ", ".join(targets)
+            or ("not queued (see the rule lines)" if event.id in decided else "no rule matched"),
+            extra=context(session=report.session_id, event_id=event.id, type=str(event.type)),
+        )
 
 
 def _describe(event: Event) -> str:

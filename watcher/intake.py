@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from watcher.core.diff import diff_states, session_ref, state_changed
+from watcher.core.discovery import creation_state
 from watcher.core.model import Event, Gone, SessionState, Snapshot
 from watcher.core.poll import FetchFailed, FetchResult, NotFound
 from watcher.core.rules import Route
@@ -29,6 +30,7 @@ class PollReport:
     new_rows: int = 0
     failure: FetchFailed | None = None
     decisions: tuple[Decision, ...] = ()
+    state: SessionState | None = None  # the session's state after the poll, when known
 
     @property
     def targets(self) -> frozenset[str]:
@@ -56,12 +58,16 @@ def apply_poll(
     *,
     dry_run: bool = False,
     quiet: Mapping[str, QuietHours] | None = None,
+    created_after: datetime | None = None,
 ) -> PollReport:
     """Diff a poll against the stored state, evaluate the rules, and commit it all at once.
 
     A failed poll changes nothing: no transition is ever derived from it. An
     unchanged poll still evaluates the rules (a condition may have come due)
-    and writes only if that decided something.
+    and writes only if that decided something. A session never seen before
+    that was created after `created_after` (the first discovery) is diffed
+    against its state at creation, so what it did before it was first seen
+    is still told.
     """
     if isinstance(result, FetchFailed):
         return PollReport(watched.id, failure=result)
@@ -71,6 +77,15 @@ def apply_poll(
     shown = current if isinstance(current, Snapshot) else current.last
     ref = session_ref(watched, shown, session_url)
     events = diff_states(previous, current, ref, now) if changed else ()
+    before = previous
+    if (
+        previous is None
+        and created_after is not None
+        and isinstance(current, Snapshot)
+        and current.created_at > created_after
+    ):
+        before = creation_state(current)
+        events += diff_states(before, current, ref, now)
     memory = store.load_memory(watched.id)
     evaluation = evaluate(
         rules,
@@ -79,10 +94,10 @@ def apply_poll(
         memory,
         ref,
         now,
-        Observation(previous, current, events),
+        Observation(before, current, events),
     )
     if not changed and not evaluation.decisions and evaluation.memory == memory:
-        return PollReport(watched.id)
+        return PollReport(watched.id, state=current)
     known = {e.id for e in events}
     found = events + tuple(e for e in evaluation.events if e.id not in known)
     routes = evaluation.routes
@@ -92,4 +107,6 @@ def apply_poll(
         new_rows = store.record(watched.id, current, found, routes, now, evaluation=evaluation)
     else:
         new_rows = store.record_evaluation(watched.id, evaluation, now)
-    return PollReport(watched.id, found, routes, new_rows, decisions=evaluation.decisions)
+    return PollReport(
+        watched.id, found, routes, new_rows, decisions=evaluation.decisions, state=current
+    )

@@ -120,7 +120,13 @@ CREATE TABLE IF NOT EXISTS decisions (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_session ON decisions (session_id, id);
+CREATE TABLE IF NOT EXISTS discovered (
+    session_id TEXT PRIMARY KEY,
+    discovered_at REAL NOT NULL
+);
 """
+# Added to schema 1 without a version bump: older builds ignore the table.
+FIRST_DISCOVERY_KEY = "first_discovery_at"
 
 DECISIONS_KEPT_PER_SESSION = 200
 
@@ -342,10 +348,42 @@ def _utc(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class Discovered:
+    """Sessions found through the list: when discovery first ran, and which are watched."""
+
+    first_at: datetime | None
+    session_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One session's new state with its events and routes, for a batch commit."""
+
+    session_id: str
+    state: SessionState
+    events: Sequence[Event] = ()
+    routes: Sequence[tuple[Event, Route]] = ()
+
+
 class Store(Protocol):
     """The state store interface (SQLite today; PostgreSQL is a later option)."""
 
     def load_state(self, session_id: str) -> SessionState | None: ...
+
+    def load_states(self) -> dict[str, SessionState]: ...
+
+    def discovered(self) -> Discovered: ...
+
+    def record_discovery(
+        self,
+        now: datetime,
+        first_at: datetime | None,
+        added: Sequence[str],
+        baselines: Sequence[Recorded],
+    ) -> int: ...
+
+    def forget_discovered(self, session_ids: Sequence[str]) -> None: ...
 
     def record(
         self,
@@ -488,6 +526,65 @@ class SqliteStore:
                 "SELECT state FROM sessions WHERE session_id=?", (session_id,)
             ).fetchone()
         return None if row is None else state_from_json(session_id, row[0])
+
+    def load_states(self) -> dict[str, SessionState]:
+        """Every stored session state by id (read once at start)."""
+        with self._lock:
+            rows = self._db.execute("SELECT session_id, state FROM sessions").fetchall()
+        return {sid: state_from_json(sid, text) for sid, text in rows}
+
+    def discovered(self) -> Discovered:
+        """When discovery first ran here, and the sessions it found that are still watched."""
+        with self._lock:
+            first = self._db.execute(
+                "SELECT value FROM meta WHERE key=?", (FIRST_DISCOVERY_KEY,)
+            ).fetchone()
+            rows = self._db.execute("SELECT session_id FROM discovered").fetchall()
+        return Discovered(
+            None if first is None else _dt(float(first[0])), frozenset(r[0] for r in rows)
+        )
+
+    def record_discovery(
+        self,
+        now: datetime,
+        first_at: datetime | None,
+        added: Sequence[str],
+        baselines: Sequence[Recorded],
+    ) -> int:
+        """Remember newly discovered sessions and their baseline states, atomically.
+
+        `first_at` is stored once, by the first discovery; later values are
+        ignored. Returns how many outbox rows are new.
+        """
+        with self._transaction() as db:
+            if first_at is not None:
+                db.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
+                    (FIRST_DISCOVERY_KEY, repr(_ts(first_at))),
+                )
+            db.executemany(
+                "INSERT OR IGNORE INTO discovered(session_id, discovered_at) VALUES (?, ?)",
+                [(sid, _ts(now)) for sid in added],
+            )
+            db.executemany(
+                "INSERT INTO sessions(session_id, state, stored_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(session_id) DO UPDATE SET state=excluded.state,"
+                " stored_at=excluded.stored_at",
+                [(b.session_id, state_to_json(b.state), _ts(now)) for b in baselines],
+            )
+            return self._insert_events(
+                db,
+                [e for b in baselines for e in b.events],
+                [r for b in baselines for r in b.routes],
+                now,
+            )
+
+    def forget_discovered(self, session_ids: Sequence[str]) -> None:
+        """Stop remembering sessions that left the list (their last states are kept)."""
+        with self._transaction() as db:
+            db.executemany(
+                "DELETE FROM discovered WHERE session_id=?", [(sid,) for sid in session_ids]
+            )
 
     def _insert_events(
         self,

@@ -88,6 +88,11 @@ class Timetable:
         entry = self._entries.get(key)
         return None if entry is None else entry.base + entry.offset - self._clock()
 
+    def timing(self, key: str) -> PollTiming | None:
+        """The timing `key` is scheduled with, if it is scheduled."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.timing
+
     def remove(self, key: str) -> None:
         """Stop firing `key` (its heap entry is dropped when it surfaces)."""
         self._entries.pop(key, None)

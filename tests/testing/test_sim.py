@@ -441,6 +441,19 @@ def test_list_bodies_are_session_bodies_and_the_default_limit_is_20(
     assert body["pagination"]["hasMore"] is True
 
 
+def test_list_can_carry_only_session_ids(
+    sim: FactorySimulator, client: httpx.Client, control: httpx.Client
+) -> None:
+    """In the bare mode (set from Python or over HTTP) items carry only sessionId."""
+    ids = sim.add_sessions(3)
+    assert control.put("/_sim/list-mode", json={"ids_only": True}).status_code == 204
+    body = client.get("/api/v0/sessions").json()
+    assert body["sessions"] == [{"sessionId": i} for i in ids]
+    assert control.put("/_sim/list-mode", json={"ids_only": "yes"}).status_code == 400
+    sim.set_list_ids_only(False)
+    assert client.get("/api/v0/sessions").json()["sessions"][0] == sim.snapshot_json(ids[0])
+
+
 @pytest.mark.parametrize(
     "params",
     [{"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"cursor": "bogus!"}, {"cursor": "YQ"}],

@@ -18,6 +18,7 @@ from watcher import yamlsafe
 from watcher.config.models import (
     SECTIONS,
     TARGET_MODELS,
+    DiscoverSection,
     FactorySection,
     HttpSection,
     PollSection,
@@ -46,10 +47,13 @@ from watcher.config.values import (
     is_loopback_address,
     is_whsec,
 )
+from watcher.core.cadence import budget_need
 from watcher.core.lifecycle import CONDITION_EVENTS, EDGE_EVENTS, USAGE_COUNTERS
 from watcher.core.model import EventType
 from watcher.core.settings import (
     DeliveryLimits,
+    DiscoverFilter,
+    DiscoverSettings,
     FactorySettings,
     HttpSettings,
     LogFormat,
@@ -126,7 +130,8 @@ class Builder:
             if key not in SECTIONS:
                 self.report((key,), unknown_name("section", key, SECTIONS))
         factory = self.factory(data.get("factory"))
-        poll = self.validate(PollSection, _or_empty(data.get("poll")), ("poll",))
+        poll = self.poll(data.get("poll"))
+        discover = self.discover(data) if "discover" in data else None
         state_path = self.state_path(data.get("state"))
         sessions = self.sessions(data.get("sessions"))
         targets = self.targets(data.get("targets"))
@@ -139,11 +144,12 @@ class Builder:
         self.secrets.check_inline_secrets()
         if self.problems or factory is None or poll is None or state_path is None or values is None:
             raise self.error()
-        return Settings(
+        settings = Settings(
             factory=factory,
             state_path=state_path,
-            poll=PollSettings(interval=poll.interval, jitter=poll.jitter),
+            poll=poll,
             sessions=sessions,
+            discover=discover,
             targets=targets,
             rules=rules,
             source=self.path,
@@ -152,6 +158,65 @@ class Builder:
             quiet_hours=quiet,
             record_path=self.record_path(data.get("state")),
         )
+        self.check_budget(settings)
+        if self.problems:
+            raise self.error()
+        return settings
+
+    def poll(self, raw: Any) -> PollSettings | None:
+        at: KeyPath = ("poll",)
+        section = self.validate(PollSection, _or_empty(raw), at)
+        if section is None:
+            return None
+        poll = PollSettings(
+            interval=section.interval,
+            jitter=section.jitter,
+            running=section.running,
+            pending=section.pending,
+            idle=section.idle,
+            max_idle=section.max_idle,
+            archived=None if section.archived == "off" else section.archived,
+            archived_off=section.archived == "off",
+        )
+        if poll.max_idle is not None and poll.max_idle < poll.idle_base:
+            which = "idle" if section.idle is not None else "interval"
+            self.report(
+                (*at, "max_idle"),
+                f"max_idle ({_seconds(poll.max_idle)}) is shorter than {which} "
+                f"({_seconds(poll.idle_base)}): an idle session backs off from {which} up to "
+                "max_idle, so max_idle must be at least as long",
+            )
+            return None
+        return poll
+
+    def discover(self, data: Mapping[str, Any]) -> DiscoverSettings | None:
+        """`discover:` present (even empty) turns discovery on."""
+        section = self.validate(DiscoverSection, _or_empty(data.get("discover")), ("discover",))
+        if section is None:
+            return None
+        include = section.include
+        return DiscoverSettings(
+            interval=section.interval,
+            include=DiscoverFilter(
+                titles=include.title or (),
+                tags=include.tags or (),
+                computers=include.computer or (),
+            ),
+            created_within=section.created_within,
+            labels=dict(section.labels),
+            max_sessions=section.max_sessions,
+        )
+
+    def check_budget(self, settings: Settings) -> None:
+        """Sessions with a fixed interval must fit in the request budget."""
+        need = budget_need(settings)
+        if need.fixed_exceeds:
+            self.report(
+                ("factory", "max_requests_per_second"),
+                f"the sessions with their own interval need {need.fixed:.2f} requests/s, "
+                f"more than the budget of {need.budget:g}; raise max_requests_per_second "
+                "or lengthen their intervals",
+            )
 
     def error(self) -> ConfigError:
         """Every problem so far, in file order (problems without a line first)."""
@@ -208,6 +273,7 @@ class Builder:
             session_url=section.session_url,
             concurrency=section.concurrency,
             unavailable_after=section.unavailable_after,
+            max_requests_per_second=section.max_requests_per_second,
         )
 
     def http(self, raw: Any) -> HttpSettings | None:
@@ -579,6 +645,10 @@ def _items(raw: Any, at: KeyPath, values: tuple[str, ...]) -> list[tuple[KeyPath
     if isinstance(given, list):
         return [((*at, i), value) for i, value in enumerate(values)]
     return [(at, value) for value in values]
+
+
+def _seconds(value: Any) -> str:
+    return f"{value.total_seconds():g}s"
 
 
 def _or_empty(section: Any) -> Any:

@@ -29,6 +29,7 @@ from watcher.config.values import (
     parse_clock_time,
     parse_day,
     parse_duration,
+    parse_duration_or_off,
     parse_jitter,
     parse_listen,
     parse_timezone,
@@ -87,6 +88,19 @@ _Duration = Annotated[
 ]
 _Jitter = Annotated[
     float, BeforeValidator(pydantic_check("jitter", parse_jitter)), WithJsonSchema(JITTER_SCHEMA)
+]
+_DurationOrOff = Annotated[
+    timedelta | Literal["off"],
+    BeforeValidator(pydantic_check("duration", parse_duration_or_off)),
+    WithJsonSchema(
+        {
+            "description": "a duration (500ms, 30s, 5m, 2h, 1d), or off",
+            "anyOf": [
+                {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d)?|off)$"},
+                {"type": "integer", "exclusiveMinimum": 0},
+            ],
+        }
+    ),
 ]
 _Url = Annotated[str, AfterValidator(pydantic_check("url", http_url))]
 _SessionUrl = Annotated[str, AfterValidator(pydantic_check("url", session_url))]
@@ -165,11 +179,31 @@ class FactorySection(Section):
     session_url: _SessionUrl = DEFAULT_SESSION_URL
     concurrency: Annotated[int, Field(ge=1, le=256)] = 64
     unavailable_after: _Duration = timedelta(minutes=2)
+    max_requests_per_second: Annotated[float, Field(gt=0, le=10_000)] = 10.0
 
 
 class PollSection(Section):
     interval: _Duration = timedelta(seconds=30)
+    running: _Duration | None = None
+    pending: _Duration | None = None
+    idle: _Duration | None = None
+    max_idle: _Duration | None = None
+    archived: _DurationOrOff | None = None
     jitter: _Jitter = 0.1
+
+
+class IncludeSection(Section):
+    title: _Names | None = None
+    tags: _Names | None = None
+    computer: _Names | None = None
+
+
+class DiscoverSection(Section):
+    interval: _Duration = timedelta(seconds=60)
+    include: IncludeSection = IncludeSection()
+    created_within: _Duration | None = None
+    labels: dict[_Text, str] = Field(default_factory=dict)
+    max_sessions: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
 
 
 class StateSection(Section):
@@ -309,6 +343,7 @@ class ConfigFile(Section):
     factory: FactorySection
     # An empty section (every key commented out) means all defaults.
     poll: PollSection | None = None
+    discover: DiscoverSection | None = None
     state: StateSection | None = None
     sessions: list[SessionSection] | None = None
     targets: (
@@ -327,6 +362,7 @@ class ConfigFile(Section):
 SECTIONS = (
     "factory",
     "poll",
+    "discover",
     "state",
     "sessions",
     "targets",

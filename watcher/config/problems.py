@@ -101,11 +101,16 @@ def error_message(model: type[BaseModel], error: ErrorDetails) -> str:
         "tuple_type": "expected a string or a list of strings",
         "string_too_short": "must not be empty",
         "too_short": "must not be empty",
+        "float_type": "expected a number",
+        "float_parsing": "expected a number",
+        "finite_number": "expected a number",
     }
     if kind in simple:
         return simple[kind]
     if kind == "greater_than_equal":
         return f"must be at least {ctx['ge']}"
+    if kind == "greater_than":
+        return f"must be more than {ctx['gt']:g}"
     if kind == "less_than_equal":
         return f"must be at most {ctx['le']}"
     return error["msg"]

@@ -52,6 +52,18 @@ def parse_duration(value: str | int) -> timedelta:
     return duration
 
 
+def parse_duration_or_off(value: str | int) -> timedelta | str:
+    """A duration, or `off` (returned as the string "off")."""
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return "off"
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            "expected a duration such as 30s, 5m or 1h, or 'off' to stop polling"
+        ) from None
+
+
 def parse_jitter(value: str | float) -> float:
     """Parse a jitter as a percentage (`"10%"`) or a fraction (`0.1`); result in 0..0.5.
 

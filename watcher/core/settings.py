@@ -34,14 +34,58 @@ class FactorySettings:
     # 640 polls/s at a 100 ms round trip (10,000 sessions every 30 s need 333/s).
     concurrency: int = 64
     unavailable_after: timedelta = timedelta(minutes=2)
+    # One token bucket shared by every API call (session polls, list pages).
+    max_requests_per_second: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class PollSettings:
-    """Default polling cadence; `jitter` is a fraction of the interval (0.1 = 10%)."""
+    """Polling cadence; `jitter` is a fraction of the interval (0.1 = 10%).
+
+    `interval` is the default for every state without its own interval. An idle
+    session is polled every `idle` right after activity, backing off to
+    `max_idle` while nothing changes (no backoff when `max_idle` is unset).
+    `archived_off` stops polling archived sessions.
+    """
 
     interval: timedelta = timedelta(seconds=30)
     jitter: float = 0.1
+    running: timedelta | None = None
+    pending: timedelta | None = None
+    idle: timedelta | None = None
+    max_idle: timedelta | None = None
+    archived: timedelta | None = None
+    archived_off: bool = False
+
+    @property
+    def idle_base(self) -> timedelta:
+        """The interval right after activity."""
+        return self.idle or self.interval
+
+    @property
+    def idle_cap(self) -> timedelta:
+        """The longest interval: an idle session backs off to this."""
+        return max(self.max_idle or self.idle_base, self.idle_base)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverFilter:
+    """Which listed sessions discovery keeps; every condition present must hold."""
+
+    titles: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    computers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverSettings:
+    """Finding sessions through `GET /api/v0/sessions` (off when absent from the config)."""
+
+    interval: timedelta = timedelta(seconds=60)
+    include: DiscoverFilter = DiscoverFilter()
+    created_within: timedelta | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    max_sessions: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +221,7 @@ class Settings:
     state_path: Path
     poll: PollSettings = PollSettings()
     sessions: tuple[WatchedSession, ...] = ()
+    discover: DiscoverSettings | None = None
     targets: Mapping[str, Target] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     source: Path | None = None

@@ -39,7 +39,8 @@ class Fault(StrEnum):
 class FaultRule:
     """Apply `fault` to the next `times` requests whose path starts with `path_prefix`.
 
-    `times=-1` applies it until the plan is cleared.
+    `times=-1` applies it until the plan is cleared; `exact=True` matches only
+    the path itself, whatever its query (the list, not the sessions below it).
     """
 
     fault: Fault
@@ -47,6 +48,7 @@ class FaultRule:
     times: int = 1
     retry_after: str = "1"
     stall_seconds: float = 30.0
+    exact: bool = False
 
 
 class FaultPlan:
@@ -73,7 +75,11 @@ class FaultPlan:
         with self._lock:
             for entry in self._rules:
                 rule, remaining = entry
-                if path.startswith(rule.path_prefix):
+                if (
+                    path.partition("?")[0] == rule.path_prefix
+                    if rule.exact
+                    else path.startswith(rule.path_prefix)
+                ):
                     if remaining > 0:
                         entry[1] = remaining - 1
                         if entry[1] == 0:

@@ -248,6 +248,8 @@ class FactorySimulator(LoopbackServer):
         self._log: dict[str, deque[RequestRecord]] = {}
         self._total_requests = 0
         self._raw: dict[str, RawBody] = {}
+        # The list's item schema is not documented: a bare mode carries only ids.
+        self.list_ids_only = False
 
     # -- reading ---------------------------------------------------------------
 
@@ -331,6 +333,11 @@ class FactorySimulator(LoopbackServer):
                 self._raw.pop(session_id, None)
             else:
                 self._raw[session_id] = RawBody(raw) if isinstance(raw, bytes) else raw
+
+    def set_list_ids_only(self, ids_only: bool) -> None:
+        """Make list items carry only `sessionId` (True) or the full session (False)."""
+        with self._lock:
+            self.list_ids_only = ids_only
 
     def set_api_key(self, api_key: str) -> None:
         """Accept only this key from now on (key rotation, auth failure tests)."""
@@ -736,6 +743,12 @@ def raw_body_from_json(raw: Any) -> RawBody:
     return RawBody(body, status, content_type, endless)
 
 
+def _ids_only_from_json(raw: Any) -> bool:
+    if not isinstance(raw, dict) or not isinstance(raw.get("ids_only"), bool):
+        raise InvalidRequestError('the body must be {"ids_only": true|false}')
+    return bool(raw["ids_only"])
+
+
 def fault_rule_from_json(raw: Any) -> FaultRule:
     """A `FaultRule` from a `POST /_sim/faults` body."""
     if not isinstance(raw, dict):
@@ -893,10 +906,13 @@ class _SimHandler(FakeHandler):
             self._error(400, "Bad Request", str(exc))
             return
         page, next_index = self.sim._page(cursor, limit)
+        bare = self.sim.list_ids_only
         self._send(
             200,
             {
-                "sessions": [session_body(s) for s in page],
+                "sessions": [
+                    {"sessionId": s.session_id} if bare else session_body(s) for s in page
+                ],
                 "pagination": {
                     "hasMore": next_index is not None,
                     "nextCursor": None if next_index is None else encode_cursor(next_index),
@@ -923,7 +939,9 @@ class _SimHandler(FakeHandler):
         except InvalidRequestError as exc:
             self._error(400, "Bad Request", str(exc))
 
-    def _route_control(self, method: str, parts: list[str], body: Any, query: str) -> None:
+    def _route_control(  # noqa: PLR0912 - one branch per control route
+        self, method: str, parts: list[str], body: Any, query: str
+    ) -> None:
         sim = self.sim
         route = (method, *parts)
         match route:
@@ -961,6 +979,9 @@ class _SimHandler(FakeHandler):
                 self._send(201, {})
             case ("DELETE", "faults"):
                 sim.faults.clear()
+                self._send(204, None)
+            case ("PUT", "list-mode"):
+                sim.set_list_ids_only(_ids_only_from_json(body))
                 self._send(204, None)
             case ("PUT", "api-key"):
                 if not isinstance(body, dict) or not isinstance(body.get("api_key"), str):
