@@ -113,9 +113,7 @@ async def test_sessions_created_mid_run_are_told_and_existing_ones_stay_quiet(ri
         await until(lambda: len(finished(rig)) == 3 and len(webhooks(rig)) == 3, "old-run told")
 
     await run_while(watcher, drive)
-    titles = {
-        t.split(" stopped running")[0].removeprefix(":pause_button: ") for t in finished(rig)
-    }
+    titles = {t.split(" stopped running")[0].removeprefix(":pause_button: ") for t in finished(rig)}
     assert titles == {"New one", "Quick one", "Old running"}
     assert sorted(webhooks(rig)) == [
         ("session.completed", "new"),
