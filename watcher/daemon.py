@@ -655,9 +655,14 @@ class Watcher:
             self._work.start_soon(self._discovery_loop)
 
     async def _discovery_loop(self) -> None:
-        """Read the session list every `discover.interval` (sooner after a reload)."""
+        """Start a pass over the session list every `discover.interval` (sooner after a
+        reload); one that takes longer is followed at once by the next.
+        """
         try:
             while not self._stopping and self.settings.discover is not None:
+                # Passes start every interval: a pass of 100 pages at 100 ms each
+                # takes 10 s, which must not be added to the wait for the next one.
+                started = anyio.current_time()
                 try:
                     await self.discover_once()
                 except Exception:  # a bug in one pass must not end discovery
@@ -667,7 +672,8 @@ class Watcher:
                 if discover is None:
                     return
                 now = self.clock()
-                delay = discover.interval.total_seconds()
+                elapsed = anyio.current_time() - started
+                delay = max(discover.interval.total_seconds() - elapsed, 0.0)
                 paused = self._paused_until.get(DISCOVERY)
                 if paused is not None:
                     delay = max(delay, (paused - now).total_seconds())
