@@ -15,7 +15,8 @@ prints `PORT <n>` once listening. Control routes (JSON):
 - `POST /_ctl/complete {"ids": [...]} | {"count": n}`: a run completes now
   (status idle, `completedAt`, `updatedAt`, two more messages)
 - `POST /_ctl/status {"ids": [...], "status": "running"}`
-- `POST /_ctl/churn {"per_minute": 100}`: complete random sessions at that rate
+- `POST /_ctl/churn {"per_minute": 100}`: complete random sessions at that rate,
+  each once at most
 - `POST /_ctl/latency {"seconds": 0.1}`: delay added to every API answer
 - `GET /_ctl/stats`: request counts, webhook receipts and their latencies
 - `POST /_ctl/reset`: zero the counters and the receipts
@@ -125,11 +126,21 @@ class World:
         )
 
     async def churn(self, per_minute: float) -> None:
-        """Complete random sessions, `per_minute` of them a minute, evenly spaced."""
+        """Complete random sessions, `per_minute` of them a minute, evenly spaced.
+
+        Each session changes once at most (while any is left unchanged): two
+        completions of one session between two reads are one change to a poller,
+        and would leave the bench waiting for a notification no watcher can send.
+        """
         gap = 60.0 / per_minute
         while True:
             await asyncio.sleep(gap)
-            self.complete(self.rng.choice(self.order))
+            sid = self.rng.choice(self.order)
+            for _ in range(100):
+                if sid not in self.changed_at:
+                    break
+                sid = self.rng.choice(self.order)
+            self.complete(sid)
 
 
 async def _wait(world: World) -> None:
