@@ -217,7 +217,8 @@ class RequestBudget:
         self._clock = clock
         self._sleep = sleep
         self._bucket = TokenBucket.full(rate, clock())
-        self._lock = anyio.Lock()
+        # fast_acquire: an uncontended token costs no event-loop turn (one per poll).
+        self._lock = anyio.Lock(fast_acquire=True)
 
     @property
     def bucket(self) -> TokenBucket:

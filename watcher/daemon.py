@@ -133,6 +133,7 @@ class PollQueue:
         self._count = 0
         self._closed = False
         self._changed = anyio.Event()
+        self._waiters = 0
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -152,7 +153,11 @@ class PollQueue:
     async def wait(self) -> bool:
         """Wait until something is queued; False once closed."""
         while not self._heap and not self._closed:
-            await self._changed.wait()
+            self._waiters += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self._waiters -= 1
         return not self._closed
 
     def close(self) -> list[str]:
@@ -164,8 +169,9 @@ class PollQueue:
         return left
 
     def _wake(self) -> None:
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        if self._waiters:  # a new event per put would cost more than the put itself
+            changed, self._changed = self._changed, anyio.Event()
+            changed.set()
 
 
 class Watcher:
