@@ -114,6 +114,9 @@ class Event:
     occurred_at: datetime
     session: SessionRef | None
     data: Mapping[str, JSONValue] = field(default_factory=dict)
+    # Per-session position, strictly increasing across restarts; assigned by the
+    # store when the event is first recorded (0 until then).
+    sequence: int = 0
 
 
 @dataclass(frozen=True, slots=True)
