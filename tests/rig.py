@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.webhook_schema import BodyChecker
 from watcher.core.secret import Secret
 from watcher.core.settings import (
     FactorySettings,
@@ -66,6 +67,7 @@ class Rig:
     slack_hook: FakeSlackWebhook
     receiver: WebhookReceiver
     settings: Settings
+    bodies: BodyChecker
 
     def with_sessions(self, *ids: str, **labels: str) -> Settings:
         """Settings watching `ids` (created in the simulator as running sessions)."""
@@ -121,6 +123,9 @@ def running_rig(tmp_path: Path, *, slack_interval: float = 0.0) -> Iterator[Rig]
         sim = stack.enter_context(FactorySimulator(API_KEY))
         slack = stack.enter_context(FakeSlack(SLACK_TOKEN, (CHANNEL,), slack_interval))
         hook = stack.enter_context(FakeSlackWebhook())
-        receiver = stack.enter_context(WebhookReceiver(WEBHOOK_SECRET))
+        bodies = BodyChecker()
+        receiver = stack.enter_context(WebhookReceiver(WEBHOOK_SECRET, on_message=bodies))
         settings = make_settings(sim.url, slack.url, hook.url, receiver.url, tmp_path / "state.db")
-        yield Rig(sim, slack, hook, receiver, settings)
+        yield Rig(sim, slack, hook, receiver, settings, bodies)
+        # Every body the watcher sent in the test follows the published schema and order.
+        assert not bodies.problems, bodies.problems

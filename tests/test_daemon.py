@@ -560,7 +560,13 @@ def queue_damaged_rows(settings: Settings) -> None:
     store = SqliteStore(settings.state_path)
     try:
         events = [
-            Event("evt_old", EventType.COMPLETED, datetime.now(UTC), SessionRef("old", "T")),
+            Event(
+                "evt_old",
+                EventType.COMPLETED,
+                datetime.now(UTC),
+                SessionRef("old", "T"),
+                {"completed_at": datetime.now(UTC).isoformat(), "duration_s": 1.0},
+            ),
             Event("evt_broken", EventType.COMPLETED, datetime.now(UTC), SessionRef("broken")),
         ]
         store.record_events(

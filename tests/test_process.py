@@ -98,6 +98,13 @@ def test_run_delivers_stops_and_catches_up_without_duplicates(rig: Rig, tmp_path
     )
     assert all(r.signature_valid for r in rig.receiver.requests)
     assert len({r.headers["webhook-id"] for r in rig.receiver.requests}) == 7
+    # Webhook events v1: each session's sequence kept rising across the restart.
+    by_session: dict[str, list[int]] = {}
+    for r in rig.receiver.requests:
+        by_session.setdefault(r.json["session"]["id"], []).append(r.json["sequence"])
+    assert len(by_session["f"]) == 2
+    for sequences in by_session.values():
+        assert sequences == sorted(set(sequences)), sequences
     hook_texts = sorted(m.payload["text"] for m in rig.slack_hook.messages)
     assert [("archived" in t, "deleted" in t) for t in hook_texts].count((True, False)) == 2
     assert rig.slack.rate_limited == 0
@@ -140,7 +147,13 @@ def test_a_restart_with_poisoned_rows_queued_comes_up_and_dead_letters_them(
     config = write_config(rig, tmp_path, ["s1"])
     store = SqliteStore(tmp_path / "state.db")
     events = [
-        Event("evt_old", EventType.COMPLETED, datetime.now(UTC), SessionRef("old", "T")),
+        Event(
+            "evt_old",
+            EventType.COMPLETED,
+            datetime.now(UTC),
+            SessionRef("old", "T"),
+            {"completed_at": datetime.now(UTC).isoformat(), "duration_s": 1.0},
+        ),
         Event("evt_broken", EventType.COMPLETED, datetime.now(UTC), SessionRef("broken")),
     ]
     store.record_events(events, [(e, Route("completed", "ci")) for e in events], datetime.now(UTC))

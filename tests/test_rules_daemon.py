@@ -246,14 +246,16 @@ async def test_quiet_hours_digest_arrives_when_the_window_ends(rig: Rig, clock: 
     assert len(rig.slack.messages) == 1
     lines = rig.slack.messages[0].text.splitlines()
     assert lines[0] == ":zzz: Quiet hours night are over: 3 notification(s) held"
-    assert [line.split(" UTC ")[1] for line in lines[1:]] == [
+    assert lines[1] == "*nightly* (3)"  # grouped by session
+    assert [line.split(" UTC ")[1] for line in lines[2:]] == [
         ":checkered_flag: nightly finished",
         ":arrow_forward: nightly started running",
         ":checkered_flag: nightly finished",
     ]
-    assert received(rig) == [("watcher.digest", False)]
-    items = rig.receiver.requests[0].json["data"]["items"]
-    assert [i["type"] for i in items] == ["session.finished", "session.finished"]
+    assert received(rig) == [("digest", False)]
+    listed = rig.receiver.requests[0].json["events"]
+    assert [e["type"] for e in listed] == ["session.finished", "session.finished"]
+    assert listed[0]["sequence"] < listed[1]["sequence"]
 
 
 @pytest.mark.anyio

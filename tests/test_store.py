@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     first.close()
     second = SqliteStore(path)
     assert second.load_state("s1") == snap()
-    assert second.due("slack", T0, 5)[0].event == e
+    assert second.due("slack", T0, 5)[0].event == replace(e, sequence=1)
     assert second.counts()[OutboxStatus.PENDING] == 1
     assert second.integrity_ok()
     second.close()
@@ -262,3 +263,77 @@ def test_discovery_is_remembered_with_its_baselines_in_one_commit(tmp_path: Path
         assert reopened.counts()[OutboxStatus.PENDING] == 1
     finally:
         reopened.close()
+
+
+def _sequences(store: SqliteStore, target: str = "hook") -> list[tuple[str, int]]:
+    """(event id, sequence) of the pending rows of `target`, in outbox order."""
+    rows = store.list_outbox(OutboxStatus.PENDING)
+    return [
+        (r.event.id, r.event.sequence)
+        for r in reversed(rows)
+        if isinstance(r, OutboxRow) and r.target == target
+    ]
+
+
+def test_each_session_numbers_its_events_in_the_order_they_are_recorded(
+    store: SqliteStore,
+) -> None:
+    """Sequences start at 1 and increase per session; sessionless events count apart."""
+    events = [*two_events(), event(EventType.API_RECOVERED, id="w1", session=None)]
+    store.record("s1", snap(), events, [(e, Route("r", "hook")) for e in events], T0)
+    assert _sequences(store) == [("e1", 1), ("e2", 2), ("e3", 1), ("w1", 1)]
+
+
+def test_a_transition_recorded_again_keeps_its_sequence(store: SqliteStore) -> None:
+    """Recording the same event twice neither renumbers it nor uses up a number."""
+    first, again = event(id="e1"), event(EventType.ARCHIVED, id="e2")
+    store.record("s1", snap(), [first], [(first, Route("r", "hook"))], T0)
+    store.record("s1", snap(), [first, again], [(again, Route("r", "hook"))], T0)
+    assert _sequences(store) == [("e1", 1), ("e2", 2)]
+
+
+def test_an_event_is_numbered_when_it_is_first_routed_not_when_stored(
+    store: SqliteStore,
+) -> None:
+    """An event that waited to settle is numbered after those sent meanwhile, so each
+    target gets a session's events in sequence order."""
+    settling, meanwhile = event(id="e1"), event(EventType.ARCHIVED, id="e2")
+    store.record("s1", snap(), [settling], [], T0)
+    store.record("s1", snap(), [meanwhile], [(meanwhile, Route("r", "hook"))], T0)
+    store.record_events([settling], [(settling, Route("r", "hook"))], T0)
+    assert _sequences(store) == [("e2", 1), ("e1", 2)]
+    assert [e.sequence for e in store.recent_events("s1")] == [2, 1]
+
+
+def test_sequences_keep_increasing_across_restarts(tmp_path: Path) -> None:
+    """A reopened store goes on from the highest sequence each session had."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.record("s1", snap(), [event(id="e1")], [(event(id="e1"), Route("r", "hook"))], T0)
+    store.close()
+    store = SqliteStore(path)
+    later_event = event(EventType.ARCHIVED, id="e2")
+    store.record("s1", snap(), [later_event], [(later_event, Route("r", "hook"))], T0)
+    assert _sequences(store) == [("e1", 1), ("e2", 2)]
+    assert [e.sequence for e in store.recent_events("s1")] == [1, 2]
+    store.close()
+
+
+def test_a_database_from_before_sequences_numbers_its_stored_events(tmp_path: Path) -> None:
+    """Events stored by an older build get sequences in the order they were recorded."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    events = two_events()
+    store.record("s1", snap(), events, [(e, Route("r", "hook")) for e in events], T0)
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE events DROP COLUMN sequence")
+    db.execute("DELETE FROM sequences")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    assert _sequences(store) == [("e1", 1), ("e2", 2), ("e3", 1)]
+    newer = event(EventType.DELETED, id="e4")
+    store.record("s1", snap(), [newer], [(newer, Route("r", "hook"))], T0)
+    assert _sequences(store)[-1] == ("e4", 3)
+    store.close()

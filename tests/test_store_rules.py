@@ -27,7 +27,7 @@ from watcher.core.rulestate import (
     evaluate,
 )
 from watcher.core.settings import Rule
-from watcher.store import SqliteStore, memory_from_json, memory_to_json
+from watcher.store import OutboxStatus, SqliteStore, memory_from_json, memory_to_json
 
 M = timedelta(minutes=1)
 S = timedelta(seconds=1)
@@ -87,6 +87,24 @@ def test_a_poll_commits_its_state_events_routes_memory_and_held_together(
     digest = event(EventType.DIGEST, id="evt_d", session=None, data={})
     assert store.release_digests([(digest, Route("quiet_hours:night", "t"))], [row.id], T0) == 1
     assert store.held_count() == 0
+
+
+def test_an_unreadable_held_notification_becomes_a_dead_letter(store: SqliteStore) -> None:
+    """A held event that cannot be read back is not listed; it is kept as a dead letter."""
+    good = event(EventType.STARTED, id="evt_good", data={}, sequence=0)
+    bad = event(EventType.STARTED, id="evt_bad", data={}, sequence=0)
+    evaluation = Evaluation(
+        memory=SessionMemory(),
+        held=(Held("t", "night", T0, bad, "begin"), Held("t", "night", T0, good, "begin")),
+    )
+    store.record("s1", snap(), [bad, good], [], T0, evaluation=evaluation)
+    store._db.execute("UPDATE events SET body='{' WHERE id='evt_bad'")
+    [row] = store.due_held(T0)
+    assert (row.held.event.id, row.held.event.sequence) == ("evt_good", 2)
+    [dead] = store.list_outbox(OutboxStatus.DEAD)
+    assert (dead.target, dead.rule, dead.event_type) == ("t", "begin", "session.started")
+    assert "stored event cannot be read" in (dead.last_error or "")
+    assert [r.held.event.id for r in store.due_held(T0)] == ["evt_good"]  # no second burial
 
 
 def test_mutes_are_listed_while_in_force_and_removed_by_kind(store: SqliteStore) -> None:

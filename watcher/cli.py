@@ -288,6 +288,9 @@ def test_event(now: datetime) -> Event:
             name="test-notify",
         ),
         data={"from": "running", "to": "idle", "test": True},
+        # Never stored, so numbered by the clock: each later test outranks the last
+        # at a receiver that drops stale sequences.
+        sequence=int(now.timestamp() * 1000),
     )
 
 

@@ -124,8 +124,13 @@ CREATE TABLE IF NOT EXISTS discovered (
     session_id TEXT PRIMARY KEY,
     discovered_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sequences (
+    lane TEXT PRIMARY KEY,
+    last INTEGER NOT NULL
+);
 """
-# Added to schema 1 without a version bump: older builds ignore the table.
+# Added to schema 1 without a version bump: older builds ignore the new tables and
+# the events' `sequence` column (added by `_add_sequences` when it is missing).
 FIRST_DISCOVERY_KEY = "first_discovery_at"
 
 DECISIONS_KEPT_PER_SESSION = 200
@@ -222,8 +227,8 @@ def event_to_json(event: Event) -> str:
     )
 
 
-def event_from_json(text: str) -> Event:
-    """Inverse of `event_to_json`.
+def event_from_json(text: str, sequence: int | None = 0) -> Event:
+    """Inverse of `event_to_json`; `sequence` comes from the events table's own column.
 
     Events stored before API text was made safe on entry may hold lone
     surrogates; they are replaced here, so such an event still renders.
@@ -238,6 +243,7 @@ def event_from_json(text: str) -> Event:
         if session is None
         else SessionRef(**{**session, "tags": tuple(session.get("tags", ()))}),
         data=raw["data"],
+        sequence=sequence or 0,
     )
 
 
@@ -436,7 +442,7 @@ def _row(r: Sequence[Any]) -> OutboxRow | UnreadableRow:
     status = OutboxStatus(r[4])
     created_at = datetime.fromtimestamp(r[6], tz=UTC)
     try:
-        event = event_from_json(r[1])
+        event = event_from_json(r[1], r[13])
     except Exception as error:  # any stored body, however broken, is one bad row
         return UnreadableRow(
             id=r[0],
@@ -466,6 +472,26 @@ def _row(r: Sequence[Any]) -> OutboxRow | UnreadableRow:
     )
 
 
+def _number(db: sqlite3.Connection, events: Sequence[Event]) -> None:
+    """Give each of `events` that has none yet the next sequence of its session.
+
+    An event is numbered when it is first routed or held, not when it is first
+    stored: one that waits to settle is stored at once but sent later, after
+    newer ones, and numbering it at its send keeps each target's deliveries in
+    sequence order, so a receiver that drops stale sequences never drops it.
+    """
+    for e in events:
+        row = db.execute("SELECT sequence FROM events WHERE id=?", (e.id,)).fetchone()
+        if row is None or row[0] is not None:
+            continue
+        (sequence,) = db.execute(
+            "INSERT INTO sequences(lane, last) VALUES (?, 1)"
+            " ON CONFLICT(lane) DO UPDATE SET last = last + 1 RETURNING last",
+            (e.session.id if e.session else "",),
+        ).fetchone()
+        db.execute("UPDATE events SET sequence=? WHERE id=?", (sequence, e.id))
+
+
 class SqliteStore:
     """`Store` on one SQLite file in WAL mode with `synchronous=FULL`.
 
@@ -492,6 +518,7 @@ class SqliteStore:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)
             self._check_version()
+            self._add_sequences()
         except sqlite3.DatabaseError as error:
             raise StoreError(f"cannot open state database {self.path}: {error}") from None
         self._lock = threading.Lock()
@@ -507,6 +534,37 @@ class SqliteStore:
                 f"state database {self.path} has schema {row[0]}, newer than this "
                 f"factory-watcher understands ({SCHEMA_VERSION})"
             )
+
+    def _add_sequences(self) -> None:
+        """Give a database from before webhook events v1 its per-session sequences.
+
+        Events already routed or held are numbered in the order their first
+        outbox rows were queued (held ones first), so rows still queued from an
+        older build go out with a sequence, in the order they will be sent.
+        """
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
+        if "sequence" in columns:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("ALTER TABLE events ADD COLUMN sequence INTEGER")
+            self._db.execute(
+                "UPDATE events SET sequence = (SELECT n FROM (SELECT id, ROW_NUMBER() OVER"
+                " (PARTITION BY COALESCE(session_id, '') ORDER BY (SELECT MIN(o.id) FROM outbox o"
+                " WHERE o.event_id = events.id), rowid) AS n"
+                " FROM events WHERE id IN (SELECT event_id FROM outbox"
+                " UNION SELECT event_id FROM held)) AS numbered"
+                " WHERE numbered.id = events.id)"
+            )
+            self._db.execute(
+                "INSERT INTO sequences(lane, last) SELECT COALESCE(session_id, ''), MAX(sequence)"
+                " FROM events WHERE sequence IS NOT NULL GROUP BY COALESCE(session_id, '')"
+                " ON CONFLICT(lane) DO UPDATE SET last = MAX(last, excluded.last)"
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -609,6 +667,7 @@ class SqliteStore:
                 for e in events
             ],
         )
+        _number(db, [e for e, _ in routes])
         before = db.total_changes
         db.executemany(
             "INSERT OR IGNORE INTO outbox(event_id, target, rule, lane, status, created_at,"
@@ -663,6 +722,7 @@ class SqliteStore:
             ),
         )
         stamp = _ts(now)
+        _number(db, [h.event for h in evaluation.held])
         db.executemany(
             "INSERT OR IGNORE INTO held(target, quiet_window, release_at, event_id, rule,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -727,16 +787,47 @@ class SqliteStore:
         return [r[0] for r in rows]
 
     def due_held(self, now: datetime) -> list[HeldRow]:
-        """Held notifications whose quiet-hours window has ended, in the order they were held."""
+        """Held notifications whose quiet-hours window has ended, in the order they were held.
+
+        A held row whose stored event cannot be read back cannot be listed in a
+        digest: it becomes a dead letter of its target with the reason, so it
+        stays visible in `outbox list` and the timer does not trip on it again.
+        """
         with self._lock:
             rows = self._db.execute(
-                "SELECT h.id, h.target, h.quiet_window, h.release_at, e.body, h.rule FROM held h"
-                " JOIN events e ON e.id = h.event_id WHERE h.release_at <= ? ORDER BY h.id",
+                "SELECT h.id, h.target, h.quiet_window, h.release_at, e.body, h.rule, e.sequence,"
+                " h.event_id FROM held h JOIN events e ON e.id = h.event_id"
+                " WHERE h.release_at <= ? ORDER BY h.id",
                 (_ts(now),),
             ).fetchall()
-        return [
-            HeldRow(r[0], Held(r[1], r[2], _utc(r[3]), event_from_json(r[4]), r[5])) for r in rows
-        ]
+        due: list[HeldRow] = []
+        unreadable: list[tuple[int, str, str, str, str]] = []
+        for r in rows:
+            try:
+                event = event_from_json(r[4], r[6])
+            except Exception as error:  # any stored body, however broken, is one bad row
+                reason = f"stored event cannot be read: {describe_error(error)}"
+                unreadable.append((r[0], r[7], r[1], r[5], reason))
+                continue
+            due.append(HeldRow(r[0], Held(r[1], r[2], _utc(r[3]), event, r[5])))
+        if unreadable:
+            self._bury_held(unreadable, now)
+        return due
+
+    def _bury_held(self, rows: Sequence[tuple[int, str, str, str, str]], now: datetime) -> None:
+        stamp = _ts(now)
+        with self._transaction() as db:
+            for held_id, event_id, target, rule, reason in rows:
+                log.error(
+                    "held notification %s -> %s is a dead letter: %s", event_id, target, reason
+                )
+                db.execute(
+                    "INSERT OR IGNORE INTO outbox(event_id, target, rule, lane, status, attempts,"
+                    " created_at, next_attempt_at, last_error, finished_at)"
+                    " VALUES (?, ?, ?, '', 'dead', 0, ?, ?, ?, ?)",
+                    (event_id, target, rule, stamp, stamp, reason, stamp),
+                )
+                db.execute("DELETE FROM held WHERE id=?", (held_id,))
 
     def release_digests(
         self, digests: Sequence[tuple[Event, Route]], held_ids: Sequence[int], now: datetime
@@ -797,11 +888,11 @@ class SqliteStore:
         """The latest stored events of a session, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT body FROM events WHERE session_id=? ORDER BY recorded_at DESC, rowid DESC"
-                " LIMIT ?",
+                "SELECT body, sequence FROM events WHERE session_id=?"
+                " ORDER BY recorded_at DESC, rowid DESC LIMIT ?",
                 (session_id, limit),
             ).fetchall()
-        return [event_from_json(r[0]) for r in reversed(rows)]
+        return [event_from_json(r[0], r[1]) for r in reversed(rows)]
 
     def recent_decisions(self, session_id: str, limit: int = 50) -> list[DecisionRow]:
         """The latest rule decisions about a session, oldest first."""
@@ -829,7 +920,8 @@ class SqliteStore:
 
     _SELECT = (
         "SELECT o.id, e.body, o.rule, o.target, o.status, o.attempts, o.created_at,"
-        " o.next_attempt_at, o.last_error, o.finished_at, e.id, e.type, e.session_id"
+        " o.next_attempt_at, o.last_error, o.finished_at, e.id, e.type, e.session_id,"
+        " e.sequence"
         " FROM outbox o JOIN events e ON e.id = o.event_id"
     )
 

@@ -100,10 +100,20 @@ def test_newlines_in_titles_do_not_break_lines() -> None:
 
 def test_webhook_body_contract() -> None:
     """The webhook body has exactly the documented keys; its id is the event id."""
-    the_event = event(session=ref(url="https://app/s1"))
+    the_event = event(session=ref(url="https://app/s1"), sequence=1)
     message = render_webhook(the_event, "finished")
     body = json.loads(message.body)
-    assert set(body) == {"type", "id", "occurred_at", "rule", "session", "data"}
+    assert set(body) == {
+        "version",
+        "type",
+        "id",
+        "sequence",
+        "occurred_at",
+        "rule",
+        "session",
+        "data",
+    }
+    assert (body["version"], body["sequence"]) == (1, 1)
     assert body["type"] == "session.status_changed"
     assert body["id"] == message.id == "evt_1"
     assert body["occurred_at"] == "2026-11-28T12:00:00Z"

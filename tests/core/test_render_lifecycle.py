@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -66,34 +67,65 @@ def test_short_duration() -> None:
     ]
 
 
-def test_digest_lists_the_held_notifications_in_order() -> None:
-    """A digest's Slack message lists every held headline in order; its webhook carries items."""
+def test_digest_lists_the_held_notifications_grouped_by_session() -> None:
+    """A digest's Slack message groups held headlines by session, in order, escaped."""
     first = Event("evt_a", EventType.FINISHED, T0, ref(title="<!channel>", name=None), {})
+    other = Event("evt_o", EventType.WAITING, T0 + timedelta(minutes=1), ref(id="s2"), {})
     second = Event("evt_b", EventType.STUCK, T0 + timedelta(minutes=3), ref(), {"for_s": 900})
-    digest = digest_event("t", "night", T0 + timedelta(hours=8), [(first, "done"), (second, "s")])
+    items = [(first, "done"), (other, "w"), (second, "s")]
+    digest = digest_event("t", "night", T0 + timedelta(hours=8), items)
     message = render_slack(digest, "quiet_hours:night")
     assert message.text.splitlines() == [
-        ":zzz: Quiet hours night are over: 2 notification(s) held",
+        ":zzz: Quiet hours night are over: 3 notification(s) held",
+        "*&lt;!channel&gt;* (2)",
         "• 12:00 UTC :checkered_flag: &lt;!channel&gt; finished",
         "• 12:03 UTC :warning: nightly has made no progress for 15m",
+        "*nightly* (1)",
+        "• 12:01 UTC :hourglass: nightly has been waiting for 0s",
     ]
+    sections = [b["text"]["text"] for b in message.blocks if b["type"] == "section"]
+    assert len(sections) == 3  # the headline, then one section per session
     assert "<!channel>" not in json.dumps(message.blocks)
+
+
+def test_a_digest_webhook_body_lists_the_events_with_their_own_sequences() -> None:
+    """One body of type digest lists every held event as an event body of its own."""
+    first = Event("evt_a", EventType.FINISHED, T0, ref(), {"duration_s": 5.0}, sequence=4)
+    second = Event("evt_b", EventType.STUCK, T0 + timedelta(minutes=3), ref(), {}, sequence=5)
+    digest = replace(
+        digest_event("t", "night", T0 + timedelta(hours=8), [(first, "done"), (second, "s")]),
+        sequence=9,
+    )
     body = json.loads(render_webhook(digest, "quiet_hours:night").body)
-    assert body["type"] == "watcher.digest"
-    assert [(i["id"], i["rule"]) for i in body["data"]["items"]] == [
-        ("evt_a", "done"),
-        ("evt_b", "s"),
+    assert (body["version"], body["type"], body["sequence"]) == (1, "digest", 9)
+    assert body["data"] == {"window": "night", "count": 2}
+    assert [(e["id"], e["rule"], e["sequence"], e["version"]) for e in body["events"]] == [
+        ("evt_a", "done", 4, 1),
+        ("evt_b", "s", 5, 1),
     ]
+    assert body["events"][0]["session"]["labels"] == {"team": "platform"}
 
 
 def test_a_long_digest_is_cut_for_slack_but_not_for_webhooks() -> None:
-    """Slack shows the first 40 items and a count of the rest; the webhook lists them all."""
+    """Slack shows five lines per session and a count; the webhook body lists every event."""
     items = [
         (Event(f"evt_{n}", EventType.FINISHED, T0 + timedelta(minutes=n), ref(), {}), "done")
         for n in range(100)
     ]
     digest = digest_event("t", "night", T0 + timedelta(hours=9), items)
     lines = render_slack(digest, "quiet_hours:night").text.splitlines()
-    assert len(lines) == 1 + 40 + 1
-    assert lines[-1] == "… and 60 more"
-    assert len(json.loads(render_webhook(digest, "r").body)["data"]["items"]) == 100
+    assert len(lines) == 1 + 1 + 5 + 1
+    assert lines[1] == "*nightly* (100)"
+    assert lines[-1] == "• … and 95 more"
+    assert len(json.loads(render_webhook(digest, "r").body)["events"]) == 100
+
+
+def test_a_digest_of_many_sessions_stays_within_slack_block_limits() -> None:
+    """Beyond 40 sessions, the Slack message counts the rest; blocks stay under 50."""
+    items = [
+        (Event(f"evt_{n}", EventType.FINISHED, T0, ref(id=f"s{n}", name=f"n{n}"), {}), "done")
+        for n in range(60)
+    ]
+    message = render_slack(digest_event("t", "night", T0 + timedelta(hours=9), items), "r")
+    assert len(message.blocks) <= 50
+    assert "… and 20 more sessions" in json.dumps(message.blocks, ensure_ascii=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,9 @@ SECTION_TEXT_LIMIT = 3000
 TITLE_LIMIT = 150
 FIELD_LIMIT = 300
 ELLIPSIS = "…"
-DIGEST_LINES_SHOWN = 40  # 40 lines of at most ~300 characters stay far below Slack's limits
+# A message has at most 50 blocks: the headline, 40 sessions, a count of the rest, the rule.
+DIGEST_GROUPS_SHOWN = 40
+FALLBACK_TEXT_LIMIT = 4000  # the plain `text` of a digest; the blocks carry the listing
 
 
 def escape_slack(text: str) -> str:
@@ -112,12 +115,22 @@ def _lifecycle_headline(event: Event, name: str) -> str | None:
     return None
 
 
-def _digest_items(event: Event) -> list[Event]:
-    """The held events a digest lists, rebuilt from its data for their headlines."""
+@dataclass(frozen=True, slots=True)
+class DigestItem:
+    """One held notification a digest lists: the event as it happened and its rule."""
+
+    event: Event
+    rule: str
+
+
+def _digest_items(event: Event) -> list[DigestItem]:
+    """The held notifications a digest lists, rebuilt from its data; unreadable ones skipped."""
     items = event.data.get("items")
-    out: list[Event] = []
+    out: list[DigestItem] = []
     for item in items if isinstance(items, list) else []:
-        session = item.get("session") if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            continue
+        session = item.get("session")
         try:
             kind = EventType(item["type"])
             at = datetime.fromisoformat(str(item["occurred_at"]).replace("Z", "+00:00"))
@@ -125,16 +138,29 @@ def _digest_items(event: Event) -> list[Event]:
             continue
         ref = None
         if isinstance(session, dict):
+            labels = session.get("labels")
             ref = SessionRef(
                 id=str(session.get("id", "")),
                 title=str(session.get("title") or ""),
                 status=str(session.get("status") or ""),
                 name=session.get("name"),
+                labels=labels if isinstance(labels, dict) else {},
                 url=session.get("url"),
             )
         data = item.get("data")
+        sequence = item.get("sequence")
         out.append(
-            Event(str(item.get("id")), kind, at, ref, data if isinstance(data, dict) else {})
+            DigestItem(
+                Event(
+                    str(item.get("id")),
+                    kind,
+                    at,
+                    ref,
+                    data if isinstance(data, dict) else {},
+                    sequence=sequence if isinstance(sequence, int) else 0,
+                ),
+                str(item.get("rule") or ""),
+            )
         )
     return out
 
@@ -145,12 +171,35 @@ def _digest_headline(event: Event) -> str:
     return f":zzz: Quiet hours {window} are over: {count} notification(s) held"
 
 
+DIGEST_GROUP_LINES = 5  # per session; beyond that, a count says how many more
+
+
+def digest_groups(event: Event) -> list[list[str]]:
+    """The digest's listing, one group of lines per session in the order each first
+    appears: a heading with the session's count, then a short line per held
+    notification; a session with many shows its first few and how many more.
+    """
+    groups: dict[str, list[DigestItem]] = {}
+    for item in _digest_items(event):
+        key = item.event.session.id if item.event.session else ""
+        groups.setdefault(key, []).append(item)
+    listing: list[list[str]] = []
+    for members in groups.values():
+        session = members[0].event.session
+        title = _session_label(session) if session else "Factory watcher"
+        lines = [f"*{title}* ({len(members)})"]
+        for item in members[:DIGEST_GROUP_LINES]:
+            at = item.event.occurred_at.strftime("%H:%M")
+            lines.append(f"• {at} UTC {headline(item.event)}")
+        if len(members) > DIGEST_GROUP_LINES:
+            lines.append(f"• … and {len(members) - DIGEST_GROUP_LINES} more")
+        listing.append(lines)
+    return listing
+
+
 def digest_lines(event: Event) -> list[str]:
-    """One line per held notification of a digest, in order, with the time it happened."""
-    return [
-        f"• {item.occurred_at.strftime('%H:%M')} UTC {headline(item)}"
-        for item in _digest_items(event)
-    ]
+    """The digest's listing as plain lines (`digest_groups` flattened)."""
+    return [line for group in digest_groups(event) for line in group]
 
 
 def _session_label(session: SessionRef) -> str:
@@ -206,15 +255,21 @@ def render_slack(event: Event, rule: str) -> SlackMessage:
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION_TEXT_LIMIT)}}
     ]
     if event.type is EventType.DIGEST:
-        lines = digest_lines(event)
-        if len(lines) > DIGEST_LINES_SHOWN:
-            # Slack refuses long messages; the webhook body still lists every item.
-            more = len(lines) - DIGEST_LINES_SHOWN
-            lines = [*lines[:DIGEST_LINES_SHOWN], f"… and {more} more"]
-        listing = truncate("\n".join(lines), SECTION_TEXT_LIMIT)
-        if listing:
+        groups = digest_groups(event)
+        for group in groups[:DIGEST_GROUPS_SHOWN]:
+            listing = truncate("\n".join(group), SECTION_TEXT_LIMIT)
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": listing}})
-        text = "\n".join([text, *lines])
+        if len(groups) > DIGEST_GROUPS_SHOWN:
+            # Slack refuses longer messages; the webhook body still lists every event.
+            more = len(groups) - DIGEST_GROUPS_SHOWN
+            blocks.append(
+                {
+                    "type": "context",
+                    "elements": [{"type": "mrkdwn", "text": f"… and {more} more sessions"}],
+                }
+            )
+        lines = [line for group in groups for line in group]
+        text = truncate("\n".join([text, *lines]), FALLBACK_TEXT_LIMIT)
     session = event.session
     if session is not None:
         facts = [f"*Session:* {_link(session)}", f"*Status:* {_inline(session.status) or '?'}"]
@@ -237,31 +292,73 @@ def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def webhook_payload(event: Event, rule: str) -> dict[str, Any]:
-    """The JSON document a webhook receives (DESIGN.md's delivery contract)."""
-    session = event.session
+WEBHOOK_VERSION = 1  # docs/webhook-event.schema.json; fields may be added, never changed
+
+
+def _session_body(session: SessionRef | None) -> dict[str, Any] | None:
+    if session is None:
+        return None
     return {
+        "id": session.id,
+        "name": session.name,
+        "title": session.title,
+        "status": session.status,
+        "labels": dict(session.labels),
+        "url": session.url,
+    }
+
+
+def webhook_payload(event: Event, rule: str) -> dict[str, Any]:
+    """The JSON document a webhook receives for one event (webhook events v1).
+
+    `sequence` increases strictly with each event of the same session (the
+    watcher's own events count as one more stream), so a receiver can drop
+    a stale or reordered update by keeping the highest it has seen.
+    """
+    return {
+        "version": WEBHOOK_VERSION,
         "type": str(event.type),
         "id": event.id,
+        "sequence": event.sequence,
         "occurred_at": _iso(event.occurred_at),
         "rule": rule,
-        "session": None
-        if session is None
-        else {
-            "id": session.id,
-            "name": session.name,
-            "title": session.title,
-            "status": session.status,
-            "labels": dict(session.labels),
-            "url": session.url,
-        },
+        "session": _session_body(event.session),
         "data": dict(event.data),
     }
 
 
+def digest_payload(event: Event, rule: str) -> dict[str, Any]:
+    """The one webhook body of a quiet-hours digest: `type: "digest"` and every held event.
+
+    Each listed event has the shape of a body of its own, with the sequence it
+    was given when it happened, so a receiver can hand them to its usual handler.
+    """
+    data = event.data
+    return {
+        "version": WEBHOOK_VERSION,
+        "type": "digest",
+        "id": event.id,
+        "sequence": event.sequence,
+        "occurred_at": _iso(event.occurred_at),
+        "rule": rule,
+        "session": None,
+        "data": {"window": data.get("window"), "count": data.get("count")},
+        "events": [_digest_item_body(item) for item in _digest_items(event)],
+    }
+
+
+def _digest_item_body(item: DigestItem) -> dict[str, Any]:
+    return webhook_payload(item.event, item.rule)
+
+
 def render_webhook(event: Event, rule: str) -> WebhookMessage:
     """A webhook message whose `id` (the `webhook-id`) is the event id, equal on every retry."""
-    body = json.dumps(webhook_payload(event, rule), ensure_ascii=False, separators=(",", ":"))
+    payload = (
+        digest_payload(event, rule)
+        if event.type is EventType.DIGEST
+        else webhook_payload(event, rule)
+    )
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return WebhookMessage(id=event.id, body=body.encode("utf-8"), occurred_at=event.occurred_at)
 
 

@@ -480,6 +480,7 @@ def digest_event(
             {
                 "id": event.id,
                 "type": str(event.type),
+                "sequence": event.sequence,
                 "rule": rule,
                 "occurred_at": _fmt(event.occurred_at),
                 "session": None
@@ -489,6 +490,7 @@ def digest_event(
                     "name": session.name,
                     "title": session.title,
                     "status": session.status,
+                    "labels": dict(session.labels),
                     "url": session.url,
                 },
                 "data": dict(event.data),
