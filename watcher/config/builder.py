@@ -665,6 +665,7 @@ class Builder:
         session_events = frozenset(e for e in EventType if e.startswith("session."))
         only("cooldown", rule.cooldown, session_events)
         only("quiet_hours", rule.quiet_hours, session_events)
+        only("include_last_answer", rule.include_last_answer, session_events)
         if kinds & CONDITION_EVENTS and rule.for_ is None:
             which = ", ".join(sorted(kinds & CONDITION_EVENTS))
             self.report((*at, "on"), f"{which} needs 'for': how long the condition must hold")
