@@ -240,6 +240,7 @@ class Watcher:
         # Last answers fetched for `include_last_answer`, by event id: a row for a
         # second target, or a retry, reuses the answer instead of asking again.
         self._answers: dict[str, str] = {}
+        self.answer_timeout = ANSWER_TIMEOUT
         self.health = ApiHealth()
         self.stats = WatcherStats()
         self.budget = RequestBudget(settings.factory.max_requests_per_second)
@@ -327,7 +328,7 @@ class Watcher:
         source = self.source
         if not isinstance(source, AnswerSource):
             return None
-        limit = ANSWER_TIMEOUT.total_seconds()
+        limit = self.answer_timeout.total_seconds()
         result: list[Any] | FetchFailed | None = None
         # The budget wait counts too: a crowded budget must not hold a notification.
         with anyio.move_on_after(limit):
