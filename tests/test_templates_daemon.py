@@ -183,3 +183,19 @@ async def test_a_template_failing_at_send_time_sends_the_builtin_message(
     assert "finished" in message.text
     assert "&lt;!channel&gt;" in message.text
     assert "template for team-slack (rule done) failed" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_slack_webhook_target_uses_its_own_default_template(rig: Rig) -> None:
+    """A target's template applies to rules without one, through the incoming webhook."""
+    ops = rig.settings.targets["ops"]
+    default = SlackTemplate(text="{% if session %}{{ session.title }}: {% endif %}{{ headline }}")
+    rig.settings = replace(
+        rig.settings, targets={**rig.settings.targets, "ops": replace(ops, template=default)}
+    )
+    plain = Rule(name="plain", on=("session.finished",), notify=("ops",))
+    await run_watcher(rig, (plain,))
+    [posted] = rig.slack_hook.messages
+    assert posted.payload["text"].startswith("&lt;!channel&gt; &lt;@U123&gt; &amp; co: ")
+    assert "finished" in posted.payload["text"]
+    assert "<!channel>" not in json.dumps(posted.payload)
