@@ -153,7 +153,9 @@ async def test_the_builtin_slack_message_quotes_the_last_answer_escaped(rig: Rig
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("fault", [Fault.HTTP_500, Fault.STALL, Fault.RESET, Fault.GARBAGE])
+@pytest.mark.parametrize(
+    "fault", [Fault.HTTP_500, Fault.HTTP_429_RETRY_AFTER, Fault.STALL, Fault.RESET, Fault.GARBAGE]
+)
 async def test_a_failing_messages_endpoint_never_holds_the_notification(
     rig: Rig, fault: Fault, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -88,6 +88,16 @@ def test_the_sandbox_refuses_unsafe_attribute_access(source: str) -> None:
 
 @pytest.mark.parametrize(
     "source",
+    ["{{ 'x' * 10**9 }}", "{{ [0] * 100000 }}", "{{ 10 ** 100000 }}", "{{ range(10**9)|list }}"],
+)
+def test_the_sandbox_refuses_work_that_would_exhaust_the_daemon(source: str) -> None:
+    """Huge repetitions, exponents and ranges fail as a TemplateError instead of stalling."""
+    with pytest.raises(TemplateError):
+        render_slack_template(slack(source), finished(), "r")
+
+
+@pytest.mark.parametrize(
+    "source",
     ["{{ session.titel }}", "{{ nothing }}", "{{ data.duration_s.x }}", "{{ durations.nope }}"],
 )
 def test_an_unknown_name_is_an_error_not_an_empty_string(source: str) -> None:

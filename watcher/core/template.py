@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
@@ -129,8 +130,30 @@ def _shorten(text: Any, limit: int = 300) -> str:
     return truncate(" ".join(str(text).split()), max(int(limit), 2))
 
 
+MAX_REPEAT = 10_000  # longest string or list a template may make with `*`
+MAX_EXPONENT = 64
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, also refusing arithmetic that would take the daemon's memory or CPU:
+    `"x" * 10**9` or `9 ** 9 ** 9` in a template must fail, not stall a lane or `check`.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"exponent larger than {MAX_EXPONENT}")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                repeated = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if repeated and len(seq) * times > MAX_REPEAT:
+                    raise SecurityError(f"repetition longer than {MAX_REPEAT}")
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment(finalize: Callable[[Any], str]) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+    env = _Sandbox(
         undefined=StrictUndefined,
         finalize=finalize,
         autoescape=False,
