@@ -1182,7 +1182,14 @@ def test_example_file_loads_with_its_environment() -> None:
         "ops": TargetKind.SLACK_WEBHOOK,
         "ci": TargetKind.WEBHOOK,
     }
-    assert [r.name for r in settings.rules] == ["finished", "gone", "done", "stuck", "spend"]
+    assert [r.name for r in settings.rules] == [
+        "finished",
+        "gone",
+        "done",
+        "stuck",
+        "spend",
+        "answered",
+    ]
     assert settings.source == EXAMPLE
 
 

@@ -21,7 +21,7 @@ from watcher.core.poll import Answer, FetchFailed, NotFound
 from watcher.core.render import render_for
 from watcher.core.rules import Route
 from watcher.core.rulestate import Evaluation
-from watcher.core.settings import Rule, Settings, TargetKind, WatchedSession
+from watcher.core.settings import Rule, Settings, Target, WatchedSession
 from watcher.daemon import STALL_AFTER, P, PollQueue, R, Watcher
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
@@ -649,10 +649,14 @@ async def test_a_failure_injected_at_each_stage_stops_only_its_own_work(
     notifiers = {name: build_notifier(t) for name, t in settings.targets.items()}
     notifiers["ci"] = RaisingNotifier(notifiers["ci"], "notify-bug")
 
-    def render(kind: TargetKind, event: Event, rule: str) -> Message:
-        if event.session is not None and event.session.id == "render-bug" and kind == "slack":
+    def render(target: Target, event: Event, rule: str) -> Message:
+        if (
+            event.session is not None
+            and event.session.id == "render-bug"
+            and target.kind == "slack"
+        ):
             raise RuntimeError("template exploded")
-        return render_for(kind, event, rule)
+        return render_for(target.kind, event, rule)
 
     watcher = Watcher(
         settings,

@@ -25,7 +25,6 @@ from watcher.core.message import (
     WebhookMessage,
 )
 from watcher.core.model import Event
-from watcher.core.render import render_for
 from watcher.core.rules import Route
 from watcher.core.secret import Secret
 from watcher.core.settings import (
@@ -33,11 +32,18 @@ from watcher.core.settings import (
     Rule,
     SlackTarget,
     SlackWebhookTarget,
-    TargetKind,
+    Target,
     WebhookTarget,
 )
 from watcher.daemon import Watcher
-from watcher.delivery import DeliveryWorker, Pacer, Render, pacing_key, sends_together
+from watcher.delivery import (
+    DeliveryWorker,
+    Pacer,
+    Render,
+    pacing_key,
+    render_builtin,
+    sends_together,
+)
 from watcher.store import OutboxRow, OutboxStatus, SqliteStore, UnreadableRow
 
 T0 = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -170,10 +176,10 @@ class BuggyNotifier(ScriptedNotifier):
 def render_raising_for(poisoned: str) -> Render:
     """The real renderer, except that it raises for one event."""
 
-    def render(kind: TargetKind, e: Event, rule: str) -> Message:
+    def render(target: Target, e: Event, rule: str) -> Message:
         if e.id == poisoned:
             raise ValueError("cannot render this one\nsecond line")
-        return render_for(kind, e, rule)
+        return render_builtin(target, e, rule)
 
     return render
 
@@ -211,7 +217,7 @@ async def test_a_row_our_bug_cannot_send_is_a_dead_letter_and_the_lane_goes_on(
     """A bug while loading, rendering or sending one row dead-letters it once; the rest go out."""
     queue(store, "e1", "e2", "e3")
     notifier: ScriptedNotifier = ScriptedNotifier("hook")
-    render: Render = render_for
+    render: Render = render_builtin
     if stage == "notifier":
         notifier = BuggyNotifier("hook", "e2")
     elif stage == "render":

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
 import aiohttp
@@ -45,6 +45,20 @@ from watcher.core.text import one_line
 # A session body is a few kilobytes; anything past this is not one, and is
 # never read into memory whole.
 MAX_BODY_BYTES = 1024 * 1024
+
+
+MESSAGES_PAGE = 50  # one page of assistant messages: the latest answer is among them
+
+
+@runtime_checkable
+class AnswerSource(Protocol):
+    """A source that can also read a session's messages (for `include_last_answer`)."""
+
+    async def fetch_messages(
+        self, session_id: str, *, request_timeout: float
+    ) -> list[Any] | FetchFailed:
+        """The session's assistant messages (one page), or why not."""
+        ...
 
 
 class SessionSource(Protocol):
@@ -369,6 +383,50 @@ class FactoryClient:
             return Unchanged(digest)
         result = classify_body(status, headers, body, self._clock())
         return replace(result, digest=digest) if isinstance(result, Fetched) else result
+
+    async def fetch_messages(
+        self, session_id: str, *, request_timeout: float
+    ) -> list[Any] | FetchFailed:
+        """`GET /api/v0/sessions/{id}/messages?role=assistant`: the `messages` list, or why not.
+
+        `request_timeout` bounds each phase of the request: a notification waits for this at most.
+        """
+        url = f"{self._base}/api/v0/sessions/{quote(session_id, safe='')}/messages"
+        request = httpx.Request(
+            "GET",
+            url,
+            params={"role": "assistant", "limit": str(MESSAGES_PAGE)},
+            headers=self._headers,
+            extensions={"timeout": httpx.Timeout(request_timeout).as_dict()},
+        )
+        async with self._limit:
+            try:
+                response, body = await self._get(request)
+            except httpx.TransportError as error:
+                reason = f"messages: {describe_transport_error(error)}"
+                return FetchFailed(FetchFailureKind.RETRYABLE, reason)
+            except httpx.DecodingError:
+                return FetchFailed(
+                    FetchFailureKind.RETRYABLE, "messages: body could not be decoded"
+                )
+        status = response.status_code
+        if status != 200 or body is None:
+            result = classify_body(status, response.headers, body or b"", self._clock())
+            if isinstance(result, FetchFailed):
+                return replace(result, reason=f"messages: {result.reason}")
+            return FetchFailed(
+                FetchFailureKind.RETRYABLE, f"messages: HTTP {status}", status=status
+            )
+        try:
+            payload = _decode_json(body)
+        except _BodyError as error:
+            return FetchFailed(FetchFailureKind.RETRYABLE, f"messages: {error}", status=status)
+        messages = payload.get("messages") if isinstance(payload, dict) else None
+        if not isinstance(messages, list):
+            return FetchFailed(
+                FetchFailureKind.RETRYABLE, "messages: expected {messages: [...]}", status=status
+            )
+        return messages
 
     async def aclose(self) -> None:
         """Close pooled connections."""

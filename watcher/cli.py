@@ -1,4 +1,4 @@
-"""The `factory-watcher` command: run, check, once, test-notify, outbox, demo."""
+"""The `factory-watcher` command: run, check, once, test-notify, render, outbox, demo."""
 
 from __future__ import annotations
 
@@ -102,6 +102,22 @@ def _parser() -> argparse.ArgumentParser:
         help="list: only this status; purge: delivered or dead (default dead)",
     )
     _rule_commands(commands, config)
+    render = commands.add_parser(
+        "render",
+        parents=[config],
+        help="print the message a rule would send for an event; sends nothing",
+    )
+    render.add_argument("rule", help="rule name from the config")
+    render.add_argument(
+        "--event",
+        type=Path,
+        default=None,
+        metavar="FILE.json",
+        help="an event as a webhook body carries it (default: a sample of the rule's first type)",
+    )
+    render.add_argument(
+        "--target", default=None, help="one of the rule's targets (default: its first)"
+    )
     demo = commands.add_parser("demo", help="run against a local simulator; no credentials")
     demo.add_argument(
         "--duration",
@@ -222,7 +238,7 @@ async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter)
 
 async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
     from watcher.core.message import SlackMessage
-    from watcher.core.render import render_for
+    from watcher.core.template import render_message
     from watcher.core.text import describe_error
     from watcher.daemon import Watcher
 
@@ -242,7 +258,9 @@ async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
                 for event, route in report.routes:
                     target = settings.targets[route.target]
                     try:
-                        message = render_for(target.kind, event, route.rule)
+                        message, problem = render_message(settings, target, event, route.rule)
+                        if problem is not None:
+                            print(f"template failed, built-in message shown: {problem}", file=out)
                     except Exception as error:  # one event our bug cannot render: report, go on
                         unrenderable += 1
                         print(
@@ -607,7 +625,106 @@ def _replay(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
     return EX_OK
 
 
+MAX_EVENT_FILE = 1 << 20
+
+
+def _read_event(path: Path, err: TextIO) -> Event | None:
+    """The event in a captured webhook body, or None after saying what is wrong."""
+    from watcher.core.captured import EventBodyError, event_from_body
+
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_EVENT_FILE + 1)
+    except OSError as error:
+        print(f"factory-watcher: cannot read {path}: {error.strerror or error}", file=err)
+        return None
+    if len(raw) > MAX_EVENT_FILE:
+        print(f"factory-watcher: {path}: larger than 1 MiB; not an event", file=err)
+        return None
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        print(f"factory-watcher: {path}: not UTF-8 text", file=err)
+        return None
+    except json.JSONDecodeError as error:
+        print(
+            f"factory-watcher: {path}:{error.lineno}: not JSON: {error.msg} (column {error.colno})",
+            file=err,
+        )
+        return None
+    except ValueError as error:  # e.g. an integer too long to convert
+        print(f"factory-watcher: {path}: not usable JSON: {error}", file=err)
+        return None
+    try:
+        return event_from_body(body)
+    except EventBodyError as error:
+        print(f"factory-watcher: {path}: {error}", file=err)
+        return None
+
+
+def _render(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`render RULE`: the message the rule's target would get, on stdout; nothing is sent."""
+    from watcher.core.message import SlackMessage
+    from watcher.core.model import EventType
+    from watcher.core.render import render_for
+    from watcher.core.samples import sample_event, with_answer
+    from watcher.core.template import TemplateError, render_template, rule_named, template_for
+
+    rule = rule_named(settings, args.rule)
+    if rule is None:
+        names = ", ".join(r.name for r in settings.rules) or "none"
+        print(f"factory-watcher: unknown rule {args.rule!r} (rules: {names})", file=err)
+        return EX_USAGE
+    name = args.target or rule.notify[0]
+    if name not in rule.notify:
+        print(
+            f"factory-watcher: rule {rule.name!r} does not notify {name!r} "
+            f"(it notifies: {', '.join(rule.notify)})",
+            file=err,
+        )
+        return EX_USAGE
+    target = settings.targets[name]
+    if args.event is not None:
+        event = _read_event(args.event, err)
+        if event is None:
+            return EX_USAGE
+        if str(event.type) not in rule.on and event.type is not EventType.DIGEST:
+            print(
+                f"factory-watcher: note: rule {rule.name!r} does not listen to {event.type} "
+                f"(it listens to: {', '.join(rule.on)})",
+                file=err,
+            )
+    else:
+        event = sample_event(EventType(rule.on[0]))
+        if rule.include_last_answer:
+            event = with_answer(event)
+    if args.target is None and len(rule.notify) > 1:
+        others = ", ".join(rule.notify[1:])
+        print(f"factory-watcher: rendered for {name}; --target picks {others}", file=err)
+    template = template_for(settings, target, rule.name, event.type)
+    try:
+        message = (
+            render_for(target.kind, event, rule.name)
+            if template is None
+            else render_template(template, event, rule.name, rule)
+        )
+    except TemplateError as error:
+        print(
+            f"factory-watcher: the template fails on this event: {error}\n"
+            "(the daemon would send the built-in message instead)",
+            file=err,
+        )
+        return EX_FAILURE
+    if isinstance(message, SlackMessage):
+        shown = {"text": message.text, "blocks": [dict(b) for b in message.blocks]}
+        print(json.dumps(shown, ensure_ascii=False, indent=2), file=out)
+    else:
+        print(message.body.decode("utf-8"), file=out)
+    return EX_OK
+
+
 RULE_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace, TextIO, TextIO], int]] = {
+    "render": _render,
     "mute": _mute,
     "unmute": _unmute,
     "explain": _explain,

@@ -22,7 +22,8 @@ from anyio.abc import TaskStatus
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from watcher.api import FactoryClient, RequestBudget, SessionSource
+from watcher.api import AnswerSource, FactoryClient, RequestBudget, SessionSource
+from watcher.core.answer import latest_answer
 from watcher.core.cadence import (
     budget_warnings,
     needs_reschedule,
@@ -50,6 +51,7 @@ from watcher.core.figures import (
     status_bucket,
 )
 from watcher.core.health import ApiHealth, ApiState, observe
+from watcher.core.message import Message
 from watcher.core.model import Event, EventType, SessionState, Snapshot
 from watcher.core.poll import (
     Answer,
@@ -60,14 +62,14 @@ from watcher.core.poll import (
     NotFound,
     Unchanged,
 )
-from watcher.core.render import render_for
 from watcher.core.retry import poll_backoff
 from watcher.core.rules import route
 from watcher.core.rulestate import Decision, Outcome, active_mute
 from watcher.core.schedule import poll_timing
 from watcher.core.secret import redact
-from watcher.core.settings import DiscoverSettings, Settings, WatchedSession
+from watcher.core.settings import DiscoverSettings, Settings, Target, WatchedSession
 from watcher.core.snapshot import to_unix_ms
+from watcher.core.template import render_message, rule_named
 from watcher.core.text import describe_error
 from watcher.delivery import DeliveryWorker, Render
 from watcher.endpoint import Endpoint, Request, Response, bound_port, text
@@ -86,6 +88,8 @@ from watcher.timetable import Timetable
 __all__ = ["PollReport", "Watcher", "apply_poll", "next_state", "run_until"]
 
 log = logging.getLogger("watcher.daemon")
+ANSWER_TIMEOUT = timedelta(seconds=3)  # how long a notification waits for the last answer
+ANSWER_CACHE = 256
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -187,7 +191,7 @@ class Watcher:
         rng: random.Random | None = None,
         reload: Callable[[], Settings] | None = None,
         systemd: SystemdNotifier | None = None,
-        render: Render = render_for,
+        render: Render | None = None,
         recorder: PollRecorder | None = None,
         store: SqliteStore | None = None,
     ) -> None:
@@ -229,9 +233,14 @@ class Watcher:
             db=self._delivery_db,
             on_progress=lambda: self.progress.beat("delivery", time.monotonic()),
             redact=self.redact,
-            render=render,
+            render=render or self._render_message,
             metrics=self.metrics,
+            enrich=self._add_last_answer,
         )
+        # Last answers fetched for `include_last_answer`, by event id: a row for a
+        # second target, or a retry, reuses the answer instead of asking again.
+        self._answers: dict[str, str] = {}
+        self.answer_timeout = ANSWER_TIMEOUT
         self.health = ApiHealth()
         self.stats = WatcherStats()
         self.budget = RequestBudget(settings.factory.max_requests_per_second)
@@ -282,6 +291,58 @@ class Watcher:
         self._work: anyio.abc.TaskGroup | None = None
         self._discovering = False
         self._discover_wake = anyio.Event()
+
+    def _render_message(self, target: Target, event: Event, rule: str) -> Message:
+        """The message for `target`: its template's, or built-in if it has none or it fails."""
+        message, problem = render_message(self.settings, target, event, rule)
+        if problem is not None:
+            log.warning(
+                "template for %s (rule %s) failed; sent the built-in message instead: %s",
+                target.name,
+                rule,
+                problem,
+                extra=context(target=target.name, rule=rule, event_id=event.id),
+            )
+        return message
+
+    async def _add_last_answer(self, event: Event, rule_name: str) -> Event:
+        """`event` with `data["last_answer"]` when its rule asks for it and the API answers
+        within ANSWER_TIMEOUT; otherwise `event` as it was (the notification goes out anyway).
+        """
+        rule = rule_named(self.settings, rule_name)
+        if rule is None or not rule.include_last_answer or event.session is None:
+            return event
+        if "last_answer" in event.data:
+            return event
+        answer = self._answers.get(event.id)
+        if answer is None:
+            answer = await self._fetch_answer(event.session.id)
+            if answer is None:
+                return event
+            if len(self._answers) >= ANSWER_CACHE:
+                self._answers.pop(next(iter(self._answers)))
+            self._answers[event.id] = answer
+        return replace(event, data={**event.data, "last_answer": answer})
+
+    async def _fetch_answer(self, session_id: str) -> str | None:
+        source = self.source
+        if not isinstance(source, AnswerSource):
+            return None
+        limit = self.answer_timeout.total_seconds()
+        result: list[Any] | FetchFailed | None = None
+        # The budget wait counts too: a crowded budget must not hold a notification.
+        with anyio.move_on_after(limit):
+            await self.budget.acquire()
+            result = await source.fetch_messages(session_id, request_timeout=limit)
+        if result is None:
+            log.warning("no last answer for %s: no reply within %gs", session_id, limit)
+            return None
+        if isinstance(result, FetchFailed):
+            if result.status == 429:
+                self.budget.throttled(result.retry_after)
+            log.warning("no last answer for %s: %s", session_id, self.redact(result.reason))
+            return None
+        return latest_answer(result)
 
     def _watch_list(self, settings: Settings) -> dict[str, WatchedSession]:
         """Configured sessions, plus discovered ones while discovery is on."""

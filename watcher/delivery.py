@@ -44,7 +44,15 @@ BATCH = 32
 IDLE_WAKE = timedelta(seconds=10)  # also the idle lanes' heartbeat period
 LANE_PAUSE = timedelta(seconds=1)  # after an unexpected error (the store's), before going on
 
-Render = Callable[[TargetKind, Event, str], Message]
+Render = Callable[[Target, Event, str], Message]
+"""Makes the message for (target, event, rule name); the daemon's consults templates."""
+Enrich = Callable[[Event, str], Awaitable[Event]]
+"""Adds send-time data to an event (e.g. `last_answer`); it must return promptly."""
+
+
+def render_builtin(target: Target, event: Event, rule: str) -> Message:
+    """The built-in rendering for the target's kind (no templates)."""
+    return render_for(target.kind, event, rule)
 
 
 @dataclass
@@ -136,11 +144,13 @@ class DeliveryWorker:
         db: Callable[..., Awaitable[Any]] | None = None,
         on_progress: Callable[[], None] | None = None,
         redact: Callable[[str], str] = lambda text: text,
-        render: Render = render_for,
+        render: Render = render_builtin,
         metrics: Metrics | None = None,
+        enrich: Enrich | None = None,
     ) -> None:
         self._store = store
         self._render = render
+        self._enrich = enrich
         self._clock = clock
         self._jitter = jitter
         self._db = db or _run_inline
@@ -298,6 +308,15 @@ class DeliveryWorker:
         self._on_progress()
         return outcome
 
+    async def _enriched(self, event: Event, rule: str, where: str) -> Event:
+        """`event` with its send-time data; as it was if adding it fails (never fatal)."""
+        assert self._enrich is not None
+        try:
+            return await self._enrich(event, rule)
+        except Exception as error:
+            log.warning("sending %s without its extra data: %s", where, describe_error(error))
+            return event
+
     async def attempt(
         self, target: Target, notifier: Notifier, row: OutboxRow | UnreadableRow
     ) -> SendOutcome:
@@ -312,8 +331,10 @@ class DeliveryWorker:
             return await self._bury(target.name, row.id, where, row.reason, row.error)
         event = row.event
         where = f"{event.type} {event.session.id if event.session else '-'} -> {target.name}"
+        if self._enrich is not None:
+            event = await self._enriched(event, row.rule, where)
         try:
-            message = self._render(target.kind, event, row.rule)
+            message = self._render(target, event, row.rule)
         except Exception as error:
             return await self._bury(
                 target.name, row.id, where, f"cannot render: {describe_error(error)}", error

@@ -17,9 +17,9 @@ from typing import Any
 from watcher.core.message import SlackMessage
 from watcher.core.model import Event
 from watcher.core.poll import Fetched, FetchResult, NotFound
-from watcher.core.render import render_for
 from watcher.core.settings import Settings
 from watcher.core.snapshot import SnapshotError, parse_snapshot
+from watcher.core.template import render_message
 from watcher.explain import find_session
 from watcher.intake import apply_poll
 from watcher.store import SqliteStore, UnreadableRow
@@ -122,7 +122,7 @@ def describe(settings: Settings, planned: Planned) -> dict[str, Any]:
     target = settings.targets.get(planned.target)
     text = None
     if target is not None:
-        message = render_for(target.kind, planned.event, planned.rule)
+        message, _ = render_message(settings, target, planned.event, planned.rule)
         text = message.text if isinstance(message, SlackMessage) else message.body.decode()
     session = planned.event.session
     return {

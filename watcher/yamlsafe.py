@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -95,6 +95,9 @@ class Document:
 
     data: Any
     lines: Mapping[KeyPath, int]
+    # The line where each scalar's text begins (a block scalar's `|` line + 1),
+    # for errors that point inside a value, such as a template's own line.
+    text_lines: Mapping[KeyPath, int] = field(default_factory=dict)
 
     def line_of(self, path: KeyPath) -> int | None:
         """The line of `path`, else of its nearest ancestor present in the file.
@@ -175,7 +178,7 @@ def parse(text: str) -> Document:
     data = walker.walk(root, ())
     if walker.issues:
         raise UnsafeYamlError(tuple(walker.issues))
-    return Document(data, walker.lines)
+    return Document(data, walker.lines, walker.text_lines)
 
 
 class _AbortError(Exception):
@@ -187,6 +190,7 @@ class _Walker:
 
     def __init__(self) -> None:
         self.lines: dict[KeyPath, int] = {}
+        self.text_lines: dict[KeyPath, int] = {}
         self.issues: list[YamlIssue] = []
         self._budget = MAX_NODES
         self._active: set[int] = set()
@@ -249,6 +253,8 @@ class _Walker:
         if tag == _NULL:
             return None
         text: str = node.value
+        block = 1 if node.style in ("|", ">") else 0
+        self.text_lines.setdefault(path, node.start_mark.line + 1 + block)
         kind = tag.removeprefix(_TAG_PREFIX)
         if not _TEXT_CHECKS.get(kind, _any_text)(text):
             # Never echo the value: it may be a secret.

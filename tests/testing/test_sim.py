@@ -931,3 +931,47 @@ def test_http_control_serves_and_clears_raw_bodies(
     assert client.get("/api/v0/sessions/s1").content == b'{"a": NaN}'
     assert control.delete("/_sim/sessions/s1/raw").status_code == 204
     assert client.get("/api/v0/sessions/s1").json()["sessionId"] == "s1"
+
+
+def test_messages_lists_the_newest_of_a_role_oldest_first(
+    sim: FactorySimulator, client: httpx.Client
+) -> None:
+    """GET /sessions/{id}/messages filters by role, keeps the newest `limit`, oldest first."""
+    sim.add_session("s1")
+    sim.add_message("s1", "hello", role="user", phase=None)
+    sim.add_message("s1", "thinking", phase="commentary")
+    first = sim.add_message("s1", "done")
+    assert first["phase"] == "final_answer"
+    assert first["content"] == [{"type": "text", "text": "done"}]
+    answer = client.get("/api/v0/sessions/s1/messages", params={"role": "assistant", "limit": 1})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert [m["content"][0]["text"] for m in body["messages"]] == ["done"]
+    assert body["pagination"] == {"hasMore": False, "nextCursor": None}
+    every = client.get("/api/v0/sessions/s1/messages").json()["messages"]
+    assert [m["role"] for m in every] == ["user", "assistant", "assistant"]
+    assert client.get("/api/v0/sessions/nope/messages").status_code == 404
+    assert client.get("/api/v0/sessions/s1/messages", params={"limit": "x"}).status_code == 400
+    assert sim.path_request_count("/api/v0/sessions/s1/messages") == 3
+
+
+def test_messages_can_be_added_over_control_and_faulted(
+    sim: FactorySimulator, client: httpx.Client, control: httpx.Client
+) -> None:
+    """POST /_sim/sessions/{id}/messages adds an answer; a fault on the path applies to it."""
+    sim.add_session("s1")
+    added = control.post("/_sim/sessions/s1/messages", json={"text": "all green"})
+    assert added.status_code == 201
+    assert control.post("/_sim/sessions/s1/messages", json={"text": 1}).status_code == 400
+    assert control.post("/_sim/sessions/zz/messages", json={"text": "x"}).status_code == 404
+    sim.faults.add(FaultRule(Fault.HTTP_503, path_prefix="/api/v0/sessions/s1/messages"))
+    assert client.get("/api/v0/sessions/s1/messages").status_code == 503
+    texts = [
+        m["content"][0]["text"]
+        for m in client.get("/api/v0/sessions/s1/messages").json()["messages"]
+    ]
+    assert texts == ["all green"]
+    sim.set_messages("s1", [{"id": "odd", "role": "assistant"}])
+    assert client.get("/api/v0/sessions/s1/messages").json()["messages"] == [
+        {"id": "odd", "role": "assistant"}
+    ]

@@ -6,6 +6,7 @@ found in one phase silences later phases at the same key.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,8 +25,10 @@ from watcher.config.models import (
     PollSection,
     QuietHoursSection,
     RuleSection,
+    RuleTemplateSection,
     SessionSection,
     SlackSection,
+    SlackTemplateSection,
     SlackWebhookSection,
     StateSection,
     TopLevelValues,
@@ -57,15 +60,18 @@ from watcher.core.settings import (
     FactorySettings,
     HttpSettings,
     LogFormat,
+    MessageTemplate,
     PollSettings,
     QuietHours,
     Rule,
     Settings,
     SlackTarget,
+    SlackTemplate,
     SlackWebhookTarget,
     Target,
     WatchedSession,
     WebhookTarget,
+    WebhookTemplate,
 )
 from watcher.core.urls import is_loopback_url
 from watcher.statepath import resolve_state_path
@@ -73,6 +79,7 @@ from watcher.yamlsafe import KeyPath, render_path
 
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PART_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -94,6 +101,7 @@ class Builder:
         self.problems: list[ConfigProblem] = []
         self.settled: set[KeyPath] = set()  # keys already reported by an earlier phase
         self.interpolated: set[KeyPath] = set()
+        self.rule_index: dict[str, int] = {}  # rule name -> its index in the file
         self.secrets = SecretReader(self.report, path, credentials_dir, mode, self.interpolated)
 
     # -- reporting ---------------------------------------------------------
@@ -159,6 +167,7 @@ class Builder:
             record_path=self.record_path(data.get("state")),
         )
         self.check_budget(settings)
+        self.check_templates(settings)
         if self.problems:
             raise self.error()
         return settings
@@ -428,6 +437,7 @@ class Builder:
             api_url=section.api_url,
             limits=limits,
             min_interval=section.min_interval,
+            template=slack_template(section.template),
         )
 
     def slack_webhook(
@@ -441,7 +451,11 @@ class Builder:
             self.report((*at, key), "expected an http:// or https:// URL (the value is not shown)")
             return None
         return SlackWebhookTarget(
-            name=name, url=url, limits=limits, min_interval=section.min_interval
+            name=name,
+            url=url,
+            limits=limits,
+            min_interval=section.min_interval,
+            template=slack_template(section.template),
         )
 
     def webhook(
@@ -494,6 +508,7 @@ class Builder:
             allow_http=section.allow_http,
             ca_file=ca_file,
             limits=limits,
+            template=None if section.template is None else WebhookTemplate(section.template.body),
         )
 
     def rules(self, raw: Any, raw_targets: Any, raw_quiet: Any = None) -> tuple[Rule, ...]:
@@ -514,6 +529,7 @@ class Builder:
             rule = self.validate(RuleSection, item, here)
             if rule is None:
                 continue
+            self.rule_index.setdefault(rule.name, index)
             events = self.rule_events(rule, item, here)
             notify = self.rule_targets(rule, item, here, target_names)
             if events is None or notify is None:
@@ -521,6 +537,7 @@ class Builder:
             windows = list(raw_quiet) if isinstance(raw_quiet, dict) else []
             if not self.rule_options(rule, events, here, windows):
                 continue
+            template = self.rule_template(rule.template, (*here, "template"))
             out.append(
                 Rule(
                     name=rule.name,
@@ -541,9 +558,84 @@ class Builder:
                     urgent=rule.urgent,
                     threshold=dict(rule.threshold or {}),
                     quiet_hours=rule.quiet_hours,
+                    template=template,
+                    include_last_answer=rule.include_last_answer,
                 )
             )
         return tuple(out)
+
+    def rule_template(
+        self, section: RuleTemplateSection | None, at: KeyPath
+    ) -> MessageTemplate | None:
+        """A rule's template: `body` (webhook targets) or `text`/`blocks` (Slack), not both."""
+        if section is None:
+            return None
+        slack = section.text is not None or section.blocks is not None
+        if section.body is not None and slack:
+            self.report(
+                at,
+                "give either 'body' (for webhook targets) or 'text'/'blocks' (for Slack "
+                "targets), not both; a rule notifying both kinds puts its templates on the targets",
+            )
+            return None
+        if section.body is not None:
+            return WebhookTemplate(section.body)
+        if not slack:
+            self.report(at, "expected 'text' and/or 'blocks' (Slack targets), or 'body' (webhooks)")
+            return None
+        return slack_template(SlackTemplateSection(text=section.text, blocks=section.blocks))
+
+    def check_templates(self, settings: Settings) -> None:
+        """Every template compiles and renders a sample of every event type it can meet."""
+        if not any(t.template for t in settings.targets.values()) and not any(
+            r.template for r in settings.rules
+        ):
+            return
+        # Imported here: Jinja2 loads only for a config that has templates.
+        from watcher.core.template import check_template, suits  # noqa: PLC0415
+
+        every = [kind for kind in EventType if kind is not EventType.DIGEST]
+        for name, target in settings.targets.items():
+            if target.template is not None:
+                at: KeyPath = ("targets", name, "template")
+                for problem in check_template(target.template, every):
+                    self.report_template(at, problem.part, problem.line, problem.message)
+        for rule in settings.rules:
+            if rule.template is None:
+                continue
+            at = ("rules", self.rule_index.get(rule.name, 0), "template")
+            wrong = [
+                settings.targets[n]
+                for n in rule.notify
+                if n in settings.targets and not suits(rule.template, settings.targets[n].kind)
+            ]
+            if wrong:
+                given = (
+                    "'body' is for webhook"
+                    if isinstance(rule.template, WebhookTemplate)
+                    else ("'text'/'blocks' are for Slack")
+                )
+                names = ", ".join(f"'{t.name}' ({t.kind})" for t in wrong)
+                self.report(
+                    at,
+                    f"this template does not suit every target the rule notifies: {given} "
+                    f"targets, not {names}; split the rule, or give each target its own template",
+                )
+                continue
+            kinds = [EventType(kind) for kind in rule.on]
+            for problem in check_template(rule.template, kinds, rule):
+                self.report_template(at, problem.part, problem.line, problem.message)
+
+    def report_template(self, at: KeyPath, part: str, line: int | None, message: str) -> None:
+        """A template problem at the file line of the template's own `line` in `part`."""
+        path = (*at, *_part_path(part))
+        start = self.document.text_lines.get(path)
+        where = (
+            start + line - 1
+            if start is not None and line is not None
+            else self.document.line_of(path)
+        )
+        self.problems.append(ConfigProblem(str(self.path), where, render_path(path), message))
 
     def rule_options(
         self, rule: RuleSection, events: tuple[str, ...], at: KeyPath, windows: list[str]
@@ -573,6 +665,7 @@ class Builder:
         session_events = frozenset(e for e in EventType if e.startswith("session."))
         only("cooldown", rule.cooldown, session_events)
         only("quiet_hours", rule.quiet_hours, session_events)
+        only("include_last_answer", rule.include_last_answer, session_events)
         if kinds & CONDITION_EVENTS and rule.for_ is None:
             which = ", ".join(sorted(kinds & CONDITION_EVENTS))
             self.report((*at, "on"), f"{which} needs 'for': how long the condition must hold")
@@ -637,6 +730,23 @@ class Builder:
             else:
                 notify.append(value)
         return tuple(notify) if ok else None
+
+
+def slack_template(section: SlackTemplateSection | None) -> SlackTemplate | None:
+    """Settings' form of a Slack template: the blocks as canonical JSON text."""
+    if section is None:
+        return None
+    blocks = None if section.blocks is None else json.dumps(section.blocks, ensure_ascii=False)
+    return SlackTemplate(text=section.text, blocks=blocks)
+
+
+def _part_path(part: str) -> KeyPath:
+    """`blocks[0].text.text` -> ("blocks", 0, "text", "text")."""
+    head = part.split(".", 1)[0].split("[", 1)[0]
+    path: list[str | int] = [head]
+    for match in _PART_STEP.finditer(part, len(head)):
+        path.append(match[1] if match[1] is not None else int(match[2]))
+    return tuple(path)
 
 
 def _items(raw: Any, at: KeyPath, values: tuple[str, ...]) -> list[tuple[KeyPath, str]]:

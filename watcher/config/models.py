@@ -218,6 +218,42 @@ class SessionSection(Section):
     labels: dict[_Text, str] = Field(default_factory=dict)
 
 
+_TemplateText = Annotated[
+    str,
+    StringConstraints(min_length=1),
+    WithJsonSchema({"type": "string", "minLength": 1, "description": "a Jinja2 template"}),
+]
+_Blocks = Annotated[
+    list[dict[str, Any]],
+    Field(
+        min_length=1,
+        max_length=50,
+        description="Slack blocks; every string leaf is a Jinja2 template (docs/templates.md)",
+    ),
+]
+
+
+class SlackTemplateSection(Section):
+    """Slack text and blocks as Jinja2 templates; values are escaped unless marked safe."""
+
+    text: _TemplateText | None = None
+    blocks: _Blocks | None = None
+
+
+class WebhookTemplateSection(Section):
+    """A webhook body: a Jinja2 template rendering a JSON object (every value JSON-encoded)."""
+
+    body: _TemplateText
+
+
+class RuleTemplateSection(Section):
+    """A rule's own template: text/blocks for Slack targets, or body for webhook targets."""
+
+    text: _TemplateText | None = None
+    blocks: _Blocks | None = None
+    body: _TemplateText | None = None
+
+
 class TargetSection(Section):
     max_attempts: Annotated[int, Field(ge=1)] = 12
     max_age: _Duration = timedelta(hours=24)
@@ -232,6 +268,7 @@ class SlackSection(TargetSection):
     channel: _Text
     api_url: _Url | None = None
     min_interval: _Duration = timedelta(seconds=1)
+    template: SlackTemplateSection | None = None
 
 
 class SlackWebhookSection(TargetSection):
@@ -241,6 +278,7 @@ class SlackWebhookSection(TargetSection):
     url: str | None = None
     url_file: _Text | None = None
     min_interval: _Duration = timedelta(seconds=1)
+    template: SlackTemplateSection | None = None
 
 
 class WebhookSection(TargetSection):
@@ -251,6 +289,7 @@ class WebhookSection(TargetSection):
     headers: dict[str, str] = Field(default_factory=dict)
     allow_http: bool = False
     ca_file: _Text | None = None
+    template: WebhookTemplateSection | None = None
 
 
 TARGET_MODELS: Mapping[str, type[TargetSection]] = {
@@ -285,6 +324,11 @@ class RuleSection(Section):
         None
     )
     quiet_hours: _Text | None = None
+    template: RuleTemplateSection | None = None
+    include_last_answer: bool = Field(
+        default=False,
+        description="fetch the agent's latest final answer when sending (data.last_answer)",
+    )
 
 
 class HttpSection(Section):

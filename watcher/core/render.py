@@ -248,12 +248,25 @@ def _link(session: SessionRef) -> str:
     return f"<{escape_slack(session.url)}|{_session_label(session)}>"
 
 
+def answer_section(event: Event) -> dict[str, Any] | None:
+    """The agent's last answer (`include_last_answer`) as a quoted, escaped section."""
+    answer = event.data.get("last_answer")
+    if not isinstance(answer, str) or not answer.strip():
+        return None
+    quoted = "\n".join(f"> {escape_slack(line)}" for line in answer.strip().splitlines())
+    text = truncate(f"*Last answer:*\n{quoted}", SECTION_TEXT_LIMIT)
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
 def render_slack(event: Event, rule: str) -> SlackMessage:
     """A Slack message: headline, session facts, and a plain `text` fallback."""
     text = headline(event)
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION_TEXT_LIMIT)}}
     ]
+    answer = answer_section(event)
+    if answer is not None:
+        blocks.append(answer)
     if event.type is EventType.DIGEST:
         groups = digest_groups(event)
         for group in groups[:DIGEST_GROUPS_SHOWN]:

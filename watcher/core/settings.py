@@ -107,6 +107,29 @@ class DeliveryLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class SlackTemplate:
+    """Slack text and blocks given as Jinja2 templates (see `watcher.core.template`).
+
+    `blocks` is the YAML list of blocks as canonical JSON text (hashable, comparable);
+    its string leaves are templates. Either part may be absent: without `text` the
+    built-in headline is the fallback text, without `blocks` the message is text only.
+    """
+
+    text: str | None = None
+    blocks: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTemplate:
+    """A webhook body given as a Jinja2 template that renders to a JSON object."""
+
+    body: str
+
+
+MessageTemplate = SlackTemplate | WebhookTemplate
+
+
+@dataclass(frozen=True, slots=True)
 class SlackTarget:
     """Slack Web API with a bot token (`chat:write`)."""
 
@@ -118,6 +141,7 @@ class SlackTarget:
     # Slack allows about one message per second per channel.
     min_interval: timedelta = timedelta(seconds=1)
     kind: TargetKind = TargetKind.SLACK
+    template: SlackTemplate | None = None  # the default for every rule without its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +153,7 @@ class SlackWebhookTarget:
     limits: DeliveryLimits = DeliveryLimits()
     min_interval: timedelta = timedelta(seconds=1)
     kind: TargetKind = TargetKind.SLACK_WEBHOOK
+    template: SlackTemplate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +169,7 @@ class WebhookTarget:
     limits: DeliveryLimits = DeliveryLimits()
     min_interval: timedelta = timedelta(0)
     kind: TargetKind = TargetKind.WEBHOOK
+    template: WebhookTemplate | None = None
 
 
 Target = SlackTarget | SlackWebhookTarget | WebhookTarget
@@ -190,6 +216,8 @@ class Rule:
     urgent: bool = False
     threshold: Mapping[str, float] = field(default_factory=dict)
     quiet_hours: str | None = None
+    template: MessageTemplate | None = None  # wins over the targets' own templates
+    include_last_answer: bool = False  # fetch the agent's latest final answer at send time
 
 
 class LogFormat(StrEnum):

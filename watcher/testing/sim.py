@@ -248,6 +248,8 @@ class FactorySimulator(LoopbackServer):
         self._log: dict[str, deque[RequestRecord]] = {}
         self._total_requests = 0
         self._raw: dict[str, RawBody] = {}
+        # What GET /sessions/{id}/messages answers, oldest first.
+        self._messages: dict[str, list[dict[str, Any]]] = {}
         # The list's item schema is not documented: a bare mode carries only ids.
         self.list_ids_only = False
 
@@ -333,6 +335,43 @@ class FactorySimulator(LoopbackServer):
                 self._raw.pop(session_id, None)
             else:
                 self._raw[session_id] = RawBody(raw) if isinstance(raw, bytes) else raw
+
+    def add_message(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        role: str = "assistant",
+        phase: str | None = "final_answer",
+        created_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Append a message to what `GET /sessions/{id}/messages` lists (an answer by default)."""
+        with self._lock:
+            listed = self._messages.setdefault(session_id, [])
+            at = self._now_ms() if created_ms is None else created_ms
+            message: dict[str, Any] = {
+                "id": f"msg-{session_id}-{len(listed) + 1}",
+                "role": role,
+                "content": [{"type": "text", "text": text}],
+                "createdAt": at,
+                "updatedAt": at,
+                "isError": False,
+            }
+            if role == "assistant" and phase is not None:
+                message["phase"] = phase
+            listed.append(message)
+            return dict(message)
+
+    def set_messages(self, session_id: str, messages: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the messages of a session with these raw objects (any shape, for faults)."""
+        with self._lock:
+            self._messages[session_id] = [dict(m) for m in messages]
+
+    def _messages_of(self, session_id: str, role: str | None, limit: int) -> list[dict[str, Any]]:
+        with self._lock:
+            listed = self._messages.get(session_id, [])
+            chosen = [m for m in listed if role is None or m.get("role") == role]
+            return chosen[-limit:]
 
     def set_list_ids_only(self, ids_only: bool) -> None:
         """Make list items carry only `sessionId` (True) or the full session (False)."""
@@ -864,6 +903,9 @@ class _SimHandler(FakeHandler):
             self._list(query)
             return
         session_id = path.removeprefix(API_PREFIX + "/")
+        if session_id.endswith("/messages") and session_id.count("/") == 1:
+            self._messages(session_id.removesuffix("/messages"), query)
+            return
         if session_id == path or not session_id or "/" in session_id:
             self._error(404, "Not Found", "No such route")
             return
@@ -898,6 +940,23 @@ class _SimHandler(FakeHandler):
                 sent += len(raw.body)
         except OSError:
             return  # the client stopped reading: what the endless body is for
+
+    def _messages(self, session_id: str, query: str) -> None:
+        """`GET /sessions/{id}/messages?role=&limit=`: the newest `limit`, oldest first."""
+        if self.sim._lookup(session_id) is None:
+            self._error(404, "Not Found", "Session not found")
+            return
+        params = parse_qs(query)
+        role = params.get("role", [None])[-1]
+        try:
+            limit = int(params.get("limit", ["50"])[-1])
+        except ValueError:
+            self._error(400, "Bad Request", "limit must be a whole number")
+            return
+        messages = self.sim._messages_of(session_id, role, max(1, min(limit, 100)))
+        self._send(
+            200, {"messages": messages, "pagination": {"hasMore": False, "nextCursor": None}}
+        )
 
     def _list(self, query: str) -> None:
         try:
@@ -971,6 +1030,14 @@ class _SimHandler(FakeHandler):
                 self._send(204, None)
             case ("POST", "sessions", session_id, action) if action in _ACTIONS:
                 self._send(200, session_body(_ACTIONS[action](sim, session_id)))
+            case ("POST", "sessions", session_id, "messages"):
+                if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+                    raise InvalidRequestError('the body must be {"text": "...", "phase"?: "..."}')
+                sim.session(session_id)  # 404 for an unknown session
+                phase = body.get("phase", "final_answer")
+                if phase is not None and not isinstance(phase, str):
+                    raise InvalidRequestError("phase must be a string or null")
+                self._send(201, sim.add_message(session_id, body["text"], phase=phase))
             case ("PUT" | "DELETE" as verb, "sessions", session_id, "raw"):
                 sim.serve_raw(session_id, raw_body_from_json(body) if verb == "PUT" else None)
                 self._send(204, None)

@@ -1,0 +1,129 @@
+"""Sample events of every type, with the data each type really carries.
+
+Templates are rendered against them when the config is loaded (a template that
+fails on one is a config error) and by `factory-watcher render` when no event
+file is given. The data keys mirror what `diff`, `lifecycle`, `rulestate` and
+`health` put into real events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from watcher.core.model import Event, EventType, JSONValue, SessionRef
+
+SAMPLE_NOW = datetime(2026, 1, 15, 14, 30, tzinfo=UTC)
+SAMPLE_SEQUENCE = 7
+SAMPLE_ANSWER = (
+    "Refactored the billing module: extracted `InvoiceBuilder`, added 14 tests, "
+    "all green. Next step: remove the legacy <v1> endpoints & their callers."
+)
+
+_STATUS = {
+    EventType.DISCOVERED: "running",
+    EventType.STATUS_CHANGED: "idle",
+    EventType.COMPLETED: "idle",
+    EventType.MESSAGES_ADDED: "running",
+    EventType.ARCHIVED: "idle",
+    EventType.DELETED: "idle",
+    EventType.STARTED: "running",
+    EventType.FINISHED: "idle",
+    EventType.INTERRUPTED: "idle",
+    EventType.WAITING: "pending",
+    EventType.STUCK: "running",
+    EventType.LONG_RUNNING: "running",
+    EventType.USAGE_CROSSED: "running",
+}
+CONDITIONS = frozenset({EventType.WAITING, EventType.STUCK, EventType.LONG_RUNNING})
+
+
+def sample_session(status: str = "idle") -> SessionRef:
+    """A realistic session as notifications show it."""
+    return SessionRef(
+        id="sample-session-8f1c2a",
+        title="Refactor the billing module",
+        status=status,
+        name="nightly-refactor",
+        labels={"team": "platform"},
+        url="https://app.factory.ai/sessions/sample-session-8f1c2a",
+        tags=("backend",),
+        model="claude-sonnet-4-5",
+    )
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+def _data(kind: EventType, now: datetime) -> list[dict[str, JSONValue]]:
+    """The data variants an event of `kind` can carry (conditions: firing, reminder, resolved)."""
+    since = now - timedelta(minutes=20)
+    if kind is EventType.STATUS_CHANGED:
+        return [{"from": "running", "to": "idle"}]
+    if kind in (EventType.COMPLETED, EventType.FINISHED):
+        data: dict[str, JSONValue] = {"completed_at": _iso(now), "duration_s": 1325.0}
+        if kind is EventType.FINISHED:
+            data["between_polls"] = False
+        return [data]
+    if kind is EventType.MESSAGES_ADDED:
+        return [{"added": 3, "total": 42}]
+    if kind is EventType.ARCHIVED:
+        return [{"archived_at": "2026-01-15T14:30:00.000Z"}]
+    if kind in CONDITIONS:
+        return [
+            {"since": _iso(since), "for_s": 1200.0},
+            {"since": _iso(since), "for_s": 2400.0, "reminder": 1},
+            {"resolved": True, "since": _iso(since), "lasted_s": 1260.0},
+        ]
+    if kind is EventType.USAGE_CROSSED:
+        return [{"counter": "factory_credits", "threshold": 100.0, "value": 104.5}]
+    if kind is EventType.API_UNAVAILABLE:
+        return [{"since": _iso(since), "reason": "HTTP 503 Service Unavailable", "auth": False}]
+    if kind is EventType.API_RECOVERED:
+        return [{"down_since": _iso(since), "down_for_s": 1200.0}]
+    if kind is EventType.DIGEST:
+        item = {
+            "id": "evt-sample-held",
+            "type": str(EventType.FINISHED),
+            "rule": "finished",
+            "occurred_at": _iso(since).replace("+00:00", "Z"),
+            "session": {
+                "id": "sample-session-8f1c2a",
+                "name": "nightly-refactor",
+                "title": "Refactor the billing module",
+                "status": "idle",
+                "url": "https://app.factory.ai/sessions/sample-session-8f1c2a",
+            },
+            "data": {"completed_at": _iso(since), "duration_s": 1325.0, "between_polls": False},
+        }
+        return [{"window": "night", "count": 1, "items": [item]}]
+    return [{}]
+
+
+def sample_events(kind: EventType, *, now: datetime = SAMPLE_NOW) -> tuple[Event, ...]:
+    """Every data variant of an event of `kind`, as the watcher would record it."""
+    session = None
+    if kind.startswith("session."):
+        session = sample_session(_STATUS.get(kind, "idle"))
+    return tuple(
+        Event(
+            id=f"evt-sample-{kind.replace('.', '-')}-{n}",
+            type=kind,
+            occurred_at=now,
+            session=session,
+            data=data,
+            sequence=SAMPLE_SEQUENCE,
+        )
+        for n, data in enumerate(_data(kind, now))
+    )
+
+
+def sample_event(kind: EventType, *, now: datetime = SAMPLE_NOW) -> Event:
+    """The first (most usual) variant of an event of `kind`."""
+    return sample_events(kind, now=now)[0]
+
+
+def with_answer(event: Event, answer: str = SAMPLE_ANSWER) -> Event:
+    """`event` as `include_last_answer` delivers it: with `data["last_answer"]`."""
+    return replace(event, data={**event.data, "last_answer": answer})
