@@ -121,8 +121,11 @@ def test_webhook_values_are_json_whatever_they_contain() -> None:
 
 
 def test_webhook_body_keeps_reserved_keys() -> None:
-    """version, type, id and sequence are the watcher's, whatever the template writes."""
-    body = '{"version": 99, "type": "fake", "id": "forged", "sequence": -1, "mine": 1}'
+    """version, type, id, sequence and the template mark are the watcher's, whatever the
+    template writes."""
+    body = (
+        '{"version": 99, "type": "fake", "id": "forged", "sequence": -1, "template": 0, "mine": 1}'
+    )
     event = replace(finished(), sequence=12)
     message = render_webhook_template(WebhookTemplate(body), event, "r")
     decoded = json.loads(message.body)
@@ -131,6 +134,7 @@ def test_webhook_body_keeps_reserved_keys() -> None:
         "type": "session.finished",
         "id": event.id,
         "sequence": 12,
+        "template": True,
         "mine": 1,
     }
     assert message.id == event.id

@@ -16,6 +16,9 @@ from tests.webhook_schema import schema_problems
 from watcher.core.model import Event, EventType
 from watcher.core.render import render_webhook
 from watcher.core.rulestate import digest_event
+from watcher.core.samples import sample_event, sample_events, with_answer
+from watcher.core.settings import WebhookTemplate
+from watcher.core.template import render_webhook_template
 
 # Data as the producers make it (diff, lifecycle, rulestate, health).
 DATA: dict[EventType, dict[str, Any]] = {
@@ -125,3 +128,20 @@ def test_any_title_labels_or_extra_data_keep_bodies_valid(
     session = ref(title=title, name=name, labels=labels)
     the_event = event(kind, session=session, data=data, sequence=sequence)
     assert schema_problems(body_of(the_event)) == []
+
+
+@pytest.mark.parametrize("kind", [k for k in EventType if k is not EventType.DIGEST])
+def test_the_sample_events_of_templates_make_valid_bodies(kind: EventType) -> None:
+    """The samples `check` and `render` use look like real events to the schema too."""
+    for sample in sample_events(kind):
+        assert schema_problems(body_of(with_answer(sample))) == []
+
+
+def test_a_templated_body_validates_as_such() -> None:
+    """A template's own shape passes as a templated body; without the mark it would not."""
+    template = WebhookTemplate('{"text": {{ session.title }}}')
+    sample = sample_event(EventType.FINISHED)
+    body = json.loads(render_webhook_template(template, sample, "r").body)
+    assert schema_problems(body) == []
+    del body["template"]
+    assert schema_problems(body) != []

@@ -12,7 +12,8 @@ Escaping is done where values enter the output, not by the template author:
   (or the `link` filter, which escapes its parts) passes unescaped.
 - Webhook bodies: the value of every `{{ … }}` is written as JSON (a string
   gets its quotes), the output must parse as a JSON object, and the watcher
-  sets the reserved keys `version`, `type`, `id` and `sequence` itself.
+  sets the reserved keys `version`, `type`, `id`, `sequence` and
+  `template: true` itself.
 
 Everything here is pure; `check_template` is what the config loader runs to
 refuse a template that does not compile or fails on a sample event.
@@ -61,7 +62,7 @@ TEMPLATE_FILE = "<template>"  # the file name Jinja2 gives frames of a template 
 TEXT_LIMIT = 40_000  # Slack's limit for a message's text
 MAX_BLOCKS = 50  # Slack's limit for blocks in one message
 WEBHOOK_VERSION = 1
-RESERVED_KEYS = ("version", "type", "id", "sequence")
+RESERVED_KEYS = ("version", "type", "id", "sequence", "template")
 USAGE_KEYS = (
     "input_tokens",
     "output_tokens",
@@ -367,6 +368,8 @@ def render_webhook_template(
         "type": str(event.type),
         "id": event.id,
         "sequence": event.sequence,
+        # Marks the body as the template's shape (docs/webhook-event.schema.json).
+        "template": True,
     }
     out.update({k: v for k, v in body.items() if k not in RESERVED_KEYS})
     encoded = json.dumps(out, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
