@@ -13,13 +13,13 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from watcher.core.lifecycle import track_from_dict, track_to_dict
-from watcher.core.model import Event, EventType, Gone, SessionRef, SessionState
+from watcher.core.model import Event, EventType, Gone, SessionRef, SessionState, TokenUsage
 
 # Re-exported (the `as` form is mypy's explicit re-export): the states are part of
 # the store's interface; they live in core so the command line can name them cheaply.
@@ -216,6 +216,7 @@ def event_to_json(event: Event) -> str:
                 "url": session.url,
                 "tags": list(session.tags),
                 "model": session.model,
+                **_session_facts(session),
             },
             "data": dict(event.data),
         }
@@ -234,10 +235,38 @@ def event_from_json(text: str) -> Event:
         id=raw["id"],
         type=EventType(raw["type"]),
         occurred_at=datetime.fromtimestamp(raw["occurred_at"], tz=UTC),
-        session=None
-        if session is None
-        else SessionRef(**{**session, "tags": tuple(session.get("tags", ()))}),
+        session=None if session is None else _session_from_dict(session),
         data=raw["data"],
+    )
+
+
+def _session_facts(session: SessionRef) -> dict[str, Any]:
+    """The card facts of a session ref; absent ones are left out, as older rows have them."""
+    facts: dict[str, Any] = {}
+    if session.created_at is not None:
+        facts["created_at"] = to_unix_ms(session.created_at)
+    if session.message_count is not None:
+        facts["message_count"] = session.message_count
+    if session.active_ms is not None:
+        facts["active_ms"] = session.active_ms
+    if session.usage is not None:
+        facts["usage"] = asdict(session.usage)
+    return facts
+
+
+def _session_from_dict(session: Mapping[str, Any]) -> SessionRef:
+    """A stored session ref; rows written before the card facts existed lack them (None)."""
+    known = {"id", "title", "status", "name", "labels", "url", "model", "message_count"}
+    fields: dict[str, Any] = {k: v for k, v in session.items() if k in known}
+    created = session.get("created_at")
+    usage = session.get("usage")
+    active = session.get("active_ms")
+    return SessionRef(
+        **fields,
+        tags=tuple(session.get("tags", ())),
+        created_at=None if created is None else from_unix_ms(created),
+        active_ms=None if active is None else float(active),
+        usage=None if usage is None else TokenUsage(**usage),
     )
 
 

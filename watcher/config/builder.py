@@ -428,6 +428,8 @@ class Builder:
             api_url=section.api_url,
             limits=limits,
             min_interval=section.min_interval,
+            card=section.card,
+            thread=section.thread,
         )
 
     def slack_webhook(

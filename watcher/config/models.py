@@ -232,6 +232,8 @@ class SlackSection(TargetSection):
     channel: _Text
     api_url: _Url | None = None
     min_interval: _Duration = timedelta(seconds=1)
+    card: bool = True
+    thread: bool = True
 
 
 class SlackWebhookSection(TargetSection):
