@@ -124,7 +124,20 @@ CREATE TABLE IF NOT EXISTS discovered (
     session_id TEXT PRIMARY KEY,
     discovered_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cards (
+    target TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    ts TEXT,
+    marker TEXT NOT NULL,
+    posting_since REAL,
+    replaced_ts TEXT,
+    replaced_reason TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (target, session_id)
+);
 """
+# `cards` was added to schema 1 without a version bump too: older builds ignore it.
 # Added to schema 1 without a version bump: older builds ignore the table.
 FIRST_DISCOVERY_KEY = "first_discovery_at"
 
@@ -181,6 +194,26 @@ class UnreadableRow:
     last_error: str | None
     reason: str
     error: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """The live Slack card of one session for one target.
+
+    `ts` is None while no card is known: `posting_since` then says a post with
+    `marker` in its metadata may have reached Slack since that time (we
+    crashed before learning its `ts`), so it is looked up before posting again.
+    `replaced_ts` is the card this one replaces, and why.
+    """
+
+    target: str
+    session_id: str
+    channel: str
+    ts: str | None
+    marker: str
+    posting_since: datetime | None = None
+    replaced_ts: str | None = None
+    replaced_reason: str | None = None
 
 
 def _ts(value: datetime) -> float:
@@ -454,6 +487,20 @@ class Store(Protocol):
     def mark_dead(self, row_id: int, now: datetime, error: str) -> None: ...
 
     def counts(self) -> Mapping[OutboxStatus, int]: ...
+
+    def pending_lane(
+        self, target: str, session_id: str, limit: int
+    ) -> list[OutboxRow | UnreadableRow]: ...
+
+    def card(self, target: str, session_id: str) -> Card | None: ...
+
+    def intend_card(self, card: Card, now: datetime) -> None: ...
+
+    def drop_card_intent(self, target: str, session_id: str, now: datetime) -> None: ...
+
+    def record_card(
+        self, target: str, session_id: str, ts: str, delivered: Sequence[int], now: datetime
+    ) -> None: ...
 
     def record_housekeeping(self, polls: Sequence[PollMark], meta: Mapping[str, str]) -> None: ...
 
@@ -911,6 +958,84 @@ class SqliteStore:
                 "UPDATE outbox SET status='dead', attempts=attempts+1, finished_at=?,"
                 " last_error=? WHERE id=?",
                 (_ts(now), error, row_id),
+            )
+
+    # --- live cards: one Slack message per (target, session) -------------------------
+
+    def pending_lane(
+        self, target: str, session_id: str, limit: int
+    ) -> list[OutboxRow | UnreadableRow]:
+        """Every pending row of one session for `target`, oldest first (a card's backlog)."""
+        sql = self._SELECT + (
+            " WHERE o.target=? AND o.lane=? AND o.status='pending' ORDER BY o.id LIMIT ?"
+        )
+        return self._rows(sql, (target, session_id, limit))
+
+    def card(self, target: str, session_id: str) -> Card | None:
+        """The card of `session_id` for `target`, if one was ever posted or intended."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT channel, ts, marker, posting_since, replaced_ts, replaced_reason"
+                " FROM cards WHERE target=? AND session_id=?",
+                (target, session_id),
+            ).fetchone()
+        if row is None:
+            return None
+        return Card(target, session_id, row[0], row[1], row[2], _dt(row[3]), row[4], row[5])
+
+    def intend_card(self, card: Card, now: datetime) -> None:
+        """Note, before posting it, that a new card with `card.marker` is about to be posted.
+
+        Committed before the post, so a crash after Slack accepted it leaves a
+        trace to look the card up by, instead of posting a second one.
+        """
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO cards(target, session_id, channel, ts, marker, posting_since,"
+                " replaced_ts, replaced_reason, updated_at) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(target, session_id) DO UPDATE SET channel=excluded.channel,"
+                " ts=NULL, marker=excluded.marker, posting_since=excluded.posting_since,"
+                " replaced_ts=excluded.replaced_ts, replaced_reason=excluded.replaced_reason,"
+                " updated_at=excluded.updated_at",
+                (
+                    card.target,
+                    card.session_id,
+                    card.channel,
+                    card.marker,
+                    _ts(card.posting_since or now),
+                    card.replaced_ts,
+                    card.replaced_reason,
+                    _ts(now),
+                ),
+            )
+
+    def drop_card_intent(self, target: str, session_id: str, now: datetime) -> None:
+        """Slack refused the post outright: nothing can have been posted, nothing to look up."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE cards SET posting_since=NULL, updated_at=? WHERE target=? AND"
+                " session_id=? AND ts IS NULL",
+                (_ts(now), target, session_id),
+            )
+
+    def record_card(
+        self, target: str, session_id: str, ts: str, delivered: Sequence[int], now: datetime
+    ) -> None:
+        """Store the card's `ts` and mark the outbox rows `delivered`, in one transaction.
+
+        The card row exists (`intend_card` wrote it before the post); from now on
+        every notification of the session updates message `ts`.
+        """
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE cards SET ts=?, posting_since=NULL, updated_at=?"
+                " WHERE target=? AND session_id=?",
+                (ts, _ts(now), target, session_id),
+            )
+            db.executemany(
+                "UPDATE outbox SET status='delivered', attempts=attempts+1, finished_at=?,"
+                " handle=?, last_error=NULL WHERE id=? AND status='pending'",
+                [(_ts(now), ts, row_id) for row_id in delivered],
             )
 
     def list_outbox(
