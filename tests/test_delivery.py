@@ -349,7 +349,9 @@ async def test_slack_burst_of_200_is_paced_complete_and_ordered(rig: Rig) -> Non
     """200 transitions reach one channel completely, in order, with no 429 from Slack."""
     ids = [f"s{i:03d}" for i in range(100)]
     settings = rig.with_sessions(*ids)
-    slack = replace(settings.targets["team-slack"], min_interval=timedelta(milliseconds=25))
+    slack = replace(
+        settings.targets["team-slack"], min_interval=timedelta(milliseconds=25), card=False
+    )
     settings = replace(
         settings,
         targets={**settings.targets, "team-slack": slack},

@@ -194,9 +194,8 @@ def render_card(event: Event, rule: str, earlier: EarlierCard | None = None) -> 
         link = f"<{escape_slack(earlier.url)}|earlier card>" if earlier.url else "earlier card"
         footer.append(f"replaces an {link} ({_inline(earlier.reason, 60)})")
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(footer)}]})
-    text = f"{status} {_inline(session.display_name, TITLE_LIMIT)}: {what}"
-    if summary:
-        text += f" ({summary})"
+    # The fallback text (notifications, screen readers) leads with what happened.
+    text = f"{what} ({summary})" if summary else what
     return SlackMessage(text=truncate(text, SECTION_TEXT_LIMIT), blocks=tuple(blocks))
 
 
