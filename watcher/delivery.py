@@ -567,8 +567,9 @@ class DeliveryWorker:
                 _marker(),
                 replaced_ts=card.ts,
                 replaced_reason=error,
+                replaced_url=url,
             )
-            earlier = EarlierCard(card.replaced_ts or "", url, error)
+            earlier = self._earlier(card)
         else:
             earlier = None if card is None else self._earlier(card)
             card = Card(
@@ -579,6 +580,7 @@ class DeliveryWorker:
                 _marker(),
                 replaced_ts=None if card is None else card.replaced_ts,
                 replaced_reason=None if card is None else card.replaced_reason,
+                replaced_url=None if card is None else card.replaced_url,
             )
         await self._post_card(target, notifier, card, earlier, rows)
         return ids
@@ -587,7 +589,7 @@ class DeliveryWorker:
     def _earlier(card: Card) -> EarlierCard | None:
         if card.replaced_ts is None:
             return None
-        return EarlierCard(card.replaced_ts, None, card.replaced_reason or "")
+        return EarlierCard(card.replaced_ts, card.replaced_url, card.replaced_reason or "")
 
     async def _find_card(
         self, target: Target, notifier: CardNotifier, card: Card, rows: list[OutboxRow]

@@ -133,6 +133,7 @@ CREATE TABLE IF NOT EXISTS cards (
     posting_since REAL,
     replaced_ts TEXT,
     replaced_reason TEXT,
+    replaced_url TEXT,
     updated_at REAL NOT NULL,
     PRIMARY KEY (target, session_id)
 );
@@ -214,6 +215,7 @@ class Card:
     posting_since: datetime | None = None
     replaced_ts: str | None = None
     replaced_reason: str | None = None
+    replaced_url: str | None = None  # the replaced card's permalink, when Slack gave one
 
 
 def _ts(value: datetime) -> float:
@@ -975,13 +977,13 @@ class SqliteStore:
         """The card of `session_id` for `target`, if one was ever posted or intended."""
         with self._lock:
             row = self._db.execute(
-                "SELECT channel, ts, marker, posting_since, replaced_ts, replaced_reason"
-                " FROM cards WHERE target=? AND session_id=?",
+                "SELECT channel, ts, marker, posting_since, replaced_ts, replaced_reason,"
+                " replaced_url FROM cards WHERE target=? AND session_id=?",
                 (target, session_id),
             ).fetchone()
         if row is None:
             return None
-        return Card(target, session_id, row[0], row[1], row[2], _dt(row[3]), row[4], row[5])
+        return Card(target, session_id, row[0], row[1], row[2], _dt(row[3]), row[4], row[5], row[6])
 
     def intend_card(self, card: Card, now: datetime) -> None:
         """Note, before posting it, that a new card with `card.marker` is about to be posted.
@@ -992,11 +994,12 @@ class SqliteStore:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO cards(target, session_id, channel, ts, marker, posting_since,"
-                " replaced_ts, replaced_reason, updated_at) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?)"
+                " replaced_ts, replaced_reason, replaced_url, updated_at)"
+                " VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(target, session_id) DO UPDATE SET channel=excluded.channel,"
                 " ts=NULL, marker=excluded.marker, posting_since=excluded.posting_since,"
                 " replaced_ts=excluded.replaced_ts, replaced_reason=excluded.replaced_reason,"
-                " updated_at=excluded.updated_at",
+                " replaced_url=excluded.replaced_url, updated_at=excluded.updated_at",
                 (
                     card.target,
                     card.session_id,
@@ -1005,6 +1008,7 @@ class SqliteStore:
                     _ts(card.posting_since or now),
                     card.replaced_ts,
                     card.replaced_reason,
+                    card.replaced_url,
                     _ts(now),
                 ),
             )

@@ -103,12 +103,7 @@ def _first_seen_run(snapshot: Snapshot) -> RunStart | None:
     if not _busy(snapshot.status):
         return None
     if snapshot.completed_at is None:
-        usage = snapshot.token_usage
-        zero = None
-        if usage is not None:
-            zero = TokenUsage(factory_credits=None if usage.factory_credits is None else 0.0)
-        active = None if snapshot.assistant_active_ms is None else 0.0
-        return RunStart(snapshot.created_at, 0, active, zero)
+        return RunStart(snapshot.created_at, 0, 0.0, TokenUsage(factory_credits=0.0))
     return baseline_of(snapshot, None, partial=True)
 
 

@@ -164,9 +164,13 @@ class FakeSlack(LoopbackServer):
         grace_s: float = 0.1,
         on_message: Callable[[SlackPost], None] | None = None,
         clock: Clock = time.monotonic,
+        epoch: Clock | None = None,
         port: int = 0,
     ) -> None:
         super().__init__(_FakeSlackHandler, port)
+        # With `epoch` (e.g. time.time), `ts` values follow it as Slack's do, so
+        # `conversations.history(oldest=…)` can be asked about real times.
+        self._epoch = epoch
         self.token = token
         self.min_interval_s = min_interval_s
         # A client that paces its sends exactly min_interval_s apart sees them arrive a few
@@ -315,6 +319,8 @@ class FakeSlack(LoopbackServer):
                     return None, _slack_error("invalid_metadata_format")
             self._last_post[channel] = now
             self._next_ts += TS_STEP_US
+            if self._epoch is not None:
+                self._next_ts = max(self._next_ts, int(self._epoch() * 1_000_000))
             ts = f"{self._next_ts // 1_000_000}.{self._next_ts % 1_000_000:06d}"
             post = SlackPost(
                 channel,
