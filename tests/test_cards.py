@@ -5,23 +5,24 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.core.factories import T0, event
+from tests.core.factories import T0, event, ref
 from tests.rig import CHANNEL, Rig, running_rig
-from watcher.core.card import render_card
+from watcher.core.card import CardRenderer, EarlierCard, render_card
 from watcher.core.message import SlackMessage
-from watcher.core.model import EventType, TokenUsage
+from watcher.core.model import Event, EventType, TokenUsage
+from watcher.core.rules import Route
 from watcher.core.settings import Rule, Settings, SlackTarget, WatchedSession
 from watcher.daemon import Watcher
-from watcher.delivery import keeps_card
+from watcher.delivery import DeliveryWorker, keeps_card
 from watcher.notifiers import build_notifier
 from watcher.notifiers.slack import SlackNotifier
-from watcher.store import Card, OutboxRow, OutboxStatus
+from watcher.store import Card, OutboxRow, OutboxStatus, SqliteStore
 from watcher.testing.sinks import SlackPost
 
 STORY = Rule(
@@ -341,3 +342,124 @@ def test_render_card_refuses_a_sessionless_event() -> None:
     """A card belongs to a session; asking for one without is a programming error."""
     with pytest.raises(ValueError, match="no session"):
         render_card(replace(event(), session=None), "r")
+
+
+class Clock:
+    """A settable clock for the delivery worker."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def card_desk(rig: Rig) -> Iterator[tuple[SqliteStore, DeliveryWorker, SlackTarget, Clock]]:
+    """A store, a delivery worker on a settable clock, and the rig's Slack target."""
+    store = SqliteStore(":memory:")
+    clock = Clock()
+    worker = DeliveryWorker(store, clock=clock, jitter=lambda: 0.0)
+    target = rig.settings.targets["team-slack"]
+    assert isinstance(target, SlackTarget)
+    yield store, worker, target, clock
+    store.close()
+
+
+def queue_story(store: SqliteStore, at: datetime, *kinds: EventType) -> None:
+    """Queue one event of each kind about s1 for the Slack target."""
+    events = [
+        event(kind, id=f"e{i}-{kind}", session=ref(created_at=at, message_count=i))
+        for i, kind in enumerate(kinds)
+    ]
+    store.record_events(events, [(e, Route("story", "team-slack")) for e in events], at)
+
+
+async def drain(worker: DeliveryWorker, target: SlackTarget) -> None:
+    """Deliver what is due to the Slack target through a real notifier."""
+    notifier = SlackNotifier(target)
+    try:
+        await worker.drain_once({target.name: target}, {target.name: notifier})
+    finally:
+        await notifier.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_retryable_update_failure_retries_every_folded_row(
+    rig: Rig, card_desk: tuple[SqliteStore, DeliveryWorker, SlackTarget, Clock]
+) -> None:
+    """A 5xx-like refusal of the update: the rows wait and the same card is updated later."""
+    store, worker, target, clock = card_desk
+    queue_story(store, clock.now, EventType.DISCOVERED)
+    await drain(worker, target)
+    queue_story(store, clock.now, EventType.STARTED, EventType.MESSAGES_ADDED)
+    rig.slack.inject_error("internal_error", method="chat.update")
+    await drain(worker, target)
+    pending = [r for r in store.list_outbox() if r.status is OutboxStatus.PENDING]
+    assert len(pending) == 2
+    assert all(r.attempts == 1 and "internal_error" in (r.last_error or "") for r in pending)
+    clock.now += timedelta(minutes=1)
+    await drain(worker, target)
+    (card,) = rig.slack.cards
+    assert [u.ts for u in rig.slack.updates] == [card.ts]
+    assert len(rig.slack.replies(CHANNEL, card.ts)) == 2
+    assert {r.status for r in store.list_outbox()} == {OutboxStatus.DELIVERED}
+
+
+@pytest.mark.anyio
+async def test_a_refused_thread_reply_is_a_dead_letter_not_a_silent_loss(
+    rig: Rig, card_desk: tuple[SqliteStore, DeliveryWorker, SlackTarget, Clock]
+) -> None:
+    """The card is updated; a reply Slack refuses for good leaves its row as a dead letter."""
+    store, worker, target, clock = card_desk
+    queue_story(store, clock.now, EventType.DISCOVERED)
+    await drain(worker, target)
+    queue_story(store, clock.now, EventType.STARTED, EventType.MESSAGES_ADDED)
+    rig.slack.inject_error("invalid_blocks", method="chat.postMessage", times=1)
+    await drain(worker, target)
+    statuses = {r.event.type: r.status for r in store.list_outbox() if isinstance(r, OutboxRow)}
+    assert statuses[EventType.STARTED] is OutboxStatus.DEAD
+    # The row after it still reached the thread: the dead one held nothing back.
+    assert statuses[EventType.MESSAGES_ADDED] is OutboxStatus.DELIVERED
+    (card,) = rig.slack.cards
+    assert len(rig.slack.updates) == 1
+    (reply,) = rig.slack.replies(CHANNEL, card.ts)
+    assert "new message(s)" in reply.text
+
+
+@pytest.mark.anyio
+async def test_a_post_slack_refused_needs_no_lookup_before_the_next(
+    rig: Rig, card_desk: tuple[SqliteStore, DeliveryWorker, SlackTarget, Clock]
+) -> None:
+    """A rate-limited first post was never posted: the retry posts without reading history."""
+    store, worker, target, clock = card_desk
+    queue_story(store, clock.now, EventType.DISCOVERED)
+    rig.slack.inject_error("ratelimited", status=429, retry_after="1", method="chat.postMessage")
+    await drain(worker, target)
+    stored = store.card("team-slack", "s1")
+    assert stored is not None
+    assert (stored.ts, stored.posting_since) == (None, None)
+    clock.now += timedelta(minutes=1)
+    await drain(worker, target)
+    assert len(rig.slack.cards) == 1
+    assert rig.slack.calls("conversations.history") == 0
+    assert {r.status for r in store.list_outbox()} == {OutboxStatus.DELIVERED}
+
+
+@pytest.mark.anyio
+async def test_a_card_renderer_bug_dead_letters_its_rows_only(
+    rig: Rig, card_desk: tuple[SqliteStore, DeliveryWorker, SlackTarget, Clock]
+) -> None:
+    """An exception from the injected card renderer costs its rows, not the worker."""
+    store, _, target, clock = card_desk
+
+    def broken(event: Event, rule: str, earlier: EarlierCard | None) -> SlackMessage:
+        raise RuntimeError("template exploded")
+
+    worker = DeliveryWorker(store, clock=clock, cards=CardRenderer(card=broken))
+    queue_story(store, clock.now, EventType.DISCOVERED, EventType.STARTED)
+    await drain(worker, target)
+    rows = store.list_outbox()
+    assert {r.status for r in rows} == {OutboxStatus.DEAD}
+    assert all("card error: RuntimeError: template exploded" in (r.last_error or "") for r in rows)
+    assert rig.slack.messages == []

@@ -690,8 +690,11 @@ class DeliveryWorker:
                 outcome = await notifier.post(reply, now=self._clock(), thread_ts=ts)
             if isinstance(outcome, SendFailed):
                 outcome = replace(outcome, reason=self._redact(outcome.reason))
-                await self._fail(target, rows[i:], outcome)
-                return
+                if outcome.kind is FailureKind.RETRYABLE:
+                    await self._fail(target, rows[i:], outcome)  # the rest waits, in order
+                    return
+                await self._fail(target, [row], outcome)  # a dead letter; the rest goes on
+                continue
             await self._db(
                 self._store.record_card, target.name, session_id, ts, [row.id], self._clock()
             )

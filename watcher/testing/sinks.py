@@ -191,6 +191,7 @@ class FakeSlack(LoopbackServer):
         self._next_ts = FIRST_TS_US
         self._rate_limited = 0
         self._injected: _Queue[_SlackReply] = _Queue()
+        self._injected_by_method: dict[str, _Queue[_SlackReply]] = {}
 
     @property
     def api_url(self) -> str:
@@ -247,13 +248,24 @@ class FakeSlack(LoopbackServer):
             self._archived.add(channel)
 
     def inject_error(
-        self, error: str, *, status: int = 200, times: int = 1, retry_after: str | None = None
+        self,
+        error: str,
+        *,
+        status: int = 200,
+        times: int = 1,
+        retry_after: str | None = None,
+        method: str | None = None,
     ) -> None:
-        """Answer the next `times` authenticated chat.postMessage/chat.update calls with
-        `ok: false, error`.
+        """Answer the next `times` authenticated chat.postMessage/chat.update calls (only
+        those of `method`, if given) with `ok: false, error`.
         """
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
-        self._injected.add(_slack_error(error, status, headers), times)
+        queue = self._injected if method is None else self._injected_for(method)
+        queue.add(_slack_error(error, status, headers), times)
+
+    def _injected_for(self, method: str) -> _Queue[_SlackReply]:
+        with self._lock:
+            return self._injected_by_method.setdefault(method, _Queue())
 
     def handle(
         self, path: str, query: str, content_type: str, authorization: str, body: bytes
@@ -276,7 +288,7 @@ class FakeSlack(LoopbackServer):
             return self._history(args)
         if method == "chat.getPermalink":
             return self._permalink(args)
-        injected = self._injected.take()
+        injected = self._injected_for(method).take() or self._injected.take()
         if injected is not None:
             return injected
         accepted, reply = self._chat(method, args)
