@@ -30,6 +30,7 @@ from watcher.core.cadence import (
     poll_deadline,
     poll_priority,
 )
+from watcher.core.card import CardRenderer
 from watcher.core.diff import diff_states, session_ref
 from watcher.core.discovery import (
     MAX_PAGES,
@@ -190,6 +191,7 @@ class Watcher:
         render: Render = render_for,
         recorder: PollRecorder | None = None,
         store: SqliteStore | None = None,
+        cards: CardRenderer | None = None,
     ) -> None:
         self.settings = settings
         self.recorder = recorder or (
@@ -231,6 +233,7 @@ class Watcher:
             redact=self.redact,
             render=render,
             metrics=self.metrics,
+            cards=cards,
         )
         self.health = ApiHealth()
         self.stats = WatcherStats()
