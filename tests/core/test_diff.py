@@ -162,7 +162,7 @@ def test_snapshot_is_frozen() -> None:
             RunStart(T0 - timedelta(minutes=5), 1, 1_000.0, TokenUsage(100, 10, 5, 5, 0, 1.0)),
             {"duration_s": 360, "messages_added": 4, "active_s": 9, "credits": 2},
         ),
-        # No baseline: the run happened between two polls; the previous snapshot is it.
+        # No baseline: a later run happened between two polls; the previous snapshot is it.
         (None, {"duration_s": None, "messages_added": 2, "active_s": 5, "credits": 1.5}),
     ],
 )
@@ -170,7 +170,12 @@ def test_completion_carries_the_run_summary(
     run_start: RunStart | None, expected: dict[str, object]
 ) -> None:
     """session.completed tells what the run used, from the baseline the caller gives."""
-    before = snap(assistant_active_ms=5_000, token_usage=TokenUsage(200, 20, 0, 0, 0, 1.5))
+    before = snap(
+        status="idle",
+        completed_at=T0 - timedelta(minutes=8),
+        assistant_active_ms=5_000,
+        token_usage=TokenUsage(200, 20, 0, 0, 0, 1.5),
+    )
     after = later(
         before,
         status="idle",
@@ -183,3 +188,26 @@ def test_completion_carries_the_run_summary(
     (completed,) = [e for e in events if e.type is EventType.COMPLETED]
     run = completed.data["run"]
     assert {key: run[key] for key in expected} == expected
+
+
+def test_a_first_run_between_polls_counts_from_creation() -> None:
+    """A session that never completed before: its first run began when it was created."""
+    before = snap(status="pending", message_count=1, created_at=T0 - timedelta(minutes=10))
+    after = later(
+        before,
+        status="idle",
+        completed_at=DONE,
+        message_count=6,
+        assistant_active_ms=30_000,
+        token_usage=TokenUsage(50, 5, 0, 0, 0, 0.5),
+    )
+    (completed,) = [
+        e for e in diff_states(before, after, ref(), T0) if e.type is EventType.COMPLETED
+    ]
+    run = completed.data["run"]
+    assert (run["duration_s"], run["messages_added"], run["active_s"], run["credits"]) == (
+        660,
+        6,
+        30,
+        0.5,
+    )

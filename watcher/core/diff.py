@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 
-from watcher.core.lifecycle import RunStart, baseline_of, run_summary
+from watcher.core.lifecycle import RunStart, run_baseline, run_summary
 from watcher.core.model import Event, EventType, Gone, JSONValue, SessionRef, SessionState, Snapshot
 from watcher.core.settings import WatchedSession
 from watcher.core.snapshot import to_unix_ms
@@ -75,7 +75,8 @@ def _snapshot_events(
             "duration_s": duration,
         }
         # Without a run the lifecycle followed, the run happened between two polls.
-        start = run_start or baseline_of(previous, None)
+        start = run_start or run_baseline(None, previous)
+        assert start is not None  # `previous` is a snapshot
         data["run"] = run_summary(start, current, current.completed_at)
         events.append(
             _event(

@@ -103,8 +103,13 @@ def _first_seen_run(snapshot: Snapshot) -> RunStart | None:
     if not _busy(snapshot.status):
         return None
     if snapshot.completed_at is None:
-        return RunStart(snapshot.created_at, 0, 0.0, TokenUsage(factory_credits=0.0))
+        return _from_creation(snapshot)
     return baseline_of(snapshot, None, partial=True)
+
+
+def _from_creation(snapshot: Snapshot) -> RunStart:
+    """The baseline of a session's first run: its creation, every counter at zero."""
+    return RunStart(snapshot.created_at, 0, 0.0, TokenUsage(factory_credits=0.0))
 
 
 def start_track(snapshot: Snapshot, now: datetime) -> Track:
@@ -120,13 +125,16 @@ def start_track(snapshot: Snapshot, now: datetime) -> Track:
 
 def run_baseline(track: Track | None, previous: SessionState | None) -> RunStart | None:
     """The baseline of the run that ends now: the one the track kept since the run began,
-    else (a run that happened entirely between polls) the previous snapshot.
+    else (a run that happened entirely between polls) the previous snapshot, or the
+    session's creation if it had never completed a run.
     """
     if track is not None and track.run is not None:
         return track.run
     last = previous.last if isinstance(previous, Gone) else previous
     if last is None:
         return None
+    if last.completed_at is None:
+        return _from_creation(last)
     # A busy track without a run was stored before runs were followed: mid-run counters.
     return baseline_of(last, None, partial=track is not None and _busy(track.status))
 
