@@ -13,7 +13,7 @@ import pytest
 
 from tests.core.factories import T0, event, ref
 from tests.rig import CHANNEL, Rig, running_rig
-from watcher.core.card import CardRenderer, EarlierCard, render_card
+from watcher.core.card import CardRenderer, EarlierCard, render_card, render_thread_reply
 from watcher.core.message import SlackMessage
 from watcher.core.model import Event, EventType, TokenUsage
 from watcher.core.rules import Route
@@ -463,3 +463,29 @@ async def test_a_card_renderer_bug_dead_letters_its_rows_only(
     assert {r.status for r in rows} == {OutboxStatus.DEAD}
     assert all("card error: RuntimeError: template exploded" in (r.last_error or "") for r in rows)
     assert rig.slack.messages == []
+
+
+@pytest.mark.anyio
+async def test_a_reply_renderer_bug_keeps_what_was_delivered_before_it(
+    rig: Rig, card_desk: tuple[SqliteStore, DeliveryWorker, SlackTarget, Clock]
+) -> None:
+    """A thread line that cannot be rendered: rows already delivered stay delivered."""
+    store, _, target, clock = card_desk
+
+    def reply(event: Event, rule: str) -> SlackMessage:
+        if event.type is EventType.STARTED:
+            raise RuntimeError("line exploded")
+        return render_thread_reply(event, rule)
+
+    worker = DeliveryWorker(store, clock=clock, cards=CardRenderer(reply=reply))
+    queue_story(store, clock.now, EventType.DISCOVERED)
+    await drain(worker, target)
+    queue_story(store, clock.now, EventType.MESSAGES_ADDED, EventType.STARTED)
+    await drain(worker, target)
+    statuses = {r.event.type: r.status for r in store.list_outbox() if isinstance(r, OutboxRow)}
+    assert statuses == {
+        EventType.DISCOVERED: OutboxStatus.DELIVERED,
+        EventType.MESSAGES_ADDED: OutboxStatus.DELIVERED,
+        EventType.STARTED: OutboxStatus.DEAD,
+    }
+    assert len(rig.slack.cards) == 1

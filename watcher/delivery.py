@@ -513,10 +513,13 @@ class DeliveryWorker:
             return await self._update_card(target, notifier, session_id, rows)
         except Exception as error:  # our own bug in one card must not kill the lane
             where = f"card {session_id} -> {target.name}"
+            still = await self._db(self._store.pending_lane, target.name, session_id, CARD_BACKLOG)
+            pending = {row.id for row in still}
             for row in rows:
-                await self._bury(
-                    target.name, row.id, where, f"card error: {describe_error(error)}", error
-                )
+                if row.id in pending:  # rows delivered before the error stay delivered
+                    await self._bury(
+                        target.name, row.id, where, f"card error: {describe_error(error)}", error
+                    )
             return [row.id for row in rows]
 
     async def _update_card(
