@@ -121,7 +121,9 @@ def running_rig(tmp_path: Path, *, slack_interval: float = 0.0) -> Iterator[Rig]
     """Start every server on 127.0.0.1; stop them afterwards."""
     with ExitStack() as stack:
         sim = stack.enter_context(FactorySimulator(API_KEY))
-        slack = stack.enter_context(FakeSlack(SLACK_TOKEN, (CHANNEL,), slack_interval))
+        slack = stack.enter_context(
+            FakeSlack(SLACK_TOKEN, (CHANNEL,), slack_interval, epoch=time.time)
+        )
         hook = stack.enter_context(FakeSlackWebhook())
         bodies = BodyChecker()
         receiver = stack.enter_context(WebhookReceiver(WEBHOOK_SECRET, on_message=bodies))

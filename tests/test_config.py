@@ -1274,6 +1274,32 @@ def test_slack_pacing_defaults_to_one_second_and_can_be_set() -> None:
     ]
 
 
+def test_slack_cards_and_threads_are_on_unless_turned_off() -> None:
+    """`card` and `thread` default to true on slack targets; each can be turned off."""
+    text = FACTORY + (
+        "targets:\n"
+        "  a: {type: slack, token: xoxb-1, channel: C1}\n"
+        "  b: {type: slack, token: xoxb-1, channel: C1, card: false}\n"
+        "  c: {type: slack, token: xoxb-1, channel: C1, thread: false}\n"
+    )
+    targets = load(text).targets
+    shown = [(t.card, t.thread) for t in (targets[n] for n in "abc") if isinstance(t, SlackTarget)]
+    assert shown == [(True, True), (False, True), (True, False)]
+
+
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        ("{type: slack, token: xoxb-1, channel: C1, card: maybe}", "card"),
+        ("{type: slack_webhook, url: 'https://hooks.slack.com/x', card: true}", "card"),
+    ],
+)
+def test_card_settings_are_checked(entry: str, key: str) -> None:
+    """A card switch that is not a boolean, or on a target that cannot edit, is refused."""
+    (problem,) = problems(FACTORY + f"targets:\n  a: {entry}\n")
+    assert f"targets.a.{key}" in problem
+
+
 def test_plain_http_to_loopback_needs_no_opt_in() -> None:
     """A webhook on this host may use http:// without allow_http: nothing crosses a network."""
     text = FACTORY + "targets:\n  w:\n    type: webhook\n    url: http://127.0.0.1:9000/hook\n"

@@ -15,7 +15,7 @@ import anyio.lowlevel
 import pytest
 
 from tests.core.factories import event, ref
-from tests.rig import Rig, running_rig, wait_for
+from tests.rig import CHANNEL, Rig, running_rig, wait_for
 from watcher.core.message import (
     FailureKind,
     Message,
@@ -355,7 +355,9 @@ async def test_slack_burst_of_200_is_paced_complete_and_ordered(rig: Rig) -> Non
     """200 transitions reach one channel completely, in order, with no 429 from Slack."""
     ids = [f"s{i:03d}" for i in range(100)]
     settings = rig.with_sessions(*ids)
-    slack = replace(settings.targets["team-slack"], min_interval=timedelta(milliseconds=25))
+    slack = replace(
+        settings.targets["team-slack"], min_interval=timedelta(milliseconds=25), card=False
+    )
     settings = replace(
         settings,
         targets={**settings.targets, "team-slack": slack},
@@ -383,6 +385,44 @@ async def test_slack_burst_of_200_is_paced_complete_and_ordered(rig: Rig) -> Non
         assert len(mine) == 2
         assert "stopped running" in mine[0]
         assert "is now running" in mine[1]
+
+
+@pytest.mark.anyio
+async def test_a_burst_to_live_cards_is_paced_complete_and_ordered(rig: Rig) -> None:
+    """200 transitions of 100 sessions: one card each, two thread lines in order, no 429;
+    card posts and thread replies share the channel's pace."""
+    ids = [f"s{i:03d}" for i in range(100)]
+    settings = rig.with_sessions(*ids)
+    slack = replace(settings.targets["team-slack"], min_interval=timedelta(milliseconds=25))
+    settings = replace(
+        settings,
+        targets={**settings.targets, "team-slack": slack},
+        rules=(Rule(name="any", on=("session.status_changed",), notify=("team-slack",)),),
+    )
+    watcher = Watcher(settings)
+    try:
+        await watcher.poll_all()
+        for sid in ids:
+            rig.sim.complete_run(sid)
+        await watcher.poll_all()
+        for sid in ids:
+            rig.sim.start_run(sid)
+        await watcher.poll_all()
+        assert watcher.store_counts()[OutboxStatus.PENDING] == 200
+        await watcher.deliver_due()
+        assert watcher.store_counts()[OutboxStatus.DELIVERED] == 200
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+    cards = rig.slack.cards
+    assert len(cards) == 100
+    assert rig.slack.rate_limited == 0
+    for card in cards:
+        lines = [r.text for r in rig.slack.replies(CHANNEL, card.ts)]
+        assert len(lines) == 2
+        assert "stopped running" in lines[0]
+        assert "is now running" in lines[1]
+        assert "is now running" in card.text  # the two were folded: the latest state shows
 
 
 @pytest.mark.anyio

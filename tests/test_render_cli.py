@@ -24,7 +24,13 @@ factory:
 state:
   path: {state}
 targets:
-  team: {{type: slack, token: xoxb-test-1, channel: C1, api_url: "http://127.0.0.1:9/api/"}}
+  team:
+    type: slack
+    token: xoxb-test-1
+    channel: C1
+    api_url: "http://127.0.0.1:9/api/"
+    card: false
+  board: {{type: slack, token: xoxb-test-1, channel: C2, api_url: "http://127.0.0.1:9/api/"}}
   ci:
     type: webhook
     url: "http://127.0.0.1:9/hook"
@@ -45,6 +51,14 @@ rules:
       blocks:
         - type: section
           text: {{type: mrkdwn, text: "{{{{ data.get('surprise', 'as expected') }}}}"}}
+  - name: live
+    on: session.finished
+    notify: board
+  - name: live-styled
+    on: session.finished
+    notify: board
+    template:
+      text: "{{{{ session.title }}}} is {{{{ session.status }}}}"
   - name: picky
     on: session.finished
     notify: team
@@ -125,7 +139,7 @@ def test_a_captured_body_replays_through_the_template(config: Path, tmp_path: Pa
 @pytest.mark.parametrize(
     ("args", "file_text", "expected"),
     [
-        (["nope"], None, "unknown rule 'nope' (rules: done, styled, picky)"),
+        (["nope"], None, "unknown rule 'nope' (rules: done, styled, live, live-styled, picky)"),
         (["done", "--target", "zz"], None, "rule 'done' does not notify 'zz'"),
         (["done", "--event", "{missing}"], None, "cannot read"),
         (["done", "--event", "{file}"], '{"type": ', "not JSON: Expecting value"),
@@ -175,3 +189,23 @@ def test_the_command_runs_as_a_process_and_sends_nothing(config: Path) -> None:
     )
     assert completed.returncode == EX_OK, completed.stderr
     assert json.loads(completed.stdout)["text"].startswith("*Refactor")
+
+
+@pytest.mark.parametrize(
+    ("rule", "card_text"),
+    [
+        ("live", ":checkered_flag: nightly-refactor finished"),
+        ("live-styled", "Refactor the billing module is idle"),
+    ],
+)
+def test_a_card_target_prints_the_card_and_its_thread_line(
+    config: Path, rule: str, card_text: str
+) -> None:
+    """For a target with live cards: the card (built-in or templated) and the thread line."""
+    code, out, err = run_cli(config, rule)
+    assert code == EX_OK, err
+    shown = json.loads(out)
+    assert set(shown) == {"card", "thread_reply"}
+    assert shown["card"]["text"].startswith(card_text)
+    assert "finished" in shown["thread_reply"]["text"]
+    assert "blocks" not in shown["thread_reply"]

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.core.factories import T0, event, ref, snap
-from watcher.core.model import EventType, Gone, Snapshot
+from watcher.core.model import EventType, Gone, Snapshot, TokenUsage
 from watcher.core.rules import Route
 from watcher.store import (
+    Card,
     Discovered,
     OutboxRow,
     OutboxStatus,
@@ -22,6 +23,8 @@ from watcher.store import (
     SqliteStore,
     StoreError,
     UnreadableRow,
+    event_from_json,
+    event_to_json,
 )
 
 
@@ -337,3 +340,67 @@ def test_a_database_from_before_sequences_numbers_its_stored_events(tmp_path: Pa
     store.record("s1", snap(), [newer], [(newer, Route("r", "hook"))], T0)
     assert _sequences(store)[-1] == ("e4", 3)
     store.close()
+
+
+def test_session_facts_round_trip_and_old_rows_lack_them(store: SqliteStore) -> None:
+    """A session ref keeps its card facts; an event stored before them loads with None."""
+    full = ref(
+        created_at=T0 - timedelta(hours=1),
+        message_count=7,
+        active_ms=1234.5,
+        usage=TokenUsage(1, 2, 3, 4, 5, 0.75),
+        model="m",
+    )
+    stored = event(session=full)
+    assert event_from_json(event_to_json(stored)) == stored
+    old = json.loads(event_to_json(event()))
+    for key in ("created_at", "message_count", "active_ms", "usage"):
+        old["session"].pop(key, None)
+    loaded = event_from_json(json.dumps(old))
+    assert loaded.session is not None
+    assert (loaded.session.created_at, loaded.session.usage, loaded.session.credits) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_card_is_intended_then_recorded_with_its_rows(store: SqliteStore) -> None:
+    """The intent commits before the post; the ts and the delivered rows commit together."""
+    events = [event(id="e1"), event(EventType.ARCHIVED, id="e2")]
+    store.record_events(events, [(e, Route("r", "slack")) for e in events], T0)
+    assert store.card("slack", "s1") is None
+    lane = store.pending_lane("slack", "s1", 10)
+    assert [r.id for r in lane] == [1, 2]
+    store.intend_card(Card("slack", "s1", "C1", None, "m1", replaced_ts="0.1"), T0)
+    intended = store.card("slack", "s1")
+    assert intended == Card("slack", "s1", "C1", None, "m1", T0, "0.1")
+    store.drop_card_intent("slack", "s1", T0)
+    assert store.card("slack", "s1") == replace(intended, posting_since=None)
+    store.intend_card(Card("slack", "s1", "C1", None, "m2"), T0)
+    store.record_card("slack", "s1", "1.5", [1, 2], T0)
+    assert store.card("slack", "s1") == Card("slack", "s1", "C1", "1.5", "m2")
+    rows = store.list_outbox()
+    assert {(r.status, r.id) for r in rows} == {
+        (OutboxStatus.DELIVERED, 1),
+        (OutboxStatus.DELIVERED, 2),
+    }
+    assert store.pending_lane("slack", "s1", 10) == []
+
+
+def test_a_database_from_before_cards_opens_and_gets_the_table(tmp_path: Path) -> None:
+    """An existing state file without a cards table keeps working and gains one."""
+    path = tmp_path / "old.db"
+    old = SqliteStore(path)
+    old.record_events([event()], [(event(), Route("r", "slack"))], T0)
+    old.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE cards")
+    db.commit()
+    db.close()
+    reopened = SqliteStore(path)
+    try:
+        assert reopened.card("slack", "s1") is None
+        assert len(reopened.pending_lane("slack", "s1", 10)) == 1
+    finally:
+        reopened.close()

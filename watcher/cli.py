@@ -22,8 +22,9 @@ from watcher.core.outbox import OutboxStatus
 # loader (pydantic) here made `--help` take half a second. tests/test_cli_imports.py
 # keeps them out; bench/startup.py measures the start-up time.
 if TYPE_CHECKING:
+    from watcher.core.message import SlackMessage
     from watcher.core.model import Event
-    from watcher.core.settings import Settings, WatchedSession
+    from watcher.core.settings import Rule, Settings, WatchedSession
     from watcher.logs import RedactingFilter
 
 EX_OK = 0
@@ -663,12 +664,22 @@ def _read_event(path: Path, err: TextIO) -> Event | None:
 
 
 def _render(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """`render RULE`: the message the rule's target would get, on stdout; nothing is sent."""
+    """`render RULE`: the message the rule's target would get, on stdout; nothing is sent.
+
+    For a Slack target that keeps live cards, that is the session's card and
+    the line its thread gets.
+    """
+    from watcher.core.card import render_thread_reply
     from watcher.core.message import SlackMessage
-    from watcher.core.model import EventType
     from watcher.core.render import render_for
-    from watcher.core.samples import sample_event, with_answer
-    from watcher.core.template import TemplateError, render_template, rule_named, template_for
+    from watcher.core.settings import SlackTarget
+    from watcher.core.template import (
+        TemplateError,
+        render_card_for,
+        render_template,
+        rule_named,
+        template_for,
+    )
 
     rule = rule_named(settings, args.rule)
     if rule is None:
@@ -684,30 +695,18 @@ def _render(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
         )
         return EX_USAGE
     target = settings.targets[name]
-    if args.event is not None:
-        event = _read_event(args.event, err)
-        if event is None:
-            return EX_USAGE
-        if str(event.type) not in rule.on and event.type is not EventType.DIGEST:
-            print(
-                f"factory-watcher: note: rule {rule.name!r} does not listen to {event.type} "
-                f"(it listens to: {', '.join(rule.on)})",
-                file=err,
-            )
-    else:
-        event = sample_event(EventType(rule.on[0]))
-        if rule.include_last_answer:
-            event = with_answer(event)
+    event = _render_event(rule, args, err)
+    if event is None:
+        return EX_USAGE
     if args.target is None and len(rule.notify) > 1:
         others = ", ".join(rule.notify[1:])
         print(f"factory-watcher: rendered for {name}; --target picks {others}", file=err)
     template = template_for(settings, target, rule.name, event.type)
     try:
-        message = (
-            render_for(target.kind, event, rule.name)
-            if template is None
-            else render_template(template, event, rule.name, rule)
-        )
+        if template is None:
+            message = render_for(target.kind, event, rule.name)
+        else:
+            message = render_template(template, event, rule.name, rule)
     except TemplateError as error:
         print(
             f"factory-watcher: the template fails on this event: {error}\n"
@@ -715,12 +714,43 @@ def _render(settings: Settings, args: argparse.Namespace, out: TextIO, err: Text
             file=err,
         )
         return EX_FAILURE
-    if isinstance(message, SlackMessage):
-        shown = {"text": message.text, "blocks": [dict(b) for b in message.blocks]}
+    if isinstance(target, SlackTarget) and target.card and event.session is not None:
+        card, _ = render_card_for(settings, target, event, rule.name)
+        shown: dict[str, Any] = {"card": _slack_json(card)}
+        if target.thread:
+            shown["thread_reply"] = _slack_json(render_thread_reply(event, rule.name))
         print(json.dumps(shown, ensure_ascii=False, indent=2), file=out)
+    elif isinstance(message, SlackMessage):
+        print(json.dumps(_slack_json(message), ensure_ascii=False, indent=2), file=out)
     else:
         print(message.body.decode("utf-8"), file=out)
     return EX_OK
+
+
+def _render_event(rule: Rule, args: argparse.Namespace, err: TextIO) -> Event | None:
+    """The event `render` shows: the one in `--event`, or a sample of the rule's first type."""
+    from watcher.core.model import EventType
+    from watcher.core.samples import sample_event, with_answer
+
+    if args.event is None:
+        event = sample_event(EventType(rule.on[0]))
+        return with_answer(event) if rule.include_last_answer else event
+    read = _read_event(args.event, err)
+    if read is not None and str(read.type) not in rule.on and read.type is not EventType.DIGEST:
+        print(
+            f"factory-watcher: note: rule {rule.name!r} does not listen to {read.type} "
+            f"(it listens to: {', '.join(rule.on)})",
+            file=err,
+        )
+    return read
+
+
+def _slack_json(message: SlackMessage) -> dict[str, Any]:
+    """A Slack message as the Web API gets it: text, and blocks when there are any."""
+    shown: dict[str, Any] = {"text": message.text}
+    if message.blocks:
+        shown["blocks"] = [dict(b) for b in message.blocks]
+    return shown
 
 
 RULE_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace, TextIO, TextIO], int]] = {

@@ -31,6 +31,7 @@ from watcher.core.cadence import (
     poll_deadline,
     poll_priority,
 )
+from watcher.core.card import CardRenderer, EarlierCard
 from watcher.core.diff import diff_states, session_ref
 from watcher.core.discovery import (
     MAX_PAGES,
@@ -51,7 +52,7 @@ from watcher.core.figures import (
     status_bucket,
 )
 from watcher.core.health import ApiHealth, ApiState, observe
-from watcher.core.message import Message
+from watcher.core.message import Message, SlackMessage
 from watcher.core.model import Event, EventType, SessionState, Snapshot
 from watcher.core.poll import (
     Answer,
@@ -69,7 +70,7 @@ from watcher.core.schedule import poll_timing
 from watcher.core.secret import redact
 from watcher.core.settings import DiscoverSettings, Settings, Target, WatchedSession
 from watcher.core.snapshot import to_unix_ms
-from watcher.core.template import render_message, rule_named
+from watcher.core.template import render_card_for, render_message, rule_named
 from watcher.core.text import describe_error
 from watcher.delivery import DeliveryWorker, Render
 from watcher.endpoint import Endpoint, Request, Response, bound_port, text
@@ -178,6 +179,20 @@ class PollQueue:
             changed.set()
 
 
+def _note_fallback(problem: str | None, what: str, target: Target, event: Event, rule: str) -> None:
+    """Log a template that failed at send time (the built-in `what` went out instead)."""
+    if problem is None:
+        return
+    log.warning(
+        "template for %s (rule %s) failed; the %s is built-in instead: %s",
+        target.name,
+        rule,
+        what,
+        problem,
+        extra=context(target=target.name, rule=rule, event_id=event.id),
+    )
+
+
 class Watcher:
     """One watcher: polls its sessions, records transitions, delivers notifications."""
 
@@ -194,6 +209,7 @@ class Watcher:
         render: Render | None = None,
         recorder: PollRecorder | None = None,
         store: SqliteStore | None = None,
+        cards: CardRenderer | None = None,
     ) -> None:
         self.settings = settings
         self.recorder = recorder or (
@@ -236,6 +252,8 @@ class Watcher:
             render=render or self._render_message,
             metrics=self.metrics,
             enrich=self._add_last_answer,
+            cards=cards,
+            cards_for=None if cards is not None else self._card_renderer,
         )
         # Last answers fetched for `include_last_answer`, by event id: a row for a
         # second target, or a retry, reuses the answer instead of asking again.
@@ -295,15 +313,18 @@ class Watcher:
     def _render_message(self, target: Target, event: Event, rule: str) -> Message:
         """The message for `target`: its template's, or built-in if it has none or it fails."""
         message, problem = render_message(self.settings, target, event, rule)
-        if problem is not None:
-            log.warning(
-                "template for %s (rule %s) failed; sent the built-in message instead: %s",
-                target.name,
-                rule,
-                problem,
-                extra=context(target=target.name, rule=rule, event_id=event.id),
-            )
+        _note_fallback(problem, "message", target, event, rule)
         return message
+
+    def _card_renderer(self, target: Target) -> CardRenderer:
+        """How `target`'s cards look: its template's (rule's or target's), else built-in."""
+
+        def card(event: Event, rule: str, earlier: EarlierCard | None) -> SlackMessage:
+            message, problem = render_card_for(self.settings, target, event, rule, earlier)
+            _note_fallback(problem, "card", target, event, rule)
+            return message
+
+        return CardRenderer(card=card)
 
     async def _add_last_answer(self, event: Event, rule_name: str) -> Event:
         """`event` with `data["last_answer"]` when its rule asks for it and the API answers

@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import anyio
 from anyio.abc import TaskGroup
 
+from watcher.core.card import CardRenderer, EarlierCard
 from watcher.core.figures import failure_reason
-from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, Sent
-from watcher.core.model import Event
+from watcher.core.message import FailureKind, Message, SendFailed, SendOutcome, Sent, SlackMessage
+from watcher.core.model import Event, EventType
 from watcher.core.render import render_for
 from watcher.core.retry import GiveUp, decide_retry
 from watcher.core.settings import SlackTarget, Target, TargetKind
@@ -33,7 +35,7 @@ from watcher.failpoint import Failpoint, failpoint
 from watcher.logs import context
 from watcher.metrics import Metrics
 from watcher.notifiers.base import Notifier
-from watcher.store import OutboxRow, Store, UnreadableRow
+from watcher.store import Card, OutboxRow, Store, UnreadableRow
 
 log = logging.getLogger("watcher.delivery")
 
@@ -53,6 +55,68 @@ Enrich = Callable[[Event, str], Awaitable[Event]]
 def render_builtin(target: Target, event: Event, rule: str) -> Message:
     """The built-in rendering for the target's kind (no templates)."""
     return render_for(target.kind, event, rule)
+
+
+CARD_BACKLOG = 50  # pending rows of one session folded into one card update
+# A card posted just before a crash is looked up in the history from a little before
+# the post began: Slack's clock and ours may disagree by that much.
+CARD_LOOKUP_MARGIN = timedelta(minutes=5)
+
+
+@runtime_checkable
+class CardNotifier(Protocol):
+    """A notifier that can keep a live card: post (with a marker, in a thread), update in
+    place, find a marked post again, and link to a message (`SlackNotifier`).
+    """
+
+    target_name: str
+
+    @property
+    def channel(self) -> str: ...
+
+    async def post(
+        self,
+        message: SlackMessage,
+        *,
+        now: datetime,
+        thread_ts: str | None = None,
+        marker: str | None = None,
+    ) -> SendOutcome: ...
+
+    async def update(
+        self, channel: str, ts: str, message: SlackMessage, *, now: datetime
+    ) -> SendOutcome: ...
+
+    async def find_card(
+        self, marker: str, oldest: datetime, *, now: datetime
+    ) -> str | SendFailed | None: ...
+
+    async def permalink(self, ts: str, *, now: datetime) -> str | None: ...
+
+
+def keeps_card(target: Target, notifier: Notifier, row: OutboxRow | UnreadableRow) -> bool:
+    """Whether `row` goes to the session's live card rather than as a message of its own:
+    a Slack bot target with `card` on, and an event of a session (not a digest).
+    """
+    return (
+        isinstance(target, SlackTarget)
+        and target.card
+        and isinstance(notifier, CardNotifier)
+        and isinstance(row, OutboxRow)
+        and row.event.session is not None
+        and row.event.type is not EventType.DIGEST
+    )
+
+
+def _not_posted(outcome: SendFailed) -> bool:
+    """Slack answered and refused: the message cannot have been posted."""
+    status = outcome.details.get("status")
+    return "error" in outcome.details or (isinstance(status, int) and 400 <= status < 500)
+
+
+def _card_gone(outcome: SendFailed) -> bool:
+    """A refused update that no retry can fix: the card must be replaced."""
+    return bool(outcome.details.get("card_gone"))
 
 
 @dataclass
@@ -147,10 +211,15 @@ class DeliveryWorker:
         render: Render = render_builtin,
         metrics: Metrics | None = None,
         enrich: Enrich | None = None,
+        cards: CardRenderer | None = None,
+        cards_for: Callable[[Target], CardRenderer] | None = None,
     ) -> None:
         self._store = store
         self._render = render
         self._enrich = enrich
+        # How a target's cards look: `cards` for every target, or per target (templates).
+        fixed = cards or CardRenderer()
+        self._cards_for = cards_for or (lambda _target: fixed)
         self._clock = clock
         self._jitter = jitter
         self._db = db or _run_inline
@@ -253,8 +322,11 @@ class DeliveryWorker:
         for row in rows:
             if lane.should_stop():
                 break
-            async with self._pace(lane.target):
-                await self.attempt(lane.target, lane.notifier, row)
+            if keeps_card(lane.target, lane.notifier, row):
+                await self.attempt_card(lane.target, lane.notifier, row)
+            else:
+                async with self._pace(lane.target):
+                    await self.attempt(lane.target, lane.notifier, row)
             if lane.not_before is not None and lane.not_before > self._clock():
                 break
 
@@ -372,37 +444,8 @@ class DeliveryWorker:
             )
         else:
             self.metrics.notification_failures.labels(target.name, failure_reason(outcome)).inc()
-            decision = decide_retry(
-                outcome,
-                attempts=attempts,
-                created_at=row.created_at,
-                now=now,
-                limits=target.limits,
-                jitter=self._jitter(),
-            )
-            if isinstance(decision, GiveUp):
-                await self._db(self._store.mark_dead, row.id, now, decision.reason)
-                self.stats.dead += 1
-                self.metrics.notifications.labels(target.name, "dead").inc()
-                log.error(
-                    "dead letter %s (outbox %d): %s", where, row.id, decision.reason, extra=fields
-                )
-            else:
-                await self._db(self._store.mark_retry, row.id, decision.at, outcome.reason)
-                self.stats.retried += 1
-                self.metrics.notifications.labels(target.name, "retried").inc()
-                log.warning(
-                    "retrying %s at %s: %s",
-                    where,
-                    decision.at.isoformat(timespec="seconds"),
-                    decision.reason,
-                    extra=fields,
-                )
-                if outcome.retry_after is not None:
-                    # A rate limit applies to the whole destination, not just this row.
-                    lane = self._lanes.get(target.name)
-                    if lane is not None:
-                        lane.not_before = now + outcome.retry_after
+            await self._settle_failure(target, row, outcome, now, where, fields)
+            self._hold_lane(target, outcome, now)
         self._on_progress()
         return outcome
 
@@ -423,10 +466,342 @@ class DeliveryWorker:
                     break
                 for row in rows:
                     seen.add(row.id)
+                    if keeps_card(target, notifiers[name], row):
+                        folded = await self.attempt_card(target, notifiers[name], row)
+                        seen.update(folded)
+                        attempted += len(folded)
+                        continue
                     async with self._pace(target):
                         await self.attempt(target, notifiers[name], row)
                     attempted += 1
         return attempted
+
+    # --- live cards ----------------------------------------------------------------
+
+    async def attempt_card(
+        self, target: Target, notifier: Notifier, head: OutboxRow | UnreadableRow
+    ) -> list[int]:
+        """Bring the session's card up to date with every pending row of `head`'s session.
+
+        The first notification of a session posts its card; later ones update it
+        in place (the latest state wins, however many are queued) and add one
+        line each to its thread. Every Slack call takes its turn in the channel's
+        pacing. Returns the ids of the rows this attempt covered (delivered,
+        retried or dead).
+        """
+        assert isinstance(notifier, CardNotifier)
+        assert isinstance(head, OutboxRow)
+        assert head.event.session is not None
+        session_id = head.event.session.id
+        backlog = await self._db(self._store.pending_lane, target.name, session_id, CARD_BACKLOG)
+        rows: list[OutboxRow] = []
+        for row in backlog:
+            if isinstance(row, UnreadableRow):
+                # Only what comes before the unreadable row can go now: order is kept.
+                if not rows:
+                    await self.attempt(target, notifier, row)
+                    return [row.id]
+                break
+            rows.append(row)
+        if not rows or rows[0].id != head.id:
+            rows = [head]  # the lane moved on meanwhile; the head alone is still due
+        if self._enrich is not None:
+            # The card shows the latest state, so only the latest row needs its extras.
+            latest = rows[-1]
+            where = f"{latest.event.type} {session_id} -> {target.name}"
+            event = await self._enriched(latest.event, latest.rule, where)
+            rows[-1] = replace(latest, event=event)
+        try:
+            return await self._update_card(target, notifier, session_id, rows)
+        except Exception as error:  # our own bug in one card must not kill the lane
+            where = f"card {session_id} -> {target.name}"
+            still = await self._db(self._store.pending_lane, target.name, session_id, CARD_BACKLOG)
+            pending = {row.id for row in still}
+            for row in rows:
+                if row.id in pending:  # rows delivered before the error stay delivered
+                    await self._bury(
+                        target.name, row.id, where, f"card error: {describe_error(error)}", error
+                    )
+            return [row.id for row in rows]
+
+    async def _update_card(
+        self, target: Target, notifier: CardNotifier, session_id: str, rows: list[OutboxRow]
+    ) -> list[int]:
+        ids = [row.id for row in rows]
+        latest = rows[-1]
+        earlier: EarlierCard | None
+        card = await self._db(self._store.card, target.name, session_id)
+        if card is not None and card.channel != notifier.channel:
+            card = None  # the target moved to another channel: a new card there
+        if card is not None and card.ts is None and card.posting_since is not None:
+            found = await self._find_card(target, notifier, card, rows)
+            if found is False:
+                return ids
+            if isinstance(found, str):
+                card = replace(card, ts=found, posting_since=None)
+                await self._db(
+                    self._store.record_card, target.name, session_id, found, [], self._clock()
+                )
+                log.info("card of %s -> %s found again after a restart", session_id, target.name)
+        if card is not None and card.ts is not None:
+            message = self._cards_for(target).card(latest.event, latest.rule, self._earlier(card))
+            async with self._pace(target):
+                outcome = await notifier.update(card.channel, card.ts, message, now=self._clock())
+            if isinstance(outcome, Sent):
+                await self._thread(target, notifier, session_id, card.ts, rows)
+                return ids
+            outcome = replace(outcome, reason=self._redact(outcome.reason))
+            if not _card_gone(outcome):
+                await self._fail(target, rows, outcome)
+                return ids
+            # Deleted, too old or too long: a new card, linking the old one if Slack can.
+            async with self._pace(target):
+                url = await notifier.permalink(card.ts, now=self._clock())
+            error = str(outcome.details.get("error"))
+            log.warning(
+                "card of %s -> %s cannot be updated (%s); posting a new one",
+                session_id,
+                target.name,
+                error,
+            )
+            card = Card(
+                target.name,
+                session_id,
+                notifier.channel,
+                None,
+                _marker(),
+                replaced_ts=card.ts,
+                replaced_reason=error,
+                replaced_url=url,
+            )
+            earlier = self._earlier(card)
+        else:
+            earlier = None if card is None else self._earlier(card)
+            card = Card(
+                target.name,
+                session_id,
+                notifier.channel,
+                None,
+                _marker(),
+                replaced_ts=None if card is None else card.replaced_ts,
+                replaced_reason=None if card is None else card.replaced_reason,
+                replaced_url=None if card is None else card.replaced_url,
+            )
+        await self._post_card(target, notifier, card, earlier, rows)
+        return ids
+
+    @staticmethod
+    def _earlier(card: Card) -> EarlierCard | None:
+        if card.replaced_ts is None:
+            return None
+        return EarlierCard(card.replaced_ts, card.replaced_url, card.replaced_reason or "")
+
+    async def _find_card(
+        self, target: Target, notifier: CardNotifier, card: Card, rows: list[OutboxRow]
+    ) -> str | bool | None:
+        """Look up a card whose post may have reached Slack before we crashed.
+
+        Returns its `ts`, None if it is not there, or False when the lookup failed
+        and the rows were scheduled again.
+        """
+        assert card.posting_since is not None
+        oldest = card.posting_since - CARD_LOOKUP_MARGIN
+        async with self._pace(target):
+            found = await notifier.find_card(card.marker, oldest, now=self._clock())
+        if not isinstance(found, SendFailed):
+            return found
+        if found.kind is FailureKind.RETRYABLE:
+            await self._fail(target, rows, replace(found, reason=self._redact(found.reason)))
+            return False
+        # Without the history scope a lost post cannot be found: post again (and say so),
+        # since a duplicate card is better than notifications that never arrive.
+        log.warning(
+            "card of %s -> %s: cannot look up a post that may have reached Slack (%s);"
+            " posting again",
+            card.session_id,
+            target.name,
+            self._redact(found.reason),
+        )
+        return None
+
+    async def _post_card(
+        self,
+        target: Target,
+        notifier: CardNotifier,
+        card: Card,
+        earlier: EarlierCard | None,
+        rows: list[OutboxRow],
+    ) -> None:
+        latest = rows[-1]
+        message = self._cards_for(target).card(latest.event, latest.rule, earlier)
+        now = self._clock()
+        await self._db(self._store.intend_card, card, now)
+        async with self._pace(target):
+            outcome = await notifier.post(message, now=self._clock(), marker=card.marker)
+        if isinstance(outcome, SendFailed):
+            outcome = replace(outcome, reason=self._redact(outcome.reason))
+            if _not_posted(outcome):
+                await self._db(self._store.drop_card_intent, target.name, card.session_id, now)
+            await self._fail(target, rows, outcome)
+            return
+        if outcome.handle is None:
+            # Accepted without a ts: nothing to update later. Keep the intent, so the
+            # next notification finds the card by its marker, and count these as sent.
+            await self._delivered(target, rows, None)
+            return
+        failpoint(Failpoint.AFTER_CARD_POST)
+        if len(rows) == 1:
+            await self._db(
+                self._store.record_card,
+                target.name,
+                card.session_id,
+                outcome.handle,
+                [rows[0].id],
+                self._clock(),
+            )
+            self._count_delivered(target, rows, outcome.handle)
+            return
+        await self._db(
+            self._store.record_card, target.name, card.session_id, outcome.handle, [], self._clock()
+        )
+        await self._thread(target, notifier, card.session_id, outcome.handle, rows)
+
+    async def _thread(
+        self,
+        target: Target,
+        notifier: CardNotifier,
+        session_id: str,
+        ts: str,
+        rows: list[OutboxRow],
+    ) -> None:
+        """The card shows the latest state; now each row adds its line to the thread and
+        is delivered with it (a crash re-sends at most the line in flight).
+        """
+        threaded = isinstance(target, SlackTarget) and target.thread
+        if not threaded:
+            await self._db(
+                self._store.record_card,
+                target.name,
+                session_id,
+                ts,
+                [r.id for r in rows],
+                self._clock(),
+            )
+            self._count_delivered(target, rows, ts)
+            return
+        for i, row in enumerate(rows):
+            reply = self._cards_for(target).reply(row.event, row.rule)
+            async with self._pace(target):
+                outcome = await notifier.post(reply, now=self._clock(), thread_ts=ts)
+            if isinstance(outcome, SendFailed):
+                outcome = replace(outcome, reason=self._redact(outcome.reason))
+                if outcome.kind is FailureKind.RETRYABLE:
+                    await self._fail(target, rows[i:], outcome)  # the rest waits, in order
+                    return
+                await self._fail(target, [row], outcome)  # a dead letter; the rest goes on
+                continue
+            await self._db(
+                self._store.record_card, target.name, session_id, ts, [row.id], self._clock()
+            )
+            self._count_delivered(target, [row], ts)
+
+    async def _delivered(self, target: Target, rows: list[OutboxRow], handle: str | None) -> None:
+        now = self._clock()
+        for row in rows:
+            await self._db(self._store.mark_delivered, row.id, now, handle)
+        self._count_delivered(target, rows, handle)
+
+    def _count_delivered(self, target: Target, rows: list[OutboxRow], handle: str | None) -> None:
+        for row in rows:
+            self.stats.delivered += 1
+            self.metrics.notifications.labels(target.name, "sent").inc()
+            log.info(
+                "delivered %s %s -> %s on card %s (event %s, rule %s)",
+                row.event.type,
+                row.session_id,
+                target.name,
+                handle,
+                row.event.id,
+                row.rule,
+                extra=context(
+                    session=row.session_id,
+                    target=target.name,
+                    rule=row.rule,
+                    event_id=row.event.id,
+                    outbox_id=row.id,
+                ),
+            )
+        self._on_progress()
+
+    async def _fail(self, target: Target, rows: list[OutboxRow], outcome: SendFailed) -> None:
+        """One failed card call, for every row it carried: retry later or dead letter,
+        each by its own attempts and age (the one retry policy decides).
+        """
+        now = self._clock()
+        self.metrics.notification_failures.labels(target.name, failure_reason(outcome)).inc()
+        for row in rows:
+            where = f"{row.event.type} {row.session_id} -> {target.name} (card)"
+            fields = context(
+                session=row.session_id,
+                target=target.name,
+                rule=row.rule,
+                event_id=row.event.id,
+                outbox_id=row.id,
+                attempt=row.attempts + 1,
+            )
+            await self._settle_failure(target, row, outcome, now, where, fields)
+        self._hold_lane(target, outcome, now)
+        self._on_progress()
+
+    async def _settle_failure(
+        self,
+        target: Target,
+        row: OutboxRow,
+        outcome: SendFailed,
+        now: datetime,
+        where: str,
+        fields: Mapping[str, Any],
+    ) -> None:
+        """The one retry policy decides a failed row's fate: retry later, or dead letter."""
+        decision = decide_retry(
+            outcome,
+            attempts=row.attempts + 1,
+            created_at=row.created_at,
+            now=now,
+            limits=target.limits,
+            jitter=self._jitter(),
+        )
+        if isinstance(decision, GiveUp):
+            await self._db(self._store.mark_dead, row.id, now, decision.reason)
+            self.stats.dead += 1
+            self.metrics.notifications.labels(target.name, "dead").inc()
+            log.error(
+                "dead letter %s (outbox %d): %s", where, row.id, decision.reason, extra=fields
+            )
+            return
+        await self._db(self._store.mark_retry, row.id, decision.at, outcome.reason)
+        self.stats.retried += 1
+        self.metrics.notifications.labels(target.name, "retried").inc()
+        log.warning(
+            "retrying %s at %s: %s",
+            where,
+            decision.at.isoformat(timespec="seconds"),
+            decision.reason,
+            extra=fields,
+        )
+
+    def _hold_lane(self, target: Target, outcome: SendFailed, now: datetime) -> None:
+        """A rate limit applies to the whole destination, not just the row that met it."""
+        if outcome.retry_after is None:
+            return
+        lane = self._lanes.get(target.name)
+        if lane is not None:
+            lane.not_before = now + outcome.retry_after
+
+
+def _marker() -> str:
+    """A card's marker in Slack metadata: unique, and no secret."""
+    return uuid.uuid4().hex
 
 
 async def _run_inline(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

@@ -12,6 +12,7 @@ import random
 import secrets
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -101,7 +102,8 @@ class _Printer:
             print(text, file=self._out, flush=True)
 
     def slack(self, post: SlackPost) -> None:
-        self.line(f"  [slack #{post.channel}] {post.text}")
+        kind = "card updated" if post.edited else "thread" if post.thread_ts else "card"
+        self.line(f"  [slack #{post.channel} {kind}] {post.text}")
 
     def slack_webhook(self, post: SlackWebhookPost) -> None:
         self.line(f"  [slack webhook] {post.payload.get('text', '')}")
@@ -124,7 +126,7 @@ def run_demo(*, duration: float | None, sessions: int, out: TextIO) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="factory-watcher-demo-") as tmp,
         FactorySimulator(api_key) as sim,
-        FakeSlack(slack_token, (DEMO_CHANNEL,), on_message=printer.slack) as slack,
+        FakeSlack(slack_token, (DEMO_CHANNEL,), on_message=printer.slack, epoch=time.time) as slack,
         FakeSlackWebhook(on_message=printer.slack_webhook) as slack_hook,
         WebhookReceiver(webhook_secret, on_message=printer.webhook) as receiver,
     ):

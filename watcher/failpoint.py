@@ -23,6 +23,8 @@ class Failpoint(StrEnum):
 
     AFTER_OUTBOX_COMMIT = "after_outbox_commit"
     AFTER_SEND = "after_send"
+    # Slack accepted a new card; its ts is not stored yet (the restart must find it).
+    AFTER_CARD_POST = "after_card_post"
     DURING_RELOAD = "during_reload"
 
 

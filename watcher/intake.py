@@ -12,6 +12,7 @@ from datetime import datetime
 
 from watcher.core.diff import diff_states, session_ref, state_changed
 from watcher.core.discovery import creation_state
+from watcher.core.lifecycle import run_baseline
 from watcher.core.model import Event, Gone, SessionState, Snapshot
 from watcher.core.poll import FetchFailed, FetchResult, NotFound
 from watcher.core.rules import Route
@@ -76,7 +77,9 @@ def apply_poll(
     changed = state_changed(previous, current)
     shown = current if isinstance(current, Snapshot) else current.last
     ref = session_ref(watched, shown, session_url)
-    events = diff_states(previous, current, ref, now) if changed else ()
+    memory = store.load_memory(watched.id)
+    run_start = run_baseline(memory.track, previous)
+    events = diff_states(previous, current, ref, now, run_start=run_start) if changed else ()
     before = previous
     if (
         previous is None
@@ -85,8 +88,7 @@ def apply_poll(
         and current.created_at > created_after
     ):
         before = creation_state(current)
-        events += diff_states(before, current, ref, now)
-    memory = store.load_memory(watched.id)
+        events += diff_states(before, current, ref, now, run_start=run_baseline(None, before))
     evaluation = evaluate(
         rules,
         quiet or {},

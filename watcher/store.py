@@ -13,13 +13,13 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from watcher.core.lifecycle import track_from_dict, track_to_dict
-from watcher.core.model import Event, EventType, Gone, SessionRef, SessionState
+from watcher.core.model import Event, EventType, Gone, SessionRef, SessionState, TokenUsage
 
 # Re-exported (the `as` form is mypy's explicit re-export): the states are part of
 # the store's interface; they live in core so the command line can name them cheaply.
@@ -128,9 +128,23 @@ CREATE TABLE IF NOT EXISTS sequences (
     lane TEXT PRIMARY KEY,
     last INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cards (
+    target TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    ts TEXT,
+    marker TEXT NOT NULL,
+    posting_since REAL,
+    replaced_ts TEXT,
+    replaced_reason TEXT,
+    replaced_url TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (target, session_id)
+);
 """
-# Added to schema 1 without a version bump: older builds ignore the new tables and
-# the events' `sequence` column (added by `_add_sequences` when it is missing).
+# Added to schema 1 without a version bump: older builds ignore the new tables
+# (sequences, cards) and the events' `sequence` column (added by `_add_sequences`
+# when it is missing).
 FIRST_DISCOVERY_KEY = "first_discovery_at"
 
 DECISIONS_KEPT_PER_SESSION = 200
@@ -188,6 +202,27 @@ class UnreadableRow:
     error: BaseException | None = field(default=None, compare=False, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Card:
+    """The live Slack card of one session for one target.
+
+    `ts` is None while no card is known: `posting_since` then says a post with
+    `marker` in its metadata may have reached Slack since that time (we
+    crashed before learning its `ts`), so it is looked up before posting again.
+    `replaced_ts` is the card this one replaces, and why.
+    """
+
+    target: str
+    session_id: str
+    channel: str
+    ts: str | None
+    marker: str
+    posting_since: datetime | None = None
+    replaced_ts: str | None = None
+    replaced_reason: str | None = None
+    replaced_url: str | None = None  # the replaced card's permalink, when Slack gave one
+
+
 def _ts(value: datetime) -> float:
     return value.timestamp()
 
@@ -221,6 +256,7 @@ def event_to_json(event: Event) -> str:
                 "url": session.url,
                 "tags": list(session.tags),
                 "model": session.model,
+                **_session_facts(session),
             },
             "data": dict(event.data),
         }
@@ -239,11 +275,39 @@ def event_from_json(text: str, sequence: int | None = 0) -> Event:
         id=raw["id"],
         type=EventType(raw["type"]),
         occurred_at=datetime.fromtimestamp(raw["occurred_at"], tz=UTC),
-        session=None
-        if session is None
-        else SessionRef(**{**session, "tags": tuple(session.get("tags", ()))}),
+        session=None if session is None else _session_from_dict(session),
         data=raw["data"],
         sequence=sequence or 0,
+    )
+
+
+def _session_facts(session: SessionRef) -> dict[str, Any]:
+    """The card facts of a session ref; absent ones are left out, as older rows have them."""
+    facts: dict[str, Any] = {}
+    if session.created_at is not None:
+        facts["created_at"] = to_unix_ms(session.created_at)
+    if session.message_count is not None:
+        facts["message_count"] = session.message_count
+    if session.active_ms is not None:
+        facts["active_ms"] = session.active_ms
+    if session.usage is not None:
+        facts["usage"] = asdict(session.usage)
+    return facts
+
+
+def _session_from_dict(session: Mapping[str, Any]) -> SessionRef:
+    """A stored session ref; rows written before the card facts existed lack them (None)."""
+    known = {"id", "title", "status", "name", "labels", "url", "model", "message_count"}
+    fields: dict[str, Any] = {k: v for k, v in session.items() if k in known}
+    created = session.get("created_at")
+    usage = session.get("usage")
+    active = session.get("active_ms")
+    return SessionRef(
+        **fields,
+        tags=tuple(session.get("tags", ())),
+        created_at=None if created is None else from_unix_ms(created),
+        active_ms=None if active is None else float(active),
+        usage=None if usage is None else TokenUsage(**usage),
     )
 
 
@@ -431,6 +495,20 @@ class Store(Protocol):
     def mark_dead(self, row_id: int, now: datetime, error: str) -> None: ...
 
     def counts(self) -> Mapping[OutboxStatus, int]: ...
+
+    def pending_lane(
+        self, target: str, session_id: str, limit: int
+    ) -> list[OutboxRow | UnreadableRow]: ...
+
+    def card(self, target: str, session_id: str) -> Card | None: ...
+
+    def intend_card(self, card: Card, now: datetime) -> None: ...
+
+    def drop_card_intent(self, target: str, session_id: str, now: datetime) -> None: ...
+
+    def record_card(
+        self, target: str, session_id: str, ts: str, delivered: Sequence[int], now: datetime
+    ) -> None: ...
 
     def record_housekeeping(self, polls: Sequence[PollMark], meta: Mapping[str, str]) -> None: ...
 
@@ -974,6 +1052,86 @@ class SqliteStore:
                 "UPDATE outbox SET status='dead', attempts=attempts+1, finished_at=?,"
                 " last_error=? WHERE id=?",
                 (_ts(now), error, row_id),
+            )
+
+    # --- live cards: one Slack message per (target, session) -------------------------
+
+    def pending_lane(
+        self, target: str, session_id: str, limit: int
+    ) -> list[OutboxRow | UnreadableRow]:
+        """Every pending row of one session for `target`, oldest first (a card's backlog)."""
+        sql = self._SELECT + (
+            " WHERE o.target=? AND o.lane=? AND o.status='pending' ORDER BY o.id LIMIT ?"
+        )
+        return self._rows(sql, (target, session_id, limit))
+
+    def card(self, target: str, session_id: str) -> Card | None:
+        """The card of `session_id` for `target`, if one was ever posted or intended."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT channel, ts, marker, posting_since, replaced_ts, replaced_reason,"
+                " replaced_url FROM cards WHERE target=? AND session_id=?",
+                (target, session_id),
+            ).fetchone()
+        if row is None:
+            return None
+        return Card(target, session_id, row[0], row[1], row[2], _dt(row[3]), row[4], row[5], row[6])
+
+    def intend_card(self, card: Card, now: datetime) -> None:
+        """Note, before posting it, that a new card with `card.marker` is about to be posted.
+
+        Committed before the post, so a crash after Slack accepted it leaves a
+        trace to look the card up by, instead of posting a second one.
+        """
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO cards(target, session_id, channel, ts, marker, posting_since,"
+                " replaced_ts, replaced_reason, replaced_url, updated_at)"
+                " VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(target, session_id) DO UPDATE SET channel=excluded.channel,"
+                " ts=NULL, marker=excluded.marker, posting_since=excluded.posting_since,"
+                " replaced_ts=excluded.replaced_ts, replaced_reason=excluded.replaced_reason,"
+                " replaced_url=excluded.replaced_url, updated_at=excluded.updated_at",
+                (
+                    card.target,
+                    card.session_id,
+                    card.channel,
+                    card.marker,
+                    _ts(card.posting_since or now),
+                    card.replaced_ts,
+                    card.replaced_reason,
+                    card.replaced_url,
+                    _ts(now),
+                ),
+            )
+
+    def drop_card_intent(self, target: str, session_id: str, now: datetime) -> None:
+        """Slack refused the post outright: nothing can have been posted, nothing to look up."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE cards SET posting_since=NULL, updated_at=? WHERE target=? AND"
+                " session_id=? AND ts IS NULL",
+                (_ts(now), target, session_id),
+            )
+
+    def record_card(
+        self, target: str, session_id: str, ts: str, delivered: Sequence[int], now: datetime
+    ) -> None:
+        """Store the card's `ts` and mark the outbox rows `delivered`, in one transaction.
+
+        The card row exists (`intend_card` wrote it before the post); from now on
+        every notification of the session updates message `ts`.
+        """
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE cards SET ts=?, posting_since=NULL, updated_at=?"
+                " WHERE target=? AND session_id=?",
+                (ts, _ts(now), target, session_id),
+            )
+            db.executemany(
+                "UPDATE outbox SET status='delivered', attempts=attempts+1, finished_at=?,"
+                " handle=?, last_error=NULL WHERE id=? AND status='pending'",
+                [(_ts(now), ts, row_id) for row_id in delivered],
             )
 
     def list_outbox(

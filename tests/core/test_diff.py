@@ -8,7 +8,8 @@ import pytest
 
 from tests.core.factories import T0, later, ref, snap
 from watcher.core.diff import diff_states, event_id, session_ref, state_changed
-from watcher.core.model import EventType, Gone, SessionState
+from watcher.core.lifecycle import RunStart
+from watcher.core.model import EventType, Gone, SessionState, TokenUsage
 from watcher.core.settings import WatchedSession
 
 BASE = snap()
@@ -79,7 +80,9 @@ def test_transitions(
 ) -> None:
     """Each transition yields exactly the catalog events, in order, with their data."""
     events = diff_states(previous, current, ref(), T0)
-    assert [(e.type, dict(e.data)) for e in events] == expected
+    # The run summary of a completion has tests of its own.
+    shown = [(e.type, {k: v for k, v in e.data.items() if k != "run"}) for e in events]
+    assert shown == expected
     assert all(e.session == ref() for e in events)
 
 
@@ -136,7 +139,11 @@ def test_session_ref_combines_config_and_snapshot() -> None:
     """The reference carries the configured name and labels, the title and a link."""
     watched = WatchedSession(id="s1", name="nightly", labels={"team": "platform"})
     made = session_ref(watched, BASE, "https://app.factory.ai/sessions/{id}")
-    assert made == ref(url="https://app.factory.ai/sessions/s1")
+    assert made == ref(
+        url="https://app.factory.ai/sessions/s1",
+        created_at=BASE.created_at,
+        message_count=BASE.message_count,
+    )
     bare = session_ref(WatchedSession(id="s1"), None, None)
     assert (bare.title, bare.status, bare.url, bare.display_name) == ("", "", None, "s1")
 
@@ -145,3 +152,62 @@ def test_snapshot_is_frozen() -> None:
     """Snapshots are values."""
     with pytest.raises(AttributeError):
         BASE.status = "idle"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("run_start", "expected"),
+    [
+        # The lifecycle's baseline from the run's start: the whole run is counted.
+        (
+            RunStart(T0 - timedelta(minutes=5), 1, 1_000.0, TokenUsage(100, 10, 5, 5, 0, 1.0)),
+            {"duration_s": 360, "messages_added": 4, "active_s": 9, "credits": 2},
+        ),
+        # No baseline: a later run happened between two polls; the previous snapshot is it.
+        (None, {"duration_s": None, "messages_added": 2, "active_s": 5, "credits": 1.5}),
+    ],
+)
+def test_completion_carries_the_run_summary(
+    run_start: RunStart | None, expected: dict[str, object]
+) -> None:
+    """session.completed tells what the run used, from the baseline the caller gives."""
+    before = snap(
+        status="idle",
+        completed_at=T0 - timedelta(minutes=8),
+        assistant_active_ms=5_000,
+        token_usage=TokenUsage(200, 20, 0, 0, 0, 1.5),
+    )
+    after = later(
+        before,
+        status="idle",
+        completed_at=DONE,
+        message_count=5,
+        assistant_active_ms=10_000,
+        token_usage=TokenUsage(300, 30, 0, 10, 0, 3.0),
+    )
+    events = diff_states(before, after, ref(), T0, run_start=run_start)
+    (completed,) = [e for e in events if e.type is EventType.COMPLETED]
+    run = completed.data["run"]
+    assert {key: run[key] for key in expected} == expected
+
+
+def test_a_first_run_between_polls_counts_from_creation() -> None:
+    """A session that never completed before: its first run began when it was created."""
+    before = snap(status="pending", message_count=1, created_at=T0 - timedelta(minutes=10))
+    after = later(
+        before,
+        status="idle",
+        completed_at=DONE,
+        message_count=6,
+        assistant_active_ms=30_000,
+        token_usage=TokenUsage(50, 5, 0, 0, 0, 0.5),
+    )
+    (completed,) = [
+        e for e in diff_states(before, after, ref(), T0) if e.type is EventType.COMPLETED
+    ]
+    run = completed.data["run"]
+    assert (run["duration_s"], run["messages_added"], run["active_s"], run["credits"]) == (
+        660,
+        6,
+        30,
+        0.5,
+    )

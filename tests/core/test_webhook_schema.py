@@ -145,3 +145,15 @@ def test_a_templated_body_validates_as_such() -> None:
     assert schema_problems(body) == []
     del body["template"]
     assert schema_problems(body) != []
+
+
+def test_session_facts_and_the_run_summary_travel_in_the_body() -> None:
+    """Counters at the event and what the run took reach receivers, in the schema's terms."""
+    body = body_of(sample_event(EventType.FINISHED))
+    assert schema_problems(body) == []
+    session, run = body["session"], body["data"]["run"]
+    assert (session["message_count"], session["active_s"]) == (42, 1020.0)
+    assert session["usage"]["factory_credits"] == 104.5
+    assert (run["messages_added"], run["credits"], run["tokens"]["output"]) == (12, 44.5, 28000)
+    run["active_share"] = 2
+    assert schema_problems(body) != []

@@ -358,3 +358,56 @@ async def test_an_unusable_api_url_is_permanent() -> None:
         FailureKind.PERMANENT,
         "slack chat.postMessage: invalid URL",
     )
+
+
+@pytest.mark.anyio
+async def test_card_calls_post_find_link_and_update_through_the_sdk(
+    slack: FakeSlack, clock: ManualClock
+) -> None:
+    """A marked card is found by its marker; replies go to its thread; a deleted card's
+    update is flagged `card_gone`, and its permalink is None.
+    """
+    notifier = SlackNotifier(target(slack))
+    try:
+        card = await notifier.post(MESSAGE, now=NOW, marker="m-1")
+        assert isinstance(card, Sent)
+        assert card.handle is not None
+        clock.advance(2)
+        reply = await notifier.post(SlackMessage(text="line"), now=NOW, thread_ts=card.handle)
+        assert isinstance(reply, Sent)
+        assert [p.text for p in slack.replies(CHANNEL, card.handle)] == ["line"]
+        epoch = datetime.fromtimestamp(0, tz=UTC)
+        assert await notifier.find_card("m-1", epoch, now=NOW) == card.handle
+        assert await notifier.find_card("m-2", epoch, now=NOW) is None
+        link = await notifier.permalink(card.handle, now=NOW)
+        assert link is not None
+        assert link.startswith("https://fake.slack.test/")
+        slack.delete_message(CHANNEL, card.handle)
+        gone = await notifier.update(CHANNEL, card.handle, MESSAGE, now=NOW)
+        assert isinstance(gone, SendFailed)
+        assert (gone.kind, gone.details.get("card_gone")) == (FailureKind.PERMANENT, True)
+        assert await notifier.permalink(card.handle, now=NOW) is None
+        slack.history_scope = False
+        refused = await notifier.find_card("m-1", epoch, now=NOW)
+        assert isinstance(refused, SendFailed)
+        assert refused.kind is FailureKind.PERMANENT
+        assert "missing_scope" in refused.reason
+    finally:
+        await notifier.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_transient_update_failure_is_not_card_gone(slack: FakeSlack) -> None:
+    """Only errors no retry can fix mark a card as gone; internal_error is retryable."""
+    notifier = SlackNotifier(target(slack))
+    try:
+        card = await notifier.post(MESSAGE, now=NOW)
+        assert isinstance(card, Sent)
+        assert card.handle is not None
+        slack.inject_error("internal_error")
+        failed = await notifier.update(CHANNEL, card.handle, MESSAGE, now=NOW)
+        assert isinstance(failed, SendFailed)
+        assert failed.kind is FailureKind.RETRYABLE
+        assert "card_gone" not in failed.details
+    finally:
+        await notifier.aclose()

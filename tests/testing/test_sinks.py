@@ -439,3 +439,69 @@ def test_receiver_repr_does_not_show_its_secret() -> None:
 
     assert SECRET.removeprefix("whsec_") not in shown
     assert "signed=True" in shown
+
+
+def test_threads_updates_deletion_permalinks_and_history_with_metadata(
+    slack: FakeSlack, http: httpx.Client, clock: ManualClock
+) -> None:
+    """The calls a live card needs, answered as Slack does, and counted."""
+    metadata = {"event_type": "factory_watcher_card", "event_payload": {"card": "m1"}}
+    card = post_json(
+        http, slack, "chat.postMessage", {"channel": CHANNEL, "text": "card", "metadata": metadata}
+    ).json()["ts"]
+    clock.advance(2)
+    reply = post_json(
+        http, slack, "chat.postMessage", {"channel": CHANNEL, "text": "line", "thread_ts": card}
+    ).json()
+    assert reply["ok"] is True
+    assert [p.text for p in slack.replies(CHANNEL, card)] == ["line"]
+    assert [p.ts for p in slack.cards] == [card]
+    clock.advance(2)
+    lost = post_json(
+        http, slack, "chat.postMessage", {"channel": CHANNEL, "text": "x", "thread_ts": "9.9"}
+    ).json()
+    assert lost == {"ok": False, "error": "thread_not_found"}
+
+    history = http.get(
+        f"{slack.api_url}conversations.history",
+        params={"channel": CHANNEL, "oldest": "0", "include_all_metadata": "true"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ).json()
+    assert [(m["ts"], m.get("metadata")) for m in history["messages"]] == [(card, metadata)]
+    plain = http.get(
+        f"{slack.api_url}conversations.history",
+        params={"channel": CHANNEL},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ).json()
+    assert "metadata" not in plain["messages"][0]
+
+    link = http.get(
+        f"{slack.api_url}chat.getPermalink",
+        params={"channel": CHANNEL, "message_ts": card},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ).json()
+    assert link["permalink"].startswith("https://fake.slack.test/archives/C0123ABCD/p")
+
+    edited = post_json(http, slack, "chat.update", {"channel": CHANNEL, "ts": card, "text": "v2"})
+    assert edited.json()["ok"] is True
+    assert slack.latest(CHANNEL, card) is not None
+    slack.delete_message(CHANNEL, card)
+    gone = post_json(http, slack, "chat.update", {"channel": CHANNEL, "ts": card, "text": "v3"})
+    assert gone.json() == {"ok": False, "error": "message_not_found"}
+    assert slack.calls("chat.update") == 2
+    assert slack.calls("chat.postMessage") == 3
+    slack.history_scope = False
+    refused = http.get(
+        f"{slack.api_url}conversations.history",
+        params={"channel": CHANNEL},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ).json()
+    assert refused == {"ok": False, "error": "missing_scope"}
+
+
+def test_injected_errors_can_aim_at_one_method(slack: FakeSlack, http: httpx.Client) -> None:
+    """An error for chat.update leaves posts alone until an update takes it."""
+    slack.inject_error("cant_update_message", method="chat.update")
+    ts = post_json(http, slack, "chat.postMessage", {"channel": CHANNEL, "text": "a"}).json()["ts"]
+    refused = post_json(http, slack, "chat.update", {"channel": CHANNEL, "ts": ts, "text": "b"})
+    assert refused.json() == {"ok": False, "error": "cant_update_message"}

@@ -438,6 +438,8 @@ class Builder:
             limits=limits,
             min_interval=section.min_interval,
             template=slack_template(section.template),
+            card=section.card,
+            thread=section.thread,
         )
 
     def slack_webhook(

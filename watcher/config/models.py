@@ -269,6 +269,8 @@ class SlackSection(TargetSection):
     api_url: _Url | None = None
     min_interval: _Duration = timedelta(seconds=1)
     template: SlackTemplateSection | None = None
+    card: bool = True
+    thread: bool = True
 
 
 class SlackWebhookSection(TargetSection):

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 
+from watcher.core.lifecycle import RunStart, run_baseline, run_summary
 from watcher.core.model import Event, EventType, Gone, JSONValue, SessionRef, SessionState, Snapshot
 from watcher.core.settings import WatchedSession
 from watcher.core.snapshot import to_unix_ms
@@ -32,6 +33,10 @@ def session_ref(
         url=url,
         tags=snapshot.tags if snapshot else (),
         model=snapshot.model if snapshot else None,
+        created_at=snapshot.created_at if snapshot else None,
+        message_count=snapshot.message_count if snapshot else None,
+        active_ms=snapshot.assistant_active_ms if snapshot else None,
+        usage=snapshot.token_usage if snapshot else None,
     )
 
 
@@ -51,7 +56,9 @@ def _event(
     )
 
 
-def _snapshot_events(previous: Snapshot, current: Snapshot, ref: SessionRef) -> list[Event]:
+def _snapshot_events(
+    previous: Snapshot, current: Snapshot, ref: SessionRef, run_start: RunStart | None
+) -> list[Event]:
     events: list[Event] = []
     at = current.updated_at
     updated = to_unix_ms(current.updated_at)
@@ -63,13 +70,21 @@ def _snapshot_events(previous: Snapshot, current: Snapshot, ref: SessionRef) -> 
     if current.completed_at is not None and current.completed_at != previous.completed_at:
         completed_ms = to_unix_ms(current.completed_at)
         duration = (current.completed_at - current.created_at).total_seconds()
+        data: dict[str, JSONValue] = {
+            "completed_at": current.completed_at.isoformat(),
+            "duration_s": duration,
+        }
+        # Without a run the lifecycle followed, the run happened between two polls.
+        start = run_start or run_baseline(None, previous)
+        assert start is not None  # `previous` is a snapshot
+        data["run"] = run_summary(start, current, current.completed_at)
         events.append(
             _event(
                 ref,
                 EventType.COMPLETED,
                 current.completed_at,
                 {"completed_at": completed_ms, "updated_at": updated},
-                {"completed_at": current.completed_at.isoformat(), "duration_s": duration},
+                data,
             )
         )
     if current.message_count > previous.message_count:
@@ -97,13 +112,20 @@ def _snapshot_events(previous: Snapshot, current: Snapshot, ref: SessionRef) -> 
 
 
 def diff_states(
-    previous: SessionState | None, current: SessionState, ref: SessionRef, now: datetime
+    previous: SessionState | None,
+    current: SessionState,
+    ref: SessionRef,
+    now: datetime,
+    *,
+    run_start: RunStart | None = None,
 ) -> tuple[Event, ...]:
     """Return the events that explain going from `previous` to `current`.
 
     `previous` is None for a session never seen before. A 404 (`Gone`) after a
     good snapshot is a deletion; a 404 for a session never seen says nothing.
-    A session that comes back after a 404 is discovered again.
+    A session that comes back after a 404 is discovered again. `run_start` is
+    the baseline of the run under way (`lifecycle.run_baseline`); a completion
+    carries the summary of that run, or of the time since `previous` without it.
     """
     if isinstance(current, Gone):
         last = previous if isinstance(previous, Snapshot) else None
@@ -114,7 +136,7 @@ def diff_states(
     if not isinstance(previous, Snapshot):
         cause = {"created_at": to_unix_ms(current.created_at)}
         return (_event(ref, EventType.DISCOVERED, current.updated_at, cause, {}),)
-    return tuple(_snapshot_events(previous, current, ref))
+    return tuple(_snapshot_events(previous, current, ref, run_start))
 
 
 def state_changed(previous: SessionState | None, current: SessionState) -> bool:

@@ -98,6 +98,16 @@ class SessionRef:
     url: str | None = None
     tags: tuple[str, ...] = ()
     model: str | None = None
+    # Facts a live card shows, as the snapshot behind the event had them (None: not known).
+    created_at: datetime | None = None
+    message_count: int | None = None
+    active_ms: float | None = None
+    usage: TokenUsage | None = None
+
+    @property
+    def credits(self) -> float | None:
+        """Factory credits used so far, when the API said."""
+        return None if self.usage is None else self.usage.factory_credits
 
     @property
     def display_name(self) -> str:

@@ -311,7 +311,7 @@ WEBHOOK_VERSION = 1  # docs/webhook-event.schema.json; fields may be added, neve
 def _session_body(session: SessionRef | None) -> dict[str, Any] | None:
     if session is None:
         return None
-    return {
+    body: dict[str, Any] = {
         "id": session.id,
         "name": session.name,
         "title": session.title,
@@ -319,6 +319,26 @@ def _session_body(session: SessionRef | None) -> dict[str, Any] | None:
         "labels": dict(session.labels),
         "url": session.url,
     }
+    # What the API said of the session at the event, where it said it (v1 additions).
+    if session.created_at is not None:
+        body["created_at"] = _iso(session.created_at)
+    if session.message_count is not None:
+        body["message_count"] = session.message_count
+    if session.active_ms is not None:
+        body["active_s"] = session.active_ms / 1000
+    if session.model is not None:
+        body["model"] = session.model
+    if session.usage is not None:
+        usage = session.usage
+        body["usage"] = {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_creation_tokens": usage.cache_creation_tokens,
+            "cache_read_tokens": usage.cache_read_tokens,
+            "thinking_tokens": usage.thinking_tokens,
+            "factory_credits": usage.factory_credits,
+        }
+    return body
 
 
 def webhook_payload(event: Event, rule: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from watcher.core.model import Event, EventType, JSONValue, SessionRef
+from watcher.core.lifecycle import RunStart, run_summary
+from watcher.core.model import Event, EventType, JSONValue, SessionRef, Snapshot, TokenUsage
 
 SAMPLE_NOW = datetime(2026, 1, 15, 14, 30, tzinfo=UTC)
 SAMPLE_SEQUENCE = 7
@@ -38,6 +39,16 @@ _STATUS = {
 CONDITIONS = frozenset({EventType.WAITING, EventType.STUCK, EventType.LONG_RUNNING})
 
 
+SAMPLE_USAGE = TokenUsage(
+    input_tokens=412_000,
+    output_tokens=58_000,
+    cache_creation_tokens=21_000,
+    cache_read_tokens=903_000,
+    thinking_tokens=0,
+    factory_credits=104.5,
+)
+
+
 def sample_session(status: str = "idle") -> SessionRef:
     """A realistic session as notifications show it."""
     return SessionRef(
@@ -49,7 +60,31 @@ def sample_session(status: str = "idle") -> SessionRef:
         url="https://app.factory.ai/sessions/sample-session-8f1c2a",
         tags=("backend",),
         model="claude-sonnet-4-5",
+        created_at=SAMPLE_NOW - timedelta(hours=2),
+        message_count=42,
+        active_ms=1_020_000.0,
+        usage=SAMPLE_USAGE,
     )
+
+
+def sample_run(now: datetime) -> dict[str, JSONValue]:
+    """The `run` summary finished, interrupted and completed events carry."""
+    start = RunStart(
+        started_at=now - timedelta(seconds=1325),
+        message_count=30,
+        active_ms=120_000.0,
+        usage=TokenUsage(200_000, 30_000, 10_000, 400_000, 0, 60.0),
+    )
+    current = Snapshot(
+        session_id="sample-session-8f1c2a",
+        status="idle",
+        message_count=42,
+        created_at=now - timedelta(hours=2),
+        updated_at=now,
+        token_usage=SAMPLE_USAGE,
+        assistant_active_ms=1_020_000.0,
+    )
+    return run_summary(start, current, now)
 
 
 def _iso(value: datetime) -> str:
@@ -65,7 +100,9 @@ def _data(kind: EventType, now: datetime) -> list[dict[str, JSONValue]]:
         data: dict[str, JSONValue] = {"completed_at": _iso(now), "duration_s": 1325.0}
         if kind is EventType.FINISHED:
             data["between_polls"] = False
-        return [data]
+        return [{**data, "run": sample_run(now)}]
+    if kind is EventType.INTERRUPTED:
+        return [{"run": sample_run(now)}]
     if kind is EventType.MESSAGES_ADDED:
         return [{"added": 3, "total": 42}]
     if kind is EventType.ARCHIVED:

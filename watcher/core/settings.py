@@ -140,6 +140,9 @@ class SlackTarget:
     limits: DeliveryLimits = DeliveryLimits()
     # Slack allows about one message per second per channel.
     min_interval: timedelta = timedelta(seconds=1)
+    # One live card per session, updated in place, with a thread telling its timeline.
+    card: bool = True
+    thread: bool = True
     kind: TargetKind = TargetKind.SLACK
     template: SlackTemplate | None = None  # the default for every rule without its own
 

@@ -36,6 +36,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
+from watcher.core.card import EarlierCard, render_card, with_earlier
 from watcher.core.message import Message, SlackMessage, WebhookMessage
 from watcher.core.model import Event, EventType, SessionRef
 from watcher.core.render import (
@@ -426,6 +427,27 @@ def render_message(
         return render_template(template, event, rule_name, rule), None
     except TemplateError as error:
         return render_for(target.kind, event, rule_name), str(error)
+
+
+def render_card_for(
+    settings: Settings,
+    target: Target,
+    event: Event,
+    rule_name: str,
+    earlier: EarlierCard | None = None,
+) -> tuple[SlackMessage, str | None]:
+    """The live card `target` keeps for `event`'s session: its Slack template's output
+    (with the note of a card it replaces), else the built-in card; and why the
+    template failed when it fell back, as `render_message` does.
+    """
+    template = template_for(settings, target, rule_name, event.type)
+    if not isinstance(template, SlackTemplate):
+        return render_card(event, rule_name, earlier), None
+    try:
+        message = render_slack_template(template, event, rule_name, rule_named(settings, rule_name))
+    except TemplateError as error:
+        return render_card(event, rule_name, earlier), str(error)
+    return with_earlier(message, earlier), None
 
 
 # --- load-time checks ---------------------------------------------------------------

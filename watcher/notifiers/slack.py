@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,32 @@ from watcher.notifiers.base import (
 
 DEFAULT_API_URL = AsyncWebClient.BASE_URL
 
+# The metadata type of our cards, so a card posted before a crash can be found again.
+CARD_EVENT_TYPE = "factory_watcher_card"
+FIND_PAGES = 5
+FIND_PAGE_SIZE = 200
+# Errors after which a card can never be updated again: post a new one that links it.
+CARD_GONE_ERRORS = frozenset(
+    {
+        "message_not_found",
+        "cant_update_message",
+        "msg_too_long",
+        "edit_window_closed",
+        "update_not_allowed",
+        "thread_locked",
+    }
+)
+
+
+def _mark_card_gone(outcome: SendOutcome) -> SendOutcome:
+    """Flag (`details["card_gone"]`) a refused `chat.update` that no retry can fix: the
+    message is deleted, too old or too long to edit, so the card must be replaced.
+    """
+    if isinstance(outcome, SendFailed) and outcome.details.get("error") in CARD_GONE_ERRORS:
+        return replace(outcome, details={**outcome.details, "card_gone": True})
+    return outcome
+
+
 # Slack's own words for "try again later"; every other `ok: false` error is a fact about the
 # request, token or channel that a retry cannot change.
 RETRYABLE_ERRORS = frozenset(
@@ -43,6 +70,9 @@ PERMANENT_ERRORS = frozenset(
         "msg_too_long",
         "no_text",
         "missing_scope",
+        "message_not_found",
+        "cant_update_message",
+        "edit_window_closed",
     }
 )
 
@@ -127,6 +157,29 @@ class SlackNotifier:
         """Post `message` to the target's channel; `Sent.handle` is the message `ts`."""
         if not isinstance(message, SlackMessage):
             raise wrong_message(self, SlackMessage, message)
+        return await self.post(message, now=now)
+
+    @property
+    def channel(self) -> str:
+        """The channel this notifier posts to (where its cards live)."""
+        return self._channel
+
+    async def post(
+        self,
+        message: SlackMessage,
+        *,
+        now: datetime,
+        thread_ts: str | None = None,
+        marker: str | None = None,
+    ) -> SendOutcome:
+        """Post `message` (into the thread of `thread_ts` if given); `Sent.handle` is its `ts`.
+
+        `marker` goes into the message's metadata, so `find_card` can find the
+        message again when we never learnt its `ts` (a crash right after posting).
+        """
+        metadata = None
+        if marker is not None:
+            metadata = {"event_type": CARD_EVENT_TYPE, "event_payload": {"card": marker}}
         return await self._call(
             "chat.postMessage",
             self._client.chat_postMessage,
@@ -134,9 +187,58 @@ class SlackNotifier:
             channel=self._channel,
             text=message.text,
             blocks=[dict(block) for block in message.blocks] or None,
+            thread_ts=thread_ts,
+            metadata=metadata,
             unfurl_links=False,
             unfurl_media=False,
         )
+
+    async def find_card(
+        self, marker: str, oldest: datetime, *, now: datetime
+    ) -> str | SendFailed | None:
+        """The `ts` of the message posted with `marker` since `oldest`, None if there is none.
+
+        Reads the channel's history with metadata (`conversations.history`, which
+        needs the `channels:history` scope), newest first, a few pages at most.
+        """
+        cursor: str | None = None
+        for _ in range(FIND_PAGES):
+            answer = await self._request(
+                "conversations.history",
+                self._client.conversations_history,
+                now,
+                channel=self._channel,
+                oldest=f"{oldest.timestamp():.6f}",
+                include_all_metadata=True,
+                limit=FIND_PAGE_SIZE,
+                cursor=cursor,
+            )
+            if isinstance(answer, SendFailed):
+                return answer
+            messages = answer.get("messages")
+            for found in messages if isinstance(messages, list) else []:
+                ts = _marked_ts(found, marker)
+                if ts is not None:
+                    return ts
+            meta = answer.get("response_metadata")
+            cursor = meta.get("next_cursor") if isinstance(meta, dict) else None
+            if not cursor or not answer.get("has_more"):
+                return None
+        return None
+
+    async def permalink(self, ts: str, *, now: datetime) -> str | None:
+        """A link to message `ts` in the channel, or None when Slack gives none."""
+        answer = await self._request(
+            "chat.getPermalink",
+            self._client.chat_getPermalink,
+            now,
+            channel=self._channel,
+            message_ts=ts,
+        )
+        if isinstance(answer, SendFailed):
+            return None
+        link = answer.get("permalink")
+        return link if isinstance(link, str) and is_http_url(link) else None
 
     async def update(
         self, channel: str, ts: str, message: SlackMessage, *, now: datetime
@@ -144,7 +246,7 @@ class SlackNotifier:
         """Replace the text and blocks of the message `ts` in `channel` (live cards)."""
         if not isinstance(message, SlackMessage):
             raise wrong_message(self, SlackMessage, message)
-        return await self._call(
+        outcome = await self._call(
             "chat.update",
             self._client.chat_update,
             now,
@@ -153,6 +255,7 @@ class SlackNotifier:
             text=message.text,
             blocks=[dict(block) for block in message.blocks] or None,
         )
+        return _mark_card_gone(outcome)
 
     async def aclose(self) -> None:
         """Close the HTTP session, if one was opened."""
@@ -165,6 +268,20 @@ class SlackNotifier:
         now: datetime,
         **kwargs: Any,
     ) -> SendOutcome:
+        answer = await self._request(method, call, now, **kwargs)
+        if isinstance(answer, SendFailed):
+            return answer
+        ts = answer.get("ts")
+        return Sent(handle=ts if isinstance(ts, str) else None)
+
+    async def _request(
+        self,
+        method: str,
+        call: Callable[..., Awaitable[AsyncSlackResponse]],
+        now: datetime,
+        **kwargs: Any,
+    ) -> Mapping[str, Any] | SendFailed:
+        """One Web API call: its answer's data, or the classified failure."""
         if not self._usable_url:
             return SendFailed(FailureKind.PERMANENT, f"slack {method}: invalid URL")
         self._session.ensure_open()
@@ -185,5 +302,19 @@ class SlackNotifier:
                 FailureKind.RETRYABLE,
                 f"slack {method}: unreadable response ({type(exc).__name__})",
             )
-        ts = response.get("ts")
-        return Sent(handle=ts if isinstance(ts, str) else None)
+        data = response.data
+        return data if isinstance(data, dict) else {}
+
+
+def _marked_ts(message: Any, marker: str) -> str | None:
+    """The `ts` of a history message whose metadata carries our card `marker`."""
+    if not isinstance(message, dict):
+        return None
+    metadata = message.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("event_type") != CARD_EVENT_TYPE:
+        return None
+    payload = metadata.get("event_payload")
+    ts = message.get("ts")
+    if isinstance(payload, dict) and payload.get("card") == marker and isinstance(ts, str):
+        return ts
+    return None

@@ -83,6 +83,8 @@ class SlackPost:
     ts: str
     received: float
     edited: bool = False
+    thread_ts: str | None = None  # a reply in the thread of this message
+    metadata: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,14 +164,19 @@ class FakeSlack(LoopbackServer):
         grace_s: float = 0.1,
         on_message: Callable[[SlackPost], None] | None = None,
         clock: Clock = time.monotonic,
+        epoch: Clock | None = None,
         port: int = 0,
     ) -> None:
         super().__init__(_FakeSlackHandler, port)
+        # With `epoch` (e.g. time.time), `ts` values follow it as Slack's do, so
+        # `conversations.history(oldest=…)` can be asked about real times.
+        self._epoch = epoch
         self.token = token
         self.min_interval_s = min_interval_s
         # A client that paces its sends exactly min_interval_s apart sees them arrive a few
         # milliseconds closer together (request latency varies); real Slack tolerates short
-        # bursts, so only gaps shorter than the interval by more than `grace_s` are refused.
+        # bursts, so only gaps shorter than the interval by more than `grace_s` (at most
+        # half the interval) are refused.
         self.grace_s = grace_s
         self._channels = set(channels)
         self._archived: set[str] = set()
@@ -179,10 +186,13 @@ class FakeSlack(LoopbackServer):
         self._posts: list[SlackPost] = []
         self._updates: list[SlackPost] = []
         self._latest: dict[tuple[str, str], SlackPost] = {}
+        self._calls: dict[str, int] = {}
+        self.history_scope = True  # False: conversations.history answers missing_scope
         self._last_post: dict[str, float] = {}
         self._next_ts = FIRST_TS_US
         self._rate_limited = 0
         self._injected: _Queue[_SlackReply] = _Queue()
+        self._injected_by_method: dict[str, _Queue[_SlackReply]] = {}
 
     @property
     def api_url(self) -> str:
@@ -207,6 +217,27 @@ class FakeSlack(LoopbackServer):
         with self._lock:
             return self._rate_limited
 
+    @property
+    def cards(self) -> list[SlackPost]:
+        """Every accepted top-level `chat.postMessage` (not a thread reply), oldest first."""
+        with self._lock:
+            return [p for p in self._posts if p.thread_ts is None]
+
+    def replies(self, channel: str, ts: str) -> list[SlackPost]:
+        """The replies posted in the thread of message `ts`, oldest first."""
+        with self._lock:
+            return [p for p in self._posts if p.channel == channel and p.thread_ts == ts]
+
+    def calls(self, method: str) -> int:
+        """How many authenticated calls of `method` were answered (accepted or not)."""
+        with self._lock:
+            return self._calls.get(method, 0)
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """Delete message `ts`, as a person in the channel would: updates then fail."""
+        with self._lock:
+            self._latest.pop((channel, ts), None)
+
     def latest(self, channel: str, ts: str) -> SlackPost | None:
         """The current version of message `ts` in `channel`, after any updates."""
         with self._lock:
@@ -218,11 +249,24 @@ class FakeSlack(LoopbackServer):
             self._archived.add(channel)
 
     def inject_error(
-        self, error: str, *, status: int = 200, times: int = 1, retry_after: str | None = None
+        self,
+        error: str,
+        *,
+        status: int = 200,
+        times: int = 1,
+        retry_after: str | None = None,
+        method: str | None = None,
     ) -> None:
-        """Answer the next `times` authenticated chat.* calls with `ok: false, error`."""
+        """Answer the next `times` authenticated chat.postMessage/chat.update calls (only
+        those of `method`, if given) with `ok: false, error`.
+        """
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
-        self._injected.add(_slack_error(error, status, headers), times)
+        queue = self._injected if method is None else self._injected_for(method)
+        queue.add(_slack_error(error, status, headers), times)
+
+    def _injected_for(self, method: str) -> _Queue[_SlackReply]:
+        with self._lock:
+            return self._injected_by_method.setdefault(method, _Queue())
 
     def handle(
         self, path: str, query: str, content_type: str, authorization: str, body: bytes
@@ -237,9 +281,15 @@ class FakeSlack(LoopbackServer):
         refusal = self._auth_refusal(authorization, args)
         if refusal is not None:
             return refusal
+        with self._lock:
+            self._calls[method] = self._calls.get(method, 0) + 1
         if method == "auth.test":
             return _SlackReply(200, dict(_AUTH_TEST))
-        injected = self._injected.take()
+        if method == "conversations.history":
+            return self._history(args)
+        if method == "chat.getPermalink":
+            return self._permalink(args)
+        injected = self._injected_for(method).take() or self._injected.take()
         if injected is not None:
             return injected
         accepted, reply = self._chat(method, args)
@@ -265,21 +315,84 @@ class FakeSlack(LoopbackServer):
             if refusal is not None:
                 return None, refusal
             now = self._clock()
-            if method == "chat.update":
-                return self._update(channel, str(args.get("ts") or ""), text, blocks, now)
+            # Posts and updates count against one channel's pace, as a client that
+            # paces "everything sent to a channel" must keep it.
             last = self._last_post.get(channel)
-            if last is not None and now - last < self.min_interval_s - self.grace_s:
+            grace = min(self.grace_s, self.min_interval_s / 2)
+            if last is not None and now - last < self.min_interval_s - grace:
                 self._rate_limited += 1
                 return None, _slack_error("ratelimited", 429, {"Retry-After": "1"})
+            if method == "chat.update":
+                reply = self._update(channel, str(args.get("ts") or ""), text, blocks, now)
+                if reply[0] is not None:
+                    self._last_post[channel] = now
+                return reply
+            thread_ts = args.get("thread_ts")
+            if thread_ts is not None and (channel, str(thread_ts)) not in self._latest:
+                return None, _slack_error("thread_not_found")
+            metadata = args.get("metadata")
+            if isinstance(metadata, str):  # form posts carry it as JSON
+                try:
+                    metadata = json.loads(metadata)
+                except ValueError:
+                    return None, _slack_error("invalid_metadata_format")
             self._last_post[channel] = now
             self._next_ts += TS_STEP_US
+            if self._epoch is not None:
+                self._next_ts = max(self._next_ts, int(self._epoch() * 1_000_000))
             ts = f"{self._next_ts // 1_000_000}.{self._next_ts % 1_000_000:06d}"
-            post = SlackPost(channel, text, blocks, ts, now)
+            post = SlackPost(
+                channel,
+                text,
+                blocks,
+                ts,
+                now,
+                thread_ts=None if thread_ts is None else str(thread_ts),
+                metadata=metadata if isinstance(metadata, dict) else None,
+            )
             self._posts.append(post)
             self._latest[(channel, ts)] = post
         return post, _SlackReply(
             200, {"ok": True, "channel": channel, "ts": ts, "message": {"text": text, "ts": ts}}
         )
+
+    def _history(self, args: dict[str, Any]) -> _SlackReply:
+        """`conversations.history`: top-level messages newest first, since `oldest`; the
+        metadata of each only with `include_all_metadata`. One page (`has_more` false).
+        """
+        channel = str(args.get("channel") or "")
+        if not self.history_scope:
+            return _slack_error("missing_scope")
+        if channel not in self._channels:
+            return _slack_error("channel_not_found")
+        oldest = float(args.get("oldest") or 0)
+        limit = int(args.get("limit") or 100)
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in {"1", "true"}
+        with self._lock:
+            found = [
+                p
+                for p in self._latest.values()
+                if p.channel == channel and p.thread_ts is None and float(p.ts) >= oldest
+            ]
+        found.sort(key=lambda p: float(p.ts), reverse=True)
+        messages = []
+        for post in found[:limit]:
+            message: dict[str, Any] = {"type": "message", "ts": post.ts, "text": post.text}
+            if with_metadata and post.metadata is not None:
+                message["metadata"] = dict(post.metadata)
+            messages.append(message)
+        return _SlackReply(200, {"ok": True, "messages": messages, "has_more": False})
+
+    def _permalink(self, args: dict[str, Any]) -> _SlackReply:
+        """`chat.getPermalink`: a link for a message that exists, else `message_not_found`."""
+        channel = str(args.get("channel") or "")
+        ts = str(args.get("message_ts") or "")
+        with self._lock:
+            exists = (channel, ts) in self._latest
+        if not exists:
+            return _slack_error("message_not_found")
+        link = f"https://fake.slack.test/archives/{channel}/p{ts.replace('.', '')}"
+        return _SlackReply(200, {"ok": True, "channel": channel, "permalink": link})
 
     def _refusal(
         self, channel: str, text: str, blocks: tuple[Mapping[str, Any], ...]
@@ -297,13 +410,31 @@ class FakeSlack(LoopbackServer):
     ) -> tuple[SlackPost | None, _SlackReply]:
         if (channel, ts) not in self._latest:
             return None, _slack_error("message_not_found")
-        post = SlackPost(channel, text, blocks, ts, now, edited=True)
+        before = self._latest[(channel, ts)]
+        post = SlackPost(
+            channel,
+            text,
+            blocks,
+            ts,
+            now,
+            edited=True,
+            thread_ts=before.thread_ts,
+            metadata=before.metadata,
+        )
         self._updates.append(post)
         self._latest[(channel, ts)] = post
         return post, _SlackReply(200, {"ok": True, "channel": channel, "ts": ts, "text": text})
 
 
-_METHODS = frozenset({"chat.postMessage", "chat.update", "auth.test"})
+_METHODS = frozenset(
+    {
+        "chat.postMessage",
+        "chat.update",
+        "chat.getPermalink",
+        "conversations.history",
+        "auth.test",
+    }
+)
 _AUTH_TEST = {
     "ok": True,
     "url": "https://fake.slack.test/",
