@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.core.factories import T0, event, ref
 from tests.rig import CHANNEL, Rig, running_rig
@@ -87,6 +88,18 @@ def card_text(post: SlackPost) -> str:
     return post.text + "\n" + json.dumps(post.blocks, ensure_ascii=False)
 
 
+def card_calls(watcher: Watcher) -> dict[str, float]:
+    """`factory_watcher_card_calls_total` of the Slack target, by call, from /metrics text."""
+    body, _ = watcher.metrics.exposition(None)
+    return {
+        sample.labels["call"]: sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == "factory_watcher_card_calls_total"
+        and sample.labels["target"] == "team-slack"
+    }
+
+
 def outbox_statuses(watcher: Watcher) -> list[OutboxStatus]:
     """The status of every outbox row."""
     return [row.status for row in watcher.store.list_outbox()]
@@ -99,9 +112,11 @@ async def test_one_card_per_session_updated_in_place_with_a_thread(rig: Rig) -> 
     try:
         await run_story(rig, watcher)
         statuses = outbox_statuses(watcher)
+        calls = card_calls(watcher)
     finally:
         await watcher.aclose()
         watcher.store.close()
+    assert calls == {"post": 1, "update": 3, "reply": 5}
     cards = rig.slack.cards
     assert len(cards) == 1
     ts = cards[0].ts
@@ -171,9 +186,11 @@ async def test_a_card_that_cannot_be_updated_is_replaced_by_one_linking_it(
         await step(watcher)
         statuses = outbox_statuses(watcher)
         stored = watcher.store.card("team-slack", "s1")
+        calls = card_calls(watcher)
     finally:
         await watcher.aclose()
         watcher.store.close()
+    assert (calls["post"], calls["replaced"]) == (2, 1)
     first_card, second = rig.slack.cards
     assert second.ts != first_card.ts
     assert stored is not None

@@ -93,13 +93,18 @@ def test_once_dry_run_prints_and_sends_nothing(
     rig.sim.complete_run("a")
     code, out, _ = run_cli("once", "--dry-run", "-c", str(config))
     assert code == 0
-    assert "would send to team-slack (rule finished)" in out
+    assert "would post a card to team-slack (rule finished)" in out  # a live-card target
     assert "would send to ci (rule completed)" in out
     assert rig.slack.messages == []
     code, out, _ = run_cli("once", "-c", str(config))  # the real thing still finds it
     assert code == 0
     assert "sent 3 notification(s)" in out
     assert len(rig.slack.messages) == 1
+    rig.sim.start_run("a")
+    assert run_cli("once", "-c", str(config))[0] == 0  # sees it running
+    rig.sim.complete_run("a")
+    code, out, _ = run_cli("once", "--dry-run", "-c", str(config))
+    assert "would update the card on team-slack (rule finished)" in out
 
 
 def test_once_reads_the_list_first_when_discovery_is_on(

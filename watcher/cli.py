@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from watcher.core.message import SlackMessage
     from watcher.core.model import Event
     from watcher.core.settings import Rule, Settings, WatchedSession
+    from watcher.daemon import Watcher
     from watcher.logs import RedactingFilter
 
 EX_OK = 0
@@ -237,9 +238,31 @@ async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter)
     return EX_OK
 
 
-async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
+def _dry_run_line(
+    settings: Settings, watcher: Watcher, event: Event, target_name: str, rule: str
+) -> str:
+    """What `once --dry-run` says it would send for one routed event (a card or a message)."""
     from watcher.core.message import SlackMessage
-    from watcher.core.template import render_message
+    from watcher.core.settings import SlackTarget
+    from watcher.core.template import render_card_for, render_message
+
+    target = settings.targets[target_name]
+    note = ""
+    if isinstance(target, SlackTarget) and target.card and event.session is not None:
+        card, problem = render_card_for(settings, target, event, rule)
+        kept = watcher.store.card(target_name, event.session.id)
+        verb = "update the card on" if kept is not None and kept.ts else "post a card to"
+        if problem is not None:
+            note = f"template failed, built-in card shown: {problem}\n"
+        return f"{note}would {verb} {target_name} (rule {rule}): {card.text}"
+    message, problem = render_message(settings, target, event, rule)
+    if problem is not None:
+        note = f"template failed, built-in message shown: {problem}\n"
+    shown = message.text if isinstance(message, SlackMessage) else message.body.decode()
+    return f"{note}would send to {target_name} (rule {rule}): {shown}"
+
+
+async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
     from watcher.core.text import describe_error
     from watcher.daemon import Watcher
 
@@ -257,23 +280,15 @@ async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
             unrenderable = 0
             for report in reports:
                 for event, route in report.routes:
-                    target = settings.targets[route.target]
                     try:
-                        message, problem = render_message(settings, target, event, route.rule)
-                        if problem is not None:
-                            print(f"template failed, built-in message shown: {problem}", file=out)
+                        shown = _dry_run_line(settings, watcher, event, route.target, route.rule)
                     except Exception as error:  # one event our bug cannot render: report, go on
                         unrenderable += 1
                         print(
                             f"cannot render for {route.target}: {describe_error(error)}", file=out
                         )
                         continue
-                    shown = (
-                        message.text
-                        if isinstance(message, SlackMessage)
-                        else (message.body.decode())
-                    )
-                    print(f"would send to {route.target} (rule {route.rule}): {shown}", file=out)
+                    print(shown, file=out)
             if not any(r.routes for r in reports):
                 print("nothing to send", file=out)
             return EX_FAILURE if failed or unrenderable else EX_OK

@@ -542,12 +542,14 @@ class DeliveryWorker:
                 await self._db(
                     self._store.record_card, target.name, session_id, found, [], self._clock()
                 )
+                self._count_card(target, "found")
                 log.info("card of %s -> %s found again after a restart", session_id, target.name)
         if card is not None and card.ts is not None:
             message = self._cards_for(target).card(latest.event, latest.rule, self._earlier(card))
             async with self._pace(target):
                 outcome = await notifier.update(card.channel, card.ts, message, now=self._clock())
             if isinstance(outcome, Sent):
+                self._count_card(target, "update")
                 await self._thread(target, notifier, session_id, card.ts, rows)
                 return ids
             outcome = replace(outcome, reason=self._redact(outcome.reason))
@@ -555,6 +557,7 @@ class DeliveryWorker:
                 await self._fail(target, rows, outcome)
                 return ids
             # Deleted, too old or too long: a new card, linking the old one if Slack can.
+            self._count_card(target, "replaced")
             async with self._pace(target):
                 url = await notifier.permalink(card.ts, now=self._clock())
             error = str(outcome.details.get("error"))
@@ -644,6 +647,7 @@ class DeliveryWorker:
                 await self._db(self._store.drop_card_intent, target.name, card.session_id, now)
             await self._fail(target, rows, outcome)
             return
+        self._count_card(target, "post")
         if outcome.handle is None:
             # Accepted without a ts: nothing to update later. Keep the intent, so the
             # next notification finds the card by its marker, and count these as sent.
@@ -700,6 +704,7 @@ class DeliveryWorker:
                     return
                 await self._fail(target, [row], outcome)  # a dead letter; the rest goes on
                 continue
+            self._count_card(target, "reply")
             await self._db(
                 self._store.record_card, target.name, session_id, ts, [row.id], self._clock()
             )
@@ -710,6 +715,9 @@ class DeliveryWorker:
         for row in rows:
             await self._db(self._store.mark_delivered, row.id, now, handle)
         self._count_delivered(target, rows, handle)
+
+    def _count_card(self, target: Target, call: str) -> None:
+        self.metrics.card_calls.labels(target.name, call).inc()
 
     def _count_delivered(self, target: Target, rows: list[OutboxRow], handle: str | None) -> None:
         for row in rows:

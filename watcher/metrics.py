@@ -155,6 +155,13 @@ class Metrics:
             registry=registry,
         )
         # Gauges: set as the state changes.
+        self.card_calls = Counter(
+            f"{PREFIX}_card_calls",
+            "Slack calls that kept live cards current, by target and call"
+            " (post, update, reply, replaced, found).",
+            ["target", "call"],
+            registry=registry,
+        )
         self.api_up = Gauge(
             f"{PREFIX}_api_up",
             "1 while the Factory API answers polls, else 0.",

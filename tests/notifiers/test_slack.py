@@ -94,13 +94,14 @@ async def test_one_notifier_posts_several_messages_over_its_session(
 
 
 @pytest.mark.anyio
-async def test_update_edits_the_posted_message(slack: FakeSlack) -> None:
+async def test_update_edits_the_posted_message(slack: FakeSlack, clock: ManualClock) -> None:
     """chat.update replaces the text and blocks of a message posted earlier."""
     notifier = SlackNotifier(target(slack))
     try:
         posted = await notifier.send(MESSAGE, now=NOW)
         assert isinstance(posted, Sent)
         assert posted.handle is not None
+        clock.advance(1)
         updated = await notifier.update(CHANNEL, posted.handle, SlackMessage("now idle"), now=NOW)
     finally:
         await notifier.aclose()
@@ -383,6 +384,7 @@ async def test_card_calls_post_find_link_and_update_through_the_sdk(
         assert link is not None
         assert link.startswith("https://fake.slack.test/")
         slack.delete_message(CHANNEL, card.handle)
+        clock.advance(2)
         gone = await notifier.update(CHANNEL, card.handle, MESSAGE, now=NOW)
         assert isinstance(gone, SendFailed)
         assert (gone.kind, gone.details.get("card_gone")) == (FailureKind.PERMANENT, True)
@@ -409,5 +411,28 @@ async def test_a_transient_update_failure_is_not_card_gone(slack: FakeSlack) -> 
         assert isinstance(failed, SendFailed)
         assert failed.kind is FailureKind.RETRYABLE
         assert "card_gone" not in failed.details
+    finally:
+        await notifier.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("page_size", "found"), [(3, True), (2, False)])
+async def test_finding_a_card_pages_through_history_a_few_pages_at_most(
+    slack: FakeSlack, clock: ManualClock, page_size: int, found: bool
+) -> None:
+    """The marked card, 10 messages back, is found on page 4 of 3; pages of 2 give up at 5."""
+    notifier = SlackNotifier(target(slack))
+    try:
+        card = await notifier.post(MESSAGE, now=NOW, marker="m-old")
+        assert isinstance(card, Sent)
+        for _ in range(10):
+            clock.advance(2)
+            assert isinstance(await notifier.post(MESSAGE, now=NOW), Sent)
+        slack.history_page_size = page_size
+        epoch = datetime.fromtimestamp(0, tz=UTC)
+        calls = slack.calls("conversations.history")
+        ts = await notifier.find_card("m-old", epoch, now=NOW)
+        assert (ts == card.handle) is found
+        assert slack.calls("conversations.history") - calls == (4 if found else 5)
     finally:
         await notifier.aclose()

@@ -182,12 +182,14 @@ def test_ts_values_increase(slack: FakeSlack, http: httpx.Client, clock: ManualC
 
 
 def test_update_replaces_a_message_and_unknown_ts_is_refused(
-    slack: FakeSlack, http: httpx.Client
+    slack: FakeSlack, http: httpx.Client, clock: ManualClock
 ) -> None:
     """chat.update edits a posted message; an unknown ts is `message_not_found`."""
     ts = post_json(http, slack, "chat.postMessage", {"channel": CHANNEL, "text": "v1"}).json()["ts"]
 
+    clock.advance(1)
     edited = post_json(http, slack, "chat.update", {"channel": CHANNEL, "ts": ts, "text": "v2"})
+    clock.advance(1)
     missing = post_json(http, slack, "chat.update", {"channel": CHANNEL, "ts": "1.0", "text": "v2"})
 
     assert edited.json()["ok"] is True
@@ -230,6 +232,7 @@ def test_on_message_sees_posts_and_updates(clock: ManualClock, http: httpx.Clien
         ts = post_json(http, server, "chat.postMessage", {"channel": CHANNEL, "text": "a"}).json()[
             "ts"
         ]
+        clock.advance(1)
         post_json(http, server, "chat.update", {"channel": CHANNEL, "ts": ts, "text": "b"})
         server.inject_error("fatal_error")
         post_json(http, server, "chat.postMessage", {"channel": CHANNEL, "text": "c"})
@@ -486,6 +489,7 @@ def test_threads_updates_deletion_permalinks_and_history_with_metadata(
     assert edited.json()["ok"] is True
     assert slack.latest(CHANNEL, card) is not None
     slack.delete_message(CHANNEL, card)
+    clock.advance(2)
     gone = post_json(http, slack, "chat.update", {"channel": CHANNEL, "ts": card, "text": "v3"})
     assert gone.json() == {"ok": False, "error": "message_not_found"}
     assert slack.calls("chat.update") == 2
@@ -505,3 +509,21 @@ def test_injected_errors_can_aim_at_one_method(slack: FakeSlack, http: httpx.Cli
     ts = post_json(http, slack, "chat.postMessage", {"channel": CHANNEL, "text": "a"}).json()["ts"]
     refused = post_json(http, slack, "chat.update", {"channel": CHANNEL, "ts": ts, "text": "b"})
     assert refused.json() == {"ok": False, "error": "cant_update_message"}
+
+
+def test_updates_and_posts_share_a_channels_pace(
+    slack: FakeSlack, http: httpx.Client, clock: ManualClock
+) -> None:
+    """An update sooner than the interval after a post (or the reverse) is rate-limited."""
+    ts = post_json(http, slack, "chat.postMessage", {"channel": CHANNEL, "text": "v1"}).json()["ts"]
+    clock.advance(0.5)
+    early = post_json(http, slack, "chat.update", {"channel": CHANNEL, "ts": ts, "text": "v2"})
+    assert (early.status_code, early.json()["error"]) == (429, "ratelimited")
+    clock.advance(0.5)
+    assert post_json(
+        http, slack, "chat.update", {"channel": CHANNEL, "ts": ts, "text": "v2"}
+    ).json()["ok"]
+    clock.advance(0.5)
+    soon = post_json(http, slack, "chat.postMessage", {"channel": CHANNEL, "text": "v3"})
+    assert soon.status_code == 429
+    assert slack.rate_limited == 2

@@ -188,6 +188,7 @@ class FakeSlack(LoopbackServer):
         self._latest: dict[tuple[str, str], SlackPost] = {}
         self._calls: dict[str, int] = {}
         self.history_scope = True  # False: conversations.history answers missing_scope
+        self.history_page_size: int | None = None  # caps `limit`, to make callers page
         self._last_post: dict[str, float] = {}
         self._next_ts = FIRST_TS_US
         self._rate_limited = 0
@@ -358,7 +359,8 @@ class FakeSlack(LoopbackServer):
 
     def _history(self, args: dict[str, Any]) -> _SlackReply:
         """`conversations.history`: top-level messages newest first, since `oldest`; the
-        metadata of each only with `include_all_metadata`. One page (`has_more` false).
+        metadata of each only with `include_all_metadata`; `limit` per page, the next
+        page through `response_metadata.next_cursor` while `has_more`.
         """
         channel = str(args.get("channel") or "")
         if not self.history_scope:
@@ -367,6 +369,10 @@ class FakeSlack(LoopbackServer):
             return _slack_error("channel_not_found")
         oldest = float(args.get("oldest") or 0)
         limit = int(args.get("limit") or 100)
+        if self.history_page_size is not None:
+            limit = min(limit, self.history_page_size)
+        cursor = str(args.get("cursor") or "")
+        start = int(cursor.removeprefix("page:")) if cursor.startswith("page:") else 0
         with_metadata = str(args.get("include_all_metadata", "")).lower() in {"1", "true"}
         with self._lock:
             found = [
@@ -376,12 +382,16 @@ class FakeSlack(LoopbackServer):
             ]
         found.sort(key=lambda p: float(p.ts), reverse=True)
         messages = []
-        for post in found[:limit]:
+        for post in found[start : start + limit]:
             message: dict[str, Any] = {"type": "message", "ts": post.ts, "text": post.text}
             if with_metadata and post.metadata is not None:
                 message["metadata"] = dict(post.metadata)
             messages.append(message)
-        return _SlackReply(200, {"ok": True, "messages": messages, "has_more": False})
+        more = start + limit < len(found)
+        answer: dict[str, Any] = {"ok": True, "messages": messages, "has_more": more}
+        if more:
+            answer["response_metadata"] = {"next_cursor": f"page:{start + limit}"}
+        return _SlackReply(200, answer)
 
     def _permalink(self, args: dict[str, Any]) -> _SlackReply:
         """`chat.getPermalink`: a link for a message that exists, else `message_not_found`."""
