@@ -42,6 +42,8 @@ DAEMON_STACK = (
 )
 CONFIG_STACK = ("pydantic", "pydantic_core", "watcher.config")
 PARSER_STACK = ("yaml", "watcher.yamlsafe", "watcher.store", "sqlite3")
+# The rules' state the store reads and writes only when a poll or the timer asks.
+RULE_ENGINE = ("watcher.core.rulestate", "watcher.core.lifecycle", "watcher.core.settings")
 
 
 def imported_by(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> set[str]:
@@ -96,6 +98,6 @@ def test_outbox_list_imports_neither_the_daemon_nor_the_config_loader(tmp_path: 
     config.write_text(f"factory:\n  api_key: ${{FW_KEY}}\nstate:\n  path: {tmp_path / 's.db'}\n")
     config.chmod(0o600)
     modules = imported_by(["outbox", "list", "-c", str(config)], tmp_path, {"FW_KEY": "fk-test"})
-    assert loaded(modules, DAEMON_STACK + CONFIG_STACK) == set()
+    assert loaded(modules, DAEMON_STACK + CONFIG_STACK + RULE_ENGINE) == set()
     assert "watcher.store" in modules
     assert (tmp_path / "s.db").exists()

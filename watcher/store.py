@@ -16,26 +16,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from watcher.core.lifecycle import track_from_dict, track_to_dict
 from watcher.core.model import Event, EventType, Gone, SessionRef, SessionState, TokenUsage
 
 # Re-exported (the `as` form is mypy's explicit re-export): the states are part of
 # the store's interface; they live in core so the command line can name them cheaply.
 from watcher.core.outbox import OutboxStatus as OutboxStatus  # noqa: PLC0414
-from watcher.core.rules import Route
-from watcher.core.rulestate import (
-    Episode,
-    Evaluation,
-    Held,
-    Mute,
-    MuteKind,
-    Outcome,
-    RuleMemory,
-    SessionMemory,
-    Settling,
-)
 from watcher.core.snapshot import (
     from_unix_ms,
     snapshot_from_dict,
@@ -43,6 +30,19 @@ from watcher.core.snapshot import (
     to_unix_ms,
 )
 from watcher.core.text import describe_error, safe_json
+
+# The rules' state is imported where it is read or written, not here: the outbox
+# commands (`outbox list`) open the store and should not pay for the rule engine.
+if TYPE_CHECKING:
+    from watcher.core.rules import Route
+    from watcher.core.rulestate import (
+        Evaluation,
+        Held,
+        Mute,
+        MuteKind,
+        Outcome,
+        SessionMemory,
+    )
 
 log = logging.getLogger("watcher.store")
 
@@ -369,6 +369,8 @@ class DecisionRow:
 
 def memory_to_json(memory: SessionMemory) -> str:
     """Serialise a session's rule memory for the store."""
+    from watcher.core.lifecycle import track_to_dict
+
     rules: dict[str, Any] = {}
     for name, rule in memory.rules.items():
         rules[name] = {
@@ -393,6 +395,9 @@ def memory_to_json(memory: SessionMemory) -> str:
 
 def memory_from_json(text: str) -> SessionMemory:
     """Inverse of `memory_to_json`."""
+    from watcher.core.lifecycle import track_from_dict
+    from watcher.core.rulestate import Episode, RuleMemory, SessionMemory, Settling
+
     raw = json.loads(text)
     rules: dict[str, RuleMemory] = {}
     for name, rule in raw["rules"].items():
@@ -835,6 +840,8 @@ class SqliteStore:
 
     def load_memory(self, session_id: str) -> SessionMemory:
         """What rule evaluation remembers about a session (empty if nothing yet)."""
+        from watcher.core.rulestate import SessionMemory
+
         with self._lock:
             row = self._db.execute(
                 "SELECT memory FROM rule_memory WHERE session_id=?", (session_id,)
@@ -871,6 +878,8 @@ class SqliteStore:
         digest: it becomes a dead letter of its target with the reason, so it
         stays visible in `outbox list` and the timer does not trip on it again.
         """
+        from watcher.core.rulestate import Held
+
         with self._lock:
             rows = self._db.execute(
                 "SELECT h.id, h.target, h.quiet_window, h.release_at, e.body, h.rule, e.sequence,"
@@ -954,6 +963,8 @@ class SqliteStore:
 
     def active_mutes(self, now: datetime) -> list[Mute]:
         """Mutes in force at `now`, oldest first."""
+        from watcher.core.rulestate import Mute, MuteKind
+
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, kind, value, until, reason FROM mutes"
@@ -974,6 +985,8 @@ class SqliteStore:
 
     def recent_decisions(self, session_id: str, limit: int = 50) -> list[DecisionRow]:
         """The latest rule decisions about a session, oldest first."""
+        from watcher.core.rulestate import Outcome
+
         with self._lock:
             rows = self._db.execute(
                 "SELECT at, rule, event_id, event_type, outcome, reason FROM decisions"
