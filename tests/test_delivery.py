@@ -350,13 +350,15 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         yield running
 
 
-@pytest.mark.anyio
-async def test_slack_burst_of_200_is_paced_complete_and_ordered(rig: Rig) -> None:
-    """200 transitions reach one channel completely, in order, with no 429 from Slack."""
-    ids = [f"s{i:03d}" for i in range(100)]
-    settings = rig.with_sessions(*ids)
+BURST = [f"s{i:03d}" for i in range(100)]
+
+
+async def deliver_burst(rig: Rig, *, card: bool) -> None:
+    """100 sessions stop and start again (200 transitions) to the Slack target, paced
+    25 ms apart, with or without live cards; every notification is delivered."""
+    settings = rig.with_sessions(*BURST)
     slack = replace(
-        settings.targets["team-slack"], min_interval=timedelta(milliseconds=25), card=False
+        settings.targets["team-slack"], min_interval=timedelta(milliseconds=25), card=card
     )
     settings = replace(
         settings,
@@ -366,21 +368,28 @@ async def test_slack_burst_of_200_is_paced_complete_and_ordered(rig: Rig) -> Non
     watcher = Watcher(settings)
     try:
         await watcher.poll_all()
-        for sid in ids:
+        for sid in BURST:
             rig.sim.complete_run(sid)
         await watcher.poll_all()
-        for sid in ids:
+        for sid in BURST:
             rig.sim.start_run(sid)
         await watcher.poll_all()
         assert watcher.store_counts()[OutboxStatus.PENDING] == 200
         await watcher.deliver_due()
+        assert watcher.store_counts()[OutboxStatus.DELIVERED] == 200
     finally:
         await watcher.aclose()
         watcher.store.close()
+
+
+@pytest.mark.anyio
+async def test_slack_burst_of_200_is_paced_complete_and_ordered(rig: Rig) -> None:
+    """200 transitions reach one channel completely, in order, with no 429 from Slack."""
+    await deliver_burst(rig, card=False)
     messages = rig.slack.messages
     assert len(messages) == 200
     assert rig.slack.rate_limited == 0
-    for sid in ids:
+    for sid in BURST:
         mine = [m.text for m in messages if f"Title of {sid} " in m.text]
         assert len(mine) == 2
         assert "stopped running" in mine[0]
@@ -391,29 +400,7 @@ async def test_slack_burst_of_200_is_paced_complete_and_ordered(rig: Rig) -> Non
 async def test_a_burst_to_live_cards_is_paced_complete_and_ordered(rig: Rig) -> None:
     """200 transitions of 100 sessions: one card each, two thread lines in order, no 429;
     card posts and thread replies share the channel's pace."""
-    ids = [f"s{i:03d}" for i in range(100)]
-    settings = rig.with_sessions(*ids)
-    slack = replace(settings.targets["team-slack"], min_interval=timedelta(milliseconds=25))
-    settings = replace(
-        settings,
-        targets={**settings.targets, "team-slack": slack},
-        rules=(Rule(name="any", on=("session.status_changed",), notify=("team-slack",)),),
-    )
-    watcher = Watcher(settings)
-    try:
-        await watcher.poll_all()
-        for sid in ids:
-            rig.sim.complete_run(sid)
-        await watcher.poll_all()
-        for sid in ids:
-            rig.sim.start_run(sid)
-        await watcher.poll_all()
-        assert watcher.store_counts()[OutboxStatus.PENDING] == 200
-        await watcher.deliver_due()
-        assert watcher.store_counts()[OutboxStatus.DELIVERED] == 200
-    finally:
-        await watcher.aclose()
-        watcher.store.close()
+    await deliver_burst(rig, card=True)
     cards = rig.slack.cards
     assert len(cards) == 100
     assert rig.slack.rate_limited == 0

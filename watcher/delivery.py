@@ -529,7 +529,6 @@ class DeliveryWorker:
     ) -> list[int]:
         ids = [row.id for row in rows]
         latest = rows[-1]
-        earlier: EarlierCard | None
         card = await self._db(self._store.card, target.name, session_id)
         if card is not None and card.channel != notifier.channel:
             card = None  # the target moved to another channel: a new card there
@@ -567,30 +566,22 @@ class DeliveryWorker:
                 target.name,
                 error,
             )
-            card = Card(
-                target.name,
-                session_id,
-                notifier.channel,
-                None,
-                _marker(),
-                replaced_ts=card.ts,
-                replaced_reason=error,
-                replaced_url=url,
-            )
-            earlier = self._earlier(card)
-        else:
-            earlier = None if card is None else self._earlier(card)
-            card = Card(
-                target.name,
-                session_id,
-                notifier.channel,
-                None,
-                _marker(),
-                replaced_ts=None if card is None else card.replaced_ts,
-                replaced_reason=None if card is None else card.replaced_reason,
-                replaced_url=None if card is None else card.replaced_url,
-            )
-        await self._post_card(target, notifier, card, earlier, rows)
+            replaced: tuple[str | None, str | None, str | None] = (card.ts, error, url)
+        elif card is None:
+            replaced = (None, None, None)
+        else:  # a post that never got its ts: the new one still names any card it replaces
+            replaced = (card.replaced_ts, card.replaced_reason, card.replaced_url)
+        fresh = Card(
+            target.name,
+            session_id,
+            notifier.channel,
+            None,
+            _marker(),
+            replaced_ts=replaced[0],
+            replaced_reason=replaced[1],
+            replaced_url=replaced[2],
+        )
+        await self._post_card(target, notifier, fresh, self._earlier(fresh), rows)
         return ids
 
     @staticmethod
