@@ -473,7 +473,7 @@ async def test_a_card_renderer_bug_dead_letters_its_rows_only(
     def broken(event: Event, rule: str, earlier: EarlierCard | None) -> SlackMessage:
         raise RuntimeError("template exploded")
 
-    worker = DeliveryWorker(store, clock=clock, cards=CardRenderer(card=broken))
+    worker = DeliveryWorker(store, clock=clock, cards=lambda _target: CardRenderer(card=broken))
     queue_story(store, clock.now, EventType.DISCOVERED, EventType.STARTED)
     await drain(worker, target)
     rows = store.list_outbox()
@@ -494,7 +494,7 @@ async def test_a_reply_renderer_bug_keeps_what_was_delivered_before_it(
             raise RuntimeError("line exploded")
         return render_thread_reply(event, rule)
 
-    worker = DeliveryWorker(store, clock=clock, cards=CardRenderer(reply=reply))
+    worker = DeliveryWorker(store, clock=clock, cards=lambda _target: CardRenderer(reply=reply))
     queue_story(store, clock.now, EventType.DISCOVERED)
     await drain(worker, target)
     queue_story(store, clock.now, EventType.MESSAGES_ADDED, EventType.STARTED)

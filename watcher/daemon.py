@@ -209,7 +209,6 @@ class Watcher:
         render: Render | None = None,
         recorder: PollRecorder | None = None,
         store: SqliteStore | None = None,
-        cards: CardRenderer | None = None,
     ) -> None:
         self.settings = settings
         self.recorder = recorder or (
@@ -252,8 +251,7 @@ class Watcher:
             render=render or self._render_message,
             metrics=self.metrics,
             enrich=self._add_last_answer,
-            cards=cards,
-            cards_for=None if cards is not None else self._card_renderer,
+            cards=self._card_renderer,
         )
         # Last answers fetched for `include_last_answer`, by event id: a row for a
         # second target, or a retry, reuses the answer instead of asking again.

@@ -138,6 +138,22 @@ class _Lane:
         return self.stopping
 
 
+def _builtin_cards(_target: Target) -> CardRenderer:
+    return CardRenderer()
+
+
+def _row_context(target: Target, row: OutboxRow, attempt: int | None = None) -> dict[str, Any]:
+    """The log context of one outbox row's send."""
+    return context(
+        session=row.session_id,
+        target=target.name,
+        rule=row.rule,
+        event_id=row.event.id,
+        outbox_id=row.id,
+        attempt=attempt,
+    )
+
+
 def sends_together(target: Target) -> bool:
     """Whether rows of different sessions may go to `target` at the same time: only
     to a webhook without pacing. Slack channels get one message at a time, in order,
@@ -211,15 +227,13 @@ class DeliveryWorker:
         render: Render = render_builtin,
         metrics: Metrics | None = None,
         enrich: Enrich | None = None,
-        cards: CardRenderer | None = None,
-        cards_for: Callable[[Target], CardRenderer] | None = None,
+        cards: Callable[[Target], CardRenderer] | None = None,
     ) -> None:
         self._store = store
         self._render = render
         self._enrich = enrich
-        # How a target's cards look: `cards` for every target, or per target (templates).
-        fixed = cards or CardRenderer()
-        self._cards_for = cards_for or (lambda _target: fixed)
+        # How each target's cards look (the daemon's follows the target's templates).
+        self._cards_for = cards or _builtin_cards
         self._clock = clock
         self._jitter = jitter
         self._db = db or _run_inline
@@ -421,14 +435,7 @@ class DeliveryWorker:
         if isinstance(outcome, SendFailed):
             outcome = replace(outcome, reason=self._redact(outcome.reason))
         attempts = row.attempts + 1
-        fields = context(
-            session=event.session.id if event.session else None,
-            target=target.name,
-            rule=row.rule,
-            event_id=event.id,
-            outbox_id=row.id,
-            attempt=attempts,
-        )
+        fields = _row_context(target, row, attempts)
         if isinstance(outcome, Sent):
             failpoint(Failpoint.AFTER_SEND)
             await self._db(self._store.mark_delivered, row.id, now, outcome.handle)
@@ -722,13 +729,7 @@ class DeliveryWorker:
                 handle,
                 row.event.id,
                 row.rule,
-                extra=context(
-                    session=row.session_id,
-                    target=target.name,
-                    rule=row.rule,
-                    event_id=row.event.id,
-                    outbox_id=row.id,
-                ),
+                extra=_row_context(target, row),
             )
         self._on_progress()
 
@@ -740,14 +741,7 @@ class DeliveryWorker:
         self.metrics.notification_failures.labels(target.name, failure_reason(outcome)).inc()
         for row in rows:
             where = f"{row.event.type} {row.session_id} -> {target.name} (card)"
-            fields = context(
-                session=row.session_id,
-                target=target.name,
-                rule=row.rule,
-                event_id=row.event.id,
-                outbox_id=row.id,
-                attempt=row.attempts + 1,
-            )
+            fields = _row_context(target, row, row.attempts + 1)
             await self._settle_failure(target, row, outcome, now, where, fields)
         self._hold_lane(target, outcome, now)
         self._on_progress()

@@ -8,6 +8,7 @@ replayed through a template or a card.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,13 +93,8 @@ def _count(value: Any, where: str) -> int | None:
     return value
 
 
-USAGE_KEYS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_tokens",
-    "cache_read_tokens",
-    "thinking_tokens",
-)
+# The token counters of a body's `session.usage` (render writes `asdict(TokenUsage)`).
+USAGE_KEYS = tuple(f.name for f in fields(TokenUsage) if f.name != "factory_credits")
 
 
 def _usage(value: Any) -> TokenUsage | None:

@@ -24,13 +24,14 @@ from watcher.core.render import (
     TITLE_LIMIT,
     escape_slack,
     format_duration,
+    format_number,
     headline,
+    inline,
     truncate,
 )
 
 ANSWER_LIMIT = 1500  # the agent's last answer, shortened: the card stays a card
 LINE_LIMIT = 600  # one thread line
-FIELD_LIMIT = 300
 
 # A session's status as the card shows it; an unknown status is shown as it is.
 STATUS_EMOJI: Mapping[str, str] = {
@@ -56,16 +57,6 @@ class EarlierCard:
     reason: str  # why it could not be updated (Slack's error name)
 
 
-def _inline(text: str, limit: int = FIELD_LIMIT) -> str:
-    """Untrusted text made safe for one line of mrkdwn: no newlines, escaped, capped."""
-    return escape_slack(truncate(" ".join(text.split()), limit))
-
-
-def _number(value: float) -> str:
-    """`1000.0` -> `1,000`; `2.5` -> `2.5`."""
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}".rstrip("0")
-
-
 def status_label(event: Event) -> str:
     """The session's status with its emoji, as the card's first line shows it."""
     final = FINAL_STATES.get(event.type)
@@ -73,11 +64,11 @@ def status_label(event: Event) -> str:
         return f"{final[0]} {final[1]}"
     status = event.session.status if event.session else ""
     emoji = STATUS_EMOJI.get(status, UNKNOWN_STATUS_EMOJI)
-    return f"{emoji} {_inline(status, 40) or 'unknown'}"
+    return f"{emoji} {inline(status, 40) or 'unknown'}"
 
 
 def _title(session: SessionRef) -> str:
-    name = _inline(session.display_name, TITLE_LIMIT)
+    name = inline(session.display_name, TITLE_LIMIT)
     if not session.url:
         return f"*{name}*"
     # The URL comes from our config template; escaped all the same so a crafted
@@ -89,7 +80,7 @@ def _tokens(usage: Mapping[str, Any] | None) -> str | None:
     if not usage:
         return None
     parts = [
-        f"{_number(float(usage[key]))} {label}"
+        f"{format_number(float(usage[key]))} {label}"
         for key, label in (("input", "in"), ("output", "out"), ("cache", "cache"))
         if isinstance(usage.get(key), int | float)
     ]
@@ -105,7 +96,7 @@ def _facts(event: Event, session: SessionRef) -> list[str]:
     if session.active_ms is not None:
         fields.append(f"*Active*\n{format_duration(session.active_ms / 1000)}")
     if session.message_count is not None:
-        fields.append(f"*Messages*\n{_number(session.message_count)}")
+        fields.append(f"*Messages*\n{format_number(session.message_count)}")
     usage = session.usage
     if usage is not None:
         tokens = _tokens(
@@ -117,9 +108,9 @@ def _facts(event: Event, session: SessionRef) -> list[str]:
         )
         fields.append(f"*Tokens*\n{tokens}")
     if session.credits is not None:
-        fields.append(f"*Credits*\n{_number(session.credits)}")
+        fields.append(f"*Credits*\n{format_number(session.credits)}")
     if session.model:
-        fields.append(f"*Model*\n{_inline(session.model, 80)}")
+        fields.append(f"*Model*\n{inline(session.model, 80)}")
     return fields
 
 
@@ -140,7 +131,7 @@ def run_line(run: Mapping[str, Any]) -> str:
         parts.append(f"tokens {shown_tokens}")
     credits = run.get("credits")
     if isinstance(credits, int | float):
-        parts.append(f"{_number(credits)} credits")
+        parts.append(f"{format_number(credits)} credits")
     added = run.get("messages_added")
     if isinstance(added, int):
         parts.append(f"{added} new message(s)")
@@ -188,7 +179,7 @@ def render_card(event: Event, rule: str, earlier: EarlierCard | None = None) -> 
     answer = _answer(event)
     if answer:
         blocks.append(_section(answer))
-    footer = [f"`{_inline(session.id, 80)}`", f"rule {_inline(rule, 80)}", str(event.type)]
+    footer = [f"`{inline(session.id, 80)}`", f"rule {inline(rule, 80)}", str(event.type)]
     if earlier is not None:
         footer.append(earlier_note(earlier))
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(footer)}]})
@@ -201,7 +192,7 @@ def earlier_note(earlier: EarlierCard) -> str:
     """`replaces an earlier card (reason)`, linked when Slack gave a permalink."""
     # A Slack permalink, escaped all the same: it ends up inside `<…|…>`.
     link = f"<{escape_slack(earlier.url)}|earlier card>" if earlier.url else "earlier card"
-    return f"replaces an {link} ({_inline(earlier.reason, 60)})"
+    return f"replaces an {link} ({inline(earlier.reason, 60)})"
 
 
 def with_earlier(message: SlackMessage, earlier: EarlierCard | None) -> SlackMessage:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from watcher.core.captured import EventBodyError, event_from_body
 from watcher.core.message import Message, SlackMessage, WebhookMessage
 from watcher.core.model import Event, EventType, SessionRef
 from watcher.core.settings import TargetKind
@@ -36,7 +37,7 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
 
 
-def _inline(text: str, limit: int = FIELD_LIMIT) -> str:
+def inline(text: str, limit: int = FIELD_LIMIT) -> str:
     """Untrusted text made safe for one line of mrkdwn: no newlines, escaped, capped."""
     one_line = " ".join(text.split())
     return escape_slack(truncate(one_line, limit))
@@ -71,11 +72,16 @@ USAGE_UNITS = {
 }
 
 
-def _number(value: object) -> str:
+def format_number(value: float) -> str:
     """`100.0` -> `100`, `1000000` -> `1,000,000`, `101.5` -> `101.5`."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return _inline(str(value))
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}".rstrip("0")
+
+
+def _number(value: object) -> str:
+    """A number as `format_number` writes it; anything else as inert text."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return inline(str(value))
+    return format_number(value)
 
 
 def _lifecycle_headline(event: Event, name: str) -> str | None:
@@ -107,7 +113,7 @@ def _lifecycle_headline(event: Event, name: str) -> str | None:
         return f":stopwatch: {name} has been running for {held}{reminder}"
     if kind is EventType.USAGE_CROSSED:
         counter = str(data.get("counter", ""))
-        unit = USAGE_UNITS.get(counter, _inline(counter))
+        unit = USAGE_UNITS.get(counter, inline(counter))
         return (
             f":moneybag: {name} crossed {_number(data.get('threshold'))} {unit} "
             f"(now {_number(data.get('value'))})"
@@ -124,49 +130,22 @@ class DigestItem:
 
 
 def _digest_items(event: Event) -> list[DigestItem]:
-    """The held notifications a digest lists, rebuilt from its data; unreadable ones skipped."""
+    """The held notifications a digest lists, read back from its data (each item is the
+    webhook body it would have had); an unreadable item is left out, not fatal."""
     items = event.data.get("items")
     out: list[DigestItem] = []
     for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict):
-            continue
-        session = item.get("session")
         try:
-            kind = EventType(item["type"])
-            at = datetime.fromisoformat(str(item["occurred_at"]).replace("Z", "+00:00"))
-        except (KeyError, TypeError, ValueError):
+            held = event_from_body(item)
+        except EventBodyError:
             continue
-        ref = None
-        if isinstance(session, dict):
-            labels = session.get("labels")
-            ref = SessionRef(
-                id=str(session.get("id", "")),
-                title=str(session.get("title") or ""),
-                status=str(session.get("status") or ""),
-                name=session.get("name"),
-                labels=labels if isinstance(labels, dict) else {},
-                url=session.get("url"),
-            )
-        data = item.get("data")
-        sequence = item.get("sequence")
-        out.append(
-            DigestItem(
-                Event(
-                    str(item.get("id")),
-                    kind,
-                    at,
-                    ref,
-                    data if isinstance(data, dict) else {},
-                    sequence=sequence if isinstance(sequence, int) else 0,
-                ),
-                str(item.get("rule") or ""),
-            )
-        )
+        rule = item.get("rule") if isinstance(item, dict) else None
+        out.append(DigestItem(held, rule if isinstance(rule, str) else ""))
     return out
 
 
 def _digest_headline(event: Event) -> str:
-    window = _inline(str(event.data.get("window", "")))
+    window = inline(str(event.data.get("window", "")))
     count = event.data.get("count", 0)
     return f":zzz: Quiet hours {window} are over: {count} notification(s) held"
 
@@ -203,14 +182,14 @@ def digest_lines(event: Event) -> list[str]:
 
 
 def _session_label(session: SessionRef) -> str:
-    return _inline(session.display_name, TITLE_LIMIT)
+    return inline(session.display_name, TITLE_LIMIT)
 
 
 def headline(event: Event) -> str:
     """One plain sentence (mrkdwn-escaped) saying what happened."""
     data = event.data
     if event.type is EventType.API_UNAVAILABLE:
-        return f":warning: Factory API unavailable: {_inline(str(data.get('reason', '')))}"
+        return f":warning: Factory API unavailable: {inline(str(data.get('reason', '')))}"
     if event.type is EventType.API_RECOVERED:
         return ":white_check_mark: Factory API reachable again"
     if event.type is EventType.DIGEST:
@@ -222,9 +201,9 @@ def headline(event: Event) -> str:
     if semantic is not None:
         return semantic
     if event.type is EventType.DISCOVERED:
-        return f":eyes: Now watching {name} ({_inline(event.session.status) or 'unknown'})"
+        return f":eyes: Now watching {name} ({inline(event.session.status) or 'unknown'})"
     if event.type is EventType.STATUS_CHANGED:
-        before, after = _inline(str(data.get("from"))), _inline(str(data.get("to")))
+        before, after = inline(str(data.get("from"))), inline(str(data.get("to")))
         if (before, after) == ("running", "idle"):
             # Finished or interrupted looks the same here; session.finished tells them apart.
             return f":pause_button: {name} stopped running (running → idle)"
@@ -285,17 +264,17 @@ def render_slack(event: Event, rule: str) -> SlackMessage:
         text = truncate("\n".join([text, *lines]), FALLBACK_TEXT_LIMIT)
     session = event.session
     if session is not None:
-        facts = [f"*Session:* {_link(session)}", f"*Status:* {_inline(session.status) or '?'}"]
+        facts = [f"*Session:* {_link(session)}", f"*Status:* {inline(session.status) or '?'}"]
         if session.title and session.name:
-            facts.append(f"*Title:* {_inline(session.title, TITLE_LIMIT)}")
-        facts.append(f"*ID:* `{_inline(session.id, 80)}`")
+            facts.append(f"*Title:* {inline(session.title, TITLE_LIMIT)}")
+        facts.append(f"*ID:* `{inline(session.id, 80)}`")
         blocks.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": "  ·  ".join(facts)}]}
         )
     blocks.append(
         {
             "type": "context",
-            "elements": [{"type": "mrkdwn", "text": f"rule {_inline(rule, 80)} · {event.type}"}],
+            "elements": [{"type": "mrkdwn", "text": f"rule {inline(rule, 80)} · {event.type}"}],
         }
     )
     return SlackMessage(text=text, blocks=tuple(blocks))
@@ -329,15 +308,7 @@ def _session_body(session: SessionRef | None) -> dict[str, Any] | None:
     if session.model is not None:
         body["model"] = session.model
     if session.usage is not None:
-        usage = session.usage
-        body["usage"] = {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cache_creation_tokens": usage.cache_creation_tokens,
-            "cache_read_tokens": usage.cache_read_tokens,
-            "thinking_tokens": usage.thinking_tokens,
-            "factory_credits": usage.factory_credits,
-        }
+        body["usage"] = asdict(session.usage)
     return body
 
 

@@ -29,6 +29,7 @@ from watcher.core.lifecycle import (
 )
 from watcher.core.model import Event, EventType, JSONValue, SessionRef, SessionState, Snapshot
 from watcher.core.quiet import active_window
+from watcher.core.render import webhook_payload
 from watcher.core.rules import Route, judge, judge_session
 from watcher.core.settings import QuietHours, Rule
 from watcher.core.snapshot import from_unix_ms, to_unix_ms
@@ -473,29 +474,9 @@ def digest_event(
         "release_at": to_unix_ms(release_at),
         "items": [event.id for event, _ in items],
     }
-    listed: list[JSONValue] = []
-    for event, rule in items:
-        session = event.session
-        listed.append(
-            {
-                "id": event.id,
-                "type": str(event.type),
-                "sequence": event.sequence,
-                "rule": rule,
-                "occurred_at": _fmt(event.occurred_at),
-                "session": None
-                if session is None
-                else {
-                    "id": session.id,
-                    "name": session.name,
-                    "title": session.title,
-                    "status": session.status,
-                    "labels": dict(session.labels),
-                    "url": session.url,
-                },
-                "data": dict(event.data),
-            }
-        )
+    # Each held notification as the webhook body it would have had on its own, so
+    # the digest's webhook body can list them as such (render.digest_payload).
+    listed: list[JSONValue] = [webhook_payload(event, rule) for event, rule in items]
     return Event(
         id=event_id(target, EventType.DIGEST, cause),
         type=EventType.DIGEST,

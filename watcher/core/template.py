@@ -41,8 +41,10 @@ from watcher.core.message import Message, SlackMessage, WebhookMessage
 from watcher.core.model import Event, EventType, SessionRef
 from watcher.core.render import (
     SECTION_TEXT_LIMIT,
+    WEBHOOK_VERSION,
     escape_slack,
     format_duration,
+    format_number,
     headline,
     render_for,
     truncate,
@@ -62,7 +64,6 @@ from watcher.core.text import describe_error
 TEMPLATE_FILE = "<template>"  # the file name Jinja2 gives frames of a template from a string
 TEXT_LIMIT = 40_000  # Slack's limit for a message's text
 MAX_BLOCKS = 50  # Slack's limit for blocks in one message
-WEBHOOK_VERSION = 1
 RESERVED_KEYS = ("version", "type", "id", "sequence", "template")
 USAGE_KEYS = (
     "input_tokens",
@@ -117,8 +118,8 @@ def json_finalize(value: Any) -> str:
 def _number(value: Any) -> str:
     """`1000000` -> `1,000,000`; `104.5` -> `104.5`."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}".rstrip("0")
+        return str(value)  # escaped where it enters the output, as every value is
+    return format_number(value)
 
 
 def _link(url: Any, label: Any = None) -> Markup:
