@@ -342,21 +342,30 @@ def judge(
 ) -> Verdict:
     """Count lost facts and duplicate receipts, and flag duplicates a kill cannot explain.
 
-    Every target has one delivery lane that sends one row at a time, so a SIGKILL
-    leaves at most one send per target in flight: a key received in run r and again
-    later needs run r to have been killed, and each killed run may account for one
-    such key per channel. The same key twice within one run is never legitimate.
+    A target sends one row of each session at a time (the outbox's lanes), and the
+    webhook target, unpaced, sends rows of different sessions together; the Slack
+    webhook, paced, sends one row at a time. So a SIGKILL leaves at most one send per
+    session in flight at the webhook and one in all at Slack: a key received in run r
+    and again later needs run r to have been killed, and each killed run may account
+    for one such key per webhook session and one per Slack. The same key twice within
+    one run is never legitimate.
     """
     owed = frozenset(expected)
     proven = {r.fact for r in receipts}
     lost = tuple(sorted(owed - proven))
     killed = {r.index for r in runs if r.killed}
     runs_by_key: dict[tuple[Channel, str], list[int]] = defaultdict(list)
+    lane_of: dict[tuple[Channel, str], str] = {}
     for receipt in receipts:
         runs_by_key[(receipt.channel, receipt.key)].append(receipt.run)
+        # The webhook sends different sessions' rows together; Slack one row at a time.
+        lane_of[(receipt.channel, receipt.key)] = (
+            receipt.session_id if receipt.channel is Channel.WEBHOOK else ""
+        )
     duplicates = sum(len(found) - 1 for found in runs_by_key.values())
     unexplained: list[str] = []
     resent: Counter[tuple[Channel, int]] = Counter()
+    resent_per_lane: Counter[tuple[Channel, int, str]] = Counter()
     for (channel, key), found in sorted(runs_by_key.items()):
         ordered = sorted(found)
         if len(set(ordered)) != len(ordered):
@@ -366,11 +375,13 @@ def judge(
             if earlier not in killed:
                 unexplained.append(f"{channel} {key}: sent again after clean run {earlier}")
             resent[(channel, earlier)] += 1
-    for (channel, run), count in sorted(resent.items()):
+            resent_per_lane[(channel, earlier, lane_of[(channel, key)])] += 1
+    for (channel, run, lane), count in sorted(resent_per_lane.items()):
         if count > 1:
+            where = f"session {lane}" if lane else "the target"
             unexplained.append(
-                f"run {run}: {count} {channel} keys sent again; a killed run has at most one"
-                " send in flight per target"
+                f"run {run}: {count} {channel} keys of {where} sent again; a killed run has"
+                " at most one send in flight per lane"
             )
     return Verdict(
         expected=len(owed),

@@ -227,6 +227,28 @@ RUNS = [RunRecord(0, killed=True), RunRecord(1, killed=True), RunRecord(2, kille
             2,
             0,
         ),
+        (
+            [
+                hook("x", "ses-1", DISCOVERED, 0),
+                hook("x", "ses-1", DISCOVERED, 1),
+                hook("y", "ses-2", DISCOVERED, 0),
+                hook("y", "ses-2", DISCOVERED, 1),
+            ],
+            2,
+            2,
+            0,
+        ),
+        (
+            [
+                Receipt(S, f"ses-1:{ARCHIVED}", "ses-1", ARCHIVED, 0),
+                Receipt(S, f"ses-1:{ARCHIVED}", "ses-1", ARCHIVED, 1),
+                Receipt(S, f"ses-2:{ARCHIVED}", "ses-2", ARCHIVED, 0),
+                Receipt(S, f"ses-2:{ARCHIVED}", "ses-2", ARCHIVED, 1),
+            ],
+            2,
+            2,
+            1,
+        ),
     ],
     ids=[
         "all-received-once",
@@ -236,12 +258,15 @@ RUNS = [RunRecord(0, killed=True), RunRecord(1, killed=True), RunRecord(2, kille
         "twice-in-one-run",
         "two-resends-from-one-run",
         "one-resend-per-channel",
+        "webhook-sessions-in-flight-together",
+        "two-slack-resends-from-one-run",
     ],
 )
 def test_judge_counts_lost_facts_and_duplicates_and_flags_impossible_ones(
     receipts: list[Receipt], lost: int, duplicates: int, unexplained: int
 ) -> None:
-    """Lost = owed facts never received; a resend must come from a killed run, one per lane."""
+    """Lost = owed facts never received; a resend must come from a killed run, one per lane:
+    a webhook session, or the paced Slack webhook as a whole."""
     verdict = judge(OWED, receipts, RUNS)
     assert (len(verdict.lost), verdict.duplicates, len(verdict.unexplained)) == (
         lost,
