@@ -8,7 +8,7 @@ thread moves sessions through one-way scripts while the daemon is killed
 over and over:
 
 * about half the runs get SIGKILL at a random moment, 0.2-1.5 s after spawn;
-* the others are armed with one named failpoint (`watcher.failpoint`), in
+* the others are armed with one named failpoint (`watcher.ops.failpoint`), in
   rotation `after_outbox_commit`, `after_send`, `during_reload`, and kill
   themselves there; `during_reload` fires on SIGHUP, so those runs get
   SIGHUPs until they die. A run whose point is not reached in time is killed
@@ -69,8 +69,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from watcher.failpoint import ENV_VAR as FAILPOINT_ENV
-from watcher.failpoint import Failpoint
+from watcher.ops.failpoint import ENV_VAR as FAILPOINT_ENV
+from watcher.ops.failpoint import Failpoint
 from watcher.testing.sim import FactorySimulator
 from watcher.testing.sinks import (
     FakeSlackWebhook,

@@ -73,7 +73,6 @@ from apscheduler.events import (
     JobSubmissionEvent,
 )
 
-from watcher.api import FactoryClient
 from watcher.core.poll import Answer
 from watcher.core.secret import Secret
 from watcher.core.settings import (
@@ -85,9 +84,10 @@ from watcher.core.settings import (
     WebhookTarget,
 )
 from watcher.daemon import Watcher
-from watcher.logs import configure_logging
+from watcher.ops.logs import configure_logging
+from watcher.ops.systemd import SystemdNotifier
+from watcher.poll.api import FactoryClient
 from watcher.store import OutboxStatus
-from watcher.systemd import SystemdNotifier
 from watcher.testing.sim import DEFAULT_API_KEY
 from watcher.testing.sinks import ReceivedWebhook, WebhookReceiver
 
@@ -955,21 +955,21 @@ def package_of(filename: str, funcname: str) -> str:
 
 # (label, file suffix, function) of the steps whose inclusive time the profile reports.
 INCLUSIVE = (
-    ("Watcher.poll (one whole poll, loop side)", "watcher/daemon.py", "poll"),
-    ("FactoryClient.fetch_session (HTTP request)", "watcher/api.py", "fetch_session"),
+    ("Watcher.poll (one whole poll, loop side)", "watcher/daemon/__init__.py", "poll"),
+    ("FactoryClient.fetch_session (HTTP request)", "watcher/poll/api.py", "fetch_session"),
     (
         "  httpcore current_async_library (sniffio look-up)",
         "_synchronization.py",
         "current_async_library",
     ),
-    ("classify_response (JSON + snapshot parsing)", "watcher/api.py", "classify_response"),
-    ("Watcher.db (hand-off to the SQLite thread)", "watcher/daemon.py", "db"),
+    ("classify_response (JSON + snapshot parsing)", "watcher/poll/api.py", "classify_response"),
+    ("Watcher.db (hand-off to the SQLite thread)", "watcher/daemon/__init__.py", "db"),
     (
         "APScheduler _process_jobs (due jobs, next run times)",
         "apscheduler/schedulers/base.py",
         "_process_jobs",
     ),
-    ("Watcher._tick (the job: queue a poll)", "watcher/daemon.py", "_tick"),
+    ("Watcher._tick (the job: queue a poll)", "watcher/daemon/__init__.py", "_tick"),
 )
 
 

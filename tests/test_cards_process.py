@@ -12,7 +12,7 @@ import pytest
 
 from tests.process import secret_env, start_daemon, write_config
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
-from watcher.failpoint import ENV_VAR, Failpoint
+from watcher.ops.failpoint import ENV_VAR, Failpoint
 
 pytestmark = pytest.mark.slow
 

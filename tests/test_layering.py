@@ -51,13 +51,53 @@ def test_core_imports_only_core_and_pure_stdlib(path: Path) -> None:
         assert name.split(".")[0] not in SHELL_ONLY, f"{path.name} imports {name} (I/O)"
 
 
-def test_nothing_imports_the_composition_root() -> None:
-    """Only the CLI and the demo may import the daemon (nothing imports upward)."""
-    for path in PACKAGE.rglob("*.py"):
-        if path.name in {"cli.py", "demo.py", "daemon.py"}:
+# The flow, bottom to top: a package imports only packages on a lower layer (and
+# itself). Data flows poll -> intake -> store -> delivery -> notifiers; the daemon
+# wires them; the commands drive the daemon; `core` is pure and imports nothing.
+LAYERS = {
+    "core": 0,
+    "config": 1,
+    "store": 1,
+    "poll": 1,
+    "notifiers": 1,
+    "ops": 1,
+    "intake": 2,
+    "delivery": 2,
+    "testing": 2,
+    "daemon": 3,
+    "commands": 4,
+    "__main__": 5,
+}
+
+
+def package_of(path: Path) -> str:
+    """The top-level part of `watcher` a file belongs to (`daemon`, `store`, ...)."""
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0].removesuffix(".py")
+
+
+ALL_FILES = sorted(p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE or p.stem != "__init__")
+
+
+def test_every_part_has_a_layer() -> None:
+    """Every subpackage of `watcher` is placed on a layer (a new one must be placed)."""
+    assert {package_of(p) for p in ALL_FILES} <= set(LAYERS)
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=[str(p.relative_to(PACKAGE)) for p in ALL_FILES])
+def test_nothing_imports_upward(path: Path) -> None:
+    """A module imports only its own part and parts on a lower layer of the flow."""
+    own = package_of(path)
+    for name in imports_of(path):
+        parts = name.split(".")
+        if parts[0] != "watcher" or len(parts) < 2 or parts[1] == own:
             continue
-        assert "watcher.daemon" not in imports_of(path), f"{path} imports watcher.daemon"
-        assert "watcher.cli" not in imports_of(path) or path.name == "__main__.py"
+        if parts[1] == "testing" and path.name == "demo.py":
+            continue  # the demo command runs the simulator (checked below)
+        assert LAYERS[parts[1]] < LAYERS[own], (
+            f"{path.relative_to(PACKAGE)} ({own}, layer {LAYERS[own]}) imports {name}"
+            f" (layer {LAYERS[parts[1]]})"
+        )
 
 
 PRODUCT_FILES = sorted(
@@ -93,8 +133,8 @@ def test_demo_is_imported_only_when_the_demo_runs() -> None:
     for path in PRODUCT_FILES:
         if path.name == "demo.py":
             continue
-        assert "watcher.demo" not in top_level_imports_of(path), (
-            f"{path.relative_to(PACKAGE)} imports watcher.demo at module level"
+        assert "watcher.commands.demo" not in top_level_imports_of(path), (
+            f"{path.relative_to(PACKAGE)} imports watcher.commands.demo at module level"
         )
 
 
@@ -102,6 +142,8 @@ def test_the_test_doubles_do_not_import_the_daemon() -> None:
     """The simulator and fakes stand alone: they import no daemon, delivery or CLI module."""
     for path in sorted((PACKAGE / "testing").glob("*.py")):
         for name in imports_of(path):
-            assert name not in {"watcher.daemon", "watcher.cli", "watcher.delivery"}, (
-                f"testing/{path.name} imports {name}"
-            )
+            assert name.split(".")[:2] not in (
+                ["watcher", "daemon"],
+                ["watcher", "commands"],
+                ["watcher", "delivery"],
+            ), f"testing/{path.name} imports {name}"

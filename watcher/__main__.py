@@ -1,5 +1,5 @@
 """`python -m watcher` is the `factory-watcher` command."""
 
-from watcher.cli import main
+from watcher.commands.cli import main
 
 raise SystemExit(main())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.config import ConfigError, load_settings
+from watcher.config.loader import ConfigError, load_settings
 from watcher.core.settings import HttpSettings, LogFormat
 
 BASE = "factory:\n  api_key: ${KEY}\n"

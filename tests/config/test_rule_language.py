@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.config import ConfigError, load_settings
+from watcher.config.loader import ConfigError, load_settings
 from watcher.core.settings import QuietHours, Settings
 
 ENV = {"FACTORY_API_KEY": "fk-test-0123456789"}

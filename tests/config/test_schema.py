@@ -14,9 +14,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from watcher import yamlsafe
-from watcher.cli import main
-from watcher.config import ConfigError, load_settings
+from watcher.commands.cli import main
+from watcher.config import yamlsafe
+from watcher.config.loader import ConfigError, load_settings
 from watcher.config.models import SECTIONS, ConfigFile, config_schema
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.config import ConfigError, ConfigProblem, load_settings
+from watcher.config.loader import ConfigError, ConfigProblem, load_settings
 from watcher.core.settings import Settings, SlackTemplate, WebhookTemplate
 
 ENV = {"FACTORY_API_KEY": "fk-test-0123456789"}

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
-from watcher import yamlsafe
+from watcher.config import yamlsafe
 from watcher.config.models import (
     SECTIONS,
     TARGET_MODELS,
@@ -42,6 +42,7 @@ from watcher.config.problems import (
     unknown_name,
 )
 from watcher.config.secrets import SecretReader
+from watcher.config.statepath import resolve_state_path
 from watcher.config.values import (
     HEADER_NAME,
     RESERVED_HEADERS,
@@ -50,6 +51,7 @@ from watcher.config.values import (
     is_loopback_address,
     is_whsec,
 )
+from watcher.config.yamlsafe import KeyPath, render_path
 from watcher.core.cadence import budget_need
 from watcher.core.lifecycle import CONDITION_EVENTS, EDGE_EVENTS, USAGE_COUNTERS
 from watcher.core.model import EventType
@@ -74,8 +76,6 @@ from watcher.core.settings import (
     WebhookTemplate,
 )
 from watcher.core.urls import is_loopback_url
-from watcher.statepath import resolve_state_path
-from watcher.yamlsafe import KeyPath, render_path
 
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

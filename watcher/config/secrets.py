@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from watcher.config.yamlsafe import KeyPath
 from watcher.core.secret import Secret
-from watcher.yamlsafe import KeyPath
 
 MAX_SECRET_FILE_BYTES = 64 << 10
 

@@ -1,0 +1,136 @@
+"""`replay FILE.jsonl`: a recorded poll stream through the config's rules on a simulated clock.
+
+Nothing touches the network or the state database: the rules run against a
+throwaway in-memory store, the clock is the recorded time of each poll, and
+the rule timer runs at exactly the moments the rules asked to be woken. The
+result is what the daemon would have queued, to which target, and when.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from watcher.commands.explain import find_session
+from watcher.core.message import SlackMessage
+from watcher.core.model import Event
+from watcher.core.poll import Fetched, FetchResult, NotFound
+from watcher.core.settings import Settings
+from watcher.core.snapshot import SnapshotError, parse_snapshot
+from watcher.core.template import render_message
+from watcher.intake.poll import apply_poll
+from watcher.intake.tick import apply_tick
+from watcher.store import SqliteStore, UnreadableRow
+
+
+class ReplayError(ValueError):
+    """A line of the recording cannot be read; names the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedPoll:
+    """One line of a recording."""
+
+    at: datetime
+    session_id: str
+    result: FetchResult
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A notification the rules queued during the replay."""
+
+    at: datetime
+    target: str
+    rule: str
+    event: Event
+
+
+def read_recording(lines: Iterable[str], source: str = "recording") -> Iterator[RecordedPoll]:
+    """Parse recorded lines; blank lines are skipped, anything else wrong is a ReplayError."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            raw = json.loads(line)
+            at = datetime.fromisoformat(raw["at"])
+            session_id = raw["session"]
+            status = raw["status"]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ReplayError(f"{where}: not a recorded poll ({type(error).__name__})") from None
+        if at.tzinfo is None or not isinstance(session_id, str):
+            raise ReplayError(f"{where}: 'at' needs a time zone and 'session' a string")
+        if status == 404:
+            yield RecordedPoll(at, session_id, NotFound())
+            continue
+        try:
+            snapshot = parse_snapshot(raw.get("body"))
+        except SnapshotError as error:
+            raise ReplayError(f"{where}: unreadable session body: {error}") from None
+        yield RecordedPoll(at, session_id, Fetched(snapshot, raw.get("body")))
+
+
+def _ticks_until(store: SqliteStore, settings: Settings, until: datetime) -> None:
+    """Run the rule timer at every moment it was asked for, up to and including `until`."""
+    watched = {w.id: w for w in settings.sessions}
+    previous: datetime | None = None
+    while (wake := store.next_wake()) is not None and wake <= until:
+        if previous is not None and wake <= previous:
+            wake = previous + timedelta(seconds=1)  # the daemon's timer would tick again
+        apply_tick(store, settings, watched, wake)
+        previous = wake
+
+
+def replay(
+    settings: Settings, polls: Iterable[RecordedPoll], extra: timedelta = timedelta(0)
+) -> list[Planned]:
+    """What the rules would queue for `polls`, in order; the clock runs `extra` past the end."""
+    store = SqliteStore(":memory:")
+    try:
+        last: datetime | None = None
+        for poll in polls:
+            _ticks_until(store, settings, poll.at)
+            apply_poll(
+                store,
+                settings.rules,
+                settings.factory.session_url,
+                find_session(settings, poll.session_id),
+                poll.result,
+                poll.at,
+                quiet=settings.quiet_hours,
+            )
+            last = poll.at
+        if last is not None:
+            _ticks_until(store, settings, last + extra)
+        rows = sorted(store.list_outbox(limit=1_000_000), key=lambda r: r.id)
+        # An in-memory store written just now holds no unreadable rows; skip any all the same.
+        return [
+            Planned(r.created_at, r.target, r.rule, r.event)
+            for r in rows
+            if not isinstance(r, UnreadableRow)
+        ]
+    finally:
+        store.close()
+
+
+def describe(settings: Settings, planned: Planned) -> dict[str, Any]:
+    """One planned notification as the JSON line `replay --json` prints."""
+    target = settings.targets.get(planned.target)
+    text = None
+    if target is not None:
+        message, _ = render_message(settings, target, planned.event, planned.rule)
+        text = message.text if isinstance(message, SlackMessage) else message.body.decode()
+    session = planned.event.session
+    return {
+        "at": planned.at.isoformat().replace("+00:00", "Z"),
+        "target": planned.target,
+        "rule": planned.rule,
+        "type": str(planned.event.type),
+        "event_id": planned.event.id,
+        "session": None if session is None else session.id,
+        "text": text,
+    }

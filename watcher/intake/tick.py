@@ -1,0 +1,100 @@
+"""The rule timer's work: time-based rules of due sessions and the release of digests."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from watcher.core.diff import session_ref
+from watcher.core.model import Event, Snapshot
+from watcher.core.rules import Route
+from watcher.core.rulestate import Decision, Mute, digest_event, digest_rule, evaluate
+from watcher.core.settings import Settings, WatchedSession
+from watcher.store import HeldRow, Store
+
+log = logging.getLogger("watcher.intake.tick")
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one timer evaluation queued, and the decisions it took per session."""
+
+    routes: tuple[tuple[Event, Route], ...] = ()
+    new_rows: int = 0
+    decisions: Mapping[str, tuple[Decision, ...]] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> frozenset[str]:
+        """Targets that got new work."""
+        return frozenset(r.target for _, r in self.routes)
+
+
+def group_digests(rows: list[HeldRow]) -> list[tuple[Event, Route, tuple[int, ...]]]:
+    """One digest per (target, window occurrence), items in the order they were held."""
+    groups: dict[tuple[str, str, datetime], list[HeldRow]] = {}
+    for row in rows:
+        held = row.held
+        groups.setdefault((held.target, held.window, held.release_at), []).append(row)
+    out = []
+    for (target, window, release_at), members in groups.items():
+        items = [(m.held.event, m.held.rule) for m in members]
+        event = digest_event(target, window, release_at, items)
+        out.append((event, Route(digest_rule(window), target), tuple(m.id for m in members)))
+    return out
+
+
+def apply_tick(
+    store: Store,
+    settings: Settings,
+    watched: Mapping[str, WatchedSession],
+    now: datetime,
+) -> TickReport:
+    """Evaluate the rules of every session whose memory asked to be woken by `now`, then
+    queue the digests of quiet-hours windows that have ended. Each session commits alone."""
+    mutes = store.active_mutes(now)
+    routes: list[tuple[Event, Route]] = []
+    decisions: dict[str, tuple[Decision, ...]] = {}
+    new_rows = 0
+    for session_id in store.due_sessions(now):
+        try:
+            found = _tick_session(store, settings, watched, session_id, mutes, now)
+        except Exception:  # one session's trouble must not hold back the others
+            log.exception("rule timer failed for session %s", session_id)
+            continue
+        new_rows += found.new_rows
+        routes += found.routes
+        decisions.update(found.decisions)
+    due = store.due_held(now)
+    if due:
+        digests = group_digests(due)
+        pairs = [(event, r) for event, r, _ in digests]
+        ids = [i for _, _, members in digests for i in members]
+        new_rows += store.release_digests(pairs, ids, now)
+        routes += pairs
+    return TickReport(tuple(routes), new_rows, decisions)
+
+
+def _tick_session(
+    store: Store,
+    settings: Settings,
+    watched: Mapping[str, WatchedSession],
+    session_id: str,
+    mutes: list[Mute],
+    now: datetime,
+) -> TickReport:
+    state = store.load_state(session_id)
+    shown = state if isinstance(state, Snapshot) else getattr(state, "last", None)
+    ref = session_ref(
+        watched.get(session_id) or WatchedSession(session_id),
+        shown,
+        settings.factory.session_url,
+    )
+    memory = store.load_memory(session_id)
+    evaluation = evaluate(
+        settings.rules, settings.quiet_hours, mutes, memory, ref, now, observed=None
+    )
+    new_rows = store.record_evaluation(session_id, evaluation, now)
+    decisions = {session_id: evaluation.decisions} if evaluation.decisions else {}
+    return TickReport(evaluation.routes, new_rows, decisions)

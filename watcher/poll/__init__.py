@@ -1,0 +1,1 @@
+"""Reading the Factory API: the client, the poll timetable, the recorder."""
