@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from watcher.core.settings import Settings
 
-    SettingsCommand = Callable[[Settings, argparse.Namespace, TextIO, TextIO], int]
+    RuleCommand = Callable[[Settings, argparse.Namespace, TextIO, TextIO], int]
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -209,12 +209,12 @@ def _rule_command(settings: Settings, args: argparse.Namespace, out: TextIO, err
     from watcher.store import StoreError
 
     try:
-        return _settings_command(args.command)(settings, args, out, err)
+        return _rule_command_body(args.command)(settings, args, out, err)
     except StoreError as error:
         return store_error_exit(error, err)
 
 
-def _settings_command(name: str) -> SettingsCommand:
+def _rule_command_body(name: str) -> RuleCommand:
     """The body of rule command `name`, imported now that it runs."""
     if name == "render":
         from watcher.commands.render import render_command
