@@ -1,5 +1,4 @@
-"""The builder: interpolation, then each section built by its part, then cross-checks
-into one frozen `Settings`.
+"""The builder: interpolation, each section built by its part, cross-checks -> `Settings`.
 
 The parts: `sections` (factory, poll, discover, http, state, quiet_hours,
 sessions), `targets`, and `rules` (with their templates). They share one

@@ -1,5 +1,8 @@
-"""The `rules` section: events, targets, conditions and options of each rule, its
-template, and the check that every template renders for the events it can meet.
+"""The `rules` section, and the check that every template renders for what it can meet.
+
+Each rule's events, targets, conditions, options and template are checked and
+built into a `Rule`; then every template, on a target or a rule, must compile
+and render a sample of each event type it can be given.
 
 A rule's targets and quiet-hours window are checked against the names declared
 in the file (valid or not), so one broken target is one problem, not one per

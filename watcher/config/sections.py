@@ -1,5 +1,7 @@
-"""The sections that set up the watcher itself: factory, poll, discover, http, state,
-quiet_hours and sessions, each validated and built into its part of `Settings`.
+"""The watcher's own sections, each validated and built into its part of `Settings`.
+
+Those are factory, poll, discover, http, state, quiet_hours and sessions, and
+the check that the sessions' fixed intervals fit the request budget.
 
 Secrets (the API key) go through `SecretReader`; every problem goes to the
 `ProblemLog` the `Builder` shares with the other parts.

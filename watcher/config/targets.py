@@ -1,5 +1,7 @@
-"""The `targets` section: each named destination validated by the model of its `type`
-and built into a `SlackTarget`, `SlackWebhookTarget` or `WebhookTarget`.
+"""The `targets` section: each destination built as the kind its `type` names.
+
+Each target is validated by the model of its `type` and built into a
+`SlackTarget`, `SlackWebhookTarget` or `WebhookTarget`.
 
 Secrets (tokens, URLs, signing secrets) go through `SecretReader` and never
 reach a problem message; every problem goes to the builder's `ProblemLog`.
