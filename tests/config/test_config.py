@@ -13,10 +13,7 @@ import yaml
 
 from watcher.config.loader import (
     ConfigError,
-    ConfigProblem,
     load_settings,
-    parse_duration,
-    parse_jitter,
 )
 from watcher.core.model import EventType
 from watcher.core.secret import Secret
@@ -89,35 +86,6 @@ def problems(
 ) -> list[str]:
     """The rendered problems of loading `text` as config.yaml (mode 600)."""
     return problems_of(write(text), env, credentials_dir)
-
-
-# --- ConfigProblem and ConfigError ------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("problem", "text"),
-    [
-        (
-            ConfigProblem("config.yaml", 14, "rules[2].notify[0]", "unknown target 'x'"),
-            "config.yaml:14: rules[2].notify[0]: unknown target 'x'",
-        ),
-        (ConfigProblem("c.yaml", None, "factory", "is required"), "c.yaml: factory: is required"),
-        (ConfigProblem("c.yaml", 3, "", "invalid YAML"), "c.yaml:3: invalid YAML"),
-        (ConfigProblem("c.yaml", None, "", "not UTF-8"), "c.yaml: not UTF-8"),
-    ],
-)
-def test_problem_renders_file_line_key_message(problem: ConfigProblem, text: str) -> None:
-    """A problem reads `file:line: key: message`, leaving out what it does not know."""
-    assert str(problem) == text
-
-
-def test_error_lists_every_problem_one_per_line() -> None:
-    """str(ConfigError) is its problems, one per line."""
-    error = ConfigError(
-        [ConfigProblem("c.yaml", 1, "a", "one"), ConfigProblem("c.yaml", 2, "b", "two")]
-    )
-    assert str(error) == "c.yaml:1: a: one\nc.yaml:2: b: two"
-    assert len(error.problems) == 2
 
 
 # --- the brief's own example -----------------------------------------------
@@ -509,73 +477,6 @@ def test_all_problems_are_reported_at_once_in_file_order() -> None:
         "config.yaml:15: colour: unknown section 'colour'; expected one of: factory, poll, "
         "discover, state, sessions, targets, quiet_hours, rules, http, log_format",
     ]
-
-
-# --- durations and jitter ------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("500ms", timedelta(milliseconds=500)),
-        ("30s", timedelta(seconds=30)),
-        ("5m", timedelta(minutes=5)),
-        ("2h", timedelta(hours=2)),
-        ("1d", timedelta(days=1)),
-        ("45", timedelta(seconds=45)),
-        (45, timedelta(seconds=45)),
-    ],
-)
-def test_duration_forms(given: str | int, expected: timedelta) -> None:
-    """Durations are a whole number with ms/s/m/h/d, or a plain number of seconds."""
-    assert parse_duration(given) == expected
-
-
-@pytest.mark.parametrize(
-    ("given", "message"),
-    [
-        ("1.5s", "expected a duration such as"),
-        ("5 m", "expected a duration such as"),
-        ("1w", "expected a duration such as"),
-        ("-1s", "expected a duration such as"),
-        ("", "expected a duration such as"),
-        (True, "expected a duration such as"),
-        ("0ms", "duration must be longer than 0"),
-        (0, "duration must be longer than 0"),
-        ("9" * 30 + "d", "duration is too long"),
-    ],
-)
-def test_duration_errors_say_what_is_expected(given: str | int, message: str) -> None:
-    """Anything but a positive whole amount with a known unit is refused, with a reason."""
-    with pytest.raises(ValueError, match=message):
-        parse_duration(given)
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [("10%", 0.1), ("0%", 0.0), ("50%", 0.5), ("12.5%", 0.125), ("0.2", 0.2), (0.25, 0.25)],
-)
-def test_jitter_forms(given: str | float, expected: float) -> None:
-    """Jitter is a percentage string or a fraction, stored as a fraction."""
-    assert parse_jitter(given) == pytest.approx(expected)
-
-
-@pytest.mark.parametrize(
-    ("given", "message"),
-    [
-        ("51%", "between 0% and 50%"),
-        ("-1%", "between 0% and 50%"),
-        ("0.6", "fraction from 0 to 0.5"),
-        (10, r"write '10%' for a percentage"),
-        ("lots", "expected a percentage"),
-        ("nan", "expected a percentage"),
-        ("inf%", "expected a percentage"),
-    ],
-)
-def test_jitter_errors(given: str | float, message: str) -> None:
-    """Jitter outside 0..50% or not a number is refused."""
-    with pytest.raises(ValueError, match=message):
-        parse_jitter(given)
 
 
 # --- defaults and a complete file --------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
+from watcher.commands.exits import EX_OK
 from watcher.core.diff import session_ref
 from watcher.core.model import Event, Snapshot
 from watcher.core.quiet import active_window
@@ -166,3 +169,17 @@ def explain_text(report: Mapping[str, Any]) -> str:
         if not rule["decisions"]:
             lines.append("    no decisions recorded for this session yet")
     return "\n".join(lines)
+
+
+def explain_command(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`explain SESSION [--json]`: the report on stdout, as text or one JSON document."""
+    store = SqliteStore(settings.state_path)
+    try:
+        report = explain(settings, store, args.session, datetime.now(UTC))
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2), file=out)
+    else:
+        print(explain_text(report), file=out)
+    return EX_OK

@@ -8,13 +8,16 @@ result is what the daemon would have queued, to which target, and when.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TextIO
 
+from watcher.commands.exits import EX_OK, EX_USAGE
 from watcher.commands.explain import find_session
+from watcher.config.values import parse_duration
 from watcher.core.message import SlackMessage
 from watcher.core.model import Event
 from watcher.core.poll import Fetched, FetchResult, NotFound
@@ -134,3 +137,35 @@ def describe(settings: Settings, planned: Planned) -> dict[str, Any]:
         "session": None if session is None else session.id,
         "text": text,
     }
+
+
+def replay_command(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`replay FILE.jsonl [--json] [--extra D]`: one line (or JSON object) per notification."""
+    extra = timedelta(0)
+    if args.extra is not None:
+        try:
+            extra = parse_duration(args.extra)
+        except ValueError as error:
+            print(f"factory-watcher: --extra: {error}", file=err)
+            return EX_USAGE
+    try:
+        with args.recording.open(encoding="utf-8") as lines:
+            planned = replay(settings, read_recording(lines, str(args.recording)), extra)
+    except OSError as error:
+        print(f"factory-watcher: cannot read {args.recording}: {error.strerror}", file=err)
+        return EX_USAGE
+    except ReplayError as error:
+        print(f"factory-watcher: {error}", file=err)
+        return EX_USAGE
+    for item in planned:
+        line = describe(settings, item)
+        if args.json:
+            print(json.dumps(line, ensure_ascii=False), file=out)
+        else:
+            text = (line["text"] or "").splitlines()[0] if line["text"] else ""
+            if line["text"] and line["text"].startswith("{"):
+                text = f"{line['type']} {line['event_id']}"
+            print(f"{line['at']}  {line['target']}  (rule {line['rule']})  {text}", file=out)
+    if not planned:
+        print("nothing would be sent", file=out)
+    return EX_OK

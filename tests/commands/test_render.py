@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from watcher.commands.cli import EX_FAILURE, EX_OK, EX_USAGE, main
+from watcher.commands.cli import main
+from watcher.commands.exits import EX_FAILURE, EX_OK, EX_USAGE
 from watcher.core.model import EventType
 from watcher.core.render import render_webhook
 from watcher.core.samples import sample_event

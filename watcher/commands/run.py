@@ -1,0 +1,208 @@
+"""`run`, `once` and `test-notify`: the commands that poll or send, and how they end.
+
+`start_watching` is their shared shell: it applies `run --record`, sets up
+logging with the config's secrets masked, runs the command on the event loop
+and maps what stops it to an exit code (a store failure through
+`watcher.commands.exits.store_error_exit`, Ctrl-C to 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from watcher.commands.exits import (
+    EX_CANTCREAT,
+    EX_FAILURE,
+    EX_OK,
+    EX_USAGE,
+    store_error_exit,
+)
+from watcher.core.outbox import OutboxStatus
+
+# Imported inside each command: `test-notify` loads the notifiers but not the
+# daemon, and nothing heavy loads before the config has been read.
+if TYPE_CHECKING:
+    from watcher.core.model import Event
+    from watcher.core.settings import Settings
+    from watcher.daemon import Watcher
+    from watcher.ops.logs import RedactingFilter
+
+# The name `run` logs under since it lived in the cli module; kept so log lines
+# read as they did.
+LOGGER_NAME = "watcher.commands.cli"
+
+
+def start_watching(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`run`, `once` or `test-notify` with loaded `settings`; returns the exit code."""
+    if args.command == "run" and args.record is not None:
+        settings = replace(settings, record_path=args.record.absolute())
+    import anyio
+
+    from watcher.ops.logs import configure_logging
+    from watcher.store import StoreError
+
+    redactor = configure_logging(
+        args.log_level,
+        stream=err,
+        secrets=settings.secret_values(),
+        fmt=args.log_format or settings.log_format,
+    )
+    try:
+        if args.command == "test-notify":
+            return anyio.run(_test_notify, settings, args.target, out, backend="asyncio")
+        if args.command == "once":
+            return anyio.run(_once, settings, args.dry_run, out, backend="asyncio")
+        return anyio.run(_run, settings, args.config, redactor, backend="asyncio")
+    except StoreError as error:
+        return store_error_exit(error, err)
+    except KeyboardInterrupt:
+        return EX_OK
+
+
+async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter) -> int:
+    from watcher.config.loader import load_settings
+    from watcher.daemon import Watcher
+
+    def reload() -> Settings:
+        new = load_settings(config_path)
+        # Old values stay masked too: in-flight errors may still quote them.
+        redactor.update((*redactor.secrets, *new.secret_values()))
+        return new
+
+    from watcher.ops.endpoint import EndpointError
+    from watcher.poll.recorder import RecordError
+
+    try:
+        watcher = Watcher(settings, reload=reload)
+    except RecordError as error:
+        print(f"factory-watcher: {error}", file=sys.stderr)
+        return EX_CANTCREAT
+    try:
+        await watcher.run()
+    except EndpointError as error:
+        logging.getLogger(LOGGER_NAME).error("%s", error)  # noqa: TRY400 - no traceback
+        return EX_FAILURE
+    return EX_OK
+
+
+def _dry_run_line(
+    settings: Settings, watcher: Watcher, event: Event, target_name: str, rule: str
+) -> str:
+    """What `once --dry-run` says it would send for one routed event (a card or a message)."""
+    from watcher.core.message import SlackMessage
+    from watcher.core.settings import SlackTarget
+    from watcher.core.template import render_card_for, render_message
+
+    target = settings.targets[target_name]
+    note = ""
+    if isinstance(target, SlackTarget) and target.card and event.session is not None:
+        card, problem = render_card_for(settings, target, event, rule)
+        kept = watcher.store.card(target_name, event.session.id)
+        verb = "update the card on" if kept is not None and kept.ts else "post a card to"
+        if problem is not None:
+            note = f"template failed, built-in card shown: {problem}\n"
+        return f"{note}would {verb} {target_name} (rule {rule}): {card.text}"
+    message, problem = render_message(settings, target, event, rule)
+    if problem is not None:
+        note = f"template failed, built-in message shown: {problem}\n"
+    shown = message.text if isinstance(message, SlackMessage) else message.body.decode()
+    return f"{note}would send to {target_name} (rule {rule}): {shown}"
+
+
+async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
+    from watcher.core.text import describe_error
+    from watcher.daemon import Watcher
+
+    watcher = Watcher(settings)
+    try:
+        reports = await watcher.poll_all(dry_run=dry_run)
+        if not dry_run:
+            # Settle windows, conditions and quiet hours that came due since the last run.
+            await watcher.tick_rules()
+        failed = [r for r in reports if r.failure is not None]
+        for report in failed:
+            assert report.failure is not None
+            print(f"{report.session_id}: poll failed: {report.failure.reason}", file=out)
+        if dry_run:
+            unrenderable = 0
+            for report in reports:
+                for event, route in report.routes:
+                    try:
+                        shown = _dry_run_line(settings, watcher, event, route.target, route.rule)
+                    except Exception as error:  # one event our bug cannot render: report, go on
+                        unrenderable += 1
+                        print(
+                            f"cannot render for {route.target}: {describe_error(error)}", file=out
+                        )
+                        continue
+                    print(shown, file=out)
+            if not any(r.routes for r in reports):
+                print("nothing to send", file=out)
+            return EX_FAILURE if failed or unrenderable else EX_OK
+        attempted = await watcher.deliver_due()
+        counts = watcher.store_counts()
+        print(
+            f"polled {len(reports)} session(s), {len(failed)} failed; sent {attempted} "
+            f"notification(s); outbox: {counts[OutboxStatus.PENDING]} pending, "
+            f"{counts[OutboxStatus.DEAD]} dead",
+            file=out,
+        )
+        return EX_FAILURE if failed else EX_OK
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+
+
+def test_event(now: datetime) -> Event:
+    """A synthetic notification that says plainly it is a test."""
+    from watcher.core.diff import event_id
+    from watcher.core.model import Event, EventType, SessionRef
+
+    return Event(
+        id=event_id("factory-watcher-test", EventType.STATUS_CHANGED, {"at": now.isoformat()}),
+        type=EventType.STATUS_CHANGED,
+        occurred_at=now,
+        session=SessionRef(
+            id="test-session",
+            title="factory-watcher test notification",
+            status="idle",
+            name="test-notify",
+        ),
+        data={"from": "running", "to": "idle", "test": True},
+        # Never stored, so numbered by the clock: each later test outranks the last
+        # at a receiver that drops stale sequences.
+        sequence=int(now.timestamp() * 1000),
+    )
+
+
+async def _test_notify(settings: Settings, target_name: str, out: TextIO) -> int:
+    from watcher.core.message import Sent
+    from watcher.core.render import render_for
+    from watcher.core.secret import redact
+    from watcher.notifiers import build_notifier
+
+    target = settings.targets.get(target_name)
+    if target is None:
+        names = ", ".join(sorted(settings.targets)) or "none"
+        print(f"unknown target {target_name!r} (defined: {names})", file=out)
+        return EX_USAGE
+    notifier = build_notifier(target)
+    now = datetime.now(UTC)
+    try:
+        outcome = await notifier.send(
+            render_for(target.kind, test_event(now), "test-notify"), now=now
+        )
+    finally:
+        await notifier.aclose()
+    if isinstance(outcome, Sent):
+        print(f"{target_name}: delivered", file=out)
+        return EX_OK
+    reason = redact(outcome.reason, settings.secret_values())
+    print(f"{target_name}: failed ({outcome.kind}): {reason}", file=out)
+    return EX_FAILURE
