@@ -338,12 +338,9 @@ class CardKeeper:
                 outcome = await notifier.post(reply, now=self._clock(), thread_ts=ts)
             if isinstance(outcome, SendFailed):
                 if outcome.kind is FailureKind.RETRYABLE:
-                    # the rest waits, in order
-                    await self._outcomes.failed(target, rows[i:], outcome)
+                    await self._outcomes.failed(target, rows[i:], outcome)  # the rest waits
                     return
-                await self._outcomes.failed(
-                    target, [row], outcome
-                )  # a dead letter; the rest goes on
+                await self._outcomes.failed(target, [row], outcome)  # dead; the rest goes on
                 continue
             self._count_call(target, "reply")
             await self._db(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection, Mapping
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 import anyio
@@ -60,7 +59,13 @@ class DeliveryWorker:
         self.stats = DeliveryStats()
         self.metrics = metrics or Metrics()
         self._lanes = Lanes(
-            LaneWork(store, self._db, clock, self.dispatch, self._on_progress),
+            LaneWork(
+                store=store,
+                db=self._db,
+                clock=clock,
+                dispatch=self.dispatch,
+                on_progress=self._on_progress,
+            )
         )
         # Destinations can echo anything back, our own secrets included: every
         # reason is masked before it is logged or stored.
@@ -79,7 +84,7 @@ class DeliveryWorker:
             store,
             db=self._db,
             clock=clock,
-            pace=self._pace,
+            pace=self._pacer.pace,
             outcomes=self._outcomes,
             metrics=self.metrics,
             # How each target's cards look (the daemon's follows the target's templates).
@@ -130,12 +135,9 @@ class DeliveryWorker:
         """
         if keeps_card(target, notifier, row):
             return Dispatched(tuple(await self.attempt_card(target, notifier, row)), None)
-        async with self._pace(target):
+        async with self._pacer.pace(target):
             outcome = await self.attempt(target, notifier, row)
         return Dispatched((row.id,), isinstance(outcome, Sent))
-
-    def _pace(self, target: Target) -> AbstractAsyncContextManager[None]:
-        return self._pacer.pace(target)
 
     async def attempt(
         self, target: Target, notifier: Notifier, row: OutboxRow | UnreadableRow
