@@ -109,33 +109,33 @@ class Lane:
         try:
             while not self.should_stop():
                 try:
-                    await self.serve_once()
+                    await self._serve_once()
                 except Exception:  # no error, not even the store's, may end a lane
                     log.exception("lane %s: unexpected error; going on", self.target.name)
-                    await self.sleep_until(self._work.clock() + LANE_PAUSE)
+                    await self._sleep_until(self._work.clock() + LANE_PAUSE)
         finally:
             self._stopped.set()
 
-    async def serve_once(self) -> None:
+    async def _serve_once(self) -> None:
         """Send one batch of due rows, or sleep until the next one is due."""
         work = self._work
         name = self.target.name
         work.on_progress()
         now = work.clock()
         if self._not_before is not None and self._not_before > now:
-            await self.sleep_until(self._not_before)
+            await self._sleep_until(self._not_before)
             return
         rows = await work.db(work.store.due, name, now, BATCH)
         if not rows:
             next_due = await work.db(work.store.next_due, name)
-            await self.sleep_until(next_due or now + IDLE_WAKE)
+            await self._sleep_until(next_due or now + IDLE_WAKE)
             return
         if sends_together(self.target):
             await self._send_together(rows)
         else:
             await self._send_in_turn(rows)
 
-    async def sleep_until(self, when: datetime) -> None:
+    async def _sleep_until(self, when: datetime) -> None:
         """Sleep until `when` (at most `IDLE_WAKE`), or until poked."""
         delay = (when - self._work.clock()).total_seconds()
         delay = min(max(delay, 0.0), IDLE_WAKE.total_seconds())
