@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,9 +80,9 @@ def target(name: str = "hook", **limits: object) -> WebhookTarget:
 
 
 @pytest.fixture
-def store() -> Iterator[SqliteStore]:
-    """A throwaway store."""
-    opened = SqliteStore(":memory:")
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """A throwaway store, in a file that another connection can damage."""
+    opened = SqliteStore(tmp_path / "state.db")
     yield opened
     opened.close()
 
@@ -186,7 +187,8 @@ def render_raising_for(poisoned: str) -> Render:
 
 def damage_stored_event(store: SqliteStore, event_id: str) -> None:
     """Make a stored event undecodable, as a row from an older or broken writer could be."""
-    store._db.execute("UPDATE events SET body='{\"id\": 1' WHERE id=?", (event_id,))
+    with closing(sqlite3.connect(store.path)) as other, other:
+        other.execute("UPDATE events SET body='{\"id\": 1' WHERE id=?", (event_id,))
 
 
 async def serve_until(worker: DeliveryWorker, notifier: ScriptedNotifier, sent: int) -> None:
