@@ -126,9 +126,7 @@ def fill(store: SqliteStore) -> None:
     release = T0 + timedelta(hours=8)
     evaluation = Evaluation(
         memory=memory,
-        decisions=(
-            Decision("begin", started, Outcome.HELD, "quiet hours", ("hook",), release),
-        ),
+        decisions=(Decision("begin", started, Outcome.HELD, "quiet hours", ("hook",), release),),
         held=(Held("hook", "night", release, started, "begin"),),
         wake_at=T0 + 5 * MINUTE,
     )
