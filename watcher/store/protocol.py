@@ -1,11 +1,12 @@
 """What the rest of the watcher may ask of the state store, as typed protocols.
 
-One protocol per role, so each part names what it uses (delivery the outbox
-and cards, intake sessions, events and rules, the commands the admin calls),
-and `Store` combining them, which a backend implements whole. The SQLite
-store is the only backend today; tests/store/test_conformance.py specifies
-every method here for any backend. `ReadOnlyStore` is what `status` and
-`backup` read, from a database a daemon may be writing.
+One protocol per role (sessions, events, rules, outbox, cards, admin), two
+combinations that name what a part uses (`IntakeStore`: sessions, events and
+rules; `DeliveryStore`: outbox and cards), and `Store` combining them all,
+which a backend implements whole. The SQLite store is the only backend
+today; tests/store/conformance/ specifies every method here for any
+backend. `ReadOnlyStore` is what `status` and `backup` read, from a
+database a daemon may be writing.
 """
 
 from __future__ import annotations
@@ -169,8 +170,16 @@ class AdminStore(Protocol):
     def close(self) -> None: ...
 
 
-class Store(SessionStore, EventStore, RuleStore, OutboxStore, CardStore, AdminStore, Protocol):
-    """The whole state store: what the daemon, intake, delivery and the commands use."""
+class IntakeStore(SessionStore, EventStore, RuleStore, Protocol):
+    """What intake reads and records: a poll's or a timer tick's states, events and rules."""
+
+
+class DeliveryStore(OutboxStore, CardStore, Protocol):
+    """What the outbox worker reads and marks: due rows, lanes and cards."""
+
+
+class Store(IntakeStore, DeliveryStore, AdminStore, Protocol):
+    """The whole state store: what the daemon and the commands use."""
 
 
 class ReadOnlyStore(Protocol):
