@@ -170,3 +170,21 @@ def test_a_copy_is_whole_and_standalone(store: SqliteStore, tmp_path: Path) -> N
         assert copy.counts()[OutboxStatus.PENDING] == 1
     finally:
         copy.close()
+
+
+def test_opening_a_current_database_does_not_wait_for_the_writer(tmp_path: Path) -> None:
+    """A daemon's open write transaction does not hold up a second store's open (no write)."""
+    path = tmp_path / "state.db"
+    SqliteStore(path).close()
+    writer = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO meta(key, value) VALUES ('x', 'y')")
+        reader = SqliteStore(path)  # would wait 5 s and fail if it wrote at open
+        try:
+            assert reader.counts()[OutboxStatus.PENDING] == 0
+        finally:
+            reader.close()
+        writer.execute("COMMIT")
+    finally:
+        writer.close()

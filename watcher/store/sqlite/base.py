@@ -40,7 +40,8 @@ class SqliteBase:
     """One SQLite connection in WAL mode, migrated at open, its calls serialised by a lock.
 
     `synchronous=FULL` by default; `durable=False` gives `synchronous=NORMAL`
-    (see `SqliteStore`). `":memory:"` gives a throwaway database.
+    (see `SqliteStore`). `":memory:"` gives a throwaway database. `migrations`
+    are the schema's steps (`watcher.store.migrations`; a test passes its own).
     """
 
     def __init__(
