@@ -6,6 +6,7 @@ import io
 import json
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,16 @@ import pytest
 from tests.rig import Rig, running_rig
 from watcher.commands.backup import BackupError, backup_database
 from watcher.commands.cli import main
-from watcher.commands.status import StatusError, read_status, render_text, to_json
+from watcher.commands.status import (
+    StatusError,
+    TargetStatus,
+    read_status,
+    render_text,
+    to_json,
+)
+from watcher.core.settings import WatchedSession
 from watcher.daemon import Watcher
+from watcher.store import PollMark, StatusRows, TargetBacklog
 
 
 @pytest.fixture
@@ -153,3 +162,44 @@ def test_status_without_a_readable_config_points_at_db(tmp_path: Path) -> None:
     assert main(["status", "-c", str(config)], out=out, err=err) == 78
     assert "factory-api-key" in err.getvalue()
     assert "--db PATH reads the state database without the config" in err.getvalue()
+
+
+def test_the_report_is_built_from_what_the_store_read(tmp_path: Path) -> None:
+    """`status` asks the read-only store for rows and builds the report from them alone."""
+    at = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    rows = StatusRows(
+        meta={"heartbeat_at": f"{at.timestamp():.3f}", "api_state": "down", "api_reason": "503"},
+        states={"s1": ("running", False)},
+        since={"s1": at},
+        polls={"s1": PollMark("s1", at, "changed", None)},
+        notified={},
+        targets=(TargetBacklog("ops", 2, 1, at, 0, None),),
+    )
+
+    class Rows:
+        """A read-only store that has only these rows."""
+
+        closed = False
+
+        def read_status(self) -> StatusRows:
+            return rows
+
+        def copy_to(self, destination: Path) -> int:
+            raise AssertionError("status copies nothing")
+
+        def close(self) -> None:
+            Rows.closed = True
+
+    configured = [WatchedSession(id="s1", name="one")]
+    report = read_status(tmp_path / "any.db", configured, now=at, opener=lambda _: Rows())
+    assert Rows.closed
+    assert report.daemon_running
+    assert (report.api_state, report.api_reason) == ("down", "503")
+    [session] = report.sessions
+    assert (session.id, session.name, session.status, session.last_poll) == (
+        "s1",
+        "one",
+        "running",
+        at,
+    )
+    assert report.targets == (TargetStatus("ops", 2, 1, at, 0, None),)

@@ -1,10 +1,11 @@
-"""`factory-watcher backup PATH`: an online copy of the state database (SQLite backup API).
+"""`factory-watcher backup PATH`: an online copy of the state database.
 
-The copy is taken through SQLite's backup API from a read-only connection,
-in one step: it is one consistent snapshot even while the daemon writes
-(in WAL mode the daemon's writes never wait for it). It is written to a
-temporary file beside PATH, checked with `PRAGMA integrity_check`, made
-durable, and only then linked to PATH, which fails if PATH exists: an
+The store copies the database in one step from a read-only view
+(`ReadOnlyStore.copy_to`; SQLite's backup API): one consistent snapshot
+even while the daemon writes (in WAL mode the daemon's writes never wait
+for it), checked whole before it returns. This module owns the file
+handling around it: the copy is written to a temporary file beside PATH,
+made durable, and only then linked to PATH, which fails if PATH exists: an
 existing file is never overwritten, and a crash never leaves half a backup
 under the final name.
 """
@@ -13,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from watcher.commands.status import StatusError, open_read_only
+from watcher.store import ReadOnlyStore, StoreError, open_read_only
 
 
 class BackupError(Exception):
@@ -34,7 +35,9 @@ class BackupResult:
     pages: int
 
 
-def backup_database(source: Path, destination: Path) -> BackupResult:
+def backup_database(
+    source: Path, destination: Path, *, opener: Callable[[Path], ReadOnlyStore] = open_read_only
+) -> BackupResult:
     """Copy the database at `source` to the new file `destination`."""
     if destination.exists() or destination.is_symlink():
         raise BackupError(f"{destination} already exists; backup never overwrites a file")
@@ -42,14 +45,17 @@ def backup_database(source: Path, destination: Path) -> BackupResult:
     if not directory.is_dir():
         raise BackupError(f"directory {directory} does not exist")
     try:
-        src = open_read_only(source)
-    except StatusError as error:
+        src = opener(source)
+    except StoreError as error:
         raise BackupError(str(error)) from None
     handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", dir=directory)
     os.close(handle)
     scratch = Path(temporary)
     try:
-        pages = _copy(src, scratch)
+        try:
+            pages = src.copy_to(scratch)
+        except StoreError as error:
+            raise BackupError(str(error)) from None
         _fsync(scratch)
         try:
             os.link(scratch, destination)  # atomic, and refuses an existing name
@@ -66,23 +72,6 @@ def backup_database(source: Path, destination: Path) -> BackupResult:
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
     return BackupResult(destination, destination.stat().st_size, pages)
-
-
-def _copy(src: sqlite3.Connection, scratch: Path) -> int:
-    dst = sqlite3.connect(scratch, isolation_level=None)
-    try:
-        try:
-            src.backup(dst)  # all pages in one step: one consistent snapshot
-        except sqlite3.Error as error:
-            raise BackupError(f"backup failed: {error}") from None
-        # The copy is a standalone file: no -wal beside it to forget when moving it.
-        dst.execute("PRAGMA journal_mode=DELETE")
-        check = dst.execute("PRAGMA integrity_check").fetchone()
-        if not check or check[0] != "ok":
-            raise BackupError(f"the copy failed its integrity check: {check}")
-        return int(dst.execute("PRAGMA page_count").fetchone()[0])
-    finally:
-        dst.close()
 
 
 def _fsync(path: Path) -> None:

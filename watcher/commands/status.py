@@ -1,27 +1,26 @@
 """`factory-watcher status`: what the watcher watches and what is stuck, from the state database.
 
-It opens the database read-only (`mode=ro`) with a short busy timeout and
-reads everything in one short read transaction. In WAL mode a reader never
-blocks the daemon's writes, and the daemon never waits for this command.
-The daemon writes what only it knows (the watched set, last and next poll
-of each session, API state, a heartbeat) in one batch every few seconds, so
-what `status` shows is at most that old.
+It reads through the store's read-only view (`watcher.store.ReadOnlyStore`):
+opened read-only with a short busy timeout, everything read in one short
+read transaction. In WAL mode a reader never blocks the daemon's writes, and
+the daemon never waits for this command. The daemon writes what only it
+knows (the watched set, last and next poll of each session, API state, a
+heartbeat) in one batch every few seconds, so what `status` shows is at most
+that old. This module builds the report from those rows and renders it.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from watcher.core.settings import WatchedSession
+from watcher.store import ReadOnlyStore, StatusRows, StoreError, open_read_only
 
-BUSY_TIMEOUT = 0.2  # seconds; the daemon's write transactions are short
 DAEMON_SILENT_AFTER = 15.0  # three missed housekeeping rounds: no daemon running
 STATUS_FORMAT = 1
 
@@ -100,162 +99,83 @@ def _dt(value: Any) -> datetime | None:
     return datetime.fromtimestamp(float(value), tz=UTC)
 
 
-def open_read_only(path: Path) -> sqlite3.Connection:
-    """The state database, read-only; StatusError if it is missing or not a database."""
-    if not path.is_file():
-        raise StatusError(f"no state database at {path} (has the daemon run yet?)")
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
-    try:
-        db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
-        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-    except sqlite3.DatabaseError as error:
-        raise StatusError(f"cannot read state database {path}: {error}") from None
-    return db
-
-
 def read_status(
-    path: Path, configured: Sequence[WatchedSession] = (), *, now: datetime | None = None
+    path: Path,
+    configured: Sequence[WatchedSession] = (),
+    *,
+    now: datetime | None = None,
+    opener: Callable[[Path], ReadOnlyStore] = open_read_only,
 ) -> StatusReport:
     """Read the status report from the database at `path`.
 
     The watched set is the daemon's own (written on start and reload); before
     a daemon has written one, the configured sessions stand in for it.
+    `opener` opens the store read-only (SQLite unless told otherwise).
     """
-    db = open_read_only(path)
     try:
-        db.execute("BEGIN")
+        store = opener(path)
         try:
-            return _read(db, path, configured, now or datetime.now(UTC))
+            rows = store.read_status()
         finally:
-            db.execute("COMMIT")
-    except sqlite3.DatabaseError as error:
-        raise StatusError(f"cannot read state database {path}: {error}") from None
-    finally:
-        db.close()
+            store.close()
+    except StoreError as error:
+        raise StatusError(str(error)) from None
+    return build_report(rows, str(path), configured, now or datetime.now(UTC))
 
 
-def _read(
-    db: sqlite3.Connection, path: Path, configured: Sequence[WatchedSession], now: datetime
+def build_report(
+    rows: StatusRows, database: str, configured: Sequence[WatchedSession], now: datetime
 ) -> StatusReport:
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not {"meta", "sessions", "events", "outbox"} <= tables:
-        raise StatusError(f"{path} is not a factory-watcher state database")
-    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    """The report from what the store read (pure)."""
+    meta = rows.meta
     watched: list[tuple[str, str | None]]
     if "watched" in meta:
         watched = [(w["id"], w.get("name")) for w in json.loads(meta["watched"])]
     else:
         watched = [(w.id, w.name) for w in configured]
-    states = {
-        sid: (status, bool(gone))
-        for sid, gone, status in db.execute(
-            "SELECT session_id, json_extract(state, '$.gone'),"
-            " coalesce(json_extract(state, '$.snapshot.status'),"
-            " json_extract(state, '$.last.status')) FROM sessions"
-        )
-    }
-    since = dict(
-        db.execute(
-            "SELECT session_id, MAX(occurred_at) FROM events WHERE type IN"
-            " ('session.discovered', 'session.status_changed', 'session.deleted')"
-            " GROUP BY session_id"
-        ).fetchall()
-    )
-    polls: dict[str, tuple[Any, Any, Any]] = {}
-    if "polls" in tables:
-        polls = {
-            sid: (at, outcome, nxt)
-            for sid, at, outcome, nxt in db.execute(
-                "SELECT session_id, polled_at, outcome, next_poll_at FROM polls"
-            )
-        }
-    notified = dict(
-        db.execute(
-            "SELECT lane, MAX(finished_at) FROM outbox WHERE status='delivered' GROUP BY lane"
-        ).fetchall()
-    )
     sessions = []
     for sid, name in watched:
-        status, gone = states.get(sid, (None, False))
-        polled_at, outcome, next_poll = polls.get(sid, (None, None, None))
+        status, gone = rows.states.get(sid, (None, False))
+        poll = rows.polls.get(sid)
         sessions.append(
             SessionStatus(
                 id=sid,
                 name=name,
                 status=status,
                 gone=gone,
-                since=_dt(since.get(sid)),
-                last_poll=_dt(polled_at),
-                last_poll_outcome=outcome,
-                next_poll=_dt(next_poll),
-                last_notification=_dt(notified.get(sid)),
+                since=rows.since.get(sid),
+                last_poll=None if poll is None else poll.polled_at,
+                last_poll_outcome=None if poll is None else poll.outcome,
+                next_poll=None if poll is None else poll.next_poll_at,
+                last_notification=rows.notified.get(sid),
             )
         )
     return StatusReport(
-        database=str(path),
+        database=database,
         generated_at=now,
         heartbeat_at=_dt(meta.get("heartbeat_at")),
         api_state=meta.get("api_state"),
         api_since=_dt(meta.get("api_since")),
         api_reason=meta.get("api_reason") or None,
         sessions=tuple(sessions),
-        targets=_targets(db),
-        dead_letters=_dead_letters(db),
-    )
-
-
-def _targets(db: sqlite3.Connection) -> tuple[TargetStatus, ...]:
-    counts: dict[str, dict[str, Any]] = {}
-    for target, status, retrying, count, next_at in db.execute(
-        "SELECT target, status, attempts > 0, COUNT(*), MIN(next_attempt_at) FROM outbox"
-        " WHERE status IN ('pending', 'dead') GROUP BY target, status, attempts > 0"
-    ):
-        entry = counts.setdefault(target, {"pending": 0, "retrying": 0, "next": None, "dead": 0})
-        if status == "dead":
-            entry["dead"] += count
-        else:
-            entry["pending"] += count
-            if retrying:
-                entry["retrying"] += count
-                entry["next"] = next_at
-    last_errors = dict(
-        db.execute(
-            "SELECT target, last_error FROM outbox o WHERE status='dead' AND id ="
-            " (SELECT MAX(id) FROM outbox WHERE target=o.target AND status='dead')"
-        ).fetchall()
-    )
-    return tuple(
-        TargetStatus(
-            target=target,
-            pending=entry["pending"],
-            retrying=entry["retrying"],
-            next_attempt=_dt(entry["next"]),
-            dead=entry["dead"],
-            last_error=last_errors.get(target),
-        )
-        for target, entry in sorted(counts.items())
-    )
-
-
-def _dead_letters(db: sqlite3.Connection) -> tuple[DeadLetter, ...]:
-    rows = db.execute(
-        "SELECT o.id, o.target, o.rule, e.type, e.session_id, o.attempts, o.created_at,"
-        " o.finished_at, o.last_error FROM outbox o JOIN events e ON e.id = o.event_id"
-        " WHERE o.status='dead' ORDER BY o.id"
-    ).fetchall()
-    return tuple(
-        DeadLetter(
-            id=r[0],
-            target=r[1],
-            rule=r[2],
-            event=r[3],
-            session=r[4],
-            attempts=r[5],
-            created_at=datetime.fromtimestamp(r[6], tz=UTC),
-            failed_at=_dt(r[7]),
-            last_error=r[8],
-        )
-        for r in rows
+        targets=tuple(
+            TargetStatus(t.target, t.pending, t.retrying, t.next_attempt, t.dead, t.last_error)
+            for t in rows.targets
+        ),
+        dead_letters=tuple(
+            DeadLetter(
+                id=d.id,
+                target=d.target,
+                rule=d.rule,
+                event=d.event_type,
+                session=d.session_id,
+                attempts=d.attempts,
+                created_at=d.created_at,
+                failed_at=d.failed_at,
+                last_error=d.last_error,
+            )
+            for d in rows.dead_letters
+        ),
     )
 
 

@@ -1,14 +1,13 @@
-"""The store's rule state: memory, held digests, mutes and decisions, committed with polls."""
+"""Conformance: the rules' state (memory, held digests, mutes, decisions), committed with polls."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from tests.core.factories import T0, event, ref, snap
+from tests.store.backends import Backend
 from watcher.core.lifecycle import Track
 from watcher.core.model import EventType
 from watcher.core.rules import Route
@@ -27,19 +26,10 @@ from watcher.core.rulestate import (
     evaluate,
 )
 from watcher.core.settings import Rule
-from watcher.store import OutboxStatus, SqliteStore, memory_from_json, memory_to_json
+from watcher.store import OutboxStatus, Store
 
 M = timedelta(minutes=1)
 S = timedelta(seconds=1)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    """A store in a fresh file."""
-    opened = SqliteStore(tmp_path / "state.db")
-    yield opened
-    opened.close()
-
 
 FINISHED = event(EventType.FINISHED, id="evt_f", data={"between_polls": False})
 MEMORY = SessionMemory(
@@ -55,14 +45,7 @@ MEMORY = SessionMemory(
 )
 
 
-def test_memory_survives_serialisation() -> None:
-    """Track, settling events, episodes, crossed thresholds and the last send round-trip."""
-    assert memory_from_json(memory_to_json(MEMORY)) == MEMORY
-
-
-def test_a_poll_commits_its_state_events_routes_memory_and_held_together(
-    store: SqliteStore,
-) -> None:
+def test_a_poll_commits_its_state_events_routes_memory_and_held_together(store: Store) -> None:
     """One record call stores all of it; wake_at makes the session due for the timer."""
     held = event(EventType.STARTED, id="evt_s", data={})
     evaluation = Evaluation(
@@ -74,11 +57,13 @@ def test_a_poll_commits_its_state_events_routes_memory_and_held_together(
         held=(Held("t", "night", T0 + 60 * M, held, "begin"),),
         wake_at=T0 + M,
     )
+    assert store.next_wake() is None
     store.record("s1", snap(), [FINISHED, held], [], T0, evaluation=evaluation)
     assert store.load_memory("s1") == MEMORY
     assert store.due_sessions(T0) == []
     assert store.due_sessions(T0 + M) == ["s1"]
     assert store.next_wake() == T0 + M
+    assert store.held_count() == 1
     assert store.due_held(T0 + 59 * M) == []
     [row] = store.due_held(T0 + 60 * M)
     assert (row.held.target, row.held.window, row.held.event.id) == ("t", "night", "evt_s")
@@ -87,9 +72,28 @@ def test_a_poll_commits_its_state_events_routes_memory_and_held_together(
     digest = event(EventType.DIGEST, id="evt_d", session=None, data={})
     assert store.release_digests([(digest, Route("quiet_hours:night", "t"))], [row.id], T0) == 1
     assert store.held_count() == 0
+    assert store.counts()[OutboxStatus.PENDING] == 1
 
 
-def test_an_unreadable_held_notification_becomes_a_dead_letter(store: SqliteStore) -> None:
+def test_a_timer_evaluation_commits_its_events_routes_and_memory(store: Store) -> None:
+    """`record_evaluation` stores the decided events, queues their routes, keeps the memory."""
+    fired = event(EventType.STUCK, id="evt_stuck", data={})
+    evaluation = Evaluation(
+        memory=MEMORY,
+        decisions=(Decision("stuck", fired, Outcome.SENT, "held for 5m", ("t",)),),
+        routes=((fired, Route("stuck", "t")),),
+    )
+    assert store.record_evaluation("s1", evaluation, T0) == 1
+    assert store.load_memory("s1") == MEMORY
+    assert store.due_sessions(T0 + 1000 * M) == []  # no wake_at: not due
+    (row,) = store.due("t", T0, 10)
+    assert (row.event_type, row.attempts) == ("session.stuck", 0)
+    assert [e.id for e in store.recent_events("s1")] == ["evt_stuck"]
+
+
+def test_an_unreadable_held_notification_becomes_a_dead_letter(
+    store: Store, backend: Backend
+) -> None:
     """A held event that cannot be read back is not listed; it is kept as a dead letter."""
     good = event(EventType.STARTED, id="evt_good", data={}, sequence=0)
     bad = event(EventType.STARTED, id="evt_bad", data={}, sequence=0)
@@ -98,7 +102,7 @@ def test_an_unreadable_held_notification_becomes_a_dead_letter(store: SqliteStor
         held=(Held("t", "night", T0, bad, "begin"), Held("t", "night", T0, good, "begin")),
     )
     store.record("s1", snap(), [bad, good], [], T0, evaluation=evaluation)
-    store._db.execute("UPDATE events SET body='{' WHERE id='evt_bad'")
+    backend.overwrite_event_body("evt_bad", "{")
     [row] = store.due_held(T0)
     assert (row.held.event.id, row.held.event.sequence) == ("evt_good", 2)
     [dead] = store.list_outbox(OutboxStatus.DEAD)
@@ -107,13 +111,14 @@ def test_an_unreadable_held_notification_becomes_a_dead_letter(store: SqliteStor
     assert [r.held.event.id for r in store.due_held(T0)] == ["evt_good"]  # no second burial
 
 
-def test_mutes_are_listed_while_in_force_and_removed_by_kind(store: SqliteStore) -> None:
+def test_mutes_are_listed_while_in_force_and_removed_by_kind(store: Store) -> None:
     """An expired mute is not in force; unmute removes only the named kind and value."""
-    store.add_mute(Mute(MuteKind.SESSION, "s1", T0 + M, "deploy"), T0)
-    store.add_mute(Mute(MuteKind.RULE, "s1"), T0)
-    assert [(m.kind, m.reason) for m in store.active_mutes(T0)] == [
-        (MuteKind.SESSION, "deploy"),
-        (MuteKind.RULE, ""),
+    first = store.add_mute(Mute(MuteKind.SESSION, "s1", T0 + M, "deploy"), T0)
+    second = store.add_mute(Mute(MuteKind.RULE, "s1"), T0)
+    assert first != second
+    assert [(m.kind, m.reason, m.id) for m in store.active_mutes(T0)] == [
+        (MuteKind.SESSION, "deploy", first),
+        (MuteKind.RULE, "", second),
     ]
     assert [m.kind for m in store.active_mutes(T0 + M)] == [MuteKind.RULE]
     assert store.remove_mutes(MuteKind.SESSION, "s1") == 1
@@ -121,7 +126,7 @@ def test_mutes_are_listed_while_in_force_and_removed_by_kind(store: SqliteStore)
     assert [m.kind for m in store.active_mutes(T0)] == [MuteKind.RULE]
 
 
-def test_decisions_are_capped_per_session(store: SqliteStore) -> None:
+def test_decisions_are_capped_per_session(store: Store) -> None:
     """Only the latest decisions of a session are kept, so the log cannot grow without end."""
     for n in range(260):
         decision = Decision("r", event(id=f"e{n}", session=ref()), Outcome.UNMATCHED, f"n{n}")
@@ -131,18 +136,20 @@ def test_decisions_are_capped_per_session(store: SqliteStore) -> None:
     kept = store.recent_decisions("s1", limit=1000)
     assert len(kept) == 200
     assert kept[-1].reason == "n259"
+    assert kept[-1].at == T0 + 259 * M
+    assert [d.reason for d in store.recent_decisions("s1", limit=2)] == ["n258", "n259"]
 
 
 def test_unreadable_memory_starts_afresh(
-    store: SqliteStore, caplog: pytest.LogCaptureFixture
+    store: Store, backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A corrupt rule-memory row reads as empty memory, with a warning, instead of failing polls."""
-    store._db.execute("INSERT INTO rule_memory(session_id, memory) VALUES ('s1', '{\"x\": 1}')")
+    backend.overwrite_memory("s1", '{"x": 1}')
     assert store.load_memory("s1") == SessionMemory()
     assert "rule memory of s1 is unreadable" in caplog.text
 
 
-def test_memory_from_an_evaluation_compares_equal_after_the_store(store: SqliteStore) -> None:
+def test_memory_from_an_evaluation_compares_equal_after_the_store(store: Store) -> None:
     """Times are kept in whole milliseconds, so an unchanged poll finds nothing to write."""
     rules = [
         Rule("stuck", ("session.stuck",), ("t",), hold_for=5 * M, repeat=M),

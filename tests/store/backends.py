@@ -1,0 +1,93 @@
+"""The store backends the conformance suite runs on, and how a test damages their data.
+
+A backend opens a `Store` on its own data (opening again reopens the same
+data, as a restart would) and plays a damaged disk: it rewrites stored text
+behind the store's back, the way an old build or a bad sector would leave it.
+A second backend is added here and to `BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Protocol
+
+from watcher.store import SqliteStore, Store
+
+
+class Backend(Protocol):
+    """One storage backend under test."""
+
+    def open(self) -> Store:
+        """A store on this backend's data (the same data every time)."""
+        ...
+
+    def overwrite_event_body(self, event_id: str, body: str) -> None:
+        """Replace a stored event's document (an old or damaged row)."""
+        ...
+
+    def event_body(self, event_id: str) -> str:
+        """A stored event's document, as stored."""
+        ...
+
+    def overwrite_memory(self, session_id: str, text: str) -> None:
+        """Store `text` as a session's rule memory (a damaged row)."""
+        ...
+
+    def stored_documents(self) -> list[str]:
+        """Every stored event and session-state document, as stored."""
+        ...
+
+
+class SqliteBackend:
+    """A SQLite store in a file; damage is done by a second connection on the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def open(self) -> Store:
+        """A `SqliteStore` on the file."""
+        return SqliteStore(self.path)
+
+    def _write(self, sql: str, params: tuple[str, ...]) -> None:
+        db = sqlite3.connect(self.path)
+        with db:
+            db.execute(sql, params)
+        db.close()
+
+    def _read(self, sql: str, params: tuple[str, ...] = ()) -> list[str]:
+        db = sqlite3.connect(self.path)
+        try:
+            return [r[0] for r in db.execute(sql, params)]
+        finally:
+            db.close()
+
+    def overwrite_event_body(self, event_id: str, body: str) -> None:
+        """UPDATE the events row."""
+        self._write("UPDATE events SET body=? WHERE id=?", (body, event_id))
+
+    def event_body(self, event_id: str) -> str:
+        """SELECT the events row's body."""
+        (body,) = self._read("SELECT body FROM events WHERE id=?", (event_id,))
+        return body
+
+    def overwrite_memory(self, session_id: str, text: str) -> None:
+        """INSERT or replace the rule_memory row."""
+        self._write(
+            "INSERT OR REPLACE INTO rule_memory(session_id, memory) VALUES (?, ?)",
+            (session_id, text),
+        )
+
+    def stored_documents(self) -> list[str]:
+        """Event bodies and session states."""
+        return self._read("SELECT body FROM events UNION ALL SELECT state FROM sessions")
+
+
+BACKENDS = ["sqlite"]
+
+
+def make_backend(name: str, tmp_path: Path) -> Backend:
+    """The backend called `name`, keeping its data under `tmp_path`."""
+    if name == "sqlite":
+        return SqliteBackend(tmp_path / "state" / "state.db")
+    raise ValueError(f"no backend {name}")

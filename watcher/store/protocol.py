@@ -1,0 +1,199 @@
+"""What the rest of the watcher may ask of the state store, as typed protocols.
+
+One protocol per role (sessions, events, rules, outbox, cards, admin), two
+combinations that name what a part uses (`IntakeStore`: sessions, events and
+rules; `DeliveryStore`: outbox and cards), and `Store` combining them all,
+which a backend implements whole. The SQLite store is the only backend
+today; tests/store/conformance/ specifies every method here for any
+backend. `ReadOnlyStore` is what `status` and `backup` read, from a
+database a daemon may be writing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from watcher.core.model import Event, SessionState
+from watcher.core.outbox import OutboxStatus
+from watcher.store.rows import (
+    Card,
+    DecisionRow,
+    Discovered,
+    HeldRow,
+    OutboxFigures,
+    OutboxRow,
+    PollMark,
+    Recorded,
+    StatusRows,
+    UnreadableRow,
+)
+
+if TYPE_CHECKING:
+    from watcher.core.rules import Route
+    from watcher.core.rulestate import Evaluation, Mute, MuteKind, SessionMemory
+
+
+class SessionStore(Protocol):
+    """Last known session states and the sessions discovery found."""
+
+    def load_state(self, session_id: str) -> SessionState | None: ...
+
+    def load_states(self) -> dict[str, SessionState]: ...
+
+    def record(
+        self,
+        session_id: str,
+        state: SessionState,
+        events: Sequence[Event],
+        routes: Sequence[tuple[Event, Route]],
+        now: datetime,
+        *,
+        evaluation: Evaluation | None = None,
+    ) -> int: ...
+
+    def discovered(self) -> Discovered: ...
+
+    def record_discovery(
+        self,
+        now: datetime,
+        first_at: datetime | None,
+        added: Sequence[str],
+        baselines: Sequence[Recorded],
+    ) -> int: ...
+
+    def forget_discovered(self, session_ids: Sequence[str]) -> None: ...
+
+    def session_statuses(self) -> dict[str, tuple[str | None, bool]]: ...
+
+
+class EventStore(Protocol):
+    """Events with their per-session sequence numbers."""
+
+    def record_events(
+        self, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime
+    ) -> int: ...
+
+    def recent_events(self, session_id: str, limit: int = 20) -> list[Event]: ...
+
+
+class RuleStore(Protocol):
+    """The rules' memory, held notifications, mutes and decisions."""
+
+    def load_memory(self, session_id: str) -> SessionMemory: ...
+
+    def record_evaluation(self, session_id: str, evaluation: Evaluation, now: datetime) -> int: ...
+
+    def due_sessions(self, now: datetime) -> list[str]: ...
+
+    def next_wake(self) -> datetime | None: ...
+
+    def due_held(self, now: datetime) -> list[HeldRow]: ...
+
+    def held_count(self) -> int: ...
+
+    def release_digests(
+        self, digests: Sequence[tuple[Event, Route]], held_ids: Sequence[int], now: datetime
+    ) -> int: ...
+
+    def add_mute(self, mute: Mute, now: datetime) -> int: ...
+
+    def remove_mutes(self, kind: MuteKind, value: str) -> int: ...
+
+    def active_mutes(self, now: datetime) -> list[Mute]: ...
+
+    def recent_decisions(self, session_id: str, limit: int = 50) -> list[DecisionRow]: ...
+
+
+class OutboxStore(Protocol):
+    """The delivery outbox: due rows per lane, marks, dead letters."""
+
+    def due(self, target: str, now: datetime, limit: int) -> list[OutboxRow | UnreadableRow]: ...
+
+    def next_due(self, target: str) -> datetime | None: ...
+
+    def pending_lane(
+        self, target: str, session_id: str, limit: int
+    ) -> list[OutboxRow | UnreadableRow]: ...
+
+    def mark_delivered(self, row_id: int, now: datetime, handle: str | None) -> None: ...
+
+    def mark_retry(self, row_id: int, at: datetime, error: str) -> None: ...
+
+    def mark_dead(self, row_id: int, now: datetime, error: str) -> None: ...
+
+    def list_outbox(
+        self, status: OutboxStatus | None = None, limit: int = 1000
+    ) -> list[OutboxRow | UnreadableRow]: ...
+
+    def retry_dead(self, now: datetime, ids: Sequence[int] = ()) -> int: ...
+
+    def purge(self, status: OutboxStatus, ids: Sequence[int] = ()) -> int: ...
+
+    def counts(self) -> Mapping[OutboxStatus, int]: ...
+
+
+class CardStore(Protocol):
+    """Live Slack cards: one message per (target, session), with post intents."""
+
+    def card(self, target: str, session_id: str) -> Card | None: ...
+
+    def intend_card(self, card: Card, now: datetime) -> None: ...
+
+    def drop_card_intent(self, target: str, session_id: str, now: datetime) -> None: ...
+
+    def record_card(
+        self, target: str, session_id: str, ts: str, delivered: Sequence[int], now: datetime
+    ) -> None: ...
+
+
+class AdminStore(Protocol):
+    """Housekeeping, figures, health, and where the store is."""
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, for log lines (a path, or `:memory:`)."""
+        ...
+
+    def for_delivery(self) -> Store:
+        """The store the outbox worker uses: its own connection where the backend has one."""
+        ...
+
+    def record_housekeeping(self, polls: Sequence[PollMark], meta: Mapping[str, str]) -> None: ...
+
+    def outbox_figures(self, targets: Sequence[str]) -> OutboxFigures: ...
+
+    def integrity_ok(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class IntakeStore(SessionStore, EventStore, RuleStore, Protocol):
+    """What intake reads and records: a poll's or a timer tick's states, events and rules."""
+
+
+class DeliveryStore(OutboxStore, CardStore, Protocol):
+    """What the outbox worker reads and marks: due rows, lanes and cards."""
+
+
+class Store(IntakeStore, DeliveryStore, AdminStore, Protocol):
+    """The whole state store: what the daemon and the commands use."""
+
+
+class ReadOnlyStore(Protocol):
+    """A database opened only to read it while a daemon may write: `status` and `backup`."""
+
+    def read_status(self) -> StatusRows:
+        """Everything `status` shows, read in one read transaction."""
+        ...
+
+    def copy_to(self, destination: Path) -> int:
+        """Copy the whole database, consistently, to the new file `destination`; its pages.
+
+        The copy is checked whole before this returns; StoreError otherwise.
+        """
+        ...
+
+    def close(self) -> None: ...

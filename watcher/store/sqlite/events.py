@@ -1,0 +1,96 @@
+"""Events and their per-session sequence numbers, and the outbox rows that route them.
+
+`insert_events` is the one write path for events and new outbox rows, used
+by every transaction that records a poll, a timer evaluation, a discovery or
+a digest.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from watcher.core.model import Event
+from watcher.store.codec import event_from_json, event_to_json
+from watcher.store.sqlite.base import SqliteBase, seconds
+
+if TYPE_CHECKING:
+    from watcher.core.rules import Route
+
+
+def number(db: sqlite3.Connection, events: Sequence[Event]) -> None:
+    """Give each of `events` that has none yet the next sequence of its session.
+
+    An event is numbered when it is first routed or held, not when it is first
+    stored: one that waits to settle is stored at once but sent later, after
+    newer ones, and numbering it at its send keeps each target's deliveries in
+    sequence order, so a receiver that drops stale sequences never drops it.
+    """
+    for e in events:
+        row = db.execute("SELECT sequence FROM events WHERE id=?", (e.id,)).fetchone()
+        if row is None or row[0] is not None:
+            continue
+        (sequence,) = db.execute(
+            "INSERT INTO sequences(lane, last) VALUES (?, 1)"
+            " ON CONFLICT(lane) DO UPDATE SET last = last + 1 RETURNING last",
+            (e.session.id if e.session else "",),
+        ).fetchone()
+        db.execute("UPDATE events SET sequence=? WHERE id=?", (sequence, e.id))
+
+
+def insert_events(
+    db: sqlite3.Connection,
+    events: Sequence[Event],
+    routes: Sequence[tuple[Event, Route]],
+    now: datetime,
+) -> int:
+    """Store `events` and queue `routes` (both kept as they are if already there); new rows."""
+    stamp = seconds(now)
+    db.executemany(
+        "INSERT OR IGNORE INTO events(id, session_id, type, occurred_at, body, recorded_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                e.id,
+                e.session.id if e.session else None,
+                str(e.type),
+                seconds(e.occurred_at),
+                event_to_json(e),
+                stamp,
+            )
+            for e in events
+        ],
+    )
+    number(db, [e for e, _ in routes])
+    before = db.total_changes
+    db.executemany(
+        "INSERT OR IGNORE INTO outbox(event_id, target, rule, lane, status, created_at,"
+        " next_attempt_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+        [
+            (e.id, r.target, r.rule, e.session.id if e.session else "", stamp, stamp)
+            for e, r in routes
+        ],
+    )
+    return db.total_changes - before
+
+
+class EventTables(SqliteBase):
+    """The events table: the watcher's own events, and a session's latest for `explain`."""
+
+    def record_events(
+        self, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime
+    ) -> int:
+        """Store events that belong to no session state (the watcher's own)."""
+        with self._transaction() as db:
+            return insert_events(db, events, routes, now)
+
+    def recent_events(self, session_id: str, limit: int = 20) -> list[Event]:
+        """The latest stored events of a session, oldest first."""
+        rows = self._read_all(
+            "SELECT body, sequence FROM events WHERE session_id=?"
+            " ORDER BY recorded_at DESC, rowid DESC LIMIT ?",
+            (session_id, limit),
+        )
+        return [event_from_json(r[0], r[1]) for r in reversed(rows)]

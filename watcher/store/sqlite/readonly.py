@@ -1,0 +1,177 @@
+"""The state database opened read-only, for `status` and `backup` while a daemon writes.
+
+Opened with `mode=ro` and a short busy timeout: in WAL mode a reader never
+blocks the daemon's writes, and the daemon never waits for these commands.
+`read_status` reads everything in one read transaction; `copy_to` takes one
+consistent snapshot through SQLite's backup API and checks the copy whole.
+Neither migrates: an older database is read as it is.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from watcher.store.errors import StoreError
+from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog
+from watcher.store.sqlite.base import maybe_moment, moment
+
+BUSY_TIMEOUT = 0.2  # seconds; the daemon's write transactions are short
+
+
+class SqliteReadOnlyStore:
+    """A read-only connection to the state database at `path`.
+
+    StoreError if there is no file there or it is not an SQLite database.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            raise StoreError(f"no state database at {path} (has the daemon run yet?)")
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        try:
+            self._db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
+            self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"cannot read state database {path}: {error}") from None
+
+    def read_status(self) -> StatusRows:
+        """Everything `status` shows, in one read transaction."""
+        try:
+            self._db.execute("BEGIN")
+            try:
+                return self._status()
+            finally:
+                self._db.execute("COMMIT")
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"cannot read state database {self.path}: {error}") from None
+
+    def _status(self) -> StatusRows:
+        db = self._db
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "sessions", "events", "outbox"} <= tables:
+            raise StoreError(f"{self.path} is not a factory-watcher state database")
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        states = {
+            sid: (status, bool(gone))
+            for sid, gone, status in db.execute(
+                "SELECT session_id, json_extract(state, '$.gone'),"
+                " coalesce(json_extract(state, '$.snapshot.status'),"
+                " json_extract(state, '$.last.status')) FROM sessions"
+            )
+        }
+        since = {
+            sid: moment(at)
+            for sid, at in db.execute(
+                "SELECT session_id, MAX(occurred_at) FROM events WHERE type IN"
+                " ('session.discovered', 'session.status_changed', 'session.deleted')"
+                " GROUP BY session_id"
+            )
+            if sid is not None and at is not None
+        }
+        polls: dict[str, PollMark] = {}
+        if "polls" in tables:
+            polls = {
+                sid: PollMark(sid, moment(at), outcome, maybe_moment(nxt))
+                for sid, at, outcome, nxt in db.execute(
+                    "SELECT session_id, polled_at, outcome, next_poll_at FROM polls"
+                )
+            }
+        notified = {
+            lane: moment(at)
+            for lane, at in db.execute(
+                "SELECT lane, MAX(finished_at) FROM outbox WHERE status='delivered' GROUP BY lane"
+            )
+            if at is not None
+        }
+        return StatusRows(
+            meta=meta,
+            states=states,
+            since=since,
+            polls=polls,
+            notified=notified,
+            targets=self._targets(),
+            dead_letters=self._dead_letters(),
+        )
+
+    def _targets(self) -> tuple[TargetBacklog, ...]:
+        counts: dict[str, dict[str, Any]] = {}
+        for target, status, retrying, count, next_at in self._db.execute(
+            "SELECT target, status, attempts > 0, COUNT(*), MIN(next_attempt_at) FROM outbox"
+            " WHERE status IN ('pending', 'dead') GROUP BY target, status, attempts > 0"
+        ):
+            entry = counts.setdefault(
+                target, {"pending": 0, "retrying": 0, "next": None, "dead": 0}
+            )
+            if status == "dead":
+                entry["dead"] += count
+            else:
+                entry["pending"] += count
+                if retrying:
+                    entry["retrying"] += count
+                    entry["next"] = next_at
+        last_errors = dict(
+            self._db.execute(
+                "SELECT target, last_error FROM outbox o WHERE status='dead' AND id ="
+                " (SELECT MAX(id) FROM outbox WHERE target=o.target AND status='dead')"
+            ).fetchall()
+        )
+        return tuple(
+            TargetBacklog(
+                target=target,
+                pending=entry["pending"],
+                retrying=entry["retrying"],
+                next_attempt=maybe_moment(entry["next"]),
+                dead=entry["dead"],
+                last_error=last_errors.get(target),
+            )
+            for target, entry in sorted(counts.items())
+        )
+
+    def _dead_letters(self) -> tuple[DeadLetterRow, ...]:
+        rows = self._db.execute(
+            "SELECT o.id, o.target, o.rule, e.type, e.session_id, o.attempts, o.created_at,"
+            " o.finished_at, o.last_error FROM outbox o JOIN events e ON e.id = o.event_id"
+            " WHERE o.status='dead' ORDER BY o.id"
+        ).fetchall()
+        return tuple(
+            DeadLetterRow(
+                id=r[0],
+                target=r[1],
+                rule=r[2],
+                event_type=r[3],
+                session_id=r[4],
+                attempts=r[5],
+                created_at=moment(r[6]),
+                failed_at=maybe_moment(r[7]),
+                last_error=r[8],
+            )
+            for r in rows
+        )
+
+    def copy_to(self, destination: Path) -> int:
+        """Copy the database to `destination` in one step (one consistent snapshot); its pages.
+
+        The copy is a standalone file (journal mode DELETE, no -wal beside it)
+        and passed `PRAGMA integrity_check`; StoreError otherwise.
+        """
+        dst = sqlite3.connect(destination, isolation_level=None)
+        try:
+            try:
+                self._db.backup(dst)  # all pages in one step: one consistent snapshot
+            except sqlite3.Error as error:
+                raise StoreError(f"backup failed: {error}") from None
+            dst.execute("PRAGMA journal_mode=DELETE")
+            check = dst.execute("PRAGMA integrity_check").fetchone()
+            if not check or check[0] != "ok":
+                raise StoreError(f"the copy failed its integrity check: {check}")
+            return int(dst.execute("PRAGMA page_count").fetchone()[0])
+        finally:
+            dst.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
