@@ -3,7 +3,8 @@
 Every command returns one of the sysexits-style codes below. Two failures are
 shared by many commands and are turned into a message and a code here only:
 a config that does not load (`load_config`, exit 78) and a state database the
-store cannot open or use (`store_error_exit`, exit 73).
+store cannot open or use (`store_error_exit`: exit 73, or 78 for a database
+written by a newer release, which systemd must not restart into again and again).
 """
 
 from __future__ import annotations
@@ -42,5 +43,7 @@ def store_error_exit(error: StoreError, err: TextIO) -> int:
     The one place a store failure becomes an exit code: every command that
     opens the store catches `StoreError` and returns this.
     """
+    from watcher.store import SchemaTooNewError
+
     print(f"factory-watcher: {error}", file=err)
-    return EX_CANTCREAT
+    return EX_CONFIG if isinstance(error, SchemaTooNewError) else EX_CANTCREAT
