@@ -30,7 +30,7 @@ from watcher.delivery.outcomes import Outcomes
 from watcher.notifiers.base import Notifier
 from watcher.ops.failpoint import Failpoint, failpoint
 from watcher.ops.metrics import Metrics
-from watcher.store import Card, OutboxRow, Store, UnreadableRow
+from watcher.store import Card, DeliveryStore, OutboxRow, UnreadableRow
 
 log = logging.getLogger("watcher.delivery")
 
@@ -118,7 +118,7 @@ class CardKeeper:
 
     def __init__(
         self,
-        store: Store,
+        store: DeliveryStore,
         *,
         db: StoreCall,
         clock: Callable[[], datetime],

@@ -23,7 +23,7 @@ from watcher.core.settings import Target
 from watcher.delivery.hooks import StoreCall
 from watcher.delivery.pacing import sends_together
 from watcher.notifiers.base import Notifier
-from watcher.store import OutboxRow, Store, UnreadableRow
+from watcher.store import DeliveryStore, OutboxRow, UnreadableRow
 
 log = logging.getLogger("watcher.delivery")
 
@@ -51,7 +51,7 @@ Dispatch = Callable[[Target, Notifier, OutboxRow | UnreadableRow], Awaitable[Dis
 class LaneWork:
     """What every lane is given: where rows come from and where each one goes."""
 
-    store: Store
+    store: DeliveryStore
     db: StoreCall
     clock: Callable[[], datetime]
     dispatch: Dispatch

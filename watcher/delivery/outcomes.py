@@ -23,7 +23,7 @@ from watcher.delivery.hooks import StoreCall
 from watcher.ops.failpoint import Failpoint, failpoint
 from watcher.ops.logs import context
 from watcher.ops.metrics import Metrics
-from watcher.store import OutboxRow, Store, UnreadableRow
+from watcher.store import DeliveryStore, OutboxRow, UnreadableRow
 
 log = logging.getLogger("watcher.delivery")
 
@@ -59,7 +59,7 @@ class Outcomes:
 
     def __init__(
         self,
-        store: Store,
+        store: DeliveryStore,
         *,
         db: StoreCall,
         clock: Callable[[], datetime],

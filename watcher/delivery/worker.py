@@ -27,7 +27,7 @@ from watcher.delivery.outcomes import DeliveryStats, Outcomes
 from watcher.delivery.pacing import Pacer
 from watcher.notifiers.base import Notifier
 from watcher.ops.metrics import Metrics
-from watcher.store import OutboxRow, Store, UnreadableRow
+from watcher.store import DeliveryStore, OutboxRow, UnreadableRow
 
 
 class DeliveryWorker:
@@ -35,7 +35,7 @@ class DeliveryWorker:
 
     def __init__(
         self,
-        store: Store,
+        store: DeliveryStore,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         jitter: Callable[[], float] = random.random,

@@ -18,7 +18,7 @@ from watcher.core.poll import FetchFailed, FetchResult, NotFound
 from watcher.core.rules import Route
 from watcher.core.rulestate import Decision, Observation, evaluate
 from watcher.core.settings import QuietHours, Rule, WatchedSession
-from watcher.store import Store
+from watcher.store import IntakeStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ def next_state(previous: SessionState | None, result: FetchResult, session_id: s
 
 
 def apply_poll(
-    store: Store,
+    store: IntakeStore,
     rules: Sequence[Rule],
     session_url: str | None,
     watched: WatchedSession,

@@ -12,7 +12,7 @@ from watcher.core.model import Event, Snapshot
 from watcher.core.rules import Route
 from watcher.core.rulestate import Decision, Mute, digest_event, digest_rule, evaluate
 from watcher.core.settings import Settings, WatchedSession
-from watcher.store import HeldRow, Store
+from watcher.store import HeldRow, IntakeStore
 
 log = logging.getLogger("watcher.intake.tick")
 
@@ -46,7 +46,7 @@ def group_digests(rows: list[HeldRow]) -> list[tuple[Event, Route, tuple[int, ..
 
 
 def apply_tick(
-    store: Store,
+    store: IntakeStore,
     settings: Settings,
     watched: Mapping[str, WatchedSession],
     now: datetime,
@@ -77,7 +77,7 @@ def apply_tick(
 
 
 def _tick_session(
-    store: Store,
+    store: IntakeStore,
     settings: Settings,
     watched: Mapping[str, WatchedSession],
     session_id: str,
