@@ -188,6 +188,11 @@ class FakeSlack(LoopbackServer):
         self._latest: dict[tuple[str, str], SlackPost] = {}
         self._calls: dict[str, int] = {}
         self.history_scope = True  # False: conversations.history answers missing_scope
+        # What auth.test and conversations.info report in `x-oauth-scopes`; a post without
+        # chat:write is refused with missing_scope.
+        self._scopes: frozenset[str] = frozenset(APP_SCOPES)
+        self._private: set[str] = set()
+        self._outside: set[str] = set()  # channels the bot is not a member of
         self.history_page_size: int | None = None  # caps `limit`, to make callers page
         self._last_post: dict[str, float] = {}
         self._next_ts = FIRST_TS_US
@@ -249,6 +254,28 @@ class FakeSlack(LoopbackServer):
         with self._lock:
             self._archived.add(channel)
 
+    def set_scopes(self, *scopes: str) -> None:
+        """Give the token exactly these OAuth scopes (default: `APP_SCOPES`, the manifest's)."""
+        with self._lock:
+            self._scopes = frozenset(scopes)
+
+    def set_channel(self, channel: str, *, member: bool = True, private: bool = False) -> None:
+        """Add `channel` (or change it): is the bot a member, is the channel private.
+
+        A post to a channel the bot is not in is refused with `not_in_channel`,
+        unless the channel is public and the token has `chat:write.public`.
+        """
+        with self._lock:
+            self._channels.add(channel)
+            if member:
+                self._outside.discard(channel)
+            else:
+                self._outside.add(channel)
+            if private:
+                self._private.add(channel)
+            else:
+                self._private.discard(channel)
+
     def inject_error(
         self,
         error: str,
@@ -285,7 +312,9 @@ class FakeSlack(LoopbackServer):
         with self._lock:
             self._calls[method] = self._calls.get(method, 0) + 1
         if method == "auth.test":
-            return _SlackReply(200, dict(_AUTH_TEST))
+            return _SlackReply(200, dict(_AUTH_TEST), self._scope_header())
+        if method == "conversations.info":
+            return self._info(args)
         if method == "conversations.history":
             return self._history(args)
         if method == "chat.getPermalink":
@@ -393,6 +422,35 @@ class FakeSlack(LoopbackServer):
             answer["response_metadata"] = {"next_cursor": f"page:{start + limit}"}
         return _SlackReply(200, answer)
 
+    def _scope_header(self) -> dict[str, str]:
+        with self._lock:
+            return {"x-oauth-scopes": ",".join(sorted(self._scopes))}
+
+    def _info(self, args: dict[str, Any]) -> _SlackReply:
+        """`conversations.info`: needs channels:read (groups:read for a private channel);
+        a private channel the bot is not in does not exist for it.
+        """
+        channel = str(args.get("channel") or "")
+        headers = self._scope_header()
+        with self._lock:
+            private, member = channel in self._private, channel not in self._outside
+            known, archived = channel in self._channels, channel in self._archived
+            scopes = self._scopes
+        needed = "groups:read" if private else "channels:read"
+        if needed not in scopes:
+            return _slack_error("missing_scope", headers=headers)
+        if not known or (private and not member):
+            return _slack_error("channel_not_found", headers=headers)
+        info = {
+            "id": channel,
+            "name": f"channel-{channel.lower()}",
+            "is_channel": not private,
+            "is_private": private,
+            "is_archived": archived,
+            "is_member": member,
+        }
+        return _SlackReply(200, {"ok": True, "channel": info}, headers)
+
     def _permalink(self, args: dict[str, Any]) -> _SlackReply:
         """`chat.getPermalink`: a link for a message that exists, else `message_not_found`."""
         channel = str(args.get("channel") or "")
@@ -409,6 +467,13 @@ class FakeSlack(LoopbackServer):
     ) -> _SlackReply | None:
         if channel not in self._channels:
             return _slack_error("channel_not_found")
+        if "chat:write" not in self._scopes:
+            return _slack_error("missing_scope")
+        if channel in self._outside:
+            if channel in self._private:
+                return _slack_error("channel_not_found")
+            if "chat:write.public" not in self._scopes:
+                return _slack_error("not_in_channel")
         if channel in self._archived:
             return _slack_error("is_archived")
         if not text.strip() and not blocks:
@@ -443,7 +508,17 @@ _METHODS = frozenset(
         "chat.getPermalink",
         "conversations.history",
         "auth.test",
+        "conversations.info",
     }
+)
+# The scopes of the app in docs/slack-app-manifest.yaml: what a token gets by default.
+APP_SCOPES = (
+    "chat:write",
+    "chat:write.public",
+    "channels:history",
+    "groups:history",
+    "channels:read",
+    "groups:read",
 )
 _AUTH_TEST = {
     "ok": True,
