@@ -11,6 +11,7 @@ every configured secret once more before printing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ DOCTOR_FORMAT = 1  # the version of the --json shape
 CLOCK_OK_S = 30  # a Date header has whole seconds, and the request took some time
 CLOCK_PROBLEM_S = 300  # webhook receivers refuse signatures further off than 5 minutes
 MANIFEST = "docs/slack-app-manifest.yaml"
+ERROR_WORD = re.compile(r"[a-z0-9_.]{1,60}")
 TOKEN_ERRORS = frozenset(
     {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"}
 )
@@ -40,7 +42,10 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One checked thing: `check` is a stable id for scripts, `what` and `detail` are for people."""
+    """One checked thing: `check` is a stable id for scripts, `what` and `detail` are for people.
+
+    `what` holds no ": ", so a line splits into verdict, what and detail at the first one.
+    """
 
     check: str
     verdict: Verdict
@@ -244,12 +249,21 @@ def _duration(seconds: float) -> str:
 # --- Slack ---------------------------------------------------------------------------------
 
 
+def error_word(text: str | None) -> str:
+    """`text` when it is an error name like Slack's (`no_service`), else nothing.
+
+    Anything longer may echo the request, and a Slack webhook's path is its secret.
+    """
+    word = (text or "").strip()
+    return word if ERROR_WORD.fullmatch(word) else ""
+
+
 def slack_findings(
     target: SlackTarget, auth: SlackReply | NoAnswer, info: SlackReply | NoAnswer | None
 ) -> list[Finding]:
     """Token (`auth.test`), scopes (`x-oauth-scopes`) and channel (`conversations.info`)."""
     name = target.name
-    what = f"target {name}: Slack token"
+    what = f"Slack token (target {name})"
     if isinstance(auth, NoAnswer):
         return [
             Finding(
@@ -263,11 +277,11 @@ def slack_findings(
     if not auth.ok:
         if auth.error in TOKEN_ERRORS:
             detail = (
-                f"Slack refused it ({auth.error}): use the app's Bot User OAuth Token (xoxb-...) "
-                "from OAuth & Permissions; reinstall the app if it was revoked"
+                f"Slack refused it ({error_word(auth.error)}): use the app's Bot User OAuth "
+                "Token (xoxb-...) from OAuth & Permissions; reinstall the app if it was revoked"
             )
         else:
-            detail = f"auth.test failed ({auth.error or 'no error named'})"
+            detail = f"auth.test failed ({error_word(auth.error) or 'no error named'})"
         return [Finding("slack.token", Verdict.PROBLEM, what, detail, name)]
     bot = str(auth.data.get("user") or "the bot")
     team = str(auth.data.get("team") or "?")
@@ -306,7 +320,7 @@ def scope_finding(
     target: SlackTarget, scopes: frozenset[str] | None, private: bool | None
 ) -> Finding:
     """Does the token carry the scopes this target's features use?"""
-    what, name = f"target {target.name}: scopes", target.name
+    what, name = f"Slack scopes (target {target.name})", target.name
     if scopes is None:
         return Finding(
             "slack.scopes", Verdict.WARNING, what, "not checked: Slack listed no scopes", name
@@ -342,7 +356,7 @@ def channel_finding(
 ) -> Finding:
     """Does the channel exist, is it open, and may the bot post there?"""
     channel, name = target.channel, target.name
-    what = f"target {name}: channel {channel}"
+    what = f"Slack channel {channel} (target {name})"
     invite = f"/invite @{bot}"
     if isinstance(info, NoAnswer):
         return Finding("slack.channel", Verdict.PROBLEM, what, f"not checked: {info.reason}", name)
@@ -359,7 +373,7 @@ def channel_finding(
                 f"private one); posts may still work; the app in {MANIFEST} has them"
             )
             return Finding("slack.channel", Verdict.WARNING, what, detail, name)
-        detail = f"conversations.info failed ({info.error or 'no error named'})"
+        detail = f"conversations.info failed ({error_word(info.error) or 'no error named'})"
         return Finding("slack.channel", Verdict.PROBLEM, what, detail, name)
     data = info.data.get("channel")
     data = data if isinstance(data, dict) else {}
@@ -386,11 +400,11 @@ def slack_webhook_finding(name: str, host: str, answer: HttpAnswer | NoAnswer) -
     Slack refuses an empty payload with 400 (`no_text`, `invalid_payload`) at a
     live URL; a removed or mistyped one answers 403 or 404.
     """
-    what = f"target {name}: Slack webhook"
+    what = f"Slack webhook (target {name})"
     if isinstance(answer, NoAnswer):
         detail = f"no answer from {host} ({answer.reason}): check the URL and the network"
         return Finding("slack_webhook.url", Verdict.PROBLEM, what, detail, name)
-    said = " ".join(answer.body.decode("utf-8", "replace").split())[:60]
+    said = error_word(answer.body.decode("utf-8", "replace"))
     if answer.status in (200, 400):
         detail = f"{host} knows this webhook (an empty test payload, not posted)"
         return Finding("slack_webhook.url", Verdict.OK, what, detail, name)
@@ -406,7 +420,7 @@ def slack_webhook_finding(name: str, host: str, answer: HttpAnswer | NoAnswer) -
 
 def webhook_finding(name: str, origin: str, answer: HttpAnswer | NoAnswer) -> Finding:
     """A generic webhook's server answers at all (a GET; `--send` posts a signed test)."""
-    what = f"target {name}: webhook"
+    what = f"webhook (target {name})"
     if isinstance(answer, NoAnswer):
         detail = (
             f"no answer from {origin} ({answer.reason}): is the receiver running, "
@@ -422,7 +436,7 @@ def webhook_finding(name: str, origin: str, answer: HttpAnswer | NoAnswer) -> Fi
 
 def send_finding(name: str, failure: str | None) -> Finding:
     """The test notification `--send` sent to a target: delivered, or why not."""
-    what = f"target {name}: test notification"
+    what = f"test notification (target {name})"
     if failure is None:
         return Finding("send", Verdict.OK, what, "delivered", name)
     return Finding("send", Verdict.PROBLEM, what, f"failed: {failure}", name)

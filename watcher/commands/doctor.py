@@ -18,7 +18,7 @@ import socket
 import sqlite3
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -81,13 +81,16 @@ def run_doctor(
     as_json: bool = False,
     send: bool = False,
     now: Clock = lambda: datetime.now(UTC),
+    env: Mapping[str, str] | None = None,
 ) -> int:
     """Check `config` online and print one line per check (or one JSON document).
 
+    `env` (default `os.environ`) feeds the config's `${NAME}` secrets; `now`
+    is this machine's clock, compared with the servers' `Date` headers.
     Returns the exit code: 0 when no check found a problem, 1 otherwise.
     """
     try:
-        settings = load_settings(config)
+        settings = load_settings(config, env=env)
     except ConfigError as error:
         findings = config_findings(str(config), [str(p) for p in error.problems])
         _print(findings, as_json, (), out)
