@@ -18,6 +18,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.process import cli, start_daemon
 from tests.rig import (
@@ -47,6 +48,7 @@ from watcher.testing.sinks import APP_SCOPES
 
 LINE = re.compile(r"^(ok|warning|problem) +([^:]+): (.+)$")
 NOW = datetime(2026, 3, 4, 12, 0, 0, tzinfo=UTC)
+MANIFEST = Path(__file__).parents[2] / "docs" / "slack-app-manifest.yaml"
 
 
 @pytest.fixture
@@ -429,3 +431,15 @@ def test_init_doctor_run_gives_a_first_notification(rig: Rig, tmp_path: Path) ->
     first = rig.slack.messages[0]
     assert first.channel == CHANNEL
     assert "Upgrade the parser" in first.text
+
+
+def test_the_manifest_asks_for_exactly_the_scopes_the_features_use() -> None:
+    """docs/slack-app-manifest.yaml holds the fake's default scopes: every needed one, no more."""
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    scopes = manifest["oauth_config"]["scopes"]["bot"]
+    assert sorted(scopes) == sorted(APP_SCOPES)
+    target = SlackTarget(name="s", token=Secret("xoxb-1"), channel=CHANNEL, card=True)
+    used = {s for private in (True, False) for alts in needed_scopes(target, private) for s in alts}
+    # Beyond what posting and cards need: chat:write.public (no /invite) and the read scopes
+    # doctor's channel lookup uses.
+    assert set(scopes) == used | {"chat:write.public", "channels:read", "groups:read"}

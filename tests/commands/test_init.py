@@ -11,6 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.commands.test_cli_imports import (
+    CONFIG_STACK,
+    DAEMON_STACK,
+    PARSER_STACK,
+    imported_by,
+    loaded,
+)
 from watcher.commands.cli import main
 from watcher.commands.init import run_init
 from watcher.commands.starter import (
@@ -249,3 +256,21 @@ def test_on_a_terminal_init_prompts(tmp_path: Path) -> None:
     os.close(controller)
     assert b"Slack channel id" in shown
     assert 'channel: "C0TTY"' in (tmp_path / "tty.yaml").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["init", "--help"],
+        ["doctor", "--help"],
+        ["init", "c.yaml", "--no-input", "--slack-channel", "C0123ABCD"],
+    ],
+)
+def test_init_and_the_help_texts_load_no_daemon_config_or_parser(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """`init` writes text from the standard library alone; help loads neither doctor's stack."""
+    modules = imported_by(argv, tmp_path)
+    assert loaded(modules, DAEMON_STACK + CONFIG_STACK + PARSER_STACK) == set()
+    assert "watcher.commands.doctor" not in modules
