@@ -141,13 +141,16 @@ def next_steps(path: Path, choices: StarterChoices) -> str:
         needed.append((choices.slack_webhook, "https://hooks.slack.com/...", "the webhook URL"))
     if choices.webhook_secret is not None:
         needed.append((choices.webhook_secret, "whsec_...", "the webhook signing secret"))
-    lines = [f"wrote {path} (mode 600); next:"]
+    steps: list[tuple[str, str]] = []
     for source, example, what in needed:
         if source.file is None:
-            lines.append(f"  export {source.env}={example}   # {what}")
+            steps.append((f"export {source.env}={example}", what))
         else:
-            lines.append(f"  put {what} in {source.file} (chmod 600)")
+            steps.append((f"put {what} in {source.file} (chmod 600)", ""))
     shown = "" if str(path) == "config.yaml" else f" -c {path}"
-    lines.append(f"  factory-watcher doctor{shown}   # checks the key, Slack, webhooks and state")
-    lines.append(f"  factory-watcher run{shown}")
+    steps.append((f"factory-watcher doctor{shown}", "checks the key, Slack, webhooks and state"))
+    steps.append((f"factory-watcher run{shown}", "watches until stopped (Ctrl-C)"))
+    width = max(len(step) for step, why in steps if why)
+    lines = [f"wrote {path} (mode 600); next:"]
+    lines += [f"  {step:<{width}}   # {why}" if why else f"  {step}" for step, why in steps]
     return "\n".join(lines)
