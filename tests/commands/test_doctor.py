@@ -44,7 +44,7 @@ from watcher.commands.starter import SecretSource, StarterChoices, starter_confi
 from watcher.core.secret import Secret
 from watcher.core.settings import SlackTarget
 from watcher.store import SqliteStore
-from watcher.testing.sinks import APP_SCOPES
+from watcher.testing.slackaccess import APP_SCOPES
 
 LINE = re.compile(r"^(ok|warning|problem) +([^:]+): (.+)$")
 NOW = datetime(2026, 3, 4, 12, 0, 0, tzinfo=UTC)

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from watcher.testing.sim import FORBIDDEN_DETAIL, FactorySimulator, InvalidRequestError
-from watcher.testing.sinks import APP_SCOPES, FakeSlack
+from watcher.testing.sinks import FakeSlack
+from watcher.testing.slackaccess import APP_SCOPES
 
 TOKEN = "xoxb-test"
 CHANNEL = "C0123ABCD"

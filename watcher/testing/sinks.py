@@ -11,13 +11,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from watcher.notifiers.signing import DEFAULT_TOLERANCE_S, secret_key, verify
 from watcher.testing.fakehttp import FakeHandler, LoopbackServer, send_json
+from watcher.testing.slackaccess import SlackAccess
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -188,11 +189,7 @@ class FakeSlack(LoopbackServer):
         self._latest: dict[tuple[str, str], SlackPost] = {}
         self._calls: dict[str, int] = {}
         self.history_scope = True  # False: conversations.history answers missing_scope
-        # What auth.test and conversations.info report in `x-oauth-scopes`; a post without
-        # chat:write is refused with missing_scope.
-        self._scopes: frozenset[str] = frozenset(APP_SCOPES)
-        self._private: set[str] = set()
-        self._outside: set[str] = set()  # channels the bot is not a member of
+        self._access = SlackAccess()  # the token's scopes, the bot's channels
         self.history_page_size: int | None = None  # caps `limit`, to make callers page
         self._last_post: dict[str, float] = {}
         self._next_ts = FIRST_TS_US
@@ -255,9 +252,9 @@ class FakeSlack(LoopbackServer):
             self._archived.add(channel)
 
     def set_scopes(self, *scopes: str) -> None:
-        """Give the token exactly these OAuth scopes (default: `APP_SCOPES`, the manifest's)."""
+        """Give the token exactly these OAuth scopes (default: the manifest's `APP_SCOPES`)."""
         with self._lock:
-            self._scopes = frozenset(scopes)
+            self._access = replace(self._access, scopes=frozenset(scopes))
 
     def set_channel(self, channel: str, *, member: bool = True, private: bool = False) -> None:
         """Add `channel` (or change it): is the bot a member, is the channel private.
@@ -267,14 +264,7 @@ class FakeSlack(LoopbackServer):
         """
         with self._lock:
             self._channels.add(channel)
-            if member:
-                self._outside.discard(channel)
-            else:
-                self._outside.add(channel)
-            if private:
-                self._private.add(channel)
-            else:
-                self._private.discard(channel)
+            self._access = self._access.with_channel(channel, member=member, private=private)
 
     def inject_error(
         self,
@@ -312,7 +302,7 @@ class FakeSlack(LoopbackServer):
         with self._lock:
             self._calls[method] = self._calls.get(method, 0) + 1
         if method == "auth.test":
-            return _SlackReply(200, dict(_AUTH_TEST), self._scope_header())
+            return _SlackReply(200, dict(_AUTH_TEST), self._access.scope_header())
         if method == "conversations.info":
             return self._info(args)
         if method == "conversations.history":
@@ -422,34 +412,16 @@ class FakeSlack(LoopbackServer):
             answer["response_metadata"] = {"next_cursor": f"page:{start + limit}"}
         return _SlackReply(200, answer)
 
-    def _scope_header(self) -> dict[str, str]:
-        with self._lock:
-            return {"x-oauth-scopes": ",".join(sorted(self._scopes))}
-
     def _info(self, args: dict[str, Any]) -> _SlackReply:
-        """`conversations.info`: needs channels:read (groups:read for a private channel);
-        a private channel the bot is not in does not exist for it.
-        """
+        """`conversations.info`, as the token's access sees the channel."""
         channel = str(args.get("channel") or "")
-        headers = self._scope_header()
         with self._lock:
-            private, member = channel in self._private, channel not in self._outside
-            known, archived = channel in self._channels, channel in self._archived
-            scopes = self._scopes
-        needed = "groups:read" if private else "channels:read"
-        if needed not in scopes:
-            return _slack_error("missing_scope", headers=headers)
-        if not known or (private and not member):
-            return _slack_error("channel_not_found", headers=headers)
-        info = {
-            "id": channel,
-            "name": f"channel-{channel.lower()}",
-            "is_channel": not private,
-            "is_private": private,
-            "is_archived": archived,
-            "is_member": member,
-        }
-        return _SlackReply(200, {"ok": True, "channel": info}, headers)
+            access, known = self._access, channel in self._channels
+            archived = channel in self._archived
+        found = access.channel_info(channel, known=known, archived=archived)
+        if isinstance(found, str):
+            return _slack_error(found, headers=access.scope_header())
+        return _SlackReply(200, {"ok": True, "channel": found}, access.scope_header())
 
     def _permalink(self, args: dict[str, Any]) -> _SlackReply:
         """`chat.getPermalink`: a link for a message that exists, else `message_not_found`."""
@@ -467,13 +439,9 @@ class FakeSlack(LoopbackServer):
     ) -> _SlackReply | None:
         if channel not in self._channels:
             return _slack_error("channel_not_found")
-        if "chat:write" not in self._scopes:
-            return _slack_error("missing_scope")
-        if channel in self._outside:
-            if channel in self._private:
-                return _slack_error("channel_not_found")
-            if "chat:write.public" not in self._scopes:
-                return _slack_error("not_in_channel")
+        refused = self._access.post_refusal(channel)
+        if refused is not None:
+            return _slack_error(refused)
         if channel in self._archived:
             return _slack_error("is_archived")
         if not text.strip() and not blocks:
@@ -510,15 +478,6 @@ _METHODS = frozenset(
         "auth.test",
         "conversations.info",
     }
-)
-# The scopes of the app in docs/slack-app-manifest.yaml: what a token gets by default.
-APP_SCOPES = (
-    "chat:write",
-    "chat:write.public",
-    "channels:history",
-    "groups:history",
-    "channels:read",
-    "groups:read",
 )
 _AUTH_TEST = {
     "ok": True,
