@@ -33,10 +33,13 @@ from tests.rig import (
 )
 from watcher.commands.diagnosis import (
     Finding,
+    NoAnswer,
+    SlackReply,
     Verdict,
     clock_finding,
     needed_scopes,
     render_text,
+    slack_findings,
     to_json,
 )
 from watcher.commands.doctor import run_doctor
@@ -160,6 +163,10 @@ def api_down(rig: Rig, choices: StarterChoices, env: dict[str, str]) -> StarterC
     return replace(choices, api_url=f"http://127.0.0.1:{free_port()}")
 
 
+def slack_down(rig: Rig, choices: StarterChoices, env: dict[str, str]) -> StarterChoices:
+    return replace(choices, slack_api_url=f"http://127.0.0.1:{free_port()}/api/")
+
+
 def bad_slack_token(rig: Rig, choices: StarterChoices, env: dict[str, str]) -> StarterChoices:
     env["SLACK_BOT_TOKEN"] = "xoxb-revoked-0000"
     return choices
@@ -205,6 +212,7 @@ def webhook_down(rig: Rig, choices: StarterChoices, env: dict[str, str]) -> Star
             ("HTTP 403", "Manager or Owner", "Sessions API feature", "not enabled"),
         ),
         (api_down, "Factory API", ("connection refused", "factory.base_url")),
+        (slack_down, "Slack token (target slack)", ("no answer from Slack", "connection refused")),
         (bad_slack_token, "Slack token (target slack)", ("invalid_auth", "Bot User OAuth Token")),
         (no_chat_write, "Slack scopes (target slack)", ("lacks chat:write", "reinstall")),
         (
@@ -443,3 +451,39 @@ def test_the_manifest_asks_for_exactly_the_scopes_the_features_use() -> None:
     # Beyond what posting and cards need: chat:write.public (no /invite) and the read scopes
     # doctor's channel lookup uses.
     assert set(scopes) == used | {"chat:write.public", "channels:read", "groups:read"}
+
+
+@pytest.mark.parametrize(
+    ("auth", "info", "verdicts_seen"),
+    [
+        (
+            SlackReply(ok=False, error="HTTP 502"),
+            None,
+            [("slack.token", "auth.test failed (HTTP 502)")],
+        ),
+        (
+            SlackReply(ok=False, error="echo /services/T0/B0/secret"),
+            None,
+            [("slack.token", "auth.test failed (no error named)")],
+        ),
+        (
+            SlackReply(ok=True, data={"user": "fw"}, scopes=None),
+            NoAnswer("timed out"),
+            [
+                ("slack.token", "valid: @fw"),
+                ("slack.scopes", "not checked"),
+                ("slack.channel", "not checked: timed out"),
+            ],
+        ),
+    ],
+)
+def test_slack_findings_never_quote_what_is_not_an_error_name(
+    auth: SlackReply, info: SlackReply | NoAnswer | None, verdicts_seen: list[tuple[str, str]]
+) -> None:
+    """Odd Slack answers still give one finding each; only error names are quoted."""
+    target = SlackTarget(name="s", token=Secret("xoxb-1"), channel=CHANNEL)
+    found = slack_findings(target, auth, info)
+    assert [
+        (f.check, f.detail[: len(words)])
+        for f, (_, words) in zip(found, verdicts_seen, strict=True)
+    ] == verdicts_seen

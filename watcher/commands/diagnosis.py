@@ -26,7 +26,7 @@ DOCTOR_FORMAT = 1  # the version of the --json shape
 CLOCK_OK_S = 30  # a Date header has whole seconds, and the request took some time
 CLOCK_PROBLEM_S = 300  # webhook receivers refuse signatures further off than 5 minutes
 MANIFEST = "docs/slack-app-manifest.yaml"
-ERROR_WORD = re.compile(r"[a-z0-9_.]{1,60}")
+ERROR_WORD = re.compile(r"[a-z0-9_.]{1,60}|HTTP [0-9]{3}")
 TOKEN_ERRORS = frozenset(
     {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"}
 )
@@ -250,7 +250,7 @@ def _duration(seconds: float) -> str:
 
 
 def error_word(text: str | None) -> str:
-    """`text` when it is an error name like Slack's (`no_service`), else nothing.
+    """`text` when it is an error name like Slack's (`no_service`) or `HTTP 502`, else nothing.
 
     Anything longer may echo the request, and a Slack webhook's path is its secret.
     """
