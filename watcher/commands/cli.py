@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         help=f"path to the YAML config (default: ./{DEFAULT_CONFIG})",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from watcher.commands.firstrun import add_first_run_commands  # stdlib only
+
+    add_first_run_commands(commands, config)
     run = commands.add_parser("run", parents=[config], help="watch until stopped (the service)")
     run.add_argument(
         "--record",
@@ -183,6 +186,10 @@ def main(
 
         configure_logging(args.log_level, stream=err, fmt=args.log_format or "text")
         return run_demo(duration=args.duration or None, sessions=args.sessions, out=out)
+    if args.command in ("init", "doctor"):
+        from watcher.commands.firstrun import run_first_run_command
+
+        return run_first_run_command(args, out, err)
     if args.command == "outbox":
         from watcher.commands.outbox import outbox_command
 

@@ -160,25 +160,10 @@ async def _once(settings: Settings, dry_run: bool, out: TextIO) -> int:
 
 
 def test_event(now: datetime) -> Event:
-    """A synthetic notification that says plainly it is a test."""
-    from watcher.core.diff import event_id
-    from watcher.core.model import Event, EventType, SessionRef
+    """The synthetic notification `test-notify` sends: it says plainly it is a test."""
+    from watcher.core.samples import build_test_notification
 
-    return Event(
-        id=event_id("factory-watcher-test", EventType.STATUS_CHANGED, {"at": now.isoformat()}),
-        type=EventType.STATUS_CHANGED,
-        occurred_at=now,
-        session=SessionRef(
-            id="test-session",
-            title="factory-watcher test notification",
-            status="idle",
-            name="test-notify",
-        ),
-        data={"from": "running", "to": "idle", "test": True},
-        # Never stored, so numbered by the clock: each later test outranks the last
-        # at a receiver that drops stale sequences.
-        sequence=int(now.timestamp() * 1000),
-    )
+    return build_test_notification(now, "test-notify", "factory-watcher test notification")
 
 
 async def _test_notify(settings: Settings, target_name: str, out: TextIO) -> int:

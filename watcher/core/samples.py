@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from watcher.core.diff import event_id
 from watcher.core.lifecycle import RunStart, run_summary
 from watcher.core.model import Event, EventType, JSONValue, SessionRef, Snapshot, TokenUsage
 
@@ -164,3 +165,19 @@ def sample_event(kind: EventType, *, now: datetime = SAMPLE_NOW) -> Event:
 def with_answer(event: Event, answer: str = SAMPLE_ANSWER) -> Event:
     """`event` as `include_last_answer` delivers it: with `data["last_answer"]`."""
     return replace(event, data={**event.data, "last_answer": answer})
+
+
+def build_test_notification(now: datetime, sender: str, title: str) -> Event:
+    """A synthetic notification that says plainly it is a test (`test-notify`, `doctor --send`).
+
+    Never stored, so numbered by the clock: each later test outranks the last at
+    a receiver that drops stale sequences.
+    """
+    return Event(
+        id=event_id(f"factory-watcher-{sender}", EventType.STATUS_CHANGED, {"at": now.isoformat()}),
+        type=EventType.STATUS_CHANGED,
+        occurred_at=now,
+        session=SessionRef(id="test-session", title=title, status="idle", name=sender),
+        data={"from": "running", "to": "idle", "test": True},
+        sequence=int(now.timestamp() * 1000),
+    )

@@ -41,6 +41,7 @@ DEFAULT_PAGE_SIZE: Final = 20
 MAX_PAGE_SIZE: Final = 100
 REQUEST_LOG_SIZE: Final = 100
 ENDLESS_LIMIT: Final = 1 << 30
+FORBIDDEN_DETAIL: Final = "This API key may not access sessions"
 
 
 class SimulatorError(Exception):
@@ -241,6 +242,8 @@ class FactorySimulator(LoopbackServer):
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._api_key = Secret(api_key)
+        # Keys the API knows but refuses: key -> (status, detail), e.g. a Member's key.
+        self._refused: dict[str, tuple[int, str]] = {}
         self._sessions: dict[str, SimSession] = {}
         # Insertion order is the list endpoint's order; cursors are indexes into it.
         self._order: list[str] = []
@@ -382,6 +385,23 @@ class FactorySimulator(LoopbackServer):
         """Accept only this key from now on (key rotation, auth failure tests)."""
         with self._lock:
             self._api_key = Secret(api_key)
+
+    def refuse_key(self, api_key: str, status: int = 403, detail: str = FORBIDDEN_DETAIL) -> None:
+        """Answer every API request that carries `api_key` with `status` and `detail`.
+
+        A 403 is what Factory answers for a Member's or guest's key, and for
+        any key of an organisation without the Sessions feature.
+        """
+        if not 400 <= status < 500:
+            raise InvalidRequestError(f"a refusal is a 4xx status, not {status}")
+        with self._lock:
+            self._refused[api_key] = (status, detail)
+
+    def refusal(self, header: str | None) -> tuple[int, str] | None:
+        """The (status, detail) a request with this Authorization header is refused with."""
+        key = (header or "").removeprefix("Bearer ")
+        with self._lock:
+            return self._refused.get(key)
 
     def add_session(
         self,
@@ -895,6 +915,10 @@ class _SimHandler(FakeHandler):
         if method != "GET":
             self.read_body()
             self._error(405, "Method Not Allowed", f"{method} is not simulated", {"Allow": "GET"})
+            return
+        refused = self.sim.refusal(self.headers.get("Authorization"))
+        if refused is not None:
+            self._error(refused[0], "Forbidden" if refused[0] == 403 else "Refused", refused[1])
             return
         if not self.sim._authorized(self.headers.get("Authorization")):
             self._error(401, "Unauthorized", "Invalid or missing API key")

@@ -11,13 +11,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from watcher.notifiers.signing import DEFAULT_TOLERANCE_S, secret_key, verify
 from watcher.testing.fakehttp import FakeHandler, LoopbackServer, send_json
+from watcher.testing.slackaccess import SlackAccess
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -188,6 +189,7 @@ class FakeSlack(LoopbackServer):
         self._latest: dict[tuple[str, str], SlackPost] = {}
         self._calls: dict[str, int] = {}
         self.history_scope = True  # False: conversations.history answers missing_scope
+        self._access = SlackAccess()  # the token's scopes, the bot's channels
         self.history_page_size: int | None = None  # caps `limit`, to make callers page
         self._last_post: dict[str, float] = {}
         self._next_ts = FIRST_TS_US
@@ -249,6 +251,21 @@ class FakeSlack(LoopbackServer):
         with self._lock:
             self._archived.add(channel)
 
+    def set_scopes(self, *scopes: str) -> None:
+        """Give the token exactly these OAuth scopes (default: the manifest's `APP_SCOPES`)."""
+        with self._lock:
+            self._access = replace(self._access, scopes=frozenset(scopes))
+
+    def set_channel(self, channel: str, *, member: bool = True, private: bool = False) -> None:
+        """Add `channel` (or change it): is the bot a member, is the channel private.
+
+        A post to a channel the bot is not in is refused with `not_in_channel`,
+        unless the channel is public and the token has `chat:write.public`.
+        """
+        with self._lock:
+            self._channels.add(channel)
+            self._access = self._access.with_channel(channel, member=member, private=private)
+
     def inject_error(
         self,
         error: str,
@@ -285,7 +302,9 @@ class FakeSlack(LoopbackServer):
         with self._lock:
             self._calls[method] = self._calls.get(method, 0) + 1
         if method == "auth.test":
-            return _SlackReply(200, dict(_AUTH_TEST))
+            return _SlackReply(200, dict(_AUTH_TEST), self._access.scope_header())
+        if method == "conversations.info":
+            return self._info(args)
         if method == "conversations.history":
             return self._history(args)
         if method == "chat.getPermalink":
@@ -393,6 +412,17 @@ class FakeSlack(LoopbackServer):
             answer["response_metadata"] = {"next_cursor": f"page:{start + limit}"}
         return _SlackReply(200, answer)
 
+    def _info(self, args: dict[str, Any]) -> _SlackReply:
+        """`conversations.info`, as the token's access sees the channel."""
+        channel = str(args.get("channel") or "")
+        with self._lock:
+            access, known = self._access, channel in self._channels
+            archived = channel in self._archived
+        found = access.channel_info(channel, known=known, archived=archived)
+        if isinstance(found, str):
+            return _slack_error(found, headers=access.scope_header())
+        return _SlackReply(200, {"ok": True, "channel": found}, access.scope_header())
+
     def _permalink(self, args: dict[str, Any]) -> _SlackReply:
         """`chat.getPermalink`: a link for a message that exists, else `message_not_found`."""
         channel = str(args.get("channel") or "")
@@ -409,6 +439,9 @@ class FakeSlack(LoopbackServer):
     ) -> _SlackReply | None:
         if channel not in self._channels:
             return _slack_error("channel_not_found")
+        refused = self._access.post_refusal(channel)
+        if refused is not None:
+            return _slack_error(refused)
         if channel in self._archived:
             return _slack_error("is_archived")
         if not text.strip() and not blocks:
@@ -443,6 +476,7 @@ _METHODS = frozenset(
         "chat.getPermalink",
         "conversations.history",
         "auth.test",
+        "conversations.info",
     }
 )
 _AUTH_TEST = {
