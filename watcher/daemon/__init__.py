@@ -95,7 +95,7 @@ class Watcher:
         self.clock = clock
         rng = rng or random.Random()
         self.live = live = Live(settings, source or client_for(settings))
-        self.store = store or SqliteStore(settings.state_path)
+        self.store = store = store or SqliteStore(settings.state_path)
         self._open_delivery_store()
         self.notifiers: dict[str, Notifier] = dict(
             notifiers or {name: build_notifier(t) for name, t in settings.targets.items()}
@@ -124,9 +124,9 @@ class Watcher:
             cards=renderer.cards,
         )
         wake = self.delivery.wake
-        found = self.store.discovered()
+        found = store.discovered()
         self.book = book = SessionBook(
-            self.store.load_states(),
+            store.load_states(),
             discovered=found.session_ids,
             first_discovery_at=found.first_at,
             backoff=Backoff(rng.random),
@@ -134,26 +134,25 @@ class Watcher:
         book.watch(settings)
         db = self.db  # bound here: a subclass's `db` sees every part's store call
         self.health = HealthWatch(
-            live=live, store=self.store, db=db, metrics=metrics, backoff=book.backoff, wake=wake
+            live=live, store=store, db=db, metrics=metrics, backoff=book.backoff, wake=wake
         )
-        store_ = self.store
         self.scheduler = scheduler = PollScheduler(
             live=live, book=book, budget=budget, stats=stats, rng=rng, clock=clock
         )
         self.poller = Poller(
-            live=live, book=book, store=store_, db=db, budget=budget, health=self.health,
+            live=live, book=book, store=store, db=db, budget=budget, health=self.health,
             scheduler=scheduler, stats=stats, metrics=metrics, recorder=self.recorder,
             clock=clock, wake=wake,
         )  # fmt: skip
         self.discovery = DiscoveryLoop(
-            live=live, book=book, store=store_, db=db, budget=budget, health=self.health,
+            live=live, book=book, store=store, db=db, budget=budget, health=self.health,
             scheduler=scheduler, stats=stats, clock=clock, wake=wake,
         )  # fmt: skip
         self.rules = RuleTimer(
-            live=live, book=book, store=store_, db=db, metrics=metrics, clock=clock, wake=wake
+            live=live, book=book, store=store, db=db, metrics=metrics, clock=clock, wake=wake
         )
         self.supervisor = Supervisor(
-            live=live, book=book, store=store_, db=db, stats=stats, health=self.health,
+            live=live, book=book, store=store, db=db, stats=stats, health=self.health,
             scheduler=scheduler, budget=budget, metrics=metrics, systemd=self.systemd,
             clock=clock,
         )  # fmt: skip
@@ -187,15 +186,6 @@ class Watcher:
     def settings(self) -> Settings:
         """The settings in force (a reload replaces them)."""
         return self.live.settings
-
-    @property
-    def source(self) -> SessionSource:
-        """The Factory API client in force (a reload of `factory:` replaces it)."""
-        return self.live.source
-
-    def redact(self, text: str) -> str:
-        """`text` with every configured secret masked (for anything logged or stored)."""
-        return self.live.redact(text)
 
     async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a store call in the single database thread, off the event loop."""
@@ -236,10 +226,6 @@ class Watcher:
     def readiness(self) -> Readiness:
         """Whether the watcher does its job now (`/readyz`), with a one-line reason."""
         return self.supervisor.readiness()
-
-    async def status_line(self) -> str:
-        """One line for `systemctl status`."""
-        return await self.supervisor.status_line()
 
     async def reload(self) -> bool:
         """Re-read the config; apply it only if it is valid in full. True when applied."""
@@ -347,7 +333,7 @@ class Watcher:
         """Close clients, notifiers and the store."""
         with anyio.CancelScope(shield=True):
             retired = self.reloader.retired
-            for closable in [self.source, *self.notifiers.values(), *retired]:
+            for closable in [self.live.source, *self.notifiers.values(), *retired]:
                 try:
                     await closable.aclose()
                 except Exception:  # closing must not hide the real outcome
