@@ -29,7 +29,7 @@ from watcher.core.figures import Readiness
 from watcher.core.settings import Settings
 from watcher.daemon.discovery import DiscoveryLoop, DiscoveryReport
 from watcher.daemon.health import HealthWatch
-from watcher.daemon.live import Live, P, R, WatcherStats
+from watcher.daemon.live import Live, P, R, WatcherStats, Wiring
 from watcher.daemon.poller import Poller
 from watcher.daemon.reloader import Reloader, client_for
 from watcher.daemon.ruletimer import RULES_TICK, RuleTimer
@@ -132,35 +132,25 @@ class Watcher:
             backoff=Backoff(rng.random),
         )
         book.watch(settings)
-        db = self.db  # bound here: a subclass's `db` sees every part's store call
-        self.health = HealthWatch(
-            live=live, store=store, db=db, metrics=metrics, backoff=book.backoff, wake=wake
-        )
-        self.scheduler = scheduler = PollScheduler(
-            live=live, book=book, budget=budget, stats=stats, rng=rng, clock=clock
-        )
-        self.poller = Poller(
-            live=live, book=book, store=store, db=db, budget=budget, health=self.health,
-            scheduler=scheduler, stats=stats, metrics=metrics, recorder=self.recorder,
-            clock=clock, wake=wake,
-        )  # fmt: skip
-        self.discovery = DiscoveryLoop(
-            live=live, book=book, store=store, db=db, budget=budget, health=self.health,
-            scheduler=scheduler, stats=stats, clock=clock, wake=wake,
-        )  # fmt: skip
-        self.rules = RuleTimer(
-            live=live, book=book, store=store, db=db, metrics=metrics, clock=clock, wake=wake
-        )
+        # `self.db` is bound here: a subclass's `db` sees every part's store call.
+        wiring = Wiring(live, book, store, self.db, budget, stats, metrics, clock, wake)
+        self.health = health = HealthWatch(wiring)
+        self.scheduler = scheduler = PollScheduler(wiring, rng)
+        self.poller = Poller(wiring, health=health, scheduler=scheduler, recorder=self.recorder)
+        self.discovery = DiscoveryLoop(wiring, health=health, scheduler=scheduler)
+        self.rules = RuleTimer(wiring)
         self.supervisor = Supervisor(
-            live=live, book=book, store=store, db=db, stats=stats, health=self.health,
-            scheduler=scheduler, budget=budget, metrics=metrics, systemd=self.systemd,
-            clock=clock,
-        )  # fmt: skip
+            wiring, health=health, scheduler=scheduler, systemd=self.systemd
+        )
         self.reloader = Reloader(
-            live=live, read=reload, book=book, scheduler=scheduler, discovery=self.discovery,
-            delivery=self.delivery, notifiers=self.notifiers, budget=budget,
-            supervisor=self.supervisor, metrics=metrics, systemd=self.systemd,
-        )  # fmt: skip
+            wiring,
+            read=reload,
+            scheduler=scheduler,
+            discovery=self.discovery,
+            delivery=self.delivery,
+            notifiers=self.notifiers,
+            supervisor=self.supervisor,
+        )
         self._db_limiter = anyio.CapacityLimiter(1)
         self._delivery_limiter = anyio.CapacityLimiter(1)
         self._stop = anyio.Event()

@@ -11,7 +11,7 @@ Retry-After, API health) and drops nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -35,12 +35,10 @@ from watcher.core.rules import route
 from watcher.core.settings import DiscoverSettings, WatchedSession
 from watcher.core.snapshot import to_unix_ms
 from watcher.daemon.health import HealthWatch
-from watcher.daemon.live import Db, Live, WatcherStats
+from watcher.daemon.live import Wiring
 from watcher.daemon.scheduler import PollScheduler
-from watcher.poll.api import RequestBudget
 from watcher.poll.backoff import DISCOVERY
-from watcher.poll.book import SessionBook
-from watcher.store import Recorded, Store
+from watcher.store import Recorded
 
 log = logging.getLogger("watcher.daemon")
 
@@ -61,31 +59,18 @@ class DiscoveryReport:
 class DiscoveryLoop:
     """Reads the session list and keeps the watch list in step with it."""
 
-    def __init__(
-        self,
-        *,
-        live: Live,
-        book: SessionBook,
-        store: Store,
-        db: Db,
-        budget: RequestBudget,
-        health: HealthWatch,
-        scheduler: PollScheduler,
-        stats: WatcherStats,
-        clock: Callable[[], datetime],
-        wake: Callable[[Collection[str]], None],
-    ) -> None:
-        self.live = live
-        self.book = book
-        self.backoff = book.backoff
-        self.store = store
-        self.db = db
-        self.budget = budget
+    def __init__(self, wiring: Wiring, *, health: HealthWatch, scheduler: PollScheduler) -> None:
+        self.live = wiring.live
+        self.book = wiring.book
+        self.backoff = wiring.book.backoff
+        self.store = wiring.store
+        self.db = wiring.db
+        self.budget = wiring.budget
         self.health = health
         self.scheduler = scheduler
-        self.stats = stats
-        self.clock = clock
-        self.wake = wake
+        self.stats = wiring.stats
+        self.clock = wiring.clock
+        self.wake = wiring.wake
         self._work: TaskGroup | None = None
         self._running = False
         self._wake = anyio.Event()

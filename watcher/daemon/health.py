@@ -9,7 +9,6 @@ After a declared outage, every session returns to its normal rhythm at once
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
 from datetime import datetime
 
 from watcher.core.discovery import ListPage
@@ -17,10 +16,7 @@ from watcher.core.health import ApiHealth, ApiState, observe
 from watcher.core.poll import Answer, FetchFailed, FetchFailureKind
 from watcher.core.rules import route
 from watcher.core.rulestate import active_mute
-from watcher.daemon.live import Db, Live
-from watcher.ops.metrics import Metrics
-from watcher.poll.backoff import Backoff
-from watcher.store import Store
+from watcher.daemon.live import Wiring
 
 log = logging.getLogger("watcher.daemon")
 
@@ -28,22 +24,13 @@ log = logging.getLogger("watcher.daemon")
 class HealthWatch:
     """Folds answers into the API's health and reports its changes."""
 
-    def __init__(
-        self,
-        *,
-        live: Live,
-        store: Store,
-        db: Db,
-        metrics: Metrics,
-        backoff: Backoff,
-        wake: Callable[[Collection[str]], None],
-    ) -> None:
-        self.live = live
-        self.store = store
-        self.db = db
-        self.metrics = metrics
-        self.backoff = backoff
-        self.wake = wake
+    def __init__(self, wiring: Wiring) -> None:
+        self.live = wiring.live
+        self.store = wiring.store
+        self.db = wiring.db
+        self.metrics = wiring.metrics
+        self.backoff = wiring.book.backoff
+        self.wake = wiring.wake
         self.health = ApiHealth()
 
     async def observe(self, result: Answer | ListPage, now: datetime) -> None:

@@ -1,13 +1,13 @@
 """What the parts of a watcher share while it lives: the settings and API client in
 force (a reload swaps them), whether the run is stopping, the waits a stop cuts
-short, the fixed ticks of the run, the database hand-off, and the figures the
-status line shows.
+short, the fixed ticks of the run, the database hand-off, the figures the
+status line shows, and the wiring that hands all of it to each part.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -17,7 +17,10 @@ import anyio
 
 from watcher.core.secret import redact
 from watcher.core.settings import Settings
-from watcher.poll.api import SessionSource
+from watcher.ops.metrics import Metrics
+from watcher.poll.api import RequestBudget, SessionSource
+from watcher.poll.book import SessionBook
+from watcher.store import SqliteStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -95,3 +98,18 @@ class Live:
             now = anyio.current_time()
             if due <= now:
                 due += math.ceil((now - due) / period) * period
+
+
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """What every part of one watcher is wired to (the composition root makes one)."""
+
+    live: Live
+    book: SessionBook
+    store: SqliteStore
+    db: Db  # store calls go through it, to the one database thread
+    budget: RequestBudget  # one token per API request, shared by every part
+    stats: WatcherStats
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    wake: Callable[[Collection[str]], None]  # delivery: new rows for these targets

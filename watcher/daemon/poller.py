@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import datetime
 
@@ -30,16 +29,13 @@ from watcher.core.settings import WatchedSession
 from watcher.core.text import describe_error
 from watcher.daemon.eventlog import log_decisions, log_events
 from watcher.daemon.health import HealthWatch
-from watcher.daemon.live import Db, Live, WatcherStats
+from watcher.daemon.live import Wiring
 from watcher.daemon.scheduler import PollScheduler
 from watcher.intake.poll import PollReport, apply_poll
 from watcher.ops.failpoint import Failpoint, failpoint
 from watcher.ops.logs import context
-from watcher.ops.metrics import Metrics
-from watcher.poll.api import RequestBudget
-from watcher.poll.book import SessionBook, SessionEntry
+from watcher.poll.book import SessionEntry
 from watcher.poll.recorder import PollRecorder
-from watcher.store import Store
 
 log = logging.getLogger("watcher.daemon")
 
@@ -49,33 +45,25 @@ class Poller:
 
     def __init__(
         self,
+        wiring: Wiring,
         *,
-        live: Live,
-        book: SessionBook,
-        store: Store,
-        db: Db,
-        budget: RequestBudget,
         health: HealthWatch,
         scheduler: PollScheduler,
-        stats: WatcherStats,
-        metrics: Metrics,
         recorder: PollRecorder | None,
-        clock: Callable[[], datetime],
-        wake: Callable[[Collection[str]], None],
     ) -> None:
-        self.live = live
-        self.book = book
-        self.backoff = book.backoff
-        self.store = store
-        self.db = db
-        self.budget = budget
+        self.live = wiring.live
+        self.book = wiring.book
+        self.backoff = wiring.book.backoff
+        self.store = wiring.store
+        self.db = wiring.db
+        self.budget = wiring.budget
         self.health = health
         self.scheduler = scheduler
-        self.stats = stats
-        self.metrics = metrics
+        self.stats = wiring.stats
+        self.metrics = wiring.metrics
         self.recorder = recorder
-        self.clock = clock
-        self.wake = wake
+        self.clock = wiring.clock
+        self.wake = wiring.wake
 
     async def poll(
         self, session_id: str, *, dry_run: bool = False, budgeted: bool = False

@@ -18,17 +18,14 @@ import anyio
 
 from watcher.core.settings import Settings
 from watcher.daemon.discovery import DiscoveryLoop
-from watcher.daemon.live import Live
+from watcher.daemon.live import Wiring
 from watcher.daemon.scheduler import PollScheduler
 from watcher.daemon.supervisor import Supervisor
 from watcher.delivery import DeliveryWorker
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
 from watcher.ops.failpoint import Failpoint, failpoint
-from watcher.ops.metrics import Metrics
-from watcher.ops.systemd import SystemdNotifier
-from watcher.poll.api import FactoryClient, RequestBudget, SessionSource
-from watcher.poll.book import SessionBook
+from watcher.poll.api import FactoryClient, SessionSource
 
 log = logging.getLogger("watcher.daemon")
 RESTART_ONLY = ("http", "log_format")  # settings a reload cannot apply
@@ -84,30 +81,26 @@ class Reloader:
 
     def __init__(
         self,
+        wiring: Wiring,
         *,
-        live: Live,
         read: Callable[[], Settings] | None,
-        book: SessionBook,
         scheduler: PollScheduler,
         discovery: DiscoveryLoop,
         delivery: DeliveryWorker,
         notifiers: dict[str, Notifier],
-        budget: RequestBudget,
         supervisor: Supervisor,
-        metrics: Metrics,
-        systemd: SystemdNotifier,
     ) -> None:
-        self.live = live
+        self.live = wiring.live
         self._read = read
-        self.book = book
+        self.book = wiring.book
         self.scheduler = scheduler
         self.discovery = discovery
         self.delivery = delivery
         self.notifiers = notifiers
-        self.budget = budget
+        self.budget = wiring.budget
         self.supervisor = supervisor
-        self.metrics = metrics
-        self.systemd = systemd
+        self.metrics = wiring.metrics
+        self.systemd = supervisor.systemd
         self.retired: list[Notifier | SessionSource] = []  # replaced; closed with the rest
 
     async def reload(self) -> bool:

@@ -6,15 +6,10 @@ evaluated every `RULES_TICK` seconds as well as on every poll.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
-from datetime import datetime
 
 from watcher.daemon.eventlog import describe, log_decisions
-from watcher.daemon.live import Db, Live
+from watcher.daemon.live import Wiring
 from watcher.intake.tick import TickReport, apply_tick
-from watcher.ops.metrics import Metrics
-from watcher.poll.book import SessionBook
-from watcher.store import Store
 
 log = logging.getLogger("watcher.daemon")
 RULES_TICK = 1.0  # seconds between timer evaluations of time-based rules and digests
@@ -23,24 +18,14 @@ RULES_TICK = 1.0  # seconds between timer evaluations of time-based rules and di
 class RuleTimer:
     """Evaluates time-based rules and releases due digests, now or every tick."""
 
-    def __init__(
-        self,
-        *,
-        live: Live,
-        book: SessionBook,
-        store: Store,
-        db: Db,
-        metrics: Metrics,
-        clock: Callable[[], datetime],
-        wake: Callable[[Collection[str]], None],
-    ) -> None:
-        self.live = live
-        self.book = book
-        self.store = store
-        self.db = db
-        self.metrics = metrics
-        self.clock = clock
-        self.wake = wake
+    def __init__(self, wiring: Wiring) -> None:
+        self.live = wiring.live
+        self.book = wiring.book
+        self.store = wiring.store
+        self.db = wiring.db
+        self.metrics = wiring.metrics
+        self.clock = wiring.clock
+        self.wake = wiring.wake
 
     async def tick(self) -> TickReport:
         """Evaluate time-based rules and release due digests now."""

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from anyio.abc import TaskGroup
 
@@ -22,10 +22,9 @@ from watcher.core.cadence import needs_reschedule, poll_cadence, poll_deadline, 
 from watcher.core.discovery import decide_fetch
 from watcher.core.schedule import poll_timing
 from watcher.core.settings import WatchedSession
-from watcher.daemon.live import Live, WatcherStats
+from watcher.daemon.live import Wiring
 from watcher.ops.logs import context
-from watcher.poll.api import RequestBudget
-from watcher.poll.book import SessionBook, SessionEntry
+from watcher.poll.book import SessionEntry
 from watcher.poll.queue import PollQueue
 from watcher.poll.timetable import Timetable
 
@@ -36,23 +35,14 @@ UNKNOWN = SessionEntry()  # what is known of a session without an entry (never w
 class PollScheduler:
     """The timetable, the queue of due polls, and the poll workers."""
 
-    def __init__(
-        self,
-        *,
-        live: Live,
-        book: SessionBook,
-        budget: RequestBudget,
-        stats: WatcherStats,
-        rng: random.Random,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.live = live
-        self.book = book
-        self.backoff = book.backoff
-        self.budget = budget
-        self.stats = stats
+    def __init__(self, wiring: Wiring, rng: random.Random) -> None:
+        self.live = wiring.live
+        self.book = wiring.book
+        self.backoff = wiring.book.backoff
+        self.budget = wiring.budget
+        self.stats = wiring.stats
         self._rng = rng
-        self.clock = clock
+        self.clock = wiring.clock
         self.timetable = self._new_timetable()  # when each session is next polled
         self.last_cycle = time.monotonic()  # when the timetable last looked for due polls
         self.queue: PollQueue | None = None

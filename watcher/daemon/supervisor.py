@@ -20,14 +20,12 @@ import anyio
 
 from watcher.core.figures import Readiness, ReadinessInputs, readiness, status_bucket
 from watcher.daemon.health import HealthWatch
-from watcher.daemon.live import Db, Live, WatcherStats
+from watcher.daemon.live import Wiring
 from watcher.daemon.scheduler import PollScheduler
 from watcher.ops.endpoint import Request, Response, text
-from watcher.ops.metrics import Metrics, StoreFigures
+from watcher.ops.metrics import StoreFigures
 from watcher.ops.systemd import ProgressWatchdog, SystemdNotifier
-from watcher.poll.api import RequestBudget
-from watcher.poll.book import SessionBook
-from watcher.store import OutboxStatus, PollMark, SqliteStore
+from watcher.store import OutboxStatus, PollMark
 
 log = logging.getLogger("watcher.daemon")
 HEARTBEAT_PERIOD = 5.0  # the heartbeat, STATUS= updates, housekeeping
@@ -40,30 +38,23 @@ class Supervisor:
 
     def __init__(
         self,
+        wiring: Wiring,
         *,
-        live: Live,
-        book: SessionBook,
-        store: SqliteStore,
-        db: Db,
-        stats: WatcherStats,
         health: HealthWatch,
         scheduler: PollScheduler,
-        budget: RequestBudget,
-        metrics: Metrics,
         systemd: SystemdNotifier,
-        clock: Callable[[], datetime],
     ) -> None:
-        self.live = live
-        self.book = book
-        self.store = store
-        self.db = db
-        self.stats = stats
+        self.live = wiring.live
+        self.book = wiring.book
+        self.store = wiring.store
+        self.db = wiring.db
+        self.stats = wiring.stats
         self.health = health
         self.scheduler = scheduler
-        self.budget = budget
-        self.metrics = metrics
+        self.budget = wiring.budget
+        self.metrics = wiring.metrics
         self.systemd = systemd
-        self.clock = clock
+        self.clock = wiring.clock
         self.progress = ProgressWatchdog(STALL_AFTER)
         for component in COMPONENTS:
             self.progress.register(component, time.monotonic())
