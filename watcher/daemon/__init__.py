@@ -94,12 +94,12 @@ class Watcher:
         )
         self.clock = clock
         rng = rng or random.Random()
-        self.live = live = Live(settings, source or client_for(settings))
         self.store = store = store or SqliteStore(settings.state_path)
-        self._open_delivery_store()
+        self.live = live = Live(settings, source or client_for(settings))
         self.notifiers: dict[str, Notifier] = dict(
             notifiers or {name: build_notifier(t) for name, t in settings.targets.items()}
         )
+        self._open_delivery_store()
         self.systemd = systemd or SystemdNotifier.from_env()
         self.metrics = metrics = Metrics()
         self.budget = budget = RequestBudget(settings.factory.max_requests_per_second)
