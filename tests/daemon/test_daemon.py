@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +22,10 @@ from watcher.core.render import render_for
 from watcher.core.rules import Route
 from watcher.core.rulestate import Evaluation
 from watcher.core.settings import Rule, Settings, Target, WatchedSession
-from watcher.daemon import STALL_AFTER, P, PollQueue, R, Watcher
+from watcher.daemon import Watcher
+from watcher.daemon.live import P, R
+from watcher.daemon.reloader import client_for
+from watcher.daemon.supervisor import STALL_AFTER
 from watcher.notifiers import build_notifier
 from watcher.notifiers.base import Notifier
 from watcher.ops.systemd import ProgressWatchdog
@@ -391,17 +395,17 @@ async def test_a_watcher_without_targets_stays_healthy_and_can_gain_one(rig: Rig
     empty = replace(settings, targets={}, rules=())
     pending = [settings]
     watcher = Watcher(empty, reload=pending.pop)
-    watcher.progress = RecordingWatchdog(STALL_AFTER)
+    progress = watcher.supervisor.progress = RecordingWatchdog(STALL_AFTER)
     for component in ("scheduler", "delivery"):
-        watcher.progress.register(component, time.monotonic())
+        progress.register(component, time.monotonic())
 
     async def drive() -> None:
         await anyio.to_thread.run_sync(
             lambda: wait_for(lambda: watcher.store.load_state("s1") is not None)
         )
         # No lane, yet the delivery side reports progress.
-        assert "delivery" in watcher.progress.beats
-        assert watcher.progress.healthy(time.monotonic())[0]
+        assert "delivery" in progress.beats
+        assert progress.healthy(time.monotonic())[0]
         assert await watcher.reload()
         rig.sim.complete_run("s1")
         await anyio.to_thread.run_sync(lambda: wait_for(lambda: rig.slack.messages))
@@ -479,7 +483,7 @@ async def test_poisoned_bodies_next_to_good_sessions(
                 what="poisoned sessions polled again",
             )
         )
-        assert watcher.progress.healthy(time.monotonic())[0]
+        assert watcher.supervisor.progress.healthy(time.monotonic())[0]
         watcher.request_stop()
 
     with anyio.fail_after(30):
@@ -532,7 +536,7 @@ async def test_a_poll_that_raises_is_a_failed_poll(
     """A bug while reading one session counts as its failed poll and backs it off."""
     settings = rig.with_sessions("s1", "bad")
     now = [datetime.now(UTC)]
-    source = RaisingSource(Watcher._client(settings), "bad")
+    source = RaisingSource(client_for(settings), "bad")
     watcher = Watcher(settings, source=source, clock=lambda: now[0])
     try:
         await cycle(watcher)
@@ -572,13 +576,18 @@ def queue_damaged_rows(settings: Settings) -> None:
         store.record_events(
             events, [(e, Route("completed", "ci")) for e in events], datetime.now(UTC)
         )
-        store._db.execute(
-            'UPDATE events SET body=replace(body, \'"title": "T"\', \'"title": "\\ud800 T"\')'
-            " WHERE id='evt_old'"
-        )
-        store._db.execute("UPDATE events SET body='{\"id\": ' WHERE id='evt_broken'")
     finally:
         store.close()
+    db = sqlite3.connect(settings.state_path)
+    try:
+        with db:
+            db.execute(
+                'UPDATE events SET body=replace(body, \'"title": "T"\', \'"title": "\\ud800 T"\')'
+                " WHERE id='evt_old'"
+            )
+            db.execute("UPDATE events SET body='{\"id\": ' WHERE id='evt_broken'")
+    finally:
+        db.close()
 
 
 @pytest.mark.anyio
@@ -663,7 +672,7 @@ async def test_a_failure_injected_at_each_stage_stops_only_its_own_work(
 
     watcher = Watcher(
         settings,
-        source=RaisingSource(Watcher._client(settings), "parse-bug"),
+        source=RaisingSource(client_for(settings), "parse-bug"),
         notifiers=notifiers,
         render=render,
     )
@@ -687,7 +696,7 @@ async def test_a_failure_injected_at_each_stage_stops_only_its_own_work(
         await anyio.to_thread.run_sync(
             lambda: wait_for(lambda: watcher.store_counts()[OutboxStatus.DEAD] == 2)
         )
-        assert watcher.progress.healthy(time.monotonic())[0]
+        assert watcher.supervisor.progress.healthy(time.monotonic())[0]
         watcher.request_stop()
 
     with anyio.fail_after(20):
@@ -939,36 +948,14 @@ async def test_delivery_does_not_wait_for_the_polls_database_thread(rig: Rig) ->
 async def test_the_scheduler_beat_vouches_for_the_timetable(rig: Rig) -> None:
     """The heartbeat job beats for the scheduler only while the poll timetable turns."""
     watcher = Watcher(rig.with_sessions("s1"))
-    watcher.progress = RecordingWatchdog(STALL_AFTER)
-    watcher.progress.register("scheduler", time.monotonic())
+    progress = watcher.supervisor.progress = RecordingWatchdog(STALL_AFTER)
+    progress.register("scheduler", time.monotonic())
     try:
-        await watcher._heartbeat()
-        assert watcher.progress.beats == ["scheduler"]  # fresh: the timetable just started
-        watcher._timetable_cycle = time.monotonic() - STALL_AFTER - 1  # it stopped turning
-        await watcher._heartbeat()
-        assert watcher.progress.beats == ["scheduler"]
+        watcher.supervisor.heartbeat()
+        assert progress.beats == ["scheduler"]  # fresh: the timetable just started
+        stalled = watcher.scheduler.last_cycle + STALL_AFTER + 1  # it stopped turning
+        watcher.supervisor.heartbeat(stalled)
+        assert progress.beats == ["scheduler"]
     finally:
         await watcher.aclose()
         watcher.store.close()
-
-
-@pytest.mark.anyio
-async def test_the_poll_queue_serves_the_earliest_deadline_first() -> None:
-    """Short intervals (running sessions) go first; a slow session's deadline still comes."""
-    queue = PollQueue()
-    for session_id, deadline, priority in [
-        ("idle-old", 3.0, 2),  # queued long ago: its deadline is near
-        ("idle-new", 600.0, 2),
-        ("run-1", 5.0, 0),
-        ("pend", 10.0, 1),
-        ("run-2", 5.0, 0),
-        ("unknown", 5.0, 2),
-    ]:
-        queue.put(session_id, deadline, priority)
-    assert await queue.wait()
-    order = [queue.pop() for _ in range(6)]
-    assert order == ["idle-old", "run-1", "run-2", "unknown", "pend", "idle-new"]
-    assert queue.pop() is None
-    queue.put("x", 1.0, 2)
-    assert queue.close() == ["x"]
-    assert not await queue.wait()

@@ -203,21 +203,21 @@ async def test_activity_snaps_a_session_to_its_fast_interval_and_back(rig: Rig) 
     watcher = Watcher(settings)
 
     def job_seconds() -> float:
-        timing = watcher.timetable.timing("s1")
+        timing = watcher.scheduler.timetable.timing("s1")
         assert timing is not None
         return timing.period
 
     async def drive() -> None:
         await until(lambda: watcher.store.load_state("s1") is not None, "first poll")
-        await until(lambda: watcher._job_interval.get("s1") == poll.idle, "idle interval")
+        await until(lambda: watcher.book.interval("s1") == poll.idle, "idle interval")
         assert job_seconds() == pytest.approx(0.3)
         rig.sim.start_run("s1")
-        await until(lambda: watcher._job_interval.get("s1") == poll.running, "running interval")
+        await until(lambda: watcher.book.interval("s1") == poll.running, "running interval")
         assert job_seconds() == pytest.approx(0.1)
         seen = rig.sim.request_count("s1")
         await until(lambda: rig.sim.request_count("s1") >= seen + 5, "fast polls")
         rig.sim.complete_run("s1")
-        await until(lambda: watcher._job_interval.get("s1") == poll.idle, "idle again")
+        await until(lambda: watcher.book.interval("s1") == poll.idle, "idle again")
         await until(lambda: finished(rig), "the run's end told")
 
     await run_while(watcher, drive)
@@ -303,7 +303,7 @@ async def test_a_failing_list_drops_nothing_and_a_session_that_leaves_is_told_th
         await watcher.poll("b")  # the last poll: 404 -> session.deleted
         await watcher.deliver_due()
         assert watcher.store.discovered().session_ids == {"a"}
-        assert "b" not in watcher._watched
+        assert "b" not in watcher.book.watched
     finally:
         await watcher.aclose()
         watcher.store.close()
@@ -373,12 +373,12 @@ async def test_an_unchanged_body_lets_an_idle_session_back_off(rig: Rig) -> None
 
     async def drive() -> None:
         await until(lambda: "Unchanged" in source.answers, "an unchanged answer")
-        before = watcher._job_interval.get("s1")
+        before = watcher.book.interval("s1")
         assert before is not None
         assert before < poll.max_idle  # quiet for seconds only
         offset[0] = timedelta(hours=1)  # an hour later, nothing has changed
-        await until(lambda: watcher._job_interval.get("s1") == poll.max_idle, "backed off")
-        timing = watcher.timetable.timing("s1")
+        await until(lambda: watcher.book.interval("s1") == poll.max_idle, "backed off")
+        timing = watcher.scheduler.timetable.timing("s1")
         assert timing is not None
         assert timing.period == 120.0
 
@@ -400,7 +400,7 @@ async def test_a_reload_turns_discovery_on_and_changes_the_budget(rig: Rig) -> N
     watcher = Watcher(plain, reload=pending.pop)
 
     async def drive() -> None:
-        await until(lambda: watcher._scheduler and watcher._scheduler.running, "started")
+        await until(lambda: watcher.supervisor.started, "started")
         assert rig.sim.path_request_count(API_PREFIX) == 0  # no discovery yet
         assert await watcher.reload()
         assert watcher.budget.bucket.ceiling == 123.0

@@ -77,13 +77,15 @@ async def finish_one_run(rig: Rig, watcher: Watcher) -> None:
         await watcher.deliver_due()
 
 
-async def run_watcher(rig: Rig, settings_rules: tuple[Rule, ...], **attrs: object) -> Watcher:
+async def run_watcher(
+    rig: Rig, settings_rules: tuple[Rule, ...], answer_timeout: timedelta | None = None
+) -> Watcher:
     """A watcher over s1 (titled HOSTILE) that has run one session to completion."""
     settings = replace(rig.with_sessions("s1"), rules=settings_rules)
     rig.sim.update("s1", title=HOSTILE)
     watcher = Watcher(settings)
-    for name, value in attrs.items():
-        setattr(watcher, name, value)
+    if answer_timeout is not None:
+        watcher.answers.timeout = answer_timeout
     try:
         await finish_one_run(rig, watcher)
     finally:
@@ -165,7 +167,7 @@ async def test_a_failing_messages_endpoint_never_holds_the_notification(
     rig.sim.faults.add(
         FaultRule(fault, path_prefix="/api/v0/sessions/s1/messages", times=-1, stall_seconds=30)
     )
-    with caplog.at_level(logging.WARNING, logger="watcher.daemon"):
+    with caplog.at_level(logging.WARNING, logger="watcher.delivery"):
         await run_watcher(rig, rules(answer=True), answer_timeout=timedelta(milliseconds=300))
     [message] = rig.slack.messages
     assert message.blocks[1]["text"]["text"] == "no answer"
@@ -180,7 +182,7 @@ async def test_a_template_failing_at_send_time_sends_the_builtin_message(
 ) -> None:
     """Data no sample had: the built-in message goes out and a warning says why."""
     surprising = SlackTemplate(text="{{ data.only_in_tests }}")
-    with caplog.at_level(logging.WARNING, logger="watcher.daemon"):
+    with caplog.at_level(logging.WARNING, logger="watcher.delivery"):
         await run_watcher(rig, rules(answer=False, slack=surprising))
     [message] = rig.slack.messages
     assert "finished" in message.text

@@ -126,7 +126,7 @@ async def test_counters_gauges_and_readiness_follow_the_watcher(rig: Rig, tmp_pa
     watcher = Watcher(settings, clock=lambda: now[0])
     try:
         assert watcher.readiness().reason == "not started"
-        watcher._started = True  # run() sets it once READY=1 is sent
+        watcher.supervisor.mark_started()  # run() does once READY=1 is sent
         assert watcher.readiness().reason == "store not checked yet"
         await watcher.poll_all()
         rig.sim.complete_run("s1")
@@ -153,8 +153,11 @@ async def test_counters_gauges_and_readiness_follow_the_watcher(rig: Rig, tmp_pa
         assert answer.reason.startswith("API down: no successful poll for")
 
         await watcher.poll_all()
-        watcher.store = RefusingStore(settings.state_path)
-        await watcher.housekeeping()
+        refusing = watcher.supervisor.store = RefusingStore(settings.state_path)
+        try:
+            await watcher.housekeeping()
+        finally:
+            refusing.close()
         answer = watcher.readiness()
         assert answer.reason == "store not writable: attempt to write a readonly database"
     finally:

@@ -1,0 +1,80 @@
+"""The reloader's decisions: what a change of settings asks each part to do."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.offline import offline_settings
+from watcher.core.secret import Secret
+from watcher.core.settings import (
+    DiscoverSettings,
+    HttpSettings,
+    LogFormat,
+    PollSettings,
+    Settings,
+    WebhookTarget,
+)
+from watcher.daemon.reloader import SettingsChange, settings_change
+
+CI = WebhookTarget(name="ci", url="https://hooks.example/ci")
+OPS = WebhookTarget(name="ops", url="https://hooks.example/ops")
+OLD = replace(offline_settings(Path("unused")), targets={"ci": CI, "ops": OPS})
+
+
+def changed(**what: object) -> Settings:
+    """`OLD` with `what` replaced."""
+    return replace(OLD, **what)
+
+
+CASES = [
+    ("nothing changed", OLD, SettingsChange()),
+    (
+        "a new API key: a new client",
+        changed(factory=replace(OLD.factory, api_key=Secret("other"))),
+        SettingsChange(client=True),
+    ),
+    (
+        "a new rate: the budget's, and a new client",
+        changed(factory=replace(OLD.factory, max_requests_per_second=5.0)),
+        SettingsChange(client=True, rate=5.0),
+    ),
+    (
+        "a changed target gets a new notifier, a removed one is retired",
+        changed(targets={"ci": replace(CI, url="https://hooks.example/new")}),
+        SettingsChange(notifiers=("ci",), retired=("ops",)),
+    ),
+    (
+        "a new poll cadence",
+        changed(poll=PollSettings(interval=timedelta(seconds=5))),
+        SettingsChange(poll=True),
+    ),
+    ("discovery turned on", changed(discover=DiscoverSettings()), SettingsChange(discovery=True)),
+    (
+        "http and log format wait for a restart",
+        changed(http=HttpSettings("127.0.0.1", 9464), log_format=LogFormat.JSON),
+        SettingsChange(restart_only=("http", "log_format")),
+    ),
+]
+
+
+@pytest.mark.parametrize(("new", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_what_a_reload_changes(new: Settings, expected: SettingsChange) -> None:
+    """Each kind of change is told to the part it concerns, and nothing else is."""
+    assert settings_change(OLD, new, notifiers={"ci", "ops"}) == expected
+
+
+def test_a_target_without_a_notifier_gets_one() -> None:
+    """A target whose notifier is missing is built even when its definition is the same."""
+    assert settings_change(OLD, OLD, notifiers={"ci"}).notifiers == ("ops",)
+
+
+def test_discovery_turned_off_needs_no_pass() -> None:
+    """Turning discovery off does not ask for a pass; changing its filter does."""
+    on = changed(discover=DiscoverSettings())
+    assert not settings_change(on, OLD, notifiers={"ci", "ops"}).discovery
+    wider = changed(discover=DiscoverSettings(max_sessions=5))
+    assert settings_change(on, wider, notifiers={"ci", "ops"}).discovery

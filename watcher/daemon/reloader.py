@@ -1,0 +1,178 @@
+"""The reloader: a new configuration, valid in full, is applied while the watcher runs.
+
+`settings_change` works out what changed (a pure function of the old and new
+settings); `Reloader.apply` tells each part: the API client is replaced when
+the `factory:` section changed, targets whose definition changed get a new
+notifier, the request budget its new rate, the watch list and timetable their
+new sessions and cadence, and discovery its new filter at once. `http` and
+`log_format` take effect on the next restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+import anyio
+
+from watcher.core.settings import Settings
+from watcher.daemon.discovery import DiscoveryLoop
+from watcher.daemon.live import Wiring
+from watcher.daemon.scheduler import PollScheduler
+from watcher.daemon.supervisor import Supervisor
+from watcher.delivery import DeliveryWorker
+from watcher.notifiers import build_notifier
+from watcher.notifiers.base import Notifier
+from watcher.ops.failpoint import Failpoint, failpoint
+from watcher.poll.api import FactoryClient, SessionSource
+
+log = logging.getLogger("watcher.daemon")
+RESTART_ONLY = ("http", "log_format")  # settings a reload cannot apply
+
+
+def client_for(settings: Settings) -> FactoryClient:
+    """The Factory API client `settings` ask for."""
+    factory = settings.factory
+    return FactoryClient(
+        factory.base_url,
+        factory.api_key,
+        timeout=factory.timeout.total_seconds(),
+        concurrency=factory.concurrency,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsChange:
+    """What a reload from one settings value to another must do."""
+
+    client: bool = False  # the `factory:` section changed: a new API client
+    notifiers: tuple[str, ...] = ()  # targets that need a new notifier
+    retired: tuple[str, ...] = ()  # targets gone: their notifiers close
+    rate: float | None = None  # the request budget's new rate, if it changed
+    poll: bool = False  # `poll:` changed: every session's cadence is worked out again
+    discovery: bool = False  # discovery is on with a changed filter: a pass now
+    restart_only: tuple[str, ...] = ()  # changed, but only a restart applies them
+
+
+def settings_change(old: Settings, new: Settings, notifiers: Collection[str]) -> SettingsChange:
+    """What changed from `old` to `new`, given the targets that have a notifier now."""
+    return SettingsChange(
+        client=new.factory != old.factory,
+        notifiers=tuple(
+            name
+            for name, target in new.targets.items()
+            if old.targets.get(name) != target or name not in notifiers
+        ),
+        retired=tuple(sorted(set(notifiers) - set(new.targets))),
+        rate=(
+            new.factory.max_requests_per_second
+            if new.factory.max_requests_per_second != old.factory.max_requests_per_second
+            else None
+        ),
+        poll=new.poll != old.poll,
+        discovery=new.discover is not None and new.discover != old.discover,
+        restart_only=tuple(k for k in RESTART_ONLY if getattr(new, k) != getattr(old, k)),
+    )
+
+
+class Reloader:
+    """Re-reads the configuration on request and tells each part what changed."""
+
+    def __init__(
+        self,
+        wiring: Wiring,
+        *,
+        read: Callable[[], Settings] | None,
+        scheduler: PollScheduler,
+        discovery: DiscoveryLoop,
+        delivery: DeliveryWorker,
+        notifiers: dict[str, Notifier],
+        supervisor: Supervisor,
+    ) -> None:
+        self.live = wiring.live
+        self._read = read
+        self.book = wiring.book
+        self.scheduler = scheduler
+        self.discovery = discovery
+        self.delivery = delivery
+        self.notifiers = notifiers
+        self.budget = wiring.budget
+        self.supervisor = supervisor
+        self.metrics = wiring.metrics
+        self.systemd = supervisor.systemd
+        self.retired: list[Notifier | SessionSource] = []  # replaced; closed with the rest
+
+    async def reload(self) -> bool:
+        """Re-read the config; apply it only if it is valid in full. True when applied."""
+        if self._read is None:
+            log.warning("reload requested, but this watcher has no config file to re-read")
+            return False
+        self.systemd.reloading()
+        try:
+            new = await anyio.to_thread.run_sync(self._read)
+        except Exception as error:  # ConfigError lists every problem; keep running the old config
+            log.error("reload failed, keeping the running config:\n%s", error)  # noqa: TRY400
+            lines = str(error).splitlines()
+            note = f"reload failed: {lines[0] if lines else type(error).__name__}"
+            self.supervisor.note = note
+            self.metrics.config_loaded(success=False)
+            self.systemd.status(await self.supervisor.status_line())
+            self.systemd.ready()
+            return False
+        failpoint(Failpoint.DURING_RELOAD)
+        self.metrics.config_loaded(success=True)
+        self.supervisor.note = ""
+        for key in settings_change(self.live.settings, new, self.notifiers).restart_only:
+            log.warning("%s changed: that takes effect on the next restart", key)
+        self.apply(new)
+        self.systemd.ready()
+        log.info(
+            "reloaded: %d session(s), %d rule(s), %d target(s)",
+            len(new.sessions),
+            len(new.rules),
+            len(new.targets),
+        )
+        return True
+
+    def apply(self, new: Settings) -> None:
+        """Switch to `new`: start and stop session jobs, swap rules, targets and client."""
+        live = self.live
+        old = live.settings
+        change = settings_change(old, new, self.notifiers)
+        live.settings = new
+        if change.client:
+            self.retired.append(live.source)
+            live.source = client_for(new)
+        self._swap_notifiers(new, change)
+        if change.rate is not None:
+            self.budget.set_rate(change.rate)
+        self._rewatch(new, poll_changed=change.poll)
+        if change.discovery:
+            self.discovery.hurry()  # the new filter applies now, not a whole interval later
+        self.discovery.start()
+
+    def _swap_notifiers(self, new: Settings, change: SettingsChange) -> None:
+        for name in change.notifiers:
+            if name in self.notifiers:
+                self.retired.append(self.notifiers[name])
+            self.notifiers[name] = build_notifier(new.targets[name])
+        for name in change.retired:
+            self.retired.append(self.notifiers.pop(name))
+        self.delivery.set_targets(new.targets, self.notifiers)
+
+    def _rewatch(self, new: Settings, *, poll_changed: bool) -> None:
+        """The watch list `new` asks for; sessions no longer watched are forgotten."""
+        book = self.book
+        before: Mapping[str, object] = book.watch(new)
+        for session_id in set(before) - set(book.watched):
+            book.forget(session_id)
+            self.live.source.forget(session_id)
+            self.scheduler.unschedule(session_id)
+        changed = [w for w in book.watched.values() if before.get(w.id) != w or poll_changed]
+        if self.scheduler.running:  # running: otherwise run() schedules every session
+            for w in changed:
+                if w.id not in self.scheduler.timetable:
+                    self.scheduler.schedule(w, first=w.id not in self.scheduler.in_flight)
+                else:
+                    self.scheduler.reschedule(w.id, force=True)
