@@ -1,10 +1,10 @@
-"""Polling profile: the daemon in this process, instrumented (lateness, loop lag, cProfile).
+"""Polling profile: the daemon in this process, instrumented (loop lag, cProfile).
 
 `make bench` runs bench/poll_bench.py, the figures of issue 8; this older
 benchmark stays for its in-process instruments (`--profile` in particular).
 
 The watcher under test is the production composition root (`Watcher.run` with its
-APScheduler jobs, poll workers, SQLite store and outbox worker) running in this
+timetable, poll workers, SQLite store and outbox worker) running in this
 process. The simulated Factory API (`python -m watcher.testing.sim`) and the
 `WebhookReceiver` that notifications go to (webhook target, plain http on
 loopback, no pacing) each run in a process of their own, so neither their CPU nor
@@ -17,8 +17,7 @@ Phases, all in one watcher run:
 2. steady state: every session unchanged, polled every `--interval` seconds with
    `--jitter`, for `--duration` rounded to whole poll periods. Reports polls and
    polls/s against the schedule, watcher CPU (total, per poll, per thread), RSS,
-   event-loop lag of a 100 ms ticker, and how late polls started against the
-   time APScheduler had scheduled them.
+   and event-loop lag of a 100 ms ticker.
 3. burst: `--burst` of the sessions complete a run at once (simulator control
    route); reports the latency from each change to its webhook's receipt, split
    into detection (change -> outbox commit) and delivery (commit -> receipt).
@@ -66,12 +65,6 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
-from apscheduler.events import (
-    EVENT_JOB_MAX_INSTANCES,
-    EVENT_JOB_MISSED,
-    EVENT_JOB_SUBMITTED,
-    JobSubmissionEvent,
-)
 
 from watcher.core.poll import Answer
 from watcher.core.secret import Secret
@@ -95,7 +88,6 @@ TICK = 0.1  # the loop-lag ticker's period
 # Targets. "Cheap at thousands of sessions": 10,000 sessions at the default 30 s
 # interval are 333 polls/s; in half of one core that leaves 1.5 ms of CPU per poll.
 CPU_BUDGET_MS = 1.5
-LATE_FRACTION = 0.1  # a poll may start this much of an interval late (the jitter's size)
 BURST_SLACK_S = 5.0  # delivery allowance on top of one poll period
 TARGET = "bench"
 COMPLETED = "session.completed"
@@ -373,55 +365,36 @@ class PhaseProbe:
     """What the instruments saw during one phase."""
 
     loop_lag: list[float] = field(default_factory=list)
-    lateness: list[float] = field(default_factory=list)
     request_s: list[float] = field(default_factory=list)
     fetch_starts: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     per_second: Counter[int] = field(default_factory=Counter)
-    submitted: int = 0
-    missed: int = 0
-    max_instances: int = 0
 
     def samples(self) -> int:
         """How many floats the instruments kept (their memory shows up as RSS growth)."""
         starts = sum(len(times) for times in self.fetch_starts.values())
-        return len(self.loop_lag) + len(self.lateness) + len(self.request_s) + starts
+        return len(self.loop_lag) + len(self.request_s) + starts
 
 
 class Probe:
-    """Instruments the watcher without changing it: a timing `SessionSource` wrapper,
-    an APScheduler listener and a loop ticker, each filing into the current phase.
+    """Instruments the watcher without changing it: a timing `SessionSource` wrapper
+    and a loop ticker, each filing into the current phase.
     """
 
     def __init__(self) -> None:
         self.phases: dict[str, PhaseProbe] = {}
         self.current = PhaseProbe()
-        self._scheduled: dict[str, float] = {}
 
     def start(self, name: str) -> PhaseProbe:
         """File everything from now on under `name`."""
         self.current = self.phases[name] = PhaseProbe()
         return self.current
 
-    def on_scheduler_event(self, event: Any) -> None:
-        """APScheduler listener, called on the loop thread as jobs are submitted."""
-        phase = self.current
-        if event.code == EVENT_JOB_MISSED:
-            phase.missed += 1
-        elif event.code == EVENT_JOB_MAX_INSTANCES:
-            phase.max_instances += 1
-        elif isinstance(event, JobSubmissionEvent) and event.scheduled_run_times:
-            phase.submitted += 1
-            self._scheduled[event.job_id] = event.scheduled_run_times[-1].timestamp()
-
     def fetch_started(self, session_id: str) -> None:
-        """A poll worker starts a request: how late is it against its schedule?"""
+        """A poll worker starts a request: count it in its second."""
         now = time.time()
         phase = self.current
         phase.fetch_starts[session_id].append(now)
         phase.per_second[int(now)] += 1
-        scheduled = self._scheduled.pop(session_id, None)
-        if scheduled is not None:
-            phase.lateness.append(now - scheduled)
 
     async def ticker(self) -> None:
         """Sleep in 100 ms steps on a fixed grid and record how late each wake-up is."""
@@ -668,12 +641,6 @@ async def run_watcher(
         tg.start_soon(partial(watcher.run, on_ready=ready.set, handle_signals=False))
         with anyio.fail_after(60):
             await ready.wait()
-        scheduler = watcher._scheduler
-        assert scheduler is not None
-        scheduler.add_listener(
-            probe.on_scheduler_event,
-            EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES,
-        )
         ticker_scope = anyio.CancelScope()
 
         async def ticker() -> None:
@@ -879,13 +846,7 @@ def report_phase(
         "of that growth"
     )
     print(f"loop lag (100 ms)    {dist(p.loop_lag)}")
-    print(f"poll lateness        {dist(p.lateness)}")
-    print("  (start of the request minus APScheduler's scheduled time: scheduler + queue wait)")
     print(f"request latency      {dist(p.request_s)}")
-    print(
-        f"scheduler            {p.submitted} job runs submitted, {p.missed} missed "
-        f"(past misfire_grace_time), {p.max_instances} skipped at max_instances"
-    )
     if verdicts is None or result.name != "steady":
         return
     verdicts.check(
@@ -902,14 +863,6 @@ def report_phase(
     verdicts.check(
         lag_p99 <= 0.1, f"steady: event-loop lag p99 <= 100 ms ({lag_p99 * 1000:.1f} ms)"
     )
-    late_p99 = percentile(p.lateness, 99)
-    allowed = opts.interval * LATE_FRACTION
-    verdicts.check(
-        late_p99 <= allowed,
-        f"steady: poll lateness p99 <= {LATE_FRACTION:.0%} of the interval = {allowed:.2f} s "
-        f"({late_p99:.2f} s)",
-    )
-    verdicts.check(p.missed == 0, f"steady: no poll dropped as a misfire ({p.missed} missed)")
 
 
 def report_burst(opts: Options, burst: BurstResult, verdicts: Verdicts | None) -> None:
@@ -955,7 +908,7 @@ def package_of(filename: str, funcname: str) -> str:
 
 # (label, file suffix, function) of the steps whose inclusive time the profile reports.
 INCLUSIVE = (
-    ("Watcher.poll (one whole poll, loop side)", "watcher/daemon/__init__.py", "poll"),
+    ("Poller.poll (one whole poll, loop side)", "watcher/daemon/poller.py", "poll"),
     ("FactoryClient.fetch_session (HTTP request)", "watcher/poll/api.py", "fetch_session"),
     (
         "  httpcore current_async_library (sniffio look-up)",
@@ -964,12 +917,7 @@ INCLUSIVE = (
     ),
     ("classify_response (JSON + snapshot parsing)", "watcher/poll/api.py", "classify_response"),
     ("Watcher.db (hand-off to the SQLite thread)", "watcher/daemon/__init__.py", "db"),
-    (
-        "APScheduler _process_jobs (due jobs, next run times)",
-        "apscheduler/schedulers/base.py",
-        "_process_jobs",
-    ),
-    ("Watcher._tick (the job: queue a poll)", "watcher/daemon/__init__.py", "_tick"),
+    ("PollScheduler.tick (queue a due poll)", "watcher/daemon/scheduler.py", "tick"),
 )
 
 

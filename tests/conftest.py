@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture
 def anyio_backend() -> str:
-    """APScheduler 3 binds to asyncio, so every async test runs on it."""
+    """The daemon runs on asyncio (psycopg and httpx-aiohttp want it), so every async test does."""
     return "asyncio"
 
 

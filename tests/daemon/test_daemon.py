@@ -159,7 +159,7 @@ async def test_long_outage_is_one_event_each_way(rig: Rig) -> None:
 
 @pytest.mark.anyio
 async def test_run_polls_on_schedule_and_stops_cleanly(rig: Rig) -> None:
-    """`run` polls on APScheduler's clock, delivers, and drains on request_stop."""
+    """`run` polls on the timetable's clock, delivers, and drains on request_stop."""
     settings = rig.with_sessions("s1")
     watcher = Watcher(settings)
     ready = anyio.Event()

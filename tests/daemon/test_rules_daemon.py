@@ -260,7 +260,7 @@ async def test_quiet_hours_digest_arrives_when_the_window_ends(rig: Rig, clock: 
 
 @pytest.mark.anyio
 async def test_the_rule_timer_fires_stuck_without_any_poll(rig: Rig, clock: StepClock) -> None:
-    """With hour-long polls, the APScheduler rule job still fires stuck on time."""
+    """With hour-long polls, the rule timer still fires stuck on time."""
     rule = ci("stuck", "session.stuck", hold_for=timedelta(minutes=15))
     settings = configure(rig, rule)
     settings = replace(settings, poll=replace(settings.poll, interval=timedelta(hours=1)))

@@ -18,7 +18,7 @@ class PollTiming:
 def poll_timing(interval: timedelta, jitter: float, phase: float) -> PollTiming:
     """Timing for a session polled every `interval` with `jitter` (a fraction), mean intact.
 
-    APScheduler adds uniform(0, jitter) to every period, so the base period is
+    The timetable adds uniform(0, jitter) to every period, so the base period is
     shortened by half the jitter to keep the mean at `interval`. The first poll
     comes at `phase` (drawn in [0, 1)) of one interval: thousands of sessions
     then fall due spread evenly instead of all at once, every period.

@@ -50,7 +50,8 @@ from watcher.poll.backoff import Backoff
 from watcher.poll.book import SessionBook
 from watcher.poll.queue import PollQueue
 from watcher.poll.recorder import PollRecorder
-from watcher.store import OutboxStatus, SqliteStore
+from watcher.store import OutboxStatus, Store
+from watcher.store.sqlite import SqliteStore
 
 __all__ = [
     "HEARTBEAT_PERIOD",
@@ -87,14 +88,15 @@ class Watcher:
         systemd: SystemdNotifier | None = None,
         render: Render | None = None,
         recorder: PollRecorder | None = None,
-        store: SqliteStore | None = None,
+        store: Store | None = None,
     ) -> None:
         self.recorder = recorder or (
             PollRecorder(settings.record_path) if settings.record_path else None
         )
         self.clock = clock
         rng = rng or random.Random()
-        self.store = store = store or SqliteStore(settings.state_path)
+        self.store: Store = store or SqliteStore(settings.state_path)
+        store = self.store
         self.live = live = Live(settings, source or client_for(settings))
         self.notifiers: dict[str, Notifier] = dict(
             notifiers or {name: build_notifier(t) for name, t in settings.targets.items()}
@@ -158,19 +160,16 @@ class Watcher:
         self.endpoint_port: int | None = None
 
     def _open_delivery_store(self) -> None:
-        """Delivery's own connection and database thread, and where the state lives.
+        """Delivery's own handle on the store, and where the state lives (for the log).
 
-        SQLite in WAL mode lets delivery read and mark rows while polls commit, so
-        a burst of sends never queues behind polls (writes still take turns on
-        SQLite's write lock). Its marks need no fsync each (see SqliteStore): a
-        burst of a thousand sends would otherwise wait for a thousand flushes.
+        On SQLite it is a second connection with its own database thread: in WAL
+        mode delivery reads and marks rows while polls commit, so a burst of sends
+        never queues behind polls, and its marks need no fsync each (see
+        `SqliteStore`): a burst of a thousand sends would otherwise wait for a
+        thousand flushes.
         """
-        self.state_location = self.store.path
-        self._delivery_store = (
-            self.store
-            if self.store.path == ":memory:"
-            else SqliteStore(self.store.path, durable=False)
-        )
+        self.state_location = self.store.location
+        self._delivery_store = self.store.for_delivery()
 
     @property
     def settings(self) -> Settings:

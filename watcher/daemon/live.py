@@ -20,7 +20,7 @@ from watcher.core.settings import Settings
 from watcher.ops.metrics import Metrics
 from watcher.poll.api import RequestBudget, SessionSource
 from watcher.poll.book import SessionBook
-from watcher.store import SqliteStore
+from watcher.store import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -106,7 +106,7 @@ class Wiring:
 
     live: Live
     book: SessionBook
-    store: SqliteStore
+    store: Store
     db: Db  # store calls go through it, to the one database thread
     budget: RequestBudget  # one token per API request, shared by every part
     stats: WatcherStats

@@ -25,10 +25,9 @@ from typing import Any, TextIO
 
 from watcher.core.secret import redact
 
-# Libraries that log request URLs at INFO (httpx: "HTTP Request: POST <url>") or
-# every job run (APScheduler): a webhook URL can be a credential, and a line per
-# poll is noise.
-QUIET_LOGGERS = ("httpx", "httpcore", "apscheduler", "slack_sdk", "aiohttp", "asyncio")
+# Libraries that log request URLs at INFO (httpx: "HTTP Request: POST <url>"): a
+# webhook URL can be a credential, and a line per poll is noise.
+QUIET_LOGGERS = ("httpx", "httpcore", "slack_sdk", "aiohttp", "asyncio")
 LOG_FORMATS = ("text", "json")
 CONTEXT = "context"  # the LogRecord attribute that carries a record's context
 _RESERVED = frozenset({"ts", "level", "logger", "event", "exc"})
