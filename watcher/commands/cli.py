@@ -3,9 +3,9 @@
 Each command's body lives in its own module in `watcher.commands` (`run`,
 `check`, `outbox`, `mute`, `explain`, `replay`, `render`, `operations`,
 `demo`), imported only when that command runs: importing the daemon, the
-notifiers (slack-sdk, aiohttp, httpx) or the config loader (pydantic) here made `--help` take half a second.
-tests/commands/test_cli_imports.py keeps them out; bench/startup.py measures the
-start-up time.
+notifiers (slack-sdk, aiohttp, httpx) or the config loader (pydantic) here
+made `--help` take half a second. tests/commands/test_cli_imports.py keeps
+them out; bench/startup.py measures the start-up time.
 """
 
 from __future__ import annotations
