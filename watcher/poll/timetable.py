@@ -4,9 +4,9 @@ The daemon's fixed ticks (rule timer, heartbeat) are plain anyio loops. Polls
 do not get a scheduler job each: an APScheduler job run cost about 140 µs of
 CPU here (trigger arithmetic on aware datetimes, job store re-sorting, events,
 a task per run), more than a third of an unchanged poll, and a job whose
-session was still being polled ran all the same. Here a due session costs a heap pop and push, and the one task
-that serves the heap wakes at most every `GRANULARITY` seconds, firing every
-session due by then.
+session was still being polled ran all the same. Here a due session costs a
+heap pop and push, and the one task that serves the heap wakes at most every
+`GRANULARITY` seconds, firing every session due by then.
 
 Times follow `watcher.core.schedule.PollTiming`: each session keeps a base
 time advanced by `period` per run, and fires at base + uniform(0, jitter), so
