@@ -413,8 +413,7 @@ def tls_receiver(self_signed: tuple[Path, Path]) -> Iterator[WebhookReceiver]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server = WebhookReceiver(SECRET, now=lambda: NOW)
-    inner = server._server  # the test reaches in: LoopbackServer has no TLS option
-    inner.socket = context.wrap_socket(inner.socket, server_side=True)
+    server.use_tls(context)
     with server:
         yield server
 
@@ -425,7 +424,7 @@ async def test_tls_is_verified_against_the_ca_file(
     tls_receiver: WebhookReceiver, self_signed: tuple[Path, Path], trust_cert: bool, sent: bool
 ) -> None:
     """A certificate chaining to ca_file is accepted; the default roots reject it."""
-    url = tls_receiver.url.replace("http://", "https://")
+    url = tls_receiver.url
     ca_file = self_signed[0] if trust_cert else None
 
     outcome = await send_once(target(url, allow_http=False, ca_file=ca_file))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import struct
 import threading
 from collections import deque
@@ -187,6 +188,12 @@ class LoopbackServer:
         self._server = _QuietServer(("127.0.0.1", port), handler)
         self._server.owner = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
+        self._scheme = "http"
+
+    def use_tls(self, context: ssl.SSLContext) -> None:
+        """Speak TLS on the listening socket with `context` (call before `start`)."""
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "https"
 
     @property
     def port(self) -> int:
@@ -196,7 +203,7 @@ class LoopbackServer:
     @property
     def url(self) -> str:
         """Base URL without a trailing slash, e.g. `http://127.0.0.1:43121`."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
         """Serve in a background thread; returns self for chaining."""
