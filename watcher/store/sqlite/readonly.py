@@ -95,6 +95,8 @@ class SqliteReadOnlyStore:
             notified=notified,
             targets=self._targets(),
             dead_letters=self._dead_letters(),
+            database_bytes=int(db.execute("PRAGMA page_count").fetchone()[0])
+            * int(db.execute("PRAGMA page_size").fetchone()[0]),
         )
 
     def _targets(self) -> tuple[TargetBacklog, ...]:
