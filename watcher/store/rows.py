@@ -210,3 +210,4 @@ class StatusRows:
     targets: tuple[TargetBacklog, ...] = ()
     dead_letters: tuple[DeadLetterRow, ...] = ()
     database_bytes: int | None = None  # the file's pages (None: not read)
+    rows_pruned: Mapping[str, int] = field(default_factory=dict)  # by table, ever
