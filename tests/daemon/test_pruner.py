@@ -174,3 +174,21 @@ async def test_a_reloaded_retention_applies_at_the_next_turn(store: SqliteStore)
     assert (await pruner.prune()).rows == {}
     wired.live.settings = replace(wired.live.settings, retention=Retention(keep_delivered=D))
     assert (await pruner.prune()).rows == {"outbox": 2, "events": 2}
+
+
+async def test_a_session_watched_again_during_the_turn_is_not_forgotten(
+    store: SqliteStore,
+) -> None:
+    """Discovery may add a session between the turn's start and its forgetting: it stays."""
+    store.record("back", snap(session_id="back"), [], [], T0)
+    store.note_watched(set(), T0)
+    wired = wiring(store, Clock(T0 + 2 * D), retention=Retention(forget_sessions_after=D))
+
+    async def meanwhile(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if getattr(fn, "func", None) == store.forget_sessions:
+            wired.book.add(WatchedSession(id="back"))  # found again by discovery meanwhile
+        return fn(*args, **kwargs)
+
+    report = await Pruner(replace(wired, db=meanwhile)).prune()
+    assert "sessions" not in report.rows
+    assert store.load_state("back") is not None

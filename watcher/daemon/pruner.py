@@ -12,7 +12,7 @@ a stop ends it between batches. Rows pruned and the database size go to
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -22,6 +22,7 @@ import anyio.lowlevel
 from watcher.core.outbox import OutboxStatus
 from watcher.core.text import describe_error
 from watcher.daemon.live import Wiring
+from watcher.poll.book import SessionBook
 from watcher.store import Pruned
 
 log = logging.getLogger("watcher.daemon")
@@ -38,6 +39,23 @@ class PruneReport:
     rows: dict[str, int] = field(default_factory=dict)
     database_bytes: int | None = None
     batches: int = 0
+
+
+class WatchedNow:
+    """Whether a session is in the book's watch set at the moment the store asks.
+
+    The store asks once per session it is about to forget, from the database
+    thread: a session a reload or discovery added since the turn began is
+    kept, not only those in the turn's snapshot.
+    """
+
+    __slots__ = ("_book",)
+
+    def __init__(self, book: SessionBook) -> None:
+        self._book = book
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._book.watched
 
 
 class Pruner:
@@ -74,7 +92,7 @@ class Pruner:
                 "pruning failed, trying again in %.0fs: %s", self.period, describe_error(error)
             )
 
-    def _steps(self, now: datetime, watched: frozenset[str]) -> list[Callable[[], Pruned]]:
+    def _steps(self, now: datetime, watched: Container[str]) -> list[Callable[[], Pruned]]:
         """One call per retention rule, each deleting one batch."""
         retention = self.live.settings.retention
         store, batch = self.store, self.batch
@@ -92,11 +110,10 @@ class Pruner:
     async def prune(self) -> PruneReport:
         """One turn: note the watch set, then each rule batch after batch; what it did."""
         now = self.clock()
-        watched = frozenset(self.book.watched)
-        await self.db(self.store.note_watched, watched, now)
+        await self.db(self.store.note_watched, frozenset(self.book.watched), now)
         rows: dict[str, int] = {}
         batches = 0
-        for step in self._steps(now, watched):
+        for step in self._steps(now, WatchedNow(self.book)):
             for _ in range(self.max_batches):
                 if self.live.stopping:
                     return PruneReport(rows, None, batches)

@@ -12,7 +12,7 @@ database a daemon may be writing.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -197,7 +197,7 @@ class RetentionStore(Protocol):
         ...
 
     def forget_sessions(
-        self, before: datetime, watched: Collection[str], now: datetime, limit: int
+        self, before: datetime, watched: Container[str], now: datetime, limit: int
     ) -> Pruned:
         """Forget sessions unwatched since before `before` (never one in `watched`)."""
         ...

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Container, Mapping
 from datetime import datetime
 
 from watcher.core.outbox import OutboxStatus
@@ -134,7 +134,7 @@ class RetentionTables(SqliteBase):
         return Pruned(_nonzero(counts), more=len(ids) >= limit)
 
     def forget_sessions(
-        self, before: datetime, watched: Collection[str], now: datetime, limit: int
+        self, before: datetime, watched: Container[str], now: datetime, limit: int
     ) -> Pruned:
         """Forget sessions unwatched since before `before`, about `limit` rows at a time.
 
