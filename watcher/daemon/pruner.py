@@ -80,7 +80,14 @@ class Pruner:
         self.max_batches = max_batches
 
     async def run(self) -> None:
-        """Prune every `period` seconds (the first turn one period after start) until stopped."""
+        """Prune every `period` seconds (the first turn one period after start) until stopped.
+
+        The database size is measured at once, so `/metrics` has it from the start.
+        """
+        try:
+            self.metrics.database_bytes.set(await self.db(self.store.database_bytes))
+        except Exception as error:
+            log.warning("cannot read the state database's size: %s", describe_error(error))
         await self.live.every(self.period, self.turn)
 
     async def turn(self) -> None:
