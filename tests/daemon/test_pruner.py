@@ -192,3 +192,12 @@ async def test_a_session_watched_again_during_the_turn_is_not_forgotten(
     report = await Pruner(replace(wired, db=meanwhile)).prune()
     assert "sessions" not in report.rows
     assert store.load_state("back") is not None
+
+
+async def test_the_database_size_is_shown_from_the_start(store: SqliteStore) -> None:
+    """`run` measures the size before its first turn (which comes a minute later)."""
+    wired = wiring(store, Clock(T0), retention=Retention())
+    wired.live.stop()  # the run ends at once, after the first measure
+    await Pruner(wired).run()
+    size = wired.metrics.registry.get_sample_value("factory_watcher_database_bytes")
+    assert size == store.database_bytes() > 0
