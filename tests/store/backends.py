@@ -38,6 +38,10 @@ class Backend(Protocol):
         """Every stored event and session-state document, as stored."""
         ...
 
+    def count(self, table: str) -> int:
+        """How many rows `table` holds (to see what pruning left behind)."""
+        ...
+
 
 class SqliteBackend:
     """A SQLite store in a file; damage is done by a second connection on the file."""
@@ -81,6 +85,11 @@ class SqliteBackend:
     def stored_documents(self) -> list[str]:
         """Event bodies and session states."""
         return self._read("SELECT body FROM events UNION ALL SELECT state FROM sessions")
+
+    def count(self, table: str) -> int:
+        """SELECT COUNT(*) of the table."""
+        (n,) = self._read(f"SELECT COUNT(*) FROM {table}")
+        return int(n)
 
 
 BACKENDS = ["sqlite"]

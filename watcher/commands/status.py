@@ -12,7 +12,7 @@ that old. This module builds the report from those rows and renders it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +84,8 @@ class StatusReport:
     sessions: tuple[SessionStatus, ...] = ()
     targets: tuple[TargetStatus, ...] = ()
     dead_letters: tuple[DeadLetter, ...] = field(default=())
+    database_bytes: int | None = None
+    rows_pruned: Mapping[str, int] = field(default_factory=dict)  # by table, over its life
 
     @property
     def daemon_running(self) -> bool:
@@ -176,6 +178,8 @@ def build_report(
             )
             for d in rows.dead_letters
         ),
+        database_bytes=rows.database_bytes,
+        rows_pruned=dict(rows.rows_pruned),
     )
 
 
@@ -237,6 +241,10 @@ def to_json(report: StatusReport) -> dict[str, Any]:
             }
             for d in report.dead_letters
         ],
+        "storage": {
+            "database_bytes": report.database_bytes,
+            "rows_pruned": dict(sorted(report.rows_pruned.items())),
+        },
     }
 
 
@@ -327,4 +335,26 @@ def render_text(report: StatusReport) -> str:
         ]
         header = ["ID", "TARGET", "EVENT", "SESSION", "FAILED", "ERROR"]
         lines += ["  " + line for line in _table(header, rows)]
+    lines += ["", storage_line(report)]
     return "\n".join(lines)
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    size = count / 1024
+    for unit in ("KB", "MB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def storage_line(report: StatusReport) -> str:
+    """The database's size and the rows retention has pruned, in one line."""
+    size = "size unknown" if report.database_bytes is None else _size(report.database_bytes)
+    pruned = report.rows_pruned
+    if not any(pruned.values()):
+        return f"state: {size}; nothing pruned yet"
+    detail = ", ".join(f"{table} {n}" for table, n in sorted(pruned.items()) if n)
+    return f"state: {size}; pruned {sum(pruned.values())} row(s) ({detail})"

@@ -95,6 +95,7 @@ class Builder:
             log_format=LogFormat(values.log_format),
             quiet_hours=quiet,
             record_path=sections.record_path(data.get("state")),
+            retention=sections.retention(data.get("state")),
         )
         sections.check_budget(settings)
         self.rules.check_templates(settings)

@@ -1,13 +1,24 @@
-"""Warnings about a valid config: rules that can never fire, targets and windows nothing uses.
+"""Warnings about a valid config: rules that can never fire, targets and windows nothing
+uses, and a retention shorter than something that needs the history it deletes.
 
 These do not stop the watcher (`check` still exits 0); they point at likely mistakes.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
-from watcher.core.settings import Rule, Settings
+from watcher.config.values import format_duration
+from watcher.core.settings import QuietHours, Rule, Settings
+
+# The rule keys whose duration needs the session's rule memory (and its unsent events).
+_RULE_DURATIONS = (
+    ("for", "hold_for"),
+    ("repeat", "repeat"),
+    ("settle", "settle"),
+    ("cooldown", "cooldown"),
+)
 
 
 def _session_conditions(rule: Rule) -> bool:
@@ -54,6 +65,47 @@ def rule_warnings(rule: Rule, settings: Settings) -> list[str]:
     return found
 
 
+def window_length(window: QuietHours) -> timedelta:
+    """How long a quiet-hours window lasts (one ending at or before its start ends next day)."""
+    day = datetime(2000, 1, 1)
+    length = datetime.combine(day, window.end) - datetime.combine(day, window.start)
+    return length if length > timedelta(0) else length + timedelta(days=1)
+
+
+def _history_needs(settings: Settings) -> list[tuple[timedelta, str]]:
+    """Every duration that needs the stored history to last at least as long, named."""
+    needs = [
+        (window_length(w), f"quiet-hours window '{name}' ({format_duration(window_length(w))})")
+        for name, w in settings.quiet_hours.items()
+    ]
+    for rule in settings.rules:
+        for key, attribute in _RULE_DURATIONS:
+            value: timedelta | None = getattr(rule, attribute)
+            if value is not None:
+                needs.append((value, f"rule '{rule.name}' '{key}' ({format_duration(value)})"))
+    return needs
+
+
+def retention_warnings(settings: Settings) -> list[str]:
+    """Each retention in `state:` shorter than the longest duration that needs its history."""
+    needs = _history_needs(settings)
+    if not needs:
+        return []
+    longest, what = max(needs, key=lambda need: need[0])
+    retention = settings.retention
+    found = []
+    for key, kept, lost in (
+        ("keep_delivered", retention.keep_delivered, "events waiting to settle or be sent"),
+        ("forget_sessions_after", retention.forget_sessions_after, "the rules' memory"),
+    ):
+        if kept < longest:
+            found.append(
+                f"state.{key} ({format_duration(kept)}) is shorter than {what}: "
+                f"{lost} may be deleted before it is used"
+            )
+    return found
+
+
 def config_warnings(settings: Settings) -> list[str]:
     """Every warning about `settings`, rules first, in file order."""
     found = [w for rule in settings.rules for w in rule_warnings(rule, settings)]
@@ -65,4 +117,5 @@ def config_warnings(settings: Settings) -> list[str]:
     for name in settings.quiet_hours:
         if name not in used_windows:
             found.append(f"quiet-hours window '{name}' is not used by any rule")
+    found.extend(retention_warnings(settings))
     return found

@@ -209,6 +209,19 @@ class DiscoverSection(Section):
 class StateSection(Section):
     path: _Text | None = None
     record: _Text | None = None
+    keep_delivered: _Duration = Field(
+        default=timedelta(days=30),
+        description="how long delivered notifications (and the events only they refer to) are kept",
+    )
+    keep_dead: _Duration = Field(
+        default=timedelta(days=90),
+        description="how long dead letters are kept (listed and retryable until then)",
+    )
+    forget_sessions_after: _Duration = Field(
+        default=timedelta(days=30),
+        description="a session not watched for this long is forgotten with all its rows; "
+        "seen again, it starts afresh as a new baseline",
+    )
 
 
 class SessionSection(Section):

@@ -35,6 +35,7 @@ from watcher.core.settings import (
     HttpSettings,
     PollSettings,
     QuietHours,
+    Retention,
     Settings,
     WatchedSession,
 )
@@ -135,6 +136,18 @@ class SectionBuilder:
         if section is None:
             return None
         return resolve_state_path(section.path, self.env, Path.cwd())
+
+    def retention(self, raw: Any) -> Retention:
+        """`state:`'s retention; the defaults when the section is absent or already reported."""
+        try:
+            section = StateSection.model_validate(_or_empty(raw))
+        except ValueError:  # `state_path` validated the same section and reported it
+            return Retention()
+        return Retention(
+            keep_delivered=section.keep_delivered,
+            keep_dead=section.keep_dead,
+            forget_sessions_after=section.forget_sessions_after,
+        )
 
     def record_path(self, raw: Any) -> Path | None:
         """`state.record`: where `run` appends every poll's body (None: no recording)."""

@@ -223,6 +223,20 @@ class Rule:
     include_last_answer: bool = False  # fetch the agent's latest final answer at send time
 
 
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the state keeps what it no longer needs (`state:` in the config).
+
+    `keep_delivered`: delivered notifications and the events only they refer
+    to; `keep_dead`: dead letters; `forget_sessions_after`: a session no longer
+    watched, with all its rows.
+    """
+
+    keep_delivered: timedelta = timedelta(days=30)
+    keep_dead: timedelta = timedelta(days=90)
+    forget_sessions_after: timedelta = timedelta(days=30)
+
+
 class LogFormat(StrEnum):
     """How log records are written."""
 
@@ -260,6 +274,7 @@ class Settings:
     log_format: LogFormat = LogFormat.TEXT
     quiet_hours: Mapping[str, QuietHours] = field(default_factory=dict)
     record_path: Path | None = None
+    retention: Retention = Retention()
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret value in the configuration, for redaction."""

@@ -5,8 +5,9 @@ The parts, each in its own module: the session book and backoff
 scheduler with its timetable, queue and workers (`scheduler`), API health
 (`health`), the discovery loop (`discovery`), the rule timer (`ruletimer`), the
 supervisor (`supervisor`: housekeeping, readiness, status, watchdog, HTTP
-routes) and the reloader (`reloader`); what they share lives in `live`. Delivery
-renders at send time (`watcher.delivery.rendering`) and adds the last answer
+routes), the pruner (`pruner`: retention) and the reloader (`reloader`); what
+they share lives in `live`. Delivery renders at send time
+(`watcher.delivery.rendering`) and adds the last answer
 (`watcher.delivery.answers`). `Watcher` keeps construction, the run's lifecycle
 and the one-shot `poll_all`/`deliver_due`; the rest of its surface delegates.
 """
@@ -31,6 +32,7 @@ from watcher.daemon.discovery import DiscoveryLoop, DiscoveryReport
 from watcher.daemon.health import HealthWatch
 from watcher.daemon.live import Live, P, R, WatcherStats, Wiring
 from watcher.daemon.poller import Poller
+from watcher.daemon.pruner import Pruner
 from watcher.daemon.reloader import Reloader, client_for
 from watcher.daemon.ruletimer import RULES_TICK, RuleTimer
 from watcher.daemon.scheduler import PollScheduler
@@ -141,6 +143,7 @@ class Watcher:
         self.poller = Poller(wiring, health=health, scheduler=scheduler, recorder=self.recorder)
         self.discovery = DiscoveryLoop(wiring, health=health, scheduler=scheduler)
         self.rules = RuleTimer(wiring)
+        self.pruner = Pruner(wiring)
         self.supervisor = Supervisor(
             wiring, health=health, scheduler=scheduler, systemd=self.systemd
         )
@@ -294,6 +297,7 @@ class Watcher:
         self.scheduler.schedule_all()
         work.start_soon(self.scheduler.timetable.run)
         work.start_soon(self.rules.run)  # fixed ticks: plain loops that end with the run
+        work.start_soon(self.pruner.run)
         work.start_soon(self.supervisor.run_heartbeat)
         work.start_soon(self.supervisor.supervise)
         self.supervisor.mark_started()

@@ -162,6 +162,18 @@ class Metrics:
             ["target", "call"],
             registry=registry,
         )
+        self.rows_pruned = Counter(
+            f"{PREFIX}_rows_pruned",
+            "Rows deleted by retention (state: keep_delivered, keep_dead,"
+            " forget_sessions_after), by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.database_bytes = Gauge(
+            f"{PREFIX}_database_bytes",
+            "Size of the state database in bytes (its pages; freed pages are reused).",
+            registry=registry,
+        )
         self.api_up = Gauge(
             f"{PREFIX}_api_up",
             "1 while the Factory API answers polls, else 0.",

@@ -207,6 +207,28 @@ CREATE TABLE IF NOT EXISTS cards (
         db.execute("ALTER TABLE cards ADD COLUMN replaced_url TEXT")
 
 
+def _retention(db: sqlite3.Connection) -> None:
+    """Retention: when a session left the watch set, and indexes for the cutoff queries.
+
+    `sessions.unwatched_since` is NULL while a session is watched. The indexes
+    let each pruning batch find its rows without scanning a table: finished
+    outbox rows by status and time, events by time and by session, cards by
+    session.
+    """
+    if "unwatched_since" not in _columns(db, "sessions"):
+        db.execute("ALTER TABLE sessions ADD COLUMN unwatched_since REAL")
+    _run(
+        db,
+        """
+CREATE INDEX IF NOT EXISTS sessions_unwatched ON sessions (unwatched_since);
+CREATE INDEX IF NOT EXISTS outbox_finished ON outbox (status, finished_at);
+CREATE INDEX IF NOT EXISTS events_recorded ON events (recorded_at);
+CREATE INDEX IF NOT EXISTS events_session ON events (session_id);
+CREATE INDEX IF NOT EXISTS cards_session ON cards (session_id);
+""",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: meta, sessions, events, outbox", _first_release),
     Migration(2, "poll marks for `status` (polls)", _polls),
@@ -214,6 +236,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "sessions found by discovery (discovered)", _discovered),
     Migration(5, "per-session sequences: sequences, events.sequence", _sequences),
     Migration(6, "live Slack cards (cards)", _cards),
+    Migration(7, "retention: sessions.unwatched_since, cutoff indexes", _retention),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].number
 

@@ -1,6 +1,7 @@
 """What the rest of the watcher may ask of the state store, as typed protocols.
 
-One protocol per role (sessions, events, rules, outbox, cards, admin), two
+One protocol per role (sessions, events, rules, outbox, cards, admin,
+retention), two
 combinations that name what a part uses (`IntakeStore`: sessions, events and
 rules; `DeliveryStore`: outbox and cards), and `Store` combining them all,
 which a backend implements whole. The SQLite store is the only backend
@@ -11,7 +12,7 @@ database a daemon may be writing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -26,6 +27,7 @@ from watcher.store.rows import (
     OutboxFigures,
     OutboxRow,
     PollMark,
+    Pruned,
     Recorded,
     StatusRows,
     UnreadableRow,
@@ -170,6 +172,45 @@ class AdminStore(Protocol):
     def close(self) -> None: ...
 
 
+class RetentionStore(Protocol):
+    """Retention: the watch set's marks, pruning batches, and what pruning leaves behind.
+
+    Each pruning call is one short transaction of at most about `limit` rows;
+    `Pruned.more` says another is due now. Running totals per table survive
+    restarts.
+    """
+
+    def note_watched(self, session_ids: Collection[str], now: datetime) -> None:
+        """The watch set is `session_ids`: others are unwatched from `now` on, these watched."""
+        ...
+
+    def unwatched_since(self, session_id: str) -> datetime | None:
+        """When `session_id` left the watch set (None: watched, or not stored)."""
+        ...
+
+    def prune_finished(self, status: OutboxStatus, before: datetime, limit: int) -> Pruned:
+        """Delete delivered or dead rows finished before `before`, and events only they used."""
+        ...
+
+    def prune_events(self, before: datetime, limit: int) -> Pruned:
+        """Delete events recorded before `before` that nothing refers to."""
+        ...
+
+    def forget_sessions(
+        self, before: datetime, watched: Container[str], now: datetime, limit: int
+    ) -> Pruned:
+        """Forget sessions unwatched since before `before` (never one in `watched`)."""
+        ...
+
+    def pruned_totals(self) -> dict[str, int]:
+        """Rows pruned so far per table."""
+        ...
+
+    def database_bytes(self) -> int:
+        """The database's size in bytes."""
+        ...
+
+
 class IntakeStore(SessionStore, EventStore, RuleStore, Protocol):
     """What intake reads and records: a poll's or a timer tick's states, events and rules."""
 
@@ -178,7 +219,7 @@ class DeliveryStore(OutboxStore, CardStore, Protocol):
     """What the outbox worker reads and marks: due rows, lanes and cards."""
 
 
-class Store(IntakeStore, DeliveryStore, AdminStore, Protocol):
+class Store(IntakeStore, DeliveryStore, AdminStore, RetentionStore, Protocol):
     """The whole state store: what the daemon and the commands use."""
 
 

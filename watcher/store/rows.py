@@ -177,6 +177,22 @@ class DeadLetterRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one pruning batch deleted: rows per table, and whether more is due now.
+
+    `more` is true when the batch was full: the caller runs another after a pause.
+    """
+
+    rows: Mapping[str, int]
+    more: bool = False
+
+    @property
+    def total(self) -> int:
+        """Rows deleted over every table."""
+        return sum(self.rows.values())
+
+
+@dataclass(frozen=True, slots=True)
 class StatusRows:
     """Everything `status` reads from the state database, read at one moment.
 
@@ -193,3 +209,5 @@ class StatusRows:
     notified: Mapping[str, datetime]
     targets: tuple[TargetBacklog, ...] = ()
     dead_letters: tuple[DeadLetterRow, ...] = ()
+    database_bytes: int | None = None  # the file's pages (None: not read)
+    rows_pruned: Mapping[str, int] = field(default_factory=dict)  # by table, ever

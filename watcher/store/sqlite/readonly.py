@@ -17,6 +17,7 @@ from urllib.parse import quote
 from watcher.store.errors import StoreError
 from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog
 from watcher.store.sqlite.base import maybe_moment, moment
+from watcher.store.sqlite.retention import PRUNED_KEY
 
 BUSY_TIMEOUT = 0.2  # seconds; the daemon's write transactions are short
 
@@ -95,6 +96,13 @@ class SqliteReadOnlyStore:
             notified=notified,
             targets=self._targets(),
             dead_letters=self._dead_letters(),
+            database_bytes=int(db.execute("PRAGMA page_count").fetchone()[0])
+            * int(db.execute("PRAGMA page_size").fetchone()[0]),
+            rows_pruned={
+                key.removeprefix(PRUNED_KEY): int(value)
+                for key, value in meta.items()
+                if key.startswith(PRUNED_KEY)
+            },
         )
 
     def _targets(self) -> tuple[TargetBacklog, ...]:
