@@ -211,3 +211,12 @@ def test_a_first_run_between_polls_counts_from_creation() -> None:
         30,
         0.5,
     )
+
+
+def test_a_session_seen_again_after_it_changed_is_a_new_discovery() -> None:
+    """Discovered again (after retention forgot it, or a 404) once it changed: a new id."""
+    first = diff_states(None, BASE, ref(), T0)
+    again = diff_states(None, later(BASE, 3600), ref(), T0 + timedelta(days=40))
+    assert [e.type for e in first + again] == [EventType.DISCOVERED, EventType.DISCOVERED]
+    assert first[0].id != again[0].id
+    assert diff_states(None, BASE, ref(), T0 + timedelta(days=1))[0].id == first[0].id

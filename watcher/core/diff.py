@@ -134,7 +134,12 @@ def diff_states(
         cause = {"updated_at": to_unix_ms(last.updated_at)}
         return (_event(ref, EventType.DELETED, now, cause, {}),)
     if not isinstance(previous, Snapshot):
-        cause = {"created_at": to_unix_ms(current.created_at)}
+        # updatedAt too: a session forgotten by retention (or deleted) and seen again
+        # later is a new discovery, not a resend of the first one under its old id.
+        cause = {
+            "created_at": to_unix_ms(current.created_at),
+            "updated_at": to_unix_ms(current.updated_at),
+        }
         return (_event(ref, EventType.DISCOVERED, current.updated_at, cause, {}),)
     return tuple(_snapshot_events(previous, current, ref, run_start))
 
