@@ -106,6 +106,7 @@ def test_the_read_only_view_refuses_what_is_not_a_database(tmp_path: Path) -> No
 def test_the_read_only_view_reads_what_the_store_wrote(store: SqliteStore) -> None:
     """States, pending and dead rows per target, dead letters and meta, read in one go."""
     store.record("s1", snap(), [], [], T0)
+    store.record("s9", snap(session_id="s9"), [], [], T0)  # stored, not watched: not read
     events = [event(id="e1"), event(id="e2", session=ref(id="s2"))]
     store.record_events(events, [(e, Route("r", "hook")) for e in events], T0)
     first, _ = store.due("hook", T0, 10)
@@ -113,7 +114,7 @@ def test_the_read_only_view_reads_what_the_store_wrote(store: SqliteStore) -> No
     store.record_housekeeping([], {"api_state": "up"})
     view = SqliteReadOnlyStore(Path(store.path))
     try:
-        rows = view.read_status()
+        rows = view.read_status(["s1", "s2"])
     finally:
         view.close()
     assert rows.meta["api_state"] == "up"

@@ -207,6 +207,51 @@ CREATE TABLE IF NOT EXISTS cards (
         db.execute("ALTER TABLE cards ADD COLUMN replaced_url TEXT")
 
 
+# The event types that change what `status` shows as a session's status "since".
+STATUS_CHANGES = "('session.discovered', 'session.status_changed', 'session.deleted')"
+
+
+def _flat_costs(db: sqlite3.Connection) -> None:
+    """What housekeeping, `status` and start-up read, answered without scanning history.
+
+    Each session row gains its last status and whether it is gone, written
+    with the state (`status`, `gone`); existing rows are filled in from their
+    documents (a damaged document leaves them NULL). Partial indexes answer a
+    session's last status change, its last delivered notification, and each
+    target's pending and dead rows from the rows that matter only. Rows whose
+    stored state cannot be read are moved to `sessions_set_aside` at start.
+    """
+    columns = _columns(db, "sessions")
+    if "status" not in columns:
+        db.execute("ALTER TABLE sessions ADD COLUMN status TEXT")
+    if "gone" not in columns:
+        db.execute("ALTER TABLE sessions ADD COLUMN gone INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "UPDATE sessions SET gone = coalesce(json_extract(state, '$.gone'), 0),"
+        " status = coalesce(json_extract(state, '$.snapshot.status'),"
+        " json_extract(state, '$.last.status')) WHERE json_valid(state)"
+    )
+    _run(
+        db,
+        f"""
+CREATE TABLE IF NOT EXISTS sessions_set_aside (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    state TEXT,
+    reason TEXT NOT NULL,
+    set_aside_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_status_changes ON events (session_id, occurred_at)
+    WHERE type IN {STATUS_CHANGES};
+CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (lane, finished_at)
+    WHERE status = 'delivered';
+CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (target, attempts, next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (target, id) WHERE status = 'dead';
+""",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: meta, sessions, events, outbox", _first_release),
     Migration(2, "poll marks for `status` (polls)", _polls),
@@ -214,6 +259,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "sessions found by discovery (discovered)", _discovered),
     Migration(5, "per-session sequences: sequences, events.sequence", _sequences),
     Migration(6, "live Slack cards (cards)", _cards),
+    Migration(7, "flat costs: sessions.status/gone, sessions_set_aside, indexes", _flat_costs),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].number
 

@@ -11,7 +11,7 @@ database a daemon may be writing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -28,7 +28,9 @@ from watcher.store.rows import (
     PollMark,
     Recorded,
     StatusRows,
+    StoredStates,
     UnreadableRow,
+    UnreadableState,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +43,13 @@ class SessionStore(Protocol):
 
     def load_state(self, session_id: str) -> SessionState | None: ...
 
-    def load_states(self) -> dict[str, SessionState]: ...
+    def load_states(self, session_ids: Collection[str]) -> StoredStates:
+        """The stored states of `session_ids` only, and the rows of them that cannot be read."""
+        ...
+
+    def set_aside_states(self, unreadable: Sequence[UnreadableState], now: datetime) -> None:
+        """Move unreadable session rows aside with their reasons; those sessions start afresh."""
+        ...
 
     def record(
         self,
@@ -65,8 +73,6 @@ class SessionStore(Protocol):
     ) -> int: ...
 
     def forget_discovered(self, session_ids: Sequence[str]) -> None: ...
-
-    def session_statuses(self) -> dict[str, tuple[str | None, bool]]: ...
 
 
 class EventStore(Protocol):
@@ -185,8 +191,12 @@ class Store(IntakeStore, DeliveryStore, AdminStore, Protocol):
 class ReadOnlyStore(Protocol):
     """A database opened only to read it while a daemon may write: `status` and `backup`."""
 
-    def read_status(self) -> StatusRows:
-        """Everything `status` shows, read in one read transaction."""
+    def read_status(self, configured: Sequence[str] = ()) -> StatusRows:
+        """Everything `status` shows, read in one read transaction.
+
+        Per-session facts are read for the watched sessions only: the daemon's
+        watched set (meta `watched`), or `configured` before a daemon wrote one.
+        """
         ...
 
     def copy_to(self, destination: Path) -> int:

@@ -193,3 +193,19 @@ class StatusRows:
     notified: Mapping[str, datetime]
     targets: tuple[TargetBacklog, ...] = ()
     dead_letters: tuple[DeadLetterRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableState:
+    """A stored session state that cannot be decoded: set aside, the session re-baselined."""
+
+    session_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStates:
+    """The stored states of the sessions asked for, and those whose row cannot be read."""
+
+    states: Mapping[str, SessionState]
+    unreadable: tuple[UnreadableState, ...] = ()

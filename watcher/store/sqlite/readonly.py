@@ -9,16 +9,34 @@ Neither migrates: an older database is read as it is.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from watcher.store.errors import StoreError
+from watcher.store.migrations import STATUS_CHANGES
 from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog
 from watcher.store.sqlite.base import maybe_moment, moment
 
 BUSY_TIMEOUT = 0.2  # seconds; the daemon's write transactions are short
+# One session's latest status change and delivered notification, each one index seek
+# (`events_status_changes`, `outbox_delivered`; the same WHERE as the partial index).
+_SINCE = (
+    "SELECT MAX(occurred_at) FROM events"  # noqa: S608 (constant)
+    f" WHERE session_id=? AND type IN {STATUS_CHANGES}"
+)
+_NOTIFIED = "SELECT MAX(finished_at) FROM outbox WHERE lane=? AND status='delivered'"
+
+
+def watched_ids(meta: Mapping[str, str], configured: Sequence[str]) -> list[str]:
+    """The sessions `status` shows: the daemon's watched set, else the configured ones."""
+    if "watched" in meta:
+        return [w["id"] for w in json.loads(meta["watched"])]
+    return list(configured)
 
 
 class SqliteReadOnlyStore:
@@ -38,81 +56,95 @@ class SqliteReadOnlyStore:
         except sqlite3.DatabaseError as error:
             raise StoreError(f"cannot read state database {path}: {error}") from None
 
-    def read_status(self) -> StatusRows:
-        """Everything `status` shows, in one read transaction."""
+    def read_status(self, configured: Sequence[str] = ()) -> StatusRows:
+        """Everything `status` shows, in one read transaction.
+
+        Per-session facts are read for the watched sessions only (the daemon's
+        watched set in meta, else `configured`), each by an index, so `status`
+        costs the same however much history the database holds.
+        """
         try:
             self._db.execute("BEGIN")
             try:
-                return self._status()
+                return self._status(configured)
             finally:
                 self._db.execute("COMMIT")
         except sqlite3.DatabaseError as error:
             raise StoreError(f"cannot read state database {self.path}: {error}") from None
 
-    def _status(self) -> StatusRows:
+    def _status(self, configured: Sequence[str]) -> StatusRows:
         db = self._db
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not {"meta", "sessions", "events", "outbox"} <= tables:
             raise StoreError(f"{self.path} is not a factory-watcher state database")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        states = {
-            sid: (status, bool(gone))
-            for sid, gone, status in db.execute(
-                "SELECT session_id, json_extract(state, '$.gone'),"
-                " coalesce(json_extract(state, '$.snapshot.status'),"
-                " json_extract(state, '$.last.status')) FROM sessions"
-            )
-        }
-        since = {
-            sid: moment(at)
-            for sid, at in db.execute(
-                "SELECT session_id, MAX(occurred_at) FROM events WHERE type IN"
-                " ('session.discovered', 'session.status_changed', 'session.deleted')"
-                " GROUP BY session_id"
-            )
-            if sid is not None and at is not None
-        }
+        watched = watched_ids(meta, configured)
+        ids = json.dumps(watched)
         polls: dict[str, PollMark] = {}
         if "polls" in tables:
             polls = {
                 sid: PollMark(sid, moment(at), outcome, maybe_moment(nxt))
                 for sid, at, outcome, nxt in db.execute(
                     "SELECT session_id, polled_at, outcome, next_poll_at FROM polls"
+                    " WHERE session_id IN (SELECT value FROM json_each(?))",
+                    (ids,),
                 )
             }
-        notified = {
-            lane: moment(at)
-            for lane, at in db.execute(
-                "SELECT lane, MAX(finished_at) FROM outbox WHERE status='delivered' GROUP BY lane"
-            )
-            if at is not None
-        }
         return StatusRows(
             meta=meta,
-            states=states,
-            since=since,
+            states=self._states(ids),
+            since=self._latest(watched, _SINCE),
             polls=polls,
-            notified=notified,
+            notified=self._latest(watched, _NOTIFIED),
             targets=self._targets(),
             dead_letters=self._dead_letters(),
         )
 
-    def _targets(self) -> tuple[TargetBacklog, ...]:
-        counts: dict[str, dict[str, Any]] = {}
-        for target, status, retrying, count, next_at in self._db.execute(
-            "SELECT target, status, attempts > 0, COUNT(*), MIN(next_attempt_at) FROM outbox"
-            " WHERE status IN ('pending', 'dead') GROUP BY target, status, attempts > 0"
-        ):
-            entry = counts.setdefault(
-                target, {"pending": 0, "retrying": 0, "next": None, "dead": 0}
+    def _states(self, ids: str) -> dict[str, tuple[str | None, bool]]:
+        """Each watched session's (status, gone?): the columns, or its document before them."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(sessions)")}
+        if {"status", "gone"} <= columns:
+            sql = "SELECT session_id, gone, status FROM sessions"
+        else:  # a database no build with the columns has opened yet: read as it is
+            sql = (
+                "SELECT session_id, json_extract(state, '$.gone'),"
+                " coalesce(json_extract(state, '$.snapshot.status'),"
+                " json_extract(state, '$.last.status')) FROM sessions"
             )
-            if status == "dead":
-                entry["dead"] += count
-            else:
-                entry["pending"] += count
-                if retrying:
-                    entry["retrying"] += count
-                    entry["next"] = next_at
+        rows = self._db.execute(
+            sql + " WHERE session_id IN (SELECT value FROM json_each(?))",  # noqa: S608 (constant)
+            (ids,),
+        )
+        return {sid: (status, bool(gone)) for sid, gone, status in rows}
+
+    def _latest(self, watched: Sequence[str], sql: str) -> dict[str, datetime]:
+        """Per watched session, the time `sql` (a MAX over one session) finds, if any."""
+        found = {}
+        for sid in watched:
+            (at,) = self._db.execute(sql, (sid,)).fetchone()
+            if at is not None:
+                found[sid] = moment(at)
+        return found
+
+    def _targets(self) -> tuple[TargetBacklog, ...]:
+        # Pending and dead rows only, each through its partial index (never delivered ones).
+        counts: dict[str, dict[str, Any]] = {}
+
+        def backlog(target: str) -> dict[str, Any]:
+            return counts.setdefault(target, {"pending": 0, "retrying": 0, "next": None, "dead": 0})
+
+        for target, retrying, count, next_at in self._db.execute(
+            "SELECT target, attempts > 0, COUNT(*), MIN(next_attempt_at) FROM outbox"
+            " WHERE status='pending' GROUP BY target, attempts > 0"
+        ):
+            backlog(target)["pending"] += count
+            if retrying:
+                backlog(target)["retrying"] += count
+                backlog(target)["next"] = next_at
+        for target, count in self._db.execute(
+            "SELECT target, COUNT(*) FROM outbox WHERE status='dead' GROUP BY target"
+        ):
+            backlog(target)["dead"] += count
         last_errors = dict(
             self._db.execute(
                 "SELECT target, last_error FROM outbox o WHERE status='dead' AND id ="
