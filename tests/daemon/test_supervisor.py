@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.core.factories import snap
 from tests.daemon.offline import T0, offline_settings, offline_watcher
+from watcher.core.model import Gone, SessionState
 from watcher.core.settings import WatchedSession
-from watcher.daemon.supervisor import STALL_AFTER
+from watcher.daemon.supervisor import STALL_AFTER, state_bucket
 from watcher.ops.systemd import ProgressWatchdog
 from watcher.store import PollMark, SqliteStore
 
@@ -122,3 +124,22 @@ async def test_the_heartbeat_vouches_for_the_scheduler_only_while_the_timetable_
     finally:
         await watcher.aclose()
         watcher.store.close()
+
+
+@pytest.mark.parametrize(
+    ("state", "bucket"),
+    [
+        (None, "unknown"),
+        (snap(status="running"), "running"),
+        (snap(status="idle"), "idle"),
+        (snap(status="warping"), "other"),
+        (Gone("s1", snap(status="idle")), "gone"),
+        (Gone("s1", None), "gone"),
+    ],
+    ids=["never-read", "running", "idle", "new-status", "gone", "gone-unseen"],
+)
+def test_a_sessions_bucket_comes_from_its_state_in_the_book(
+    state: SessionState | None, bucket: str
+) -> None:
+    """Housekeeping counts sessions by the state in memory, without reading the store."""
+    assert state_bucket(state) == bucket

@@ -345,3 +345,37 @@ def test_a_failing_step_leaves_the_database_as_it_was(tmp_path: Path) -> None:
     assert version(path) == 1
     SqliteStore(path).close()  # and the real steps still apply afterwards
     assert version(path) == SCHEMA_VERSION
+
+
+def test_the_flat_costs_step_fills_the_status_columns_from_the_stored_states(
+    release: Path,
+) -> None:
+    """Every release session row gets the status and gone flag its document holds."""
+    expected = raw(
+        release,
+        "SELECT session_id, coalesce(json_extract(state, '$.snapshot.status'),"
+        " json_extract(state, '$.last.status')), json_extract(state, '$.gone')"
+        " FROM sessions ORDER BY session_id",
+    )
+    assert len(expected) == 5
+    SqliteStore(release).close()
+    assert raw(release, "SELECT session_id, status, gone FROM sessions ORDER BY session_id") == (
+        expected
+    )
+
+
+def test_a_damaged_session_row_does_not_stop_the_flat_costs_step(tmp_path: Path) -> None:
+    """A row whose document is not JSON keeps empty columns; loading sets it aside."""
+    path = built_with(tmp_path / "old.db", MIGRATIONS[:6])
+    execute(
+        path,
+        "INSERT INTO sessions(session_id, state, stored_at) VALUES ('s1', '{broken', 0)",
+    )
+    store = SqliteStore(path)
+    try:
+        assert raw(path, "SELECT status, gone FROM sessions") == [(None, 0)]
+        [unreadable] = store.load_states(["s1"]).unreadable
+        assert unreadable.session_id == "s1"
+    finally:
+        store.close()
+    assert version(path) == SCHEMA_VERSION
