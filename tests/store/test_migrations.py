@@ -347,20 +347,30 @@ def test_a_failing_step_leaves_the_database_as_it_was(tmp_path: Path) -> None:
     assert version(path) == SCHEMA_VERSION
 
 
-def test_the_flat_costs_step_fills_the_status_columns_from_the_stored_states(
+def test_the_flat_costs_step_fills_each_sessions_facts_from_what_is_stored(
     release: Path,
 ) -> None:
-    """Every release session row gets the status and gone flag its document holds."""
+    """Every release session row gets its status, gone flag, last change and last notified."""
     expected = raw(
         release,
         "SELECT session_id, coalesce(json_extract(state, '$.snapshot.status'),"
-        " json_extract(state, '$.last.status')), json_extract(state, '$.gone')"
-        " FROM sessions ORDER BY session_id",
+        " json_extract(state, '$.last.status')), json_extract(state, '$.gone'),"
+        " (SELECT MAX(occurred_at) FROM events e WHERE e.session_id = s.session_id AND e.type"
+        " IN ('session.discovered', 'session.status_changed', 'session.deleted')),"
+        " (SELECT MAX(finished_at) FROM outbox o WHERE o.lane = s.session_id"
+        " AND o.status = 'delivered') FROM sessions s ORDER BY session_id",
     )
     assert len(expected) == 5
+    assert any(row[3] is not None for row in expected)
+    assert any(row[4] is not None for row in expected)
     SqliteStore(release).close()
-    assert raw(release, "SELECT session_id, status, gone FROM sessions ORDER BY session_id") == (
-        expected
+    assert (
+        raw(
+            release,
+            "SELECT session_id, status, gone, changed_at, notified_at FROM sessions"
+            " ORDER BY session_id",
+        )
+        == expected
     )
 
 

@@ -114,6 +114,7 @@ def test_the_read_only_view_refuses_what_is_not_a_database(tmp_path: Path) -> No
 def test_the_read_only_view_reads_what_the_store_wrote(store: SqliteStore) -> None:
     """States, pending and dead rows per target, dead letters and meta, read in one go."""
     store.record("s1", snap(), [], [], T0)
+    store.record("s2", snap(session_id="s2", status="idle"), [], [], T0)
     store.record("s9", snap(session_id="s9"), [], [], T0)  # stored, not watched: not read
     events = [event(id="e1"), event(id="e2", session=ref(id="s2"))]
     store.record_events(events, [(e, Route("r", "hook")) for e in events], T0)
@@ -126,7 +127,7 @@ def test_the_read_only_view_reads_what_the_store_wrote(store: SqliteStore) -> No
     finally:
         view.close()
     assert rows.meta["api_state"] == "up"
-    assert rows.states == {"s1": ("running", False)}
+    assert rows.states == {"s1": ("running", False), "s2": ("idle", False)}
     assert rows.since == {"s1": T0, "s2": T0}
     [target] = rows.targets
     assert (target.target, target.pending, target.retrying, target.dead, target.last_error) == (
@@ -157,7 +158,7 @@ def read_status(path: str, configured: list[str]) -> StatusRows:
 def test_the_status_figures_follow_writes_retries_dead_letters_and_deletes(
     store: SqliteStore,
 ) -> None:
-    """States, since, last notified and each target's backlog stay right as rows move."""
+    """States, since, last notified and backlogs follow each write; deleting rows keeps them."""
     sec = timedelta(seconds=1)
     store.record("s1", snap(), [], [], T0)
     store.record("s2", Gone("s2", snap(session_id="s2", status="idle")), [], [], T0)
@@ -191,8 +192,9 @@ def test_the_status_figures_follow_writes_retries_dead_letters_and_deletes(
     assert rows.notified == {"s1": T0 + 20 * sec, "s2": T0 + 7 * sec}
     assert rows.targets == (TargetBacklog("hook", 1, 0, None, 0, None),)
     assert rows.dead_letters == ()
-    store.purge(OutboxStatus.DELIVERED)
-    assert read_status(store.path, watched).notified == {}
+    store.purge(OutboxStatus.DELIVERED)  # deleting history keeps what it told
+    after = read_status(store.path, watched)
+    assert (after.notified, after.since) == (rows.notified, rows.since)
 
 
 def test_status_reads_the_daemons_watched_set_before_the_configured_one(
@@ -211,8 +213,8 @@ def test_status_reads_the_daemons_watched_set_before_the_configured_one(
     assert set(rows.polls) == {"s2"}
 
 
-def test_a_database_from_before_the_status_columns_is_read_as_it_is(tmp_path: Path) -> None:
-    """`status` never migrates: a version 6 file's states are read from their documents."""
+def test_a_database_from_before_the_session_facts_is_read_as_it_is(tmp_path: Path) -> None:
+    """`status` never migrates: a version 6 file is read from its documents, events and outbox."""
     path = tmp_path / "old.db"
     db = sqlite3.connect(path, isolation_level=None)
     migrate(db, str(path), MIGRATIONS[:6])
@@ -220,8 +222,21 @@ def test_a_database_from_before_the_status_columns_is_read_as_it_is(tmp_path: Pa
         "INSERT INTO sessions(session_id, state, stored_at) VALUES (?, ?, 0)",
         ("s1", state_to_json(Gone("s1", snap(status="idle")))),
     )
+    db.execute(
+        "INSERT INTO events(id, session_id, type, occurred_at, body, recorded_at)"
+        " VALUES ('e1', 's1', 'session.deleted', ?, '{}', 0)",
+        (T0.timestamp(),),
+    )
+    db.execute(
+        "INSERT INTO outbox(event_id, target, rule, lane, status, created_at, next_attempt_at,"
+        " finished_at) VALUES ('e1', 'hook', 'r', 's1', 'delivered', 0, 0, ?)",
+        (T0.timestamp() + 1,),
+    )
     db.close()
-    assert read_status(str(path), ["s1"]).states == {"s1": ("idle", True)}
+    rows = read_status(str(path), ["s1"])
+    assert rows.states == {"s1": ("idle", True)}
+    assert rows.since == {"s1": T0}
+    assert rows.notified == {"s1": T0 + timedelta(seconds=1)}
 
 
 def test_the_read_only_view_refuses_a_database_that_is_not_ours(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,13 +22,18 @@ from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklo
 from watcher.store.sqlite.base import maybe_moment, moment
 
 BUSY_TIMEOUT = 0.2  # seconds; the daemon's write transactions are short
-# One session's latest status change and delivered notification, each one index seek
-# (`events_status_changes`, `outbox_delivered`; the same WHERE as the partial index).
-_SINCE = (
-    "SELECT MAX(occurred_at) FROM events"  # noqa: S608 (constant)
-    f" WHERE session_id=? AND type IN {STATUS_CHANGES}"
+# What `status` shows of each watched session, from its row (columns kept on write).
+_FACTS = "SELECT session_id, status, gone, changed_at, notified_at FROM sessions"
+# A database no build with those columns has opened yet is read as it is: its documents,
+# events and outbox (old builds only: no migration runs here).
+_OLD_FACTS = (
+    "SELECT session_id, coalesce(json_extract(state, '$.snapshot.status'),"  # noqa: S608
+    " json_extract(state, '$.last.status')), json_extract(state, '$.gone'),"
+    " (SELECT MAX(occurred_at) FROM events e WHERE e.session_id = s.session_id"
+    f" AND e.type IN {STATUS_CHANGES}),"
+    " (SELECT MAX(finished_at) FROM outbox o WHERE o.lane = s.session_id"
+    " AND o.status = 'delivered') FROM sessions s"
 )
-_NOTIFIED = "SELECT MAX(finished_at) FROM outbox WHERE lane=? AND status='delivered'"
 
 
 def watched_ids(meta: Mapping[str, str], configured: Sequence[str]) -> list[str]:
@@ -60,8 +64,9 @@ class SqliteReadOnlyStore:
         """Everything `status` shows, in one read transaction.
 
         Per-session facts are read for the watched sessions only (the daemon's
-        watched set in meta, else `configured`), each by an index, so `status`
-        costs the same however much history the database holds.
+        watched set in meta, else `configured`), from their own rows, and the
+        outbox through the partial indexes of its pending and dead rows, so
+        `status` costs the same however much history the database holds.
         """
         try:
             self._db.execute("BEGIN")
@@ -90,41 +95,21 @@ class SqliteReadOnlyStore:
                     (ids,),
                 )
             }
+        columns = {r[1] for r in db.execute("PRAGMA table_info(sessions)")}
+        sql = _FACTS if {"changed_at", "notified_at"} <= columns else _OLD_FACTS
+        rows = db.execute(
+            sql + " WHERE session_id IN (SELECT value FROM json_each(?))",  # noqa: S608 (constant)
+            (ids,),
+        ).fetchall()
         return StatusRows(
             meta=meta,
-            states=self._states(ids),
-            since=self._latest(watched, _SINCE),
+            states={sid: (status, bool(gone)) for sid, status, gone, _, _ in rows},
+            since={sid: moment(at) for sid, _, _, at, _ in rows if at is not None},
             polls=polls,
-            notified=self._latest(watched, _NOTIFIED),
+            notified={sid: moment(at) for sid, _, _, _, at in rows if at is not None},
             targets=self._targets(),
             dead_letters=self._dead_letters(),
         )
-
-    def _states(self, ids: str) -> dict[str, tuple[str | None, bool]]:
-        """Each watched session's (status, gone?): the columns, or its document before them."""
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(sessions)")}
-        if {"status", "gone"} <= columns:
-            sql = "SELECT session_id, gone, status FROM sessions"
-        else:  # a database no build with the columns has opened yet: read as it is
-            sql = (
-                "SELECT session_id, json_extract(state, '$.gone'),"
-                " coalesce(json_extract(state, '$.snapshot.status'),"
-                " json_extract(state, '$.last.status')) FROM sessions"
-            )
-        rows = self._db.execute(
-            sql + " WHERE session_id IN (SELECT value FROM json_each(?))",  # noqa: S608 (constant)
-            (ids,),
-        )
-        return {sid: (status, bool(gone)) for sid, gone, status in rows}
-
-    def _latest(self, watched: Sequence[str], sql: str) -> dict[str, datetime]:
-        """Per watched session, the time `sql` (a MAX over one session) finds, if any."""
-        found = {}
-        for sid in watched:
-            (at,) = self._db.execute(sql, (sid,)).fetchone()
-            if at is not None:
-                found[sid] = moment(at)
-        return found
 
     def _targets(self) -> tuple[TargetBacklog, ...]:
         # Pending and dead rows only, each through its partial index (never delivered ones).
@@ -167,7 +152,8 @@ class SqliteReadOnlyStore:
         rows = self._db.execute(
             "SELECT o.id, o.target, o.rule, e.type, e.session_id, o.attempts, o.created_at,"
             " o.finished_at, o.last_error FROM outbox o JOIN events e ON e.id = o.event_id"
-            " WHERE o.status='dead' ORDER BY o.id"
+            # The ids through the dead letters' partial index: never a scan of the outbox.
+            " WHERE o.id IN (SELECT id FROM outbox WHERE status='dead') ORDER BY o.id"
         ).fetchall()
         return tuple(
             DeadLetterRow(
