@@ -39,7 +39,7 @@ pytest: $(VENV)/.installed-dev
 
 # Each benchmark runs even when an earlier one missed a target; make fails at the end.
 # Start-up first: it is quick, and fails if `--help` takes over 4x `python -c pass`.
-BENCHES := bench/startup.py bench/poll_bench.py
+BENCHES := bench/startup.py bench/history.py bench/poll_bench.py
 
 bench: $(VENV)/.installed-dev
 	@status=0; for script in $(BENCHES); do \

@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="events (and rows)")
     parser.add_argument("--sessions", type=int, default=10_000, help="sessions ever seen")
-    parser.add_argument("--repeat", type=int, default=40, help="timings of each operation")
+    parser.add_argument("--repeat", type=int, default=200, help="timings of each operation")
     parser.add_argument("--tolerance", type=float, default=0.10, help="allowed slowdown")
     args = parser.parse_args(argv)
     sessions = max(args.sessions, WATCHED)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -24,11 +24,18 @@ class RecordingStore(SqliteStore):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.written: list[tuple[list[PollMark], dict[str, str]]] = []
+        self.watched: list[list[str] | None] = []
 
-    def record_housekeeping(self, polls: Sequence[PollMark], meta: Mapping[str, str]) -> None:
+    def record_housekeeping(
+        self,
+        polls: Sequence[PollMark],
+        meta: Mapping[str, str],
+        watched: Collection[str] | None = None,
+    ) -> None:
         """Keep a copy, then write."""
         self.written.append((list(polls), dict(meta)))
-        super().record_housekeeping(polls, meta)
+        self.watched.append(None if watched is None else sorted(watched))
+        super().record_housekeeping(polls, meta, watched)
 
 
 @pytest.mark.anyio
@@ -75,6 +82,7 @@ async def test_housekeeping_writes_polls_once_and_the_watch_list_when_it_changed
         assert meta["watched"] == '[{"id": "s1", "name": null}]'
         assert "watched" not in meta_again
         assert meta_changed["watched"] == '[{"id": "s2", "name": "two"}]'
+        assert store.watched == [["s1"], None, ["s2"]]  # the store drops other sessions' marks
         assert meta["api_state"] == "up"
     finally:
         await watcher.aclose()

@@ -211,6 +211,9 @@ def test_status_reads_the_daemons_watched_set_before_the_configured_one(
     rows = read_status(store.path, ["s1"])
     assert set(rows.states) == {"s2"}
     assert set(rows.polls) == {"s2"}
+    store.record_housekeeping([], {"watched": "[]"}, watched=["s2"])  # s1 left: its mark goes
+    store.record_housekeeping([], {"watched": '[{"id": "s1"}, {"id": "s2"}]'})
+    assert set(read_status(store.path, []).polls) == {"s2"}
 
 
 def test_a_database_from_before_the_session_facts_is_read_as_it_is(tmp_path: Path) -> None:

@@ -133,12 +133,14 @@ class Supervisor:
             "api_reason": self.live.redact(health.reason),
         }
         version = self.book.version
+        watched: list[str] | None = None
         if version != self._watched_written:
+            watched = list(self.book.watched)
             meta["watched"] = json.dumps(
                 [{"id": w.id, "name": w.name} for w in self.book.watched.values()]
             )
         try:
-            await self.db(self.store.record_housekeeping, marks, meta)
+            await self.db(self.store.record_housekeeping, marks, meta, watched)
             outbox = await self.db(self.store.outbox_figures, sorted(self.live.settings.targets))
         except Exception as error:  # sqlite3 errors: read-only, disk full, I/O error
             for session_id, mark in polled.items():

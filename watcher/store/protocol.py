@@ -167,7 +167,14 @@ class AdminStore(Protocol):
         """The store the outbox worker uses: its own connection where the backend has one."""
         ...
 
-    def record_housekeeping(self, polls: Sequence[PollMark], meta: Mapping[str, str]) -> None: ...
+    def record_housekeeping(
+        self,
+        polls: Sequence[PollMark],
+        meta: Mapping[str, str],
+        watched: Collection[str] | None = None,
+    ) -> None:
+        """Poll marks and meta in one transaction; with `watched`, other sessions' marks go."""
+        ...
 
     def outbox_figures(self, targets: Sequence[str]) -> OutboxFigures: ...
 
