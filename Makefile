@@ -38,7 +38,8 @@ pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest
 
 # Each benchmark runs even when an earlier one missed a target; make fails at the end.
-# Start-up first: it is quick, and fails if `--help` takes over 4x `python -c pass`.
+# Start-up first: it is quick, and fails if `--help` takes over 4x `python -c pass`;
+# history (a million stored rows against none) takes about half a minute.
 BENCHES := bench/startup.py bench/history.py bench/poll_bench.py
 
 bench: $(VENV)/.installed-dev

@@ -16,8 +16,9 @@ Then each operation is timed on both databases, interleaved, many times:
 
 - start-up: construct a `Watcher` over the config (open, migration check,
   discovery and the watched sessions' states) and close it;
-- housekeeping: one round of the supervisor's (poll marks and meta written in
-  one transaction, outbox figures read, session figures set);
+- housekeeping: one round of the supervisor's, every 5 s in the daemon (poll
+  marks and meta written in one transaction, outbox figures read, session
+  figures set for `/metrics`, the `STATUS=` line);
 - status: `factory-watcher status`'s `read_status` of the database.
 
 It prints one row per operation: the median time on each database, their
@@ -140,10 +141,13 @@ def build(path: Path, events: int, sessions: int) -> None:
         state = state_to_json(snapshot("SID", 1))
         db.execute(
             "WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)"
-            " INSERT INTO sessions(session_id, state, stored_at, status, gone)"
-            " SELECT 'h' || i, replace(?, 'SID', 'h' || i), ?, 'idle', 0 FROM n",
+            " INSERT INTO sessions(session_id, state, stored_at)"
+            " SELECT 'h' || i, replace(?, 'SID', 'h' || i), ? FROM n",
             (WATCHED, sessions, state, T0.timestamp()),
         )
+        if "status" in {r[1] for r in db.execute("PRAGMA table_info(sessions)")}:
+            # The columns a state is written with (absent before schema 7: older builds).
+            db.execute("UPDATE sessions SET status = 'idle' WHERE status IS NULL")
         db.execute(
             "WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)"
             " INSERT INTO polls(session_id, polled_at, outcome, next_poll_at)"
@@ -222,6 +226,7 @@ def housekeeping(empty: Path, full: Path, repeat: int) -> tuple[list[float], lis
                     watcher.stats.polled = {sid: (T0, "unchanged") for sid in watcher.book.watched}
                     started = time.perf_counter()
                     await watcher.supervisor.housekeeping()
+                    await watcher.supervisor.status_line()  # the same 5 s round does both
                     if n:  # the first round of each is a warm-up (it writes the watched set)
                         times[i].append(time.perf_counter() - started)
         finally:
