@@ -181,9 +181,9 @@ class StatusRows:
     """Everything `status` reads from the state database, read at one moment.
 
     `meta` is the daemon's own values as written (heartbeat, API state, watched
-    set); `states` is each stored session's (last known status, gone?);
-    `since` the time of each session's last status-changing event; `notified`
-    each session's last delivered notification.
+    set); `states` is each watched session's (last known status, gone?);
+    `since` the time of its last status-changing event; `notified` its last
+    delivered notification (the maps hold watched sessions only).
     """
 
     meta: Mapping[str, str]

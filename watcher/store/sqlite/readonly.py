@@ -2,7 +2,8 @@
 
 Opened with `mode=ro` and a short busy timeout: in WAL mode a reader never
 blocks the daemon's writes, and the daemon never waits for these commands.
-`read_status` reads everything in one read transaction; `copy_to` takes one
+`read_status` reads everything in one read transaction, per watched session
+one row, so its cost does not grow with history; `copy_to` takes one
 consistent snapshot through SQLite's backup API and checks the copy whole.
 Neither migrates: an older database is read as it is.
 """

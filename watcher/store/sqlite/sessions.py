@@ -1,4 +1,10 @@
-"""Sessions' last states and the sessions discovery found, committed with their events."""
+"""Sessions' last states and the sessions discovery found, committed with their events.
+
+Each state is stored with what `status` shows of it (`status`, `gone`; the
+last change and notification are kept by the schema's triggers), and is read
+back only for the sessions asked for. A state that cannot be decoded is
+returned as unreadable and set aside (`sessions_set_aside`), never raised.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ _UPSERT_STATE = (
 )
 
 
-def state_row(session_id: str, state: SessionState, at: float) -> tuple[object, ...]:
+def _state_row(session_id: str, state: SessionState, at: float) -> tuple[object, ...]:
     """The parameters of `_UPSERT_STATE` for one session's state stored at `at`."""
     if isinstance(state, Gone):
         status = None if state.last is None else state.last.status
@@ -99,7 +105,7 @@ class SessionTables(SqliteBase):
         commit in the same transaction. Returns how many outbox rows are new.
         """
         with self._transaction() as db:
-            db.execute(_UPSERT_STATE, state_row(session_id, state, seconds(now)))
+            db.execute(_UPSERT_STATE, _state_row(session_id, state, seconds(now)))
             new = insert_events(db, events, routes, now)
             if evaluation is not None:
                 write_evaluation(db, session_id, evaluation, now)
@@ -141,7 +147,7 @@ class SessionTables(SqliteBase):
             )
             db.executemany(
                 _UPSERT_STATE,
-                [state_row(b.session_id, b.state, seconds(now)) for b in baselines],
+                [_state_row(b.session_id, b.state, seconds(now)) for b in baselines],
             )
             return insert_events(
                 db,
