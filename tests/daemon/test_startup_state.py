@@ -78,3 +78,27 @@ async def test_start_up_loads_the_watched_sessions_only(tmp_path: Path) -> None:
     finally:
         await watcher.aclose()
         watcher.store.close()
+
+
+@pytest.mark.anyio
+async def test_an_unreadable_row_of_a_session_added_later_is_a_new_baseline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session a reload adds, with a damaged row: its poll logs why and starts it afresh."""
+    settings = offline_settings(tmp_path, "s1")
+    store = SqliteStore(settings.state_path)
+    store.record("s2", snap(session_id="s2"), [], [], T0)
+    store.close()
+    damage(settings.state_path, "s2", "[]")
+    watcher = offline_watcher(settings, [T0], source=SnapshotSource())
+    try:
+        watcher.book.watch(offline_settings(tmp_path, "s1", "s2"))  # as a reload does
+        with caplog.at_level(logging.WARNING, logger="watcher"):
+            report = await watcher.poll("s2")
+        assert [e.type for e in report.events] == [EventType.DISCOVERED]
+        [line] = [r.getMessage() for r in caplog.records]
+        assert line.startswith("stored state of session s2 cannot be read (TypeError")
+        assert watcher.store.load_state("s2") == snap(session_id="s2")
+    finally:
+        await watcher.aclose()
+        watcher.store.close()

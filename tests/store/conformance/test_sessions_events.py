@@ -72,6 +72,7 @@ def test_an_unreadable_state_is_returned_with_its_reason_and_set_aside(
     store.record("s1", snap(), [], [], T0)
     store.record("s2", snap(session_id="s2"), [], [], T0)
     backend.overwrite_state("s1", damage)
+    assert store.load_state("s1") is None  # a poll's read: logged, the session starts afresh
     loaded = store.load_states(["s1", "s2"])
     assert loaded.states == {"s2": snap(session_id="s2")}
     [unreadable] = loaded.unreadable

@@ -9,6 +9,7 @@ returned as unreadable and set aside (`sessions_set_aside`), never raised.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from watcher.core.rules import Route
     from watcher.core.rulestate import Evaluation
 
+log = logging.getLogger("watcher.store")
 FIRST_DISCOVERY_KEY = "first_discovery_at"
 
 # `status` and `gone` are kept with the state so that `status` reads columns, not documents.
@@ -47,9 +49,24 @@ class SessionTables(SqliteBase):
     """The sessions and discovered tables (and discovery's first run in meta)."""
 
     def load_state(self, session_id: str) -> SessionState | None:
-        """The last stored state of a session, or None if never seen."""
+        """The last stored state of a session, or None if never seen (or unreadable).
+
+        One unreadable row must not stop this session's polls (one added by a
+        reload, after start-up set the others aside): it is logged and the
+        session starts afresh; the poll's new state replaces the row.
+        """
         row = self._read_one("SELECT state FROM sessions WHERE session_id=?", (session_id,))
-        return None if row is None else state_from_json(session_id, row[0])
+        if row is None:
+            return None
+        try:
+            return state_from_json(session_id, row[0])
+        except Exception as error:  # any stored text, however broken, is one bad row
+            log.warning(
+                "stored state of session %s cannot be read (%s); its next poll is a new baseline",
+                session_id,
+                describe_error(error),
+            )
+            return None
 
     def load_states(self, session_ids: Collection[str]) -> StoredStates:
         """The stored states of `session_ids` (read at start: the watched sessions).
