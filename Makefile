@@ -38,8 +38,9 @@ pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest
 
 # Each benchmark runs even when an earlier one missed a target; make fails at the end.
-# Start-up first: it is quick, and fails if `--help` takes over 4x `python -c pass`.
-BENCHES := bench/startup.py bench/poll_bench.py
+# Start-up first: it is quick, and fails if `--help` takes over 4x `python -c pass`;
+# history (a million stored rows against none) takes about half a minute.
+BENCHES := bench/startup.py bench/history.py bench/poll_bench.py
 
 bench: $(VENV)/.installed-dev
 	@status=0; for script in $(BENCHES); do \

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -181,7 +181,8 @@ def test_the_report_is_built_from_what_the_store_read(tmp_path: Path) -> None:
 
         closed = False
 
-        def read_status(self) -> StatusRows:
+        def read_status(self, configured: Sequence[str] = ()) -> StatusRows:
+            assert list(configured) == ["s1"]  # the configured sessions stand in for meta's
             return rows
 
         def copy_to(self, destination: Path) -> int:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from tests.core.factories import snap
 from tests.daemon.offline import T0, offline_settings, offline_watcher
+from watcher.core.model import Gone, SessionState
 from watcher.core.settings import WatchedSession
-from watcher.daemon.supervisor import STALL_AFTER
+from watcher.daemon.supervisor import STALL_AFTER, state_bucket
 from watcher.ops.systemd import ProgressWatchdog
 from watcher.store import PollMark, SqliteStore
 
@@ -22,11 +24,18 @@ class RecordingStore(SqliteStore):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.written: list[tuple[list[PollMark], dict[str, str]]] = []
+        self.watched: list[list[str] | None] = []
 
-    def record_housekeeping(self, polls: Sequence[PollMark], meta: Mapping[str, str]) -> None:
+    def record_housekeeping(
+        self,
+        polls: Sequence[PollMark],
+        meta: Mapping[str, str],
+        watched: Collection[str] | None = None,
+    ) -> None:
         """Keep a copy, then write."""
         self.written.append((list(polls), dict(meta)))
-        super().record_housekeeping(polls, meta)
+        self.watched.append(None if watched is None else sorted(watched))
+        super().record_housekeeping(polls, meta, watched)
 
 
 @pytest.mark.anyio
@@ -73,6 +82,7 @@ async def test_housekeeping_writes_polls_once_and_the_watch_list_when_it_changed
         assert meta["watched"] == '[{"id": "s1", "name": null}]'
         assert "watched" not in meta_again
         assert meta_changed["watched"] == '[{"id": "s2", "name": "two"}]'
+        assert store.watched == [["s1"], None, ["s2"]]  # the store drops other sessions' marks
         assert meta["api_state"] == "up"
     finally:
         await watcher.aclose()
@@ -122,3 +132,22 @@ async def test_the_heartbeat_vouches_for_the_scheduler_only_while_the_timetable_
     finally:
         await watcher.aclose()
         watcher.store.close()
+
+
+@pytest.mark.parametrize(
+    ("state", "bucket"),
+    [
+        (None, "unknown"),
+        (snap(status="running"), "running"),
+        (snap(status="idle"), "idle"),
+        (snap(status="warping"), "other"),
+        (Gone("s1", snap(status="idle")), "gone"),
+        (Gone("s1", None), "gone"),
+    ],
+    ids=["never-read", "running", "idle", "new-status", "gone", "gone-unseen"],
+)
+def test_a_sessions_bucket_comes_from_its_state_in_the_book(
+    state: SessionState | None, bucket: str
+) -> None:
+    """Housekeeping counts sessions by the state in memory, without reading the store."""
+    assert state_bucket(state) == bucket

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,7 +113,12 @@ def test_process_figures_with_and_without_proc_stat(tmp_path: Path, with_stat: b
 class RefusingStore(SqliteStore):
     """A store whose disk refuses writes, as a read-only or full file system would."""
 
-    def record_housekeeping(self, polls: Sequence[PollMark], meta: Mapping[str, str]) -> None:
+    def record_housekeeping(
+        self,
+        polls: Sequence[PollMark],
+        meta: Mapping[str, str],
+        watched: Collection[str] | None = None,
+    ) -> None:
         """Fail the way SQLite does on a read-only database."""
         raise sqlite3.OperationalError("attempt to write a readonly database")
 

@@ -42,6 +42,14 @@ class Backend(Protocol):
         """How many rows `table` holds (to see what pruning left behind)."""
         ...
 
+    def overwrite_state(self, session_id: str, text: str) -> None:
+        """Replace a session's stored state document (a damaged row)."""
+        ...
+
+    def set_aside_states(self) -> list[tuple[str, str, str]]:
+        """(session id, state as stored, reason) of every session row set aside."""
+        ...
+
 
 class SqliteBackend:
     """A SQLite store in a file; damage is done by a second connection on the file."""
@@ -90,6 +98,21 @@ class SqliteBackend:
         """SELECT COUNT(*) of the table."""
         (n,) = self._read(f"SELECT COUNT(*) FROM {table}")
         return int(n)
+
+    def overwrite_state(self, session_id: str, text: str) -> None:
+        """UPDATE the sessions row's state document."""
+        self._write("UPDATE sessions SET state=? WHERE session_id=?", (text, session_id))
+
+    def set_aside_states(self) -> list[tuple[str, str, str]]:
+        """SELECT the sessions_set_aside rows, oldest first."""
+        db = sqlite3.connect(self.path)
+        try:
+            rows = db.execute(
+                "SELECT session_id, state, reason FROM sessions_set_aside ORDER BY id"
+            ).fetchall()
+        finally:
+            db.close()
+        return [(r[0], r[1], r[2]) for r in rows]
 
 
 BACKENDS = ["sqlite"]

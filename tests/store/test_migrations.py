@@ -192,7 +192,8 @@ def test_the_release_database_keeps_its_history_and_rule_state(migrated: SqliteS
     assert [(m.kind, m.value) for m in migrated.active_mutes(T0)] == [(MuteKind.SESSION, "s4")]
     assert migrated.discovered().session_ids == {"s1", "s2"}
     assert migrated.discovered().first_at == T0
-    assert set(migrated.load_states()) == {"s1", "s2", "s3", "s4", "s5"}
+    ids = ["s1", "s2", "s3", "s4", "s5"]
+    assert set(migrated.load_states(ids).states) == set(ids)
     assert [d.rule for d in migrated.recent_decisions("s1")] == ["begin"]
 
 
@@ -343,4 +344,48 @@ def test_a_failing_step_leaves_the_database_as_it_was(tmp_path: Path) -> None:
     assert schema(path) == before
     assert version(path) == 1
     SqliteStore(path).close()  # and the real steps still apply afterwards
+    assert version(path) == SCHEMA_VERSION
+
+
+def test_the_flat_costs_step_fills_each_sessions_facts_from_what_is_stored(
+    release: Path,
+) -> None:
+    """Every release session row gets its status, gone flag, last change and last notified."""
+    expected = raw(
+        release,
+        "SELECT session_id, coalesce(json_extract(state, '$.snapshot.status'),"
+        " json_extract(state, '$.last.status')), json_extract(state, '$.gone'),"
+        " (SELECT MAX(occurred_at) FROM events e WHERE e.session_id = s.session_id AND e.type"
+        " IN ('session.discovered', 'session.status_changed', 'session.deleted')),"
+        " (SELECT MAX(finished_at) FROM outbox o WHERE o.lane = s.session_id"
+        " AND o.status = 'delivered') FROM sessions s ORDER BY session_id",
+    )
+    assert len(expected) == 5
+    assert any(row[3] is not None for row in expected)
+    assert any(row[4] is not None for row in expected)
+    SqliteStore(release).close()
+    assert (
+        raw(
+            release,
+            "SELECT session_id, status, gone, changed_at, notified_at FROM sessions"
+            " ORDER BY session_id",
+        )
+        == expected
+    )
+
+
+def test_a_damaged_session_row_does_not_stop_the_flat_costs_step(tmp_path: Path) -> None:
+    """A row whose document is not JSON keeps empty columns; loading sets it aside."""
+    path = built_with(tmp_path / "old.db", MIGRATIONS[:6])
+    execute(
+        path,
+        "INSERT INTO sessions(session_id, state, stored_at) VALUES ('s1', '{broken', 0)",
+    )
+    store = SqliteStore(path)
+    try:
+        assert raw(path, "SELECT status, gone FROM sessions") == [(None, 0)]
+        [unreadable] = store.load_states(["s1"]).unreadable
+        assert unreadable.session_id == "s1"
+    finally:
+        store.close()
     assert version(path) == SCHEMA_VERSION

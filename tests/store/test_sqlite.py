@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.core.factories import T0, event, ref, snap
+from watcher.core.model import EventType, Gone
 from watcher.core.rules import Route
 from watcher.store import (
+    OutboxRow,
     OutboxStatus,
+    PollMark,
     SqliteReadOnlyStore,
     SqliteStore,
+    StatusRows,
     StoreError,
+    TargetBacklog,
+    state_to_json,
 )
+from watcher.store.migrations import MIGRATIONS, migrate
 
 
 @pytest.fixture
@@ -106,6 +114,8 @@ def test_the_read_only_view_refuses_what_is_not_a_database(tmp_path: Path) -> No
 def test_the_read_only_view_reads_what_the_store_wrote(store: SqliteStore) -> None:
     """States, pending and dead rows per target, dead letters and meta, read in one go."""
     store.record("s1", snap(), [], [], T0)
+    store.record("s2", snap(session_id="s2", status="idle"), [], [], T0)
+    store.record("s9", snap(session_id="s9"), [], [], T0)  # stored, not watched: not read
     events = [event(id="e1"), event(id="e2", session=ref(id="s2"))]
     store.record_events(events, [(e, Route("r", "hook")) for e in events], T0)
     first, _ = store.due("hook", T0, 10)
@@ -113,11 +123,11 @@ def test_the_read_only_view_reads_what_the_store_wrote(store: SqliteStore) -> No
     store.record_housekeeping([], {"api_state": "up"})
     view = SqliteReadOnlyStore(Path(store.path))
     try:
-        rows = view.read_status()
+        rows = view.read_status(["s1", "s2"])
     finally:
         view.close()
     assert rows.meta["api_state"] == "up"
-    assert rows.states == {"s1": ("running", False)}
+    assert rows.states == {"s1": ("running", False), "s2": ("idle", False)}
     assert rows.since == {"s1": T0, "s2": T0}
     [target] = rows.targets
     assert (target.target, target.pending, target.retrying, target.dead, target.last_error) == (
@@ -134,6 +144,102 @@ def test_the_read_only_view_reads_what_the_store_wrote(store: SqliteStore) -> No
         "s1",
         T0,
     )
+
+
+def read_status(path: str, configured: list[str]) -> StatusRows:
+    """`read_status` through a read-only view of the file, closed after."""
+    view = SqliteReadOnlyStore(Path(path))
+    try:
+        return view.read_status(configured)
+    finally:
+        view.close()
+
+
+def test_the_status_figures_follow_writes_retries_dead_letters_and_deletes(
+    store: SqliteStore,
+) -> None:
+    """States, since, last notified and backlogs follow each write; deleting rows keeps them."""
+    sec = timedelta(seconds=1)
+    store.record("s1", snap(), [], [], T0)
+    store.record("s2", Gone("s2", snap(session_id="s2", status="idle")), [], [], T0)
+    store.record("s3", Gone("s3", None), [], [], T0)
+    events = [
+        event(id="e1", occurred_at=T0),
+        event(EventType.ARCHIVED, id="e2", occurred_at=T0 + 9 * sec),  # changes no status
+        event(EventType.DELETED, id="e3", occurred_at=T0 + 5 * sec, session=ref(id="s2")),
+        event(id="e4", occurred_at=T0 + 3 * sec),
+    ]
+    store.record_events(events, [(e, Route("r", "hook")) for e in events], T0)
+    ids = {r.event.id: r.id for r in store.list_outbox() if isinstance(r, OutboxRow)}
+    watched = ["s1", "s2", "s3"]
+    rows = read_status(store.path, watched)
+    assert rows.states == {"s1": ("running", False), "s2": ("idle", True), "s3": (None, True)}
+    assert rows.since == {"s1": T0 + 3 * sec, "s2": T0 + 5 * sec}
+    assert rows.notified == {}
+    assert rows.targets == (TargetBacklog("hook", 4, 0, None, 0, None),)
+    store.mark_retry(ids["e1"], T0 + 60 * sec, "HTTP 503")
+    store.mark_delivered(ids["e3"], T0 + 7 * sec, None)
+    store.mark_dead(ids["e2"], T0 + 8 * sec, "HTTP 410")
+    rows = read_status(store.path, watched)
+    assert rows.notified == {"s2": T0 + 7 * sec}
+    assert rows.targets == (TargetBacklog("hook", 2, 1, T0 + 60 * sec, 1, "HTTP 410"),)
+    assert [d.id for d in rows.dead_letters] == [ids["e2"]]
+    store.mark_delivered(ids["e1"], T0 + 20 * sec, None)
+    store.purge(OutboxStatus.DEAD)
+    store.record("s1", snap(status="idle"), [], [], T0 + 30 * sec)
+    rows = read_status(store.path, watched)
+    assert rows.states["s1"] == ("idle", False)
+    assert rows.notified == {"s1": T0 + 20 * sec, "s2": T0 + 7 * sec}
+    assert rows.targets == (TargetBacklog("hook", 1, 0, None, 0, None),)
+    assert rows.dead_letters == ()
+    store.purge(OutboxStatus.DELIVERED)  # deleting history keeps what it told
+    after = read_status(store.path, watched)
+    assert (after.notified, after.since) == (rows.notified, rows.since)
+
+
+def test_status_reads_the_daemons_watched_set_before_the_configured_one(
+    store: SqliteStore,
+) -> None:
+    """Once a daemon wrote its watched set, only those sessions are read."""
+    store.record("s1", snap(), [], [], T0)
+    store.record("s2", snap(session_id="s2"), [], [], T0)
+    assert set(read_status(store.path, ["s1", "s2"]).states) == {"s1", "s2"}
+    store.record_housekeeping(
+        [PollMark("s2", T0, "ok", None), PollMark("s1", T0, "ok", None)],
+        {"watched": '[{"id": "s2", "name": null}]'},
+    )
+    rows = read_status(store.path, ["s1"])
+    assert set(rows.states) == {"s2"}
+    assert set(rows.polls) == {"s2"}
+    store.record_housekeeping([], {"watched": "[]"}, watched=["s2"])  # s1 left: its mark goes
+    store.record_housekeeping([], {"watched": '[{"id": "s1"}, {"id": "s2"}]'})
+    assert set(read_status(store.path, []).polls) == {"s2"}
+
+
+def test_a_database_from_before_the_session_facts_is_read_as_it_is(tmp_path: Path) -> None:
+    """`status` never migrates: a version 6 file is read from its documents, events and outbox."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, str(path), MIGRATIONS[:6])
+    db.execute(
+        "INSERT INTO sessions(session_id, state, stored_at) VALUES (?, ?, 0)",
+        ("s1", state_to_json(Gone("s1", snap(status="idle")))),
+    )
+    db.execute(
+        "INSERT INTO events(id, session_id, type, occurred_at, body, recorded_at)"
+        " VALUES ('e1', 's1', 'session.deleted', ?, '{}', 0)",
+        (T0.timestamp(),),
+    )
+    db.execute(
+        "INSERT INTO outbox(event_id, target, rule, lane, status, created_at, next_attempt_at,"
+        " finished_at) VALUES ('e1', 'hook', 'r', 's1', 'delivered', 0, 0, ?)",
+        (T0.timestamp() + 1,),
+    )
+    db.close()
+    rows = read_status(str(path), ["s1"])
+    assert rows.states == {"s1": ("idle", True)}
+    assert rows.since == {"s1": T0}
+    assert rows.notified == {"s1": T0 + timedelta(seconds=1)}
 
 
 def test_the_read_only_view_refuses_a_database_that_is_not_ours(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def read_status(
     try:
         store = opener(path)
         try:
-            rows = store.read_status()
+            rows = store.read_status([w.id for w in configured])
         finally:
             store.close()
     except StoreError as error:

@@ -130,12 +130,13 @@ class Watcher:
         wake = self.delivery.wake
         found = store.discovered()
         self.book = book = SessionBook(
-            store.load_states(),
+            {},
             discovered=found.session_ids,
             first_discovery_at=found.first_at,
             backoff=Backoff(rng.random),
         )
         book.watch(settings)
+        self._load_watched_states()
         # `self.db` is bound here: a subclass's `db` sees every part's store call.
         wiring = Wiring(live, book, store, self.db, budget, stats, metrics, clock, wake)
         self.health = health = HealthWatch(wiring)
@@ -161,6 +162,24 @@ class Watcher:
         self._stop = anyio.Event()
         self._work_scope: anyio.CancelScope | None = None
         self.endpoint_port: int | None = None
+
+    def _load_watched_states(self) -> None:
+        """Seat the stored states of the watched sessions only (not every session ever seen).
+
+        A row that cannot be read is set aside with its reason, logged, and the
+        session starts afresh: its next poll is a new baseline.
+        """
+        stored = self.store.load_states(list(self.book.watched))
+        for session_id, state in stored.states.items():
+            self.book.entry(session_id).state = state
+        if stored.unreadable:
+            self.store.set_aside_states(stored.unreadable, self.clock())
+        for row in stored.unreadable:
+            log.warning(
+                "session %s: stored state set aside (%s); its next poll is a new baseline",
+                row.session_id,
+                row.reason,
+            )
 
     def _open_delivery_store(self) -> None:
         """Delivery's own handle on the store, and where the state lives (for the log).

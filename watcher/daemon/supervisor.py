@@ -19,18 +19,26 @@ from datetime import datetime, timedelta
 import anyio
 
 from watcher.core.figures import Readiness, ReadinessInputs, readiness, status_bucket
+from watcher.core.model import Gone, SessionState
 from watcher.daemon.health import HealthWatch
 from watcher.daemon.live import Wiring
 from watcher.daemon.scheduler import PollScheduler
 from watcher.ops.endpoint import Request, Response, text
 from watcher.ops.metrics import StoreFigures
 from watcher.ops.systemd import ProgressWatchdog, SystemdNotifier
-from watcher.store import OutboxStatus, PollMark
+from watcher.store import OutboxFigures, PollMark
 
 log = logging.getLogger("watcher.daemon")
 HEARTBEAT_PERIOD = 5.0  # the heartbeat, STATUS= updates, housekeeping
 STALL_AFTER = 60.0  # a component silent this long withholds the watchdog ping
 COMPONENTS = ("scheduler", "delivery")
+
+
+def state_bucket(state: SessionState | None) -> str:
+    """The `status` label of a session's last known state (see `status_bucket`)."""
+    if isinstance(state, Gone):
+        return status_bucket(None if state.last is None else state.last.status, gone=True)
+    return status_bucket(None if state is None else state.status, gone=False)
 
 
 class Supervisor:
@@ -64,6 +72,7 @@ class Supervisor:
         self._store_error: str | None = None
         self._watched_written = 0  # the book's watch list version last written
         self._scope: anyio.CancelScope | None = None
+        self._outbox: OutboxFigures | None = None  # the last housekeeping's figures
 
     def mark_started(self) -> None:
         """The run is up (READY=1 sent): readiness now looks at polls and the store."""
@@ -124,13 +133,14 @@ class Supervisor:
             "api_reason": self.live.redact(health.reason),
         }
         version = self.book.version
+        watched: list[str] | None = None
         if version != self._watched_written:
+            watched = list(self.book.watched)
             meta["watched"] = json.dumps(
                 [{"id": w.id, "name": w.name} for w in self.book.watched.values()]
             )
         try:
-            await self.db(self.store.record_housekeeping, marks, meta)
-            statuses = await self.db(self.store.session_statuses)
+            await self.db(self.store.record_housekeeping, marks, meta, watched)
             outbox = await self.db(self.store.outbox_figures, sorted(self.live.settings.targets))
         except Exception as error:  # sqlite3 errors: read-only, disk full, I/O error
             for session_id, mark in polled.items():
@@ -146,10 +156,11 @@ class Supervisor:
         self._store_error = None
         self._store_checked_at = self.clock()
         self._watched_written = version
+        self._outbox = outbox
         sessions: dict[str, int] = {}
         for session_id in self.book.watched:
-            status, gone = statuses.get(session_id, (None, False))
-            bucket = status_bucket(status, gone=gone)
+            # The book holds every watched session's last state: no store scan needed.
+            bucket = state_bucket(self.book.state(session_id))
             sessions[bucket] = sessions.get(bucket, 0) + 1
         oldest = outbox.oldest_pending_at
         self.metrics.set_store_figures(
@@ -207,14 +218,23 @@ class Supervisor:
         return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
 
     async def status_line(self) -> str:
-        """One line for `systemctl status`: sessions, last poll, outbox, API state."""
-        counts = await self.db(self.store.counts)
+        """One line for `systemctl status`: sessions, last poll, outbox, API state.
+
+        The outbox figures are housekeeping's (index lookups of pending and dead
+        rows), not a count of every row ever queued.
+        """
+        if self._outbox is None:
+            self._outbox = await self.db(
+                self.store.outbox_figures, sorted(self.live.settings.targets)
+            )
+        pending = sum(self._outbox.pending.values())
+        dead = sum(self._outbox.dead.values())
         last = self.stats.last_poll_at
         ago = "never" if last is None else f"{(self.clock() - last).total_seconds():.0f}s ago"
         line = (
             f"watching {len(self.book.watched)} session(s); last poll {ago}; "
             f"budget {self.budget.bucket.rate:.3g}/s; outbox "
-            f"{counts[OutboxStatus.PENDING]} pending, {counts[OutboxStatus.DEAD]} dead; "
+            f"{pending} pending, {dead} dead; "
             f"API {self.health.health.state}"
         )
         return f"{line}; {self.note}" if self.note else line

@@ -52,8 +52,10 @@ from watcher.store.rows import (
     Pruned,
     Recorded,
     StatusRows,
+    StoredStates,
     TargetBacklog,
     UnreadableRow,
+    UnreadableState,
 )
 from watcher.store.sqlite import SqliteReadOnlyStore, SqliteStore, open_read_only
 
@@ -86,8 +88,10 @@ __all__ = [
     "StatusRows",
     "Store",
     "StoreError",
+    "StoredStates",
     "TargetBacklog",
     "UnreadableRow",
+    "UnreadableState",
     "event_from_json",
     "event_to_json",
     "memory_from_json",

@@ -229,6 +229,77 @@ CREATE INDEX IF NOT EXISTS cards_session ON cards (session_id);
     )
 
 
+# The event types that change what `status` shows as a session's status "since".
+STATUS_CHANGES = "('session.discovered', 'session.status_changed', 'session.deleted')"
+
+
+def _flat_costs(db: sqlite3.Connection) -> None:
+    """What housekeeping, `status` and start-up read, answered without scanning history.
+
+    Each session row gains what `status` shows of it: its last status and
+    whether it is gone (written with the state), the time of its last status
+    change and of its last delivered notification (kept by triggers in the
+    transaction that stores the event or marks the row delivered, whichever
+    code path does it). Existing rows are filled in from their documents (a
+    damaged document leaves them NULL) and from the events and outbox, in
+    one pass each. Partial indexes answer each target's pending and dead rows
+    from those rows only. Rows whose state cannot be read are moved to
+    `sessions_set_aside` at start.
+    """
+    columns = _columns(db, "sessions")
+    for name, kind in (
+        ("status", "TEXT"),
+        ("gone", "INTEGER NOT NULL DEFAULT 0"),
+        ("changed_at", "REAL"),
+        ("notified_at", "REAL"),
+    ):
+        if name not in columns:
+            db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
+    db.execute(
+        "UPDATE sessions SET gone = coalesce(json_extract(state, '$.gone'), 0),"
+        " status = coalesce(json_extract(state, '$.snapshot.status'),"
+        " json_extract(state, '$.last.status')) WHERE json_valid(state)"
+    )
+    db.execute(
+        "UPDATE sessions SET changed_at = latest.at FROM (SELECT session_id,"  # noqa: S608
+        f" MAX(occurred_at) AS at FROM events WHERE type IN {STATUS_CHANGES}"
+        " GROUP BY session_id) AS latest WHERE latest.session_id = sessions.session_id"
+    )
+    db.execute(
+        "UPDATE sessions SET notified_at = latest.at FROM (SELECT lane, MAX(finished_at) AS at"
+        " FROM outbox WHERE status = 'delivered' GROUP BY lane) AS latest"
+        " WHERE latest.lane = sessions.session_id"
+    )
+    _run(
+        db,
+        """
+CREATE TABLE IF NOT EXISTS sessions_set_aside (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    state TEXT,
+    reason TEXT NOT NULL,
+    set_aside_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (target, attempts, next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (target, id) WHERE status = 'dead';
+""",
+    )
+    # One statement each (`_run` splits on semicolons; a trigger's body has them).
+    db.execute(
+        "CREATE TRIGGER IF NOT EXISTS sessions_changed_at AFTER INSERT ON events"  # noqa: S608
+        f" WHEN new.type IN {STATUS_CHANGES} BEGIN"
+        " UPDATE sessions SET changed_at = max(coalesce(changed_at, new.occurred_at),"
+        " new.occurred_at) WHERE session_id = new.session_id; END"
+    )
+    db.execute(
+        "CREATE TRIGGER IF NOT EXISTS sessions_notified_at AFTER UPDATE OF status ON outbox"
+        " WHEN new.status = 'delivered' AND new.finished_at IS NOT NULL BEGIN"
+        " UPDATE sessions SET notified_at = max(coalesce(notified_at, new.finished_at),"
+        " new.finished_at) WHERE session_id = new.lane; END"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: meta, sessions, events, outbox", _first_release),
     Migration(2, "poll marks for `status` (polls)", _polls),
@@ -237,6 +308,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "per-session sequences: sequences, events.sequence", _sequences),
     Migration(6, "live Slack cards (cards)", _cards),
     Migration(7, "retention: sessions.unwatched_since, cutoff indexes", _retention),
+    Migration(8, "flat costs: session facts, sessions_set_aside, outbox indexes", _flat_costs),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].number
 

@@ -30,7 +30,9 @@ from watcher.store.rows import (
     Pruned,
     Recorded,
     StatusRows,
+    StoredStates,
     UnreadableRow,
+    UnreadableState,
 )
 
 if TYPE_CHECKING:
@@ -43,7 +45,13 @@ class SessionStore(Protocol):
 
     def load_state(self, session_id: str) -> SessionState | None: ...
 
-    def load_states(self) -> dict[str, SessionState]: ...
+    def load_states(self, session_ids: Collection[str]) -> StoredStates:
+        """The stored states of `session_ids` only, and the rows of them that cannot be read."""
+        ...
+
+    def set_aside_states(self, unreadable: Sequence[UnreadableState], now: datetime) -> None:
+        """Move unreadable session rows aside with their reasons; those sessions start afresh."""
+        ...
 
     def record(
         self,
@@ -67,8 +75,6 @@ class SessionStore(Protocol):
     ) -> int: ...
 
     def forget_discovered(self, session_ids: Sequence[str]) -> None: ...
-
-    def session_statuses(self) -> dict[str, tuple[str | None, bool]]: ...
 
 
 class EventStore(Protocol):
@@ -163,7 +169,14 @@ class AdminStore(Protocol):
         """The store the outbox worker uses: its own connection where the backend has one."""
         ...
 
-    def record_housekeeping(self, polls: Sequence[PollMark], meta: Mapping[str, str]) -> None: ...
+    def record_housekeeping(
+        self,
+        polls: Sequence[PollMark],
+        meta: Mapping[str, str],
+        watched: Collection[str] | None = None,
+    ) -> None:
+        """Poll marks and meta in one transaction; with `watched`, other sessions' marks go."""
+        ...
 
     def outbox_figures(self, targets: Sequence[str]) -> OutboxFigures: ...
 
@@ -226,8 +239,12 @@ class Store(IntakeStore, DeliveryStore, AdminStore, RetentionStore, Protocol):
 class ReadOnlyStore(Protocol):
     """A database opened only to read it while a daemon may write: `status` and `backup`."""
 
-    def read_status(self) -> StatusRows:
-        """Everything `status` shows, read in one read transaction."""
+    def read_status(self, configured: Sequence[str] = ()) -> StatusRows:
+        """Everything `status` shows, read in one read transaction.
+
+        Per-session facts are read for the watched sessions only: the daemon's
+        watched set (meta `watched`), or `configured` before a daemon wrote one.
+        """
         ...
 
     def copy_to(self, destination: Path) -> int:

@@ -197,9 +197,9 @@ class StatusRows:
     """Everything `status` reads from the state database, read at one moment.
 
     `meta` is the daemon's own values as written (heartbeat, API state, watched
-    set); `states` is each stored session's (last known status, gone?);
-    `since` the time of each session's last status-changing event; `notified`
-    each session's last delivered notification.
+    set); `states` is each watched session's (last known status, gone?);
+    `since` the time of its last status-changing event; `notified` its last
+    delivered notification (the maps hold watched sessions only).
     """
 
     meta: Mapping[str, str]
@@ -211,3 +211,19 @@ class StatusRows:
     dead_letters: tuple[DeadLetterRow, ...] = ()
     database_bytes: int | None = None  # the file's pages (None: not read)
     rows_pruned: Mapping[str, int] = field(default_factory=dict)  # by table, ever
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableState:
+    """A stored session state that cannot be decoded: set aside, the session re-baselined."""
+
+    session_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStates:
+    """The stored states of the sessions asked for, and those whose row cannot be read."""
+
+    states: Mapping[str, SessionState]
+    unreadable: tuple[UnreadableState, ...] = ()

@@ -50,3 +50,33 @@ def test_the_delivery_store_sees_and_marks_the_same_outbox(store: Store) -> None
 def test_the_location_names_where_the_data_is(store: Store) -> None:
     """A non-empty description for log lines."""
     assert store.location
+
+
+def test_outbox_figures_follow_retries_deliveries_dead_letters_and_deletes(store: Store) -> None:
+    """Counts and the oldest pending row are right after every kind of write."""
+    s = timedelta(seconds=1)
+    for n, (sid, target) in enumerate((("a", "hook"), ("b", "hook"), ("c", "hook"), ("d", "ops"))):
+        e = event(id=f"e-{sid}", session=ref(id=sid))
+        store.record_events([e], [(e, Route("r", target))], T0 + n * s)
+    by_session = {r.session_id: r.id for r in store.list_outbox()}
+
+    def figures() -> tuple[dict[str, int], dict[str, int], object]:
+        found = store.outbox_figures(["hook", "ops"])
+        return dict(found.pending), dict(found.dead), found.oldest_pending_at
+
+    assert figures() == ({"hook": 3, "ops": 1}, {"hook": 0, "ops": 0}, T0)
+    store.mark_retry(by_session["a"], T0 + 60 * s, "HTTP 503")  # still pending, as old
+    assert figures() == ({"hook": 3, "ops": 1}, {"hook": 0, "ops": 0}, T0)
+    store.mark_delivered(by_session["a"], T0 + 61 * s, None)
+    assert figures() == ({"hook": 2, "ops": 1}, {"hook": 0, "ops": 0}, T0 + s)
+    store.mark_dead(by_session["b"], T0 + 62 * s, "HTTP 410")
+    assert figures() == ({"hook": 1, "ops": 1}, {"hook": 1, "ops": 0}, T0 + 2 * s)
+    assert store.retry_dead(T0 + 70 * s) == 1  # pending again, queued anew
+    assert figures() == ({"hook": 2, "ops": 1}, {"hook": 0, "ops": 0}, T0 + 2 * s)
+    store.mark_dead(by_session["b"], T0 + 71 * s, "HTTP 410")
+    assert store.purge(OutboxStatus.DEAD) == 1
+    assert store.purge(OutboxStatus.DELIVERED) == 1
+    assert figures() == ({"hook": 1, "ops": 1}, {"hook": 0, "ops": 0}, T0 + 2 * s)
+    store.mark_delivered(by_session["c"], T0 + 72 * s, None)
+    store.mark_delivered(by_session["d"], T0 + 72 * s, None)
+    assert figures() == ({"hook": 0, "ops": 0}, {"hook": 0, "ops": 0}, None)

@@ -15,7 +15,7 @@ from tests.store.backends import Backend
 from watcher.core.model import Event, EventType
 from watcher.core.rules import Route
 from watcher.core.rulestate import Evaluation, Held, Mute, MuteKind, SessionMemory
-from watcher.store import Card, OutboxRow, OutboxStatus, PollMark, Pruned, Store
+from watcher.store import Card, OutboxRow, OutboxStatus, PollMark, Pruned, Store, UnreadableState
 
 D = timedelta(days=1)
 DELIVERED, DEAD = OutboxStatus.DELIVERED, OutboxStatus.DEAD
@@ -273,3 +273,17 @@ def test_pruned_totals_add_up_and_survive_a_reopen(store: Store, backend: Backen
         assert reopened.database_bytes() > 0
     finally:
         reopened.close()
+
+
+def test_rows_set_aside_as_unreadable_go_after_the_retention(
+    store: Store, backend: Backend
+) -> None:
+    """A session row set aside at start is kept for a look, then goes with the cutoff."""
+    for session_id in ("early", "late"):
+        store.record(session_id, snap(session_id=session_id), (), (), T0)
+    store.set_aside_states([UnreadableState("early", "damaged")], T0)
+    store.set_aside_states([UnreadableState("late", "damaged")], T0 + 20 * D)
+    now = T0 + 40 * D
+    pruned = store.forget_sessions(now - 30 * D, set(), now, 500)
+    assert pruned.rows.get("sessions_set_aside") == 1
+    assert [row[0] for row in backend.set_aside_states()] == ["late"]

@@ -6,11 +6,14 @@ import json
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
+
 from tests.core.factories import T0, event, ref, snap
 from tests.store.backends import Backend
 from watcher.core.model import Event, EventType, Gone, Snapshot
 from watcher.core.rules import Route
 from watcher.store import Discovered, OutboxRow, OutboxStatus, Recorded, Store
+from watcher.store.rows import StoredStates
 
 
 def two_events() -> list[Event]:
@@ -41,21 +44,46 @@ def test_state_round_trip(store: Store) -> None:
     assert store.load_state("s1") == Gone("s1", snap())
 
 
-def test_load_states_and_session_statuses_list_every_stored_session(store: Store) -> None:
-    """Every stored state by id; statuses give the last known status and whether it is gone."""
+def test_load_states_reads_only_the_sessions_asked_for(store: Store) -> None:
+    """The stored states of the ids given, whatever else is stored; unknown ids are absent."""
     store.record("s1", snap(), [], [], T0)
     store.record("s2", Gone("s2", snap(session_id="s2", status="idle")), [], [], T0)
     store.record("s3", Gone("s3", None), [], [], T0)
-    assert store.load_states() == {
-        "s1": snap(),
-        "s2": Gone("s2", snap(session_id="s2", status="idle")),
-        "s3": Gone("s3", None),
-    }
-    assert store.session_statuses() == {
-        "s1": ("running", False),
-        "s2": ("idle", True),
-        "s3": (None, True),
-    }
+    store.record("s4", snap(session_id="s4"), [], [], T0)
+    assert store.load_states(["s1", "s2", "s3", "nope"]) == StoredStates(
+        {
+            "s1": snap(),
+            "s2": Gone("s2", snap(session_id="s2", status="idle")),
+            "s3": Gone("s3", None),
+        }
+    )
+    assert store.load_states([]) == StoredStates({})
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["{not json", '{"gone": false}', '"a string"', ""],
+    ids=["not-json", "no-snapshot", "not-an-object", "empty"],
+)
+def test_an_unreadable_state_is_returned_with_its_reason_and_set_aside(
+    store: Store, backend: Backend, damage: str
+) -> None:
+    """A damaged row never raises: it is named with a reason; set aside, the session is new."""
+    store.record("s1", snap(), [], [], T0)
+    store.record("s2", snap(session_id="s2"), [], [], T0)
+    backend.overwrite_state("s1", damage)
+    assert store.load_state("s1") is None  # a poll's read: logged, the session starts afresh
+    loaded = store.load_states(["s1", "s2"])
+    assert loaded.states == {"s2": snap(session_id="s2")}
+    [unreadable] = loaded.unreadable
+    assert unreadable.session_id == "s1"
+    assert unreadable.reason.startswith("stored state cannot be read: ")
+    store.set_aside_states(loaded.unreadable, T0)
+    assert store.load_state("s1") is None
+    assert store.load_states(["s1", "s2"]) == StoredStates({"s2": snap(session_id="s2")})
+    assert backend.set_aside_states() == [("s1", damage, unreadable.reason)]
+    store.record("s1", snap(), [], [], T0)  # the next poll's baseline is stored as usual
+    assert store.load_states(["s1"]) == StoredStates({"s1": snap()})
 
 
 def test_record_is_idempotent(store: Store) -> None:
@@ -102,7 +130,7 @@ def test_discovery_is_remembered_with_its_baselines_in_one_commit(backend: Backe
         found = reopened.discovered()
         assert found.first_at == T0  # only the first discovery sets it
         assert found.session_ids == {"s1", "s3"}
-        assert reopened.load_states() == {"s1": snap()}
+        assert reopened.load_states(["s1", "s2", "s3"]) == StoredStates({"s1": snap()})
         assert reopened.counts()[OutboxStatus.PENDING] == 1
     finally:
         reopened.close()

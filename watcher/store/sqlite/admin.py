@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
 
 from watcher.store.rows import OutboxFigures, PollMark
 from watcher.store.sqlite.base import SqliteBase, maybe_moment, seconds
@@ -11,14 +12,27 @@ from watcher.store.sqlite.base import SqliteBase, maybe_moment, seconds
 class AdminTables(SqliteBase):
     """What `status` and the metrics read, and the daemon's batched bookkeeping."""
 
-    def record_housekeeping(self, polls: Sequence[PollMark], meta: Mapping[str, str]) -> None:
+    def record_housekeeping(
+        self,
+        polls: Sequence[PollMark],
+        meta: Mapping[str, str],
+        watched: Collection[str] | None = None,
+    ) -> None:
         """Store the latest poll of each session in `polls` and the daemon's `meta` values.
 
         One transaction for the whole batch: the daemon calls this every few
         seconds instead of writing once per poll, and its success is also the
-        proof that the store is writable.
+        proof that the store is writable. With `watched` (the watch list
+        changed), the poll marks of every other session are dropped: only
+        watched sessions are shown, and a table of them alone keeps `status`
+        reading the same few pages however many sessions came and went.
         """
         with self._transaction() as db:
+            if watched is not None:
+                db.execute(
+                    "DELETE FROM polls WHERE session_id NOT IN (SELECT value FROM json_each(?))",
+                    (json.dumps(sorted(watched)),),
+                )
             db.executemany(
                 "INSERT INTO polls(session_id, polled_at, outcome, next_poll_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET"

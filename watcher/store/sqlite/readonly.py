@@ -2,24 +2,47 @@
 
 Opened with `mode=ro` and a short busy timeout: in WAL mode a reader never
 blocks the daemon's writes, and the daemon never waits for these commands.
-`read_status` reads everything in one read transaction; `copy_to` takes one
+`read_status` reads everything in one read transaction, per watched session
+one row, so its cost does not grow with history; `copy_to` takes one
 consistent snapshot through SQLite's backup API and checks the copy whole.
 Neither migrates: an older database is read as it is.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from watcher.store.errors import StoreError
+from watcher.store.migrations import STATUS_CHANGES
 from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog
 from watcher.store.sqlite.base import maybe_moment, moment
 from watcher.store.sqlite.retention import PRUNED_KEY
 
 BUSY_TIMEOUT = 0.2  # seconds; the daemon's write transactions are short
+# What `status` shows of each watched session, from its row (columns kept on write).
+_FACTS = "SELECT session_id, status, gone, changed_at, notified_at FROM sessions"
+# A database no build with those columns has opened yet is read as it is: its documents,
+# events and outbox (old builds only: no migration runs here).
+_OLD_FACTS = (
+    "SELECT session_id, coalesce(json_extract(state, '$.snapshot.status'),"  # noqa: S608
+    " json_extract(state, '$.last.status')), json_extract(state, '$.gone'),"
+    " (SELECT MAX(occurred_at) FROM events e WHERE e.session_id = s.session_id"
+    f" AND e.type IN {STATUS_CHANGES}),"
+    " (SELECT MAX(finished_at) FROM outbox o WHERE o.lane = s.session_id"
+    " AND o.status = 'delivered') FROM sessions s"
+)
+
+
+def watched_ids(meta: Mapping[str, str], configured: Sequence[str]) -> list[str]:
+    """The sessions `status` shows: the daemon's watched set, else the configured ones."""
+    if "watched" in meta:
+        return [w["id"] for w in json.loads(meta["watched"])]
+    return list(configured)
 
 
 class SqliteReadOnlyStore:
@@ -39,61 +62,53 @@ class SqliteReadOnlyStore:
         except sqlite3.DatabaseError as error:
             raise StoreError(f"cannot read state database {path}: {error}") from None
 
-    def read_status(self) -> StatusRows:
-        """Everything `status` shows, in one read transaction."""
+    def read_status(self, configured: Sequence[str] = ()) -> StatusRows:
+        """Everything `status` shows, in one read transaction.
+
+        Per-session facts are read for the watched sessions only (the daemon's
+        watched set in meta, else `configured`), from their own rows, and the
+        outbox through the partial indexes of its pending and dead rows, so
+        `status` costs the same however much history the database holds.
+        """
         try:
             self._db.execute("BEGIN")
             try:
-                return self._status()
+                return self._status(configured)
             finally:
                 self._db.execute("COMMIT")
         except sqlite3.DatabaseError as error:
             raise StoreError(f"cannot read state database {self.path}: {error}") from None
 
-    def _status(self) -> StatusRows:
+    def _status(self, configured: Sequence[str]) -> StatusRows:
         db = self._db
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not {"meta", "sessions", "events", "outbox"} <= tables:
             raise StoreError(f"{self.path} is not a factory-watcher state database")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        states = {
-            sid: (status, bool(gone))
-            for sid, gone, status in db.execute(
-                "SELECT session_id, json_extract(state, '$.gone'),"
-                " coalesce(json_extract(state, '$.snapshot.status'),"
-                " json_extract(state, '$.last.status')) FROM sessions"
-            )
-        }
-        since = {
-            sid: moment(at)
-            for sid, at in db.execute(
-                "SELECT session_id, MAX(occurred_at) FROM events WHERE type IN"
-                " ('session.discovered', 'session.status_changed', 'session.deleted')"
-                " GROUP BY session_id"
-            )
-            if sid is not None and at is not None
-        }
+        watched = watched_ids(meta, configured)
+        ids = json.dumps(watched)
         polls: dict[str, PollMark] = {}
         if "polls" in tables:
             polls = {
                 sid: PollMark(sid, moment(at), outcome, maybe_moment(nxt))
                 for sid, at, outcome, nxt in db.execute(
                     "SELECT session_id, polled_at, outcome, next_poll_at FROM polls"
+                    " WHERE session_id IN (SELECT value FROM json_each(?))",
+                    (ids,),
                 )
             }
-        notified = {
-            lane: moment(at)
-            for lane, at in db.execute(
-                "SELECT lane, MAX(finished_at) FROM outbox WHERE status='delivered' GROUP BY lane"
-            )
-            if at is not None
-        }
+        columns = {r[1] for r in db.execute("PRAGMA table_info(sessions)")}
+        sql = _FACTS if {"changed_at", "notified_at"} <= columns else _OLD_FACTS
+        rows = db.execute(
+            sql + " WHERE session_id IN (SELECT value FROM json_each(?))",  # noqa: S608 (constant)
+            (ids,),
+        ).fetchall()
         return StatusRows(
             meta=meta,
-            states=states,
-            since=since,
+            states={sid: (status, bool(gone)) for sid, status, gone, _, _ in rows},
+            since={sid: moment(at) for sid, _, _, at, _ in rows if at is not None},
             polls=polls,
-            notified=notified,
+            notified={sid: moment(at) for sid, _, _, _, at in rows if at is not None},
             targets=self._targets(),
             dead_letters=self._dead_letters(),
             database_bytes=int(db.execute("PRAGMA page_count").fetchone()[0])
@@ -106,21 +121,24 @@ class SqliteReadOnlyStore:
         )
 
     def _targets(self) -> tuple[TargetBacklog, ...]:
+        # Pending and dead rows only, each through its partial index (never delivered ones).
         counts: dict[str, dict[str, Any]] = {}
-        for target, status, retrying, count, next_at in self._db.execute(
-            "SELECT target, status, attempts > 0, COUNT(*), MIN(next_attempt_at) FROM outbox"
-            " WHERE status IN ('pending', 'dead') GROUP BY target, status, attempts > 0"
+
+        def backlog(target: str) -> dict[str, Any]:
+            return counts.setdefault(target, {"pending": 0, "retrying": 0, "next": None, "dead": 0})
+
+        for target, retrying, count, next_at in self._db.execute(
+            "SELECT target, attempts > 0, COUNT(*), MIN(next_attempt_at) FROM outbox"
+            " WHERE status='pending' GROUP BY target, attempts > 0"
         ):
-            entry = counts.setdefault(
-                target, {"pending": 0, "retrying": 0, "next": None, "dead": 0}
-            )
-            if status == "dead":
-                entry["dead"] += count
-            else:
-                entry["pending"] += count
-                if retrying:
-                    entry["retrying"] += count
-                    entry["next"] = next_at
+            backlog(target)["pending"] += count
+            if retrying:
+                backlog(target)["retrying"] += count
+                backlog(target)["next"] = next_at
+        for target, count in self._db.execute(
+            "SELECT target, COUNT(*) FROM outbox WHERE status='dead' GROUP BY target"
+        ):
+            backlog(target)["dead"] += count
         last_errors = dict(
             self._db.execute(
                 "SELECT target, last_error FROM outbox o WHERE status='dead' AND id ="
@@ -143,7 +161,8 @@ class SqliteReadOnlyStore:
         rows = self._db.execute(
             "SELECT o.id, o.target, o.rule, e.type, e.session_id, o.attempts, o.created_at,"
             " o.finished_at, o.last_error FROM outbox o JOIN events e ON e.id = o.event_id"
-            " WHERE o.status='dead' ORDER BY o.id"
+            # The ids through the dead letters' partial index: never a scan of the outbox.
+            " WHERE o.id IN (SELECT id FROM outbox WHERE status='dead') ORDER BY o.id"
         ).fetchall()
         return tuple(
             DeadLetterRow(

@@ -39,7 +39,7 @@ _UNREFERENCED = (
     " AND NOT EXISTS (SELECT 1 FROM held h WHERE h.event_id = events.id)"
 )
 # A forgotten session's rows in the small tables, deleted with its state.
-_SESSION_TABLES = ("rule_memory", "decisions", "polls", "discovered", "cards")
+_SESSION_TABLES = ("rule_memory", "decisions", "polls", "discovered", "cards", "sessions_set_aside")
 
 
 def _add_totals(db: sqlite3.Connection, counts: Mapping[str, int]) -> None:
@@ -159,6 +159,11 @@ class RetentionTables(SqliteBase):
                 if budget <= 0 or not self._forget_one(db, session_id, now, budget, counts):
                     more = True  # this session or a later one is left for the next batch
                     break
+            # Rows set aside as unreadable are kept for an operator to look at, as
+            # long as a forgotten session's rows would have been.
+            counts["sessions_set_aside"] += db.execute(
+                "DELETE FROM sessions_set_aside WHERE set_aside_at <= ?", (cutoff,)
+            ).rowcount
             _add_totals(db, counts)
         return Pruned(_nonzero(counts), more=more)
 

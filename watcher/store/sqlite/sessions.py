@@ -1,14 +1,23 @@
-"""Sessions' last states and the sessions discovery found, committed with their events."""
+"""Sessions' last states and the sessions discovery found, committed with their events.
+
+Each state is stored with what `status` shows of it (`status`, `gone`; the
+last change and notification are kept by the schema's triggers), and is read
+back only for the sessions asked for. A state that cannot be decoded is
+returned as unreadable and set aside (`sessions_set_aside`), never raised.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import logging
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from watcher.core.model import Event, SessionState
+from watcher.core.model import Event, Gone, SessionState
+from watcher.core.text import describe_error
 from watcher.store.codec import state_from_json, state_to_json
-from watcher.store.rows import Discovered, Recorded
+from watcher.store.rows import Discovered, Recorded, StoredStates, UnreadableState
 from watcher.store.sqlite.base import SqliteBase, maybe_moment, seconds
 from watcher.store.sqlite.events import insert_events
 from watcher.store.sqlite.rules import write_evaluation
@@ -17,27 +26,83 @@ if TYPE_CHECKING:
     from watcher.core.rules import Route
     from watcher.core.rulestate import Evaluation
 
+log = logging.getLogger("watcher.store")
 FIRST_DISCOVERY_KEY = "first_discovery_at"
 
+# `status` and `gone` are kept with the state so that `status` reads columns, not documents.
 _UPSERT_STATE = (
-    "INSERT INTO sessions(session_id, state, stored_at) VALUES (?, ?, ?)"
+    "INSERT INTO sessions(session_id, state, stored_at, status, gone) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT(session_id) DO UPDATE SET state=excluded.state,"
-    " stored_at=excluded.stored_at"
+    " stored_at=excluded.stored_at, status=excluded.status, gone=excluded.gone"
 )
+
+
+def _state_row(session_id: str, state: SessionState, at: float) -> tuple[object, ...]:
+    """The parameters of `_UPSERT_STATE` for one session's state stored at `at`."""
+    if isinstance(state, Gone):
+        status = None if state.last is None else state.last.status
+        return (session_id, state_to_json(state), at, status, 1)
+    return (session_id, state_to_json(state), at, state.status, 0)
 
 
 class SessionTables(SqliteBase):
     """The sessions and discovered tables (and discovery's first run in meta)."""
 
     def load_state(self, session_id: str) -> SessionState | None:
-        """The last stored state of a session, or None if never seen."""
-        row = self._read_one("SELECT state FROM sessions WHERE session_id=?", (session_id,))
-        return None if row is None else state_from_json(session_id, row[0])
+        """The last stored state of a session, or None if never seen (or unreadable).
 
-    def load_states(self) -> dict[str, SessionState]:
-        """Every stored session state by id (read once at start)."""
-        rows = self._read_all("SELECT session_id, state FROM sessions")
-        return {sid: state_from_json(sid, text) for sid, text in rows}
+        One unreadable row must not stop this session's polls (one added by a
+        reload, after start-up set the others aside): it is logged and the
+        session starts afresh; the poll's new state replaces the row.
+        """
+        row = self._read_one("SELECT state FROM sessions WHERE session_id=?", (session_id,))
+        if row is None:
+            return None
+        try:
+            return state_from_json(session_id, row[0])
+        except Exception as error:  # any stored text, however broken, is one bad row
+            log.warning(
+                "stored state of session %s cannot be read (%s); its next poll is a new baseline",
+                session_id,
+                describe_error(error),
+            )
+            return None
+
+    def load_states(self, session_ids: Collection[str]) -> StoredStates:
+        """The stored states of `session_ids` (read at start: the watched sessions).
+
+        Reads only the rows asked for, so start-up costs the same however many
+        sessions were ever stored. A row that cannot be decoded never raises:
+        it is returned as unreadable, with the reason, for `set_aside_states`.
+        """
+        rows = self._read_all(
+            "SELECT session_id, state FROM sessions"
+            " WHERE session_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(session_ids)),),
+        )
+        states: dict[str, SessionState] = {}
+        unreadable: list[UnreadableState] = []
+        for sid, text in rows:
+            try:
+                states[sid] = state_from_json(sid, text)
+            except Exception as error:  # any stored text, however broken, is one bad row
+                reason = f"stored state cannot be read: {describe_error(error)}"
+                unreadable.append(UnreadableState(sid, reason))
+        return StoredStates(states, tuple(unreadable))
+
+    def set_aside_states(self, unreadable: Sequence[UnreadableState], now: datetime) -> None:
+        """Move unreadable session rows to `sessions_set_aside`, with their reasons.
+
+        The session then has no stored state: its next poll is a new baseline.
+        """
+        with self._transaction() as db:
+            for row in unreadable:
+                db.execute(
+                    "INSERT INTO sessions_set_aside(session_id, state, reason, set_aside_at)"
+                    " SELECT session_id, state, ?, ? FROM sessions WHERE session_id=?",
+                    (row.reason, seconds(now), row.session_id),
+                )
+                db.execute("DELETE FROM sessions WHERE session_id=?", (row.session_id,))
 
     def record(
         self,
@@ -57,7 +122,7 @@ class SessionTables(SqliteBase):
         commit in the same transaction. Returns how many outbox rows are new.
         """
         with self._transaction() as db:
-            db.execute(_UPSERT_STATE, (session_id, state_to_json(state), seconds(now)))
+            db.execute(_UPSERT_STATE, _state_row(session_id, state, seconds(now)))
             new = insert_events(db, events, routes, now)
             if evaluation is not None:
                 write_evaluation(db, session_id, evaluation, now)
@@ -99,7 +164,7 @@ class SessionTables(SqliteBase):
             )
             db.executemany(
                 _UPSERT_STATE,
-                [(b.session_id, state_to_json(b.state), seconds(now)) for b in baselines],
+                [_state_row(b.session_id, b.state, seconds(now)) for b in baselines],
             )
             return insert_events(
                 db,
@@ -114,12 +179,3 @@ class SessionTables(SqliteBase):
             db.executemany(
                 "DELETE FROM discovered WHERE session_id=?", [(sid,) for sid in session_ids]
             )
-
-    def session_statuses(self) -> dict[str, tuple[str | None, bool]]:
-        """Every stored session: (last known status, gone?)."""
-        rows = self._read_all(
-            "SELECT session_id, json_extract(state, '$.gone'),"
-            " coalesce(json_extract(state, '$.snapshot.status'),"
-            " json_extract(state, '$.last.status')) FROM sessions"
-        )
-        return {sid: (status, bool(gone)) for sid, gone, status in rows}
