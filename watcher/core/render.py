@@ -144,6 +144,16 @@ def _digest_items(event: Event) -> list[DigestItem]:
     return out
 
 
+def digest_sessions(event: Event) -> list[SessionRef]:
+    """The sessions a digest's held notifications are about, each once, in order."""
+    seen: dict[str, SessionRef] = {}
+    for item in _digest_items(event):
+        session = item.event.session
+        if session is not None:
+            seen.setdefault(session.id, session)
+    return list(seen.values())
+
+
 def _digest_headline(event: Event) -> str:
     window = inline(str(event.data.get("window", "")))
     count = event.data.get("count", 0)
