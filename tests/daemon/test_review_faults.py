@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import anyio
 import pytest
 
 from tests.rig import Rig, running_rig
+from watcher.core.settings import WebhookTarget
 from watcher.daemon import Watcher
+from watcher.store import OutboxStatus
+from watcher.testing.sinks import ReceivedWebhook, WebhookReceiver
 
 
 @pytest.fixture
@@ -39,3 +46,99 @@ async def test_a_full_disk_under_the_recording_costs_a_warning_and_a_count_not_a
     assert [r for r in caplog.records if r.exc_info] == []
     exposition = watcher.metrics.exposition(None)[0].decode()
     assert 'factory_watcher_record_failures_total{reason="ENOSPC"} 3.0' in exposition
+
+
+class LogSignal(logging.Handler):
+    """Sets `seen` when a record `matches`: a log line to wait for, from any thread."""
+
+    def __init__(self, matches: Callable[[logging.LogRecord], bool]) -> None:
+        super().__init__()
+        self.matches = matches
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Note a matching record."""
+        if self.matches(record):
+            self.seen.set()
+
+
+@pytest.mark.anyio
+async def test_a_busy_store_after_a_send_retries_the_mark_never_the_send(rig: Rig) -> None:
+    """The store is locked by another writer while the webhook is sent: one send, and the
+    row ends delivered (once) after the lock is released.
+    """
+    settings = rig.with_sessions("s1")
+    blocker = sqlite3.connect(settings.state_path, isolation_level=None, check_same_thread=False)
+
+    def lock_the_store(_received: ReceivedWebhook) -> None:
+        blocker.execute("BEGIN IMMEDIATE")  # before the answer: the mark meets the lock
+
+    refused = LogSignal(lambda r: "trying the mark again" in r.getMessage())
+    delivery_log = logging.getLogger("watcher.delivery")
+    with WebhookReceiver(on_message=lock_the_store) as receiver:
+        ci = WebhookTarget(name="ci", url=receiver.url + "/factory", allow_http=True)
+        settings = replace(settings, targets={"ci": ci})
+        watcher = Watcher(settings)
+        delivery_log.addHandler(refused)
+        try:
+            await watcher.poll_all()
+            rig.sim.complete_run("s1")
+            await watcher.poll_all()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watcher.deliver_due)
+                assert await anyio.to_thread.run_sync(refused.seen.wait, 30)
+                blocker.execute("ROLLBACK")
+            rows = watcher.store.list_outbox()
+        finally:
+            delivery_log.removeHandler(refused)
+            await watcher.aclose()
+            watcher.store.close()
+            blocker.close()
+        assert [r.json["type"] for r in receiver.requests] == ["session.completed"]
+    sent = [(r.status, r.attempts) for r in rows if r.target == "ci"]
+    assert sent == [(OutboxStatus.DELIVERED, 1)]
+    assert watcher.delivery.stats.mark_retries >= 1
+
+
+@pytest.mark.anyio
+async def test_stopping_while_a_mark_is_refused_leaves_the_row_to_be_sent_again(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelled while retrying the mark: the row stays pending and goes out again later
+    (the documented at-least-once case), and the log says so.
+    """
+    settings = rig.with_sessions("s1")
+    blocker = sqlite3.connect(settings.state_path, isolation_level=None, check_same_thread=False)
+    locked = threading.Event()
+
+    def lock_the_store_once(_received: ReceivedWebhook) -> None:
+        if not locked.is_set():
+            locked.set()
+            blocker.execute("BEGIN IMMEDIATE")
+
+    refused = LogSignal(lambda r: "trying the mark again" in r.getMessage())
+    delivery_log = logging.getLogger("watcher.delivery")
+    with WebhookReceiver(on_message=lock_the_store_once) as receiver:
+        ci = WebhookTarget(name="ci", url=receiver.url + "/factory", allow_http=True)
+        settings = replace(settings, targets={"ci": ci})
+        watcher = Watcher(settings)
+        delivery_log.addHandler(refused)
+        try:
+            await watcher.poll_all()
+            rig.sim.complete_run("s1")
+            await watcher.poll_all()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watcher.deliver_due)
+                assert await anyio.to_thread.run_sync(refused.seen.wait, 30)
+                tg.cancel_scope.cancel()  # what the drain deadline does at shutdown
+            blocker.execute("ROLLBACK")
+            pending = [r.status for r in watcher.store.list_outbox() if r.target == "ci"]
+            await watcher.deliver_due()
+        finally:
+            delivery_log.removeHandler(refused)
+            await watcher.aclose()
+            watcher.store.close()
+            blocker.close()
+        assert [r.json["type"] for r in receiver.requests] == ["session.completed"] * 2
+    assert pending == [OutboxStatus.PENDING]
+    assert "it will be sent again after a restart" in caplog.text
