@@ -13,8 +13,9 @@ import anyio
 import pytest
 
 from tests.rig import Rig, running_rig
-from watcher.core.settings import WebhookTarget
+from watcher.core.settings import Rule, WebhookTarget, WebhookTemplate
 from watcher.daemon import Watcher
+from watcher.delivery.rendering import SendTimeRenderer
 from watcher.store import OutboxStatus
 from watcher.testing.sinks import ReceivedWebhook, WebhookReceiver
 
@@ -142,3 +143,89 @@ async def test_stopping_while_a_mark_is_refused_leaves_the_row_to_be_sent_again(
         assert [r.json["type"] for r in receiver.requests] == ["session.completed"] * 2
     assert pending == [OutboxStatus.PENDING]
     assert "it will be sent again after a restart" in caplog.text
+
+
+NESTED_BODY = (
+    '{"n": "{% for a in range(1000) %}{% for b in range(1000) %}1{% endfor %}{% endfor %}"}'
+)
+# Within the step budget, but each step joins ten thousand numbers: seconds of work.
+SLOW_BODY = '{% set r = range(10000) %}{% for i in r %}{% set s = r|join(",") %}{% endfor %}{}'
+
+
+class MonotonicSteps:
+    """Monotonic seconds that move only when told; notes being read off the test's thread
+    (the render's time limit, asked from the render thread)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.owner = threading.get_ident()
+        self.read_elsewhere = threading.Event()
+
+    def __call__(self) -> float:
+        """The time now."""
+        if threading.get_ident() != self.owner:
+            self.read_elsewhere.set()
+        return self.now
+
+
+def with_body_template(rig: Rig, body: str) -> Watcher:
+    """A watcher of s1 whose `completed` rule sends `body`'s template to ci."""
+    settings = rig.with_sessions("s1")
+    rule = Rule("completed", ("session.completed",), ("ci",), template=WebhookTemplate(body))
+    return Watcher(replace(settings, rules=(rule,)))
+
+
+@pytest.mark.anyio
+async def test_a_template_with_loops_in_loops_falls_back_to_the_built_in_message(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At send time, a template past its step budget costs a warning, not the notification."""
+    watcher = with_body_template(rig, NESTED_BODY)
+    try:
+        await watcher.poll_all()
+        rig.sim.complete_run("s1")
+        await watcher.poll_all()
+        await watcher.deliver_due()
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+    (sent,) = rig.receiver.requests
+    assert sent.json["type"] == "session.completed"
+    assert "template" not in sent.json  # the built-in body
+    assert "the message is built-in instead" in caplog.text
+    assert "more than 100,000 steps" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_polls_go_on_while_a_slow_template_renders_and_its_time_limit_ends_it(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A template that would take seconds renders in a thread: polls complete meanwhile;
+    when its time is up (on the injected clock) the built-in message goes out instead.
+    """
+    clock = MonotonicSteps()
+    settings = rig.with_sessions("s1")
+    rule = Rule("completed", ("session.completed",), ("ci",), template=WebhookTemplate(SLOW_BODY))
+    settings = replace(settings, rules=(rule,))
+    renderer = SendTimeRenderer(lambda: settings, clock=clock, time_limit=2.0)
+    watcher = Watcher(settings, render=renderer.message)
+    try:
+        await watcher.poll_all()
+        rig.sim.complete_run("s1")
+        await watcher.poll_all()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watcher.deliver_due)
+            assert await anyio.to_thread.run_sync(clock.read_elsewhere.wait, 30)
+            before = watcher.stats.polls
+            for _ in range(3):
+                await watcher.poll_all()
+            polled_while_rendering = watcher.stats.polls - before
+            sent_while_rendering = len(rig.receiver.requests)
+            clock.now += 2.5  # the render's time is up: it stops at its next step
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+    assert (polled_while_rendering, sent_while_rendering) == (3, 0)
+    (sent,) = rig.receiver.requests
+    assert "template" not in sent.json  # the built-in body
+    assert "took longer than the time limit" in caplog.text
