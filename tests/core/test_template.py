@@ -160,6 +160,21 @@ def test_a_render_past_its_time_limit_stops_at_the_next_step() -> None:
     assert len(asked) == 11
 
 
+def test_a_check_past_its_time_limit_reports_the_template_as_too_slow() -> None:
+    """`check`'s time limit covers all the samples: once it is up, the template fails."""
+    asked: list[int] = []
+
+    def out_of_time() -> bool:
+        asked.append(1)
+        return len(asked) > 20
+
+    template = slack("{% for i in range(10) %}.{% endfor %}")
+    limits = RenderLimits(out_of_time=out_of_time)
+    (problem,) = check_template(template, [EventType.FINISHED, EventType.STARTED], None, limits)
+    assert "took longer than the time limit" in problem.message
+    assert check_template(template, [EventType.FINISHED, EventType.STARTED]) == []
+
+
 @pytest.mark.parametrize(
     "source",
     ["{{ session.titel }}", "{{ nothing }}", "{{ data.duration_s.x }}", "{{ durations.nope }}"],

@@ -54,6 +54,12 @@ class RenderLimits:
     out_of_time: Callable[[], bool] | None = None
 
 
+def within(seconds: float, clock: Callable[[], float]) -> RenderLimits:
+    """The bounds of renders that must end within `seconds` of now, on `clock`."""
+    deadline = clock() + seconds
+    return RenderLimits(out_of_time=lambda: clock() > deadline)
+
+
 class Work:
     """The steps one message's render has spent, against its limits (one per message)."""
 

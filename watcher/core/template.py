@@ -432,10 +432,14 @@ def compile_problems(template: MessageTemplate) -> list[TemplateError]:
 
 
 def check_template(
-    template: MessageTemplate, kinds: Iterable[EventType], rule: Rule | None = None
+    template: MessageTemplate,
+    kinds: Iterable[EventType],
+    rule: Rule | None = None,
+    limits: RenderLimits = UNTIMED,
 ) -> list[TemplateError]:
     """Why `template` cannot be used for events of `kinds`: compile errors, else the
-    sample events it fails to render (grouped by part, line and message).
+    sample events it fails to render (grouped by part, line and message). Each render
+    may do the work `limits` allow; their time limit covers the whole check.
 
     For a rule, condition events are tried resolved only when the rule sends
     resolved notifications; a target's default is tried on every variant.
@@ -454,7 +458,7 @@ def check_template(
                 continue
             for candidate in (event, with_answer(event)):
                 try:
-                    render_template(template, candidate, name, rule)
+                    render_template(template, candidate, name, rule, limits)
                 except TemplateError as error:
                     types = failed.setdefault((error.part, error.line, error.message), [])
                     if str(kind) not in types:

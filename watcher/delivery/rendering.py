@@ -25,7 +25,7 @@ from watcher.core.card import CardRenderer, EarlierCard
 from watcher.core.message import Message, SlackMessage
 from watcher.core.model import Event
 from watcher.core.render import render_for
-from watcher.core.sandbox import RenderLimits
+from watcher.core.sandbox import RenderLimits, within
 from watcher.core.settings import Settings, Target
 from watcher.core.template import render_card_for, render_message, template_for
 from watcher.ops.logs import context
@@ -68,9 +68,7 @@ class SendTimeRenderer:
 
     def limits(self) -> RenderLimits:
         """The bounds of one render starting now: the sandbox's, and the time limit."""
-        clock = self._clock
-        deadline = clock() + self._time_limit
-        return RenderLimits(out_of_time=lambda: clock() > deadline)
+        return within(self._time_limit, self._clock)
 
     async def message(self, target: Target, event: Event, rule: str) -> Message:
         """The message for `target`: its template's, or built-in if it has none or it fails
