@@ -65,9 +65,7 @@ class LogSignal(logging.Handler):
 
 @pytest.mark.anyio
 async def test_a_busy_store_after_a_send_retries_the_mark_never_the_send(rig: Rig) -> None:
-    """The store is locked by another writer while the webhook is sent: one send, and the
-    row ends delivered (once) after the lock is released.
-    """
+    """Another writer locks the store during the send: one send, delivered once unlocked."""
     settings = rig.with_sessions("s1")
     blocker = sqlite3.connect(settings.state_path, isolation_level=None, check_same_thread=False)
 
@@ -105,9 +103,7 @@ async def test_a_busy_store_after_a_send_retries_the_mark_never_the_send(rig: Ri
 async def test_stopping_while_a_mark_is_refused_leaves_the_row_to_be_sent_again(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Cancelled while retrying the mark: the row stays pending and goes out again later
-    (the documented at-least-once case), and the log says so.
-    """
+    """Cancelled while retrying the mark: the row stays pending and is sent again later."""
     settings = rig.with_sessions("s1")
     blocker = sqlite3.connect(settings.state_path, isolation_level=None, check_same_thread=False)
     locked = threading.Event()
@@ -200,9 +196,7 @@ async def test_a_template_with_loops_in_loops_falls_back_to_the_built_in_message
 async def test_polls_go_on_while_a_slow_template_renders_and_its_time_limit_ends_it(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A template that would take seconds renders in a thread: polls complete meanwhile;
-    when its time is up (on the injected clock) the built-in message goes out instead.
-    """
+    """A slow template renders in a thread while polls go on; its time limit ends it."""
     clock = MonotonicSteps()
     settings = rig.with_sessions("s1")
     rule = Rule("completed", ("session.completed",), ("ci",), template=WebhookTemplate(SLOW_BODY))
