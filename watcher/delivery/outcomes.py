@@ -39,7 +39,7 @@ log = logging.getLogger("watcher.delivery")
 
 MARK_FIRST_WAIT = 0.05  # seconds before the first retry of a failed mark; doubles each time
 MARK_MOST_WAIT = 5.0  # the longest wait between two attempts
-MARK_ATTEMPTS = 120  # about ten minutes of trying (each attempt may wait out a busy lock)
+MARK_ATTEMPTS = 120  # ten minutes of waits between attempts (plus any busy lock waited out)
 
 
 @dataclass
