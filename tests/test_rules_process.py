@@ -167,4 +167,5 @@ def test_replay_of_a_recording_prints_what_the_daemon_sent(rig: Rig, tmp_path: P
         "session.interrupted",
     }
     human = cli(["replay", str(recording), "-c", str(config)], env, tmp_path).stdout
-    assert "team-slack  (rule begin)  :arrow_forward: name-s1 started running" in human
+    begin = "team-slack  (rule begin)  name-s1 (s1)  :arrow_forward: name-s1 started running"
+    assert begin in human

@@ -131,6 +131,30 @@ rules:
     assert "'dict object' has no attribute 'duration'" in found.message
 
 
+def test_a_template_with_loops_in_loops_is_refused_at_load_with_file_and_line(
+    tmp_path: Path,
+) -> None:
+    """A template that would take seconds is cut short: a config error at its own line."""
+    text = (
+        HEAD
+        + """\
+rules:
+  - name: done
+    on: session.finished
+    notify: team
+    template:
+      text: |
+        {{ session.title }}
+        {% for a in range(1000) %}{% for b in range(1000) %}{{ b }}{% endfor %}{% endfor %}
+"""
+    )
+    (found,) = problems(text, tmp_path)
+    assert found.file.endswith("config.yaml")
+    assert found.line == line_of(text, "{% for a in")
+    assert found.key == "rules[0].template.text"
+    assert "more than 100,000 steps (loop iterations, calls, range items)" in found.message
+
+
 def test_a_target_default_must_render_every_type(tmp_path: Path) -> None:
     """A target's template meets every type, the watcher's own sessionless ones too."""
     text = HEAD.replace(

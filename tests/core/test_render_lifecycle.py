@@ -88,6 +88,21 @@ def test_digest_lists_the_held_notifications_grouped_by_session() -> None:
     assert "<!channel>" not in json.dumps(message.blocks)
 
 
+def test_a_digest_links_each_session_in_its_blocks_escaped_as_elsewhere() -> None:
+    """Each session's heading in the blocks links to it; text and link parts stay escaped."""
+    url = "https://app.factory.ai/sessions/s1?a=1&b=<x>"
+    first = Event("evt_a", EventType.FINISHED, T0, ref(title="<!channel>", name=None, url=url), {})
+    bare = Event("evt_o", EventType.WAITING, T0, ref(id="s2", url=None), {})
+    digest = digest_event("t", "night", T0 + timedelta(hours=8), [(first, "d"), (bare, "w")])
+    message = render_slack(digest, "quiet_hours:night")
+    sections = [b["text"]["text"] for b in message.blocks if b["type"] == "section"]
+    assert [s.splitlines()[0] for s in sections[1:]] == [
+        "*<https://app.factory.ai/sessions/s1?a=1&amp;b=&lt;x&gt;|&lt;!channel&gt;>* (1)",
+        "*nightly* (1)",
+    ]
+    assert message.text.splitlines()[1] == "*&lt;!channel&gt;* (1)"  # the fallback: no link
+
+
 def test_a_digest_webhook_body_lists_the_events_with_their_own_sequences() -> None:
     """One body of type digest lists every held event as an event body of its own."""
     first = Event("evt_a", EventType.FINISHED, T0, ref(), {"duration_s": 5.0}, sequence=4)

@@ -11,6 +11,7 @@ import pytest
 from watcher.core.message import SlackMessage, WebhookMessage
 from watcher.core.model import Event, EventType
 from watcher.core.samples import sample_event, sample_events, with_answer
+from watcher.core.sandbox import MAX_STEPS, RenderLimits
 from watcher.core.secret import Secret
 from watcher.core.settings import (
     FactorySettings,
@@ -94,6 +95,84 @@ def test_the_sandbox_refuses_work_that_would_exhaust_the_daemon(source: str) -> 
     """Huge repetitions, exponents and ranges fail as a TemplateError instead of stalling."""
     with pytest.raises(TemplateError):
         render_slack_template(slack(source), finished(), "r")
+
+
+NESTED = "{% for a in range(1000) %}{% for b in range(1000) %}{{ b }}{% endfor %}{% endfor %}"
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        (NESTED, "steps"),  # a million iterations that write
+        (  # a billion that write nothing, over one range
+            "{% set r = range(1000) %}{% for a in r %}{% for b in r %}{% for c in r %}"
+            "{% set d = c %}{% endfor %}{% endfor %}{% endfor %}",
+            "steps",
+        ),
+        (  # exponential recursion without any loop
+            "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+            "{{ f(40) }}",
+            "steps",
+        ),
+        (  # a recursive loop over itself
+            "{% for x in [1, 2] recursive %}{{ loop([1, 2, 3]) }}{% endfor %}",
+            "RecursionError",
+        ),
+        ("{% for i in range(5000) %}{{ 'x' * 9999 }}{% endfor %}", "output longer"),
+        ("{{ range(20000)|list|length }}", "range of more than"),
+    ],
+)
+def test_the_work_of_one_render_is_bounded(source: str, reason: str) -> None:
+    """Loops in loops, recursion and huge output fail fast with a clear reason and line."""
+    with pytest.raises(TemplateError) as caught:
+        render_slack_template(slack("first line\n" + source), finished(), "r")
+    assert reason in caught.value.message
+    if reason == "steps":
+        assert f"more than {MAX_STEPS:,} steps" in caught.value.message
+        assert caught.value.line == 2
+
+
+def test_a_template_within_its_bounds_renders_whatever_its_loops() -> None:
+    """Loops that stay within the budget, in text and blocks together, render in full."""
+    template = slack(
+        "{% for i in range(300) %}{% for j in range(100) %}.{% endfor %}{% endfor %}",
+        [{"type": "section", "text": {"type": "mrkdwn", "text": "{{ range(50)|sum }}"}}],
+    )
+    message = render_slack_template(template, finished(), "r")
+    assert message.text == "." * 30_000
+    assert message.blocks[0]["text"]["text"] == 1225
+
+
+def test_a_render_past_its_time_limit_stops_at_the_next_step() -> None:
+    """`out_of_time` is asked at every step: the render ends as soon as it says so."""
+    asked: list[int] = []
+
+    def out_of_time() -> bool:
+        asked.append(1)
+        return len(asked) > 10
+
+    template = WebhookTemplate('{"n": {% for i in range(100) %}{{ i }}+{% endfor %}0}')
+    with pytest.raises(TemplateError) as caught:
+        render_webhook_template(
+            template, finished(), "r", None, RenderLimits(out_of_time=out_of_time)
+        )
+    assert "took longer than the time limit" in caught.value.message
+    assert len(asked) == 11
+
+
+def test_a_check_past_its_time_limit_reports_the_template_as_too_slow() -> None:
+    """`check`'s time limit covers all the samples: once it is up, the template fails."""
+    asked: list[int] = []
+
+    def out_of_time() -> bool:
+        asked.append(1)
+        return len(asked) > 20
+
+    template = slack("{% for i in range(10) %}.{% endfor %}")
+    limits = RenderLimits(out_of_time=out_of_time)
+    (problem,) = check_template(template, [EventType.FINISHED, EventType.STARTED], None, limits)
+    assert "took longer than the time limit" in problem.message
+    assert check_template(template, [EventType.FINISHED, EventType.STARTED]) == []
 
 
 @pytest.mark.parametrize(

@@ -661,7 +661,7 @@ async def test_a_failure_injected_at_each_stage_stops_only_its_own_work(
     notifiers = {name: build_notifier(t) for name, t in settings.targets.items()}
     notifiers["ci"] = RaisingNotifier(notifiers["ci"], "notify-bug")
 
-    def render(target: Target, event: Event, rule: str) -> Message:
+    async def render(target: Target, event: Event, rule: str) -> Message:
         if (
             event.session is not None
             and event.session.id == "render-bug"

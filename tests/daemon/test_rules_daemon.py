@@ -247,6 +247,9 @@ async def test_quiet_hours_digest_arrives_when_the_window_ends(rig: Rig, clock: 
     lines = rig.slack.messages[0].text.splitlines()
     assert lines[0] == ":zzz: Quiet hours night are over: 3 notification(s) held"
     assert lines[1] == "*nightly* (3)"  # grouped by session
+    sections = [b["text"]["text"] for b in rig.slack.messages[0].blocks if b["type"] == "section"]
+    # Linked like the session in every other message.
+    assert sections[1].splitlines()[0] == "*<https://app.factory.ai/sessions/s1|nightly>* (3)"
     assert [line.split(" UTC ")[1] for line in lines[2:]] == [
         ":checkered_flag: nightly finished",
         ":arrow_forward: nightly started running",

@@ -177,10 +177,10 @@ class BuggyNotifier(ScriptedNotifier):
 def render_raising_for(poisoned: str) -> Render:
     """The real renderer, except that it raises for one event."""
 
-    def render(target: Target, e: Event, rule: str) -> Message:
+    async def render(target: Target, e: Event, rule: str) -> Message:
         if e.id == poisoned:
             raise ValueError("cannot render this one\nsecond line")
-        return render_builtin(target, e, rule)
+        return await render_builtin(target, e, rule)
 
     return render
 

@@ -19,8 +19,9 @@ from watcher.commands.exits import EX_OK, EX_USAGE
 from watcher.commands.explain import find_session
 from watcher.config.values import parse_duration
 from watcher.core.message import SlackMessage
-from watcher.core.model import Event
+from watcher.core.model import Event, EventType, SessionRef
 from watcher.core.poll import Fetched, FetchResult, NotFound
+from watcher.core.render import digest_sessions
 from watcher.core.settings import Settings
 from watcher.core.snapshot import SnapshotError, parse_snapshot
 from watcher.core.template import render_message
@@ -120,6 +121,22 @@ def replay(
         store.close()
 
 
+def name_of(session: SessionRef) -> str:
+    """`nightly (s1)`: the session's name or title and its id (the id alone if that is all)."""
+    shown = session.display_name
+    return session.id if shown == session.id else f"{shown} ({session.id})"
+
+
+def sessions_of(event: Event) -> str:
+    """Which session a notification is about; a digest names every session it lists."""
+    if event.session is not None:
+        return name_of(event.session)
+    if event.type is EventType.DIGEST:
+        listed = ", ".join(name_of(s) for s in digest_sessions(event))
+        return f"digest of {listed or 'no session'}"
+    return "(no session)"
+
+
 def describe(settings: Settings, planned: Planned) -> dict[str, Any]:
     """One planned notification as the JSON line `replay --json` prints."""
     target = settings.targets.get(planned.target)
@@ -135,6 +152,7 @@ def describe(settings: Settings, planned: Planned) -> dict[str, Any]:
         "type": str(planned.event.type),
         "event_id": planned.event.id,
         "session": None if session is None else session.id,
+        "about": sessions_of(planned.event),
         "text": text,
     }
 
@@ -165,7 +183,10 @@ def replay_command(settings: Settings, args: argparse.Namespace, out: TextIO, er
             text = (line["text"] or "").splitlines()[0] if line["text"] else ""
             if line["text"] and line["text"].startswith("{"):
                 text = f"{line['type']} {line['event_id']}"
-            print(f"{line['at']}  {line['target']}  (rule {line['rule']})  {text}", file=out)
+            print(
+                f"{line['at']}  {line['target']}  (rule {line['rule']})  {line['about']}  {text}",
+                file=out,
+            )
     if not planned:
         print("nothing would be sent", file=out)
     return EX_OK

@@ -12,6 +12,7 @@ rule that uses it. Every problem goes to the builder's `ProblemLog`.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from watcher.config.models import RuleSection, RuleTemplateSection, SlackTemplateSection
@@ -23,6 +24,7 @@ from watcher.core.lifecycle import CONDITION_EVENTS, EDGE_EVENTS, USAGE_COUNTERS
 from watcher.core.model import EventType
 from watcher.core.settings import MessageTemplate, Rule, Settings, WebhookTemplate
 
+CHECK_TIME_LIMIT = 2.0  # seconds `check` gives one template for all its sample events
 _PART_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
@@ -210,13 +212,15 @@ class RuleBuilder:
         ):
             return
         # Imported here: Jinja2 loads only for a config that has templates.
+        from watcher.core.sandbox import within  # noqa: PLC0415
         from watcher.core.template import check_template, suits  # noqa: PLC0415
 
         every = [kind for kind in EventType if kind is not EventType.DIGEST]
         for name, target in settings.targets.items():
             if target.template is not None:
                 at: KeyPath = ("targets", name, "template")
-                for problem in check_template(target.template, every):
+                limits = within(CHECK_TIME_LIMIT, time.monotonic)
+                for problem in check_template(target.template, every, None, limits):
                     self.report_template(at, problem.part, problem.line, problem.message)
         for rule in settings.rules:
             if rule.template is None:
@@ -241,7 +245,8 @@ class RuleBuilder:
                 )
                 continue
             kinds = [EventType(kind) for kind in rule.on]
-            for problem in check_template(rule.template, kinds, rule):
+            limits = within(CHECK_TIME_LIMIT, time.monotonic)
+            for problem in check_template(rule.template, kinds, rule, limits):
                 self.report_template(at, problem.part, problem.line, problem.message)
 
     def report_template(self, at: KeyPath, part: str, line: int | None, message: str) -> None:

@@ -144,6 +144,16 @@ def _digest_items(event: Event) -> list[DigestItem]:
     return out
 
 
+def digest_sessions(event: Event) -> list[SessionRef]:
+    """The sessions a digest's held notifications are about, each once, in order."""
+    seen: dict[str, SessionRef] = {}
+    for item in _digest_items(event):
+        session = item.event.session
+        if session is not None:
+            seen.setdefault(session.id, session)
+    return list(seen.values())
+
+
 def _digest_headline(event: Event) -> str:
     window = inline(str(event.data.get("window", "")))
     count = event.data.get("count", 0)
@@ -153,10 +163,13 @@ def _digest_headline(event: Event) -> str:
 DIGEST_GROUP_LINES = 5  # per session; beyond that, a count says how many more
 
 
-def digest_groups(event: Event) -> list[list[str]]:
+def digest_groups(event: Event, *, linked: bool = False) -> list[list[str]]:
     """The digest's listing, one group of lines per session in the order each first
     appears: a heading with the session's count, then a short line per held
     notification; a session with many shows its first few and how many more.
+
+    `linked` makes each heading a link to its session (the blocks); the plain
+    `text` fallback, like every message's, names the session without one.
     """
     groups: dict[str, list[DigestItem]] = {}
     for item in _digest_items(event):
@@ -165,7 +178,10 @@ def digest_groups(event: Event) -> list[list[str]]:
     listing: list[list[str]] = []
     for members in groups.values():
         session = members[0].event.session
-        title = _session_label(session) if session else "Factory watcher"
+        if session is None:
+            title = "Factory watcher"
+        else:
+            title = _link(session) if linked else _session_label(session)
         lines = [f"*{title}* ({len(members)})"]
         for item in members[:DIGEST_GROUP_LINES]:
             at = item.event.occurred_at.strftime("%H:%M")
@@ -248,7 +264,7 @@ def render_slack(event: Event, rule: str) -> SlackMessage:
         blocks.append(answer)
     if event.type is EventType.DIGEST:
         groups = digest_groups(event)
-        for group in groups[:DIGEST_GROUPS_SHOWN]:
+        for group in digest_groups(event, linked=True)[:DIGEST_GROUPS_SHOWN]:
             listing = truncate("\n".join(group), SECTION_TEXT_LIMIT)
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": listing}})
         if len(groups) > DIGEST_GROUPS_SHOWN:

@@ -25,15 +25,12 @@ import dataclasses
 import json
 import re
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import Enum
-from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateSyntaxError
 from markupsafe import Markup
 
 from watcher.core.card import EarlierCard, render_card, with_earlier
@@ -42,14 +39,21 @@ from watcher.core.model import Event, EventType, SessionRef
 from watcher.core.render import (
     SECTION_TEXT_LIMIT,
     WEBHOOK_VERSION,
-    escape_slack,
     format_duration,
-    format_number,
     headline,
     render_for,
     truncate,
 )
 from watcher.core.samples import CONDITIONS, sample_events, with_answer
+from watcher.core.sandbox import (
+    RenderLimits,
+    Work,
+    compiled,
+    compiled_expression,
+    run_expression,
+    run_template,
+    slack_finalize,
+)
 from watcher.core.settings import (
     MessageTemplate,
     Rule,
@@ -60,6 +64,8 @@ from watcher.core.settings import (
     WebhookTemplate,
 )
 from watcher.core.text import describe_error
+
+UNTIMED = RenderLimits()  # the work bounds, and no time limit: the shell gives that
 
 TEMPLATE_FILE = "<template>"  # the file name Jinja2 gives frames of a template from a string
 TEXT_LIMIT = 40_000  # Slack's limit for a message's text
@@ -87,100 +93,7 @@ class TemplateError(Exception):
         super().__init__(f"{part}: {message}{where}")
 
 
-# --- environments -------------------------------------------------------------------
-
-
-def _fail_if_undefined(value: Any) -> None:
-    if isinstance(value, Undefined):
-        value._fail_with_undefined_error()
-
-
-def slack_finalize(value: Any) -> str:
-    """The text of one `{{ … }}` in Slack output: escaped unless marked safe."""
-    _fail_if_undefined(value)
-    if value is None:
-        return ""
-    if isinstance(value, Markup):
-        return str(value)
-    return escape_slack(value if isinstance(value, str) else str(value))
-
-
-def _not_json(value: Any) -> Any:
-    raise TypeError(f"a {type(value).__name__} is not a JSON value")
-
-
-def json_finalize(value: Any) -> str:
-    """The text of one `{{ … }}` in a webhook body: the value as JSON."""
-    _fail_if_undefined(value)
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_not_json)
-
-
-def _number(value: Any) -> str:
-    """`1000000` -> `1,000,000`; `104.5` -> `104.5`."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)  # escaped where it enters the output, as every value is
-    return format_number(value)
-
-
-def _link(url: Any, label: Any = None) -> Markup:
-    """`<url|label>` for Slack with both parts escaped: a link the template means to make."""
-    shown = escape_slack(str(url if label is None else label))
-    return Markup(f"<{escape_slack(str(url))}|{shown}>")  # noqa: S704 - both parts escaped
-
-
-def _shorten(text: Any, limit: int = 300) -> str:
-    """`text` on one line, capped at `limit` characters."""
-    return truncate(" ".join(str(text).split()), max(int(limit), 2))
-
-
-MAX_REPEAT = 10_000  # longest string or list a template may make with `*`
-MAX_EXPONENT = 64
-
-
-class _Sandbox(SandboxedEnvironment):
-    """The sandbox, also refusing arithmetic that would take the daemon's memory or CPU:
-    `"x" * 10**9` or `9 ** 9 ** 9` in a template must fail, not stall a lane or `check`.
-    """
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-            raise SecurityError(f"exponent larger than {MAX_EXPONENT}")
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                repeated = isinstance(seq, str | list | tuple) and isinstance(times, int)
-                if repeated and len(seq) * times > MAX_REPEAT:
-                    raise SecurityError(f"repetition longer than {MAX_REPEAT}")
-        return super().call_binop(context, operator, left, right)
-
-
-def _environment(finalize: Callable[[Any], str]) -> SandboxedEnvironment:
-    env = _Sandbox(
-        undefined=StrictUndefined,
-        finalize=finalize,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["duration"] = lambda seconds: format_duration(float(seconds))
-    env.filters["number"] = _number
-    env.filters["link"] = _link
-    env.filters["shorten"] = _shorten
-    return env
-
-
-_ENVIRONMENTS = {"slack": _environment(slack_finalize), "json": _environment(json_finalize)}
-
-
-@lru_cache(maxsize=512)
-def _compiled(kind: str, source: str) -> Template:
-    return _ENVIRONMENTS[kind].from_string(source)
-
-
-@lru_cache(maxsize=512)
-def _expression(source: str) -> Callable[..., Any]:
-    return _ENVIRONMENTS["slack"].compile_expression(source, undefined_to_none=False)
+# --- running templates ----------------------------------------------------------------
 
 
 _SINGLE = re.compile(r"\s*\{\{(?P<expr>.*?)\}\}\s*", re.DOTALL)
@@ -207,27 +120,29 @@ def _compile_error(part: str, error: TemplateSyntaxError) -> TemplateError:
     return TemplateError(part, f"does not compile: {error.message}", error.lineno)
 
 
-def _render_source(kind: str, part: str, source: str, variables: Mapping[str, Any]) -> str:
+def _render_source(
+    kind: str, part: str, source: str, variables: Mapping[str, Any], work: Work
+) -> str:
     try:
-        template = _compiled(kind, source)
+        template = compiled(kind, source)
     except TemplateSyntaxError as error:
         raise _compile_error(part, error) from None
     try:
-        return template.render(variables)
+        return run_template(template, variables, work)
     except Exception as error:  # whatever the template does wrong, say where
         raise TemplateError(part, describe_error(error), _template_line(error)) from None
 
 
-def _render_leaf(part: str, source: str, variables: Mapping[str, Any]) -> Any:
+def _render_leaf(part: str, source: str, variables: Mapping[str, Any], work: Work) -> Any:
     single = _single_expression(source)
     if single is None:
-        return truncate(_render_source("slack", part, source, variables), SECTION_TEXT_LIMIT)
+        return truncate(_render_source("slack", part, source, variables, work), SECTION_TEXT_LIMIT)
     try:
-        expression = _expression(single)
+        expression = compiled_expression(single)
     except TemplateSyntaxError as error:
         raise _compile_error(part, error) from None
     try:
-        value = expression(**variables)
+        value = run_expression(expression, variables, work)
         if value is None or isinstance(value, bool | int | float):
             return value
         return truncate(slack_finalize(value), SECTION_TEXT_LIMIT)
@@ -235,13 +150,13 @@ def _render_leaf(part: str, source: str, variables: Mapping[str, Any]) -> Any:
         raise TemplateError(part, describe_error(error), 1) from None
 
 
-def _render_structure(value: Any, part: str, variables: Mapping[str, Any]) -> Any:
+def _render_structure(value: Any, part: str, variables: Mapping[str, Any], work: Work) -> Any:
     if isinstance(value, str):
-        return _render_leaf(part, value, variables)
+        return _render_leaf(part, value, variables, work)
     if isinstance(value, list):
-        return [_render_structure(v, f"{part}[{i}]", variables) for i, v in enumerate(value)]
+        return [_render_structure(v, f"{part}[{i}]", variables, work) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _render_structure(v, f"{part}.{k}", variables) for k, v in value.items()}
+        return {k: _render_structure(v, f"{part}.{k}", variables, work) for k, v in value.items()}
     return value
 
 
@@ -325,17 +240,26 @@ def template_variables(event: Event, rule_name: str, rule: Rule | None = None) -
 
 
 def render_slack_template(
-    template: SlackTemplate, event: Event, rule_name: str, rule: Rule | None = None
+    template: SlackTemplate,
+    event: Event,
+    rule_name: str,
+    rule: Rule | None = None,
+    limits: RenderLimits = UNTIMED,
 ) -> SlackMessage:
-    """A Slack message from `template`; the built-in headline is the text when none is given."""
+    """A Slack message from `template`; the built-in headline is the text when none is given.
+
+    All its parts together may do the work `limits` allow.
+    """
     variables = template_variables(event, rule_name, rule)
+    work = Work(limits)
     if template.text is not None:
-        text = truncate(_render_source("slack", "text", template.text, variables), TEXT_LIMIT)
+        text = _render_source("slack", "text", template.text, variables, work)
+        text = truncate(text, TEXT_LIMIT)
     else:
         text = headline(event)
     blocks: tuple[Mapping[str, Any], ...] = ()
     if template.blocks is not None:
-        rendered = _render_structure(json.loads(template.blocks), "blocks", variables)
+        rendered = _render_structure(json.loads(template.blocks), "blocks", variables, work)
         blocks = tuple(rendered)
     if not text.strip() and not blocks:
         raise TemplateError("text", "renders to nothing: Slack refuses an empty message")
@@ -347,11 +271,15 @@ def _reject_constant(name: str) -> Any:
 
 
 def render_webhook_template(
-    template: WebhookTemplate, event: Event, rule_name: str, rule: Rule | None = None
+    template: WebhookTemplate,
+    event: Event,
+    rule_name: str,
+    rule: Rule | None = None,
+    limits: RenderLimits = UNTIMED,
 ) -> WebhookMessage:
     """A webhook message whose body is `template`'s JSON object plus the reserved keys."""
     variables = template_variables(event, rule_name, rule)
-    text = _render_source("json", "body", template.body, variables)
+    text = _render_source("json", "body", template.body, variables, Work(limits))
     try:
         body = json.loads(text, parse_constant=_reject_constant)
     except ValueError as error:
@@ -379,12 +307,16 @@ def render_webhook_template(
 
 
 def render_template(
-    template: MessageTemplate, event: Event, rule_name: str, rule: Rule | None = None
+    template: MessageTemplate,
+    event: Event,
+    rule_name: str,
+    rule: Rule | None = None,
+    limits: RenderLimits = UNTIMED,
 ) -> Message:
-    """The message `template` makes of `event`; raises TemplateError."""
+    """The message `template` makes of `event` within `limits`; raises TemplateError."""
     if isinstance(template, WebhookTemplate):
-        return render_webhook_template(template, event, rule_name, rule)
-    return render_slack_template(template, event, rule_name, rule)
+        return render_webhook_template(template, event, rule_name, rule, limits)
+    return render_slack_template(template, event, rule_name, rule, limits)
 
 
 def rule_named(settings: Settings, name: str) -> Rule | None:
@@ -412,20 +344,24 @@ def template_for(
 
 
 def render_message(
-    settings: Settings, target: Target, event: Event, rule_name: str
+    settings: Settings,
+    target: Target,
+    event: Event,
+    rule_name: str,
+    limits: RenderLimits = UNTIMED,
 ) -> tuple[Message, str | None]:
     """The message for `target`, and why its template failed when it fell back to built-in.
 
-    A template failing at send time (data no sample had) must not cost the
-    notification: the built-in rendering goes out instead and the reason is
-    returned for the caller to log.
+    A template failing at send time (data no sample had, or more work than
+    `limits` allow) must not cost the notification: the built-in rendering
+    goes out instead and the reason is returned for the caller to log.
     """
     template = template_for(settings, target, rule_name, event.type)
     if template is None:
         return render_for(target.kind, event, rule_name), None
     try:
         rule = rule_named(settings, rule_name)
-        return render_template(template, event, rule_name, rule), None
+        return render_template(template, event, rule_name, rule, limits), None
     except TemplateError as error:
         return render_for(target.kind, event, rule_name), str(error)
 
@@ -436,6 +372,7 @@ def render_card_for(
     event: Event,
     rule_name: str,
     earlier: EarlierCard | None = None,
+    limits: RenderLimits = UNTIMED,
 ) -> tuple[SlackMessage, str | None]:
     """The live card `target` keeps for `event`'s session: its Slack template's output
     (with the note of a card it replaces), else the built-in card; and why the
@@ -445,7 +382,8 @@ def render_card_for(
     if not isinstance(template, SlackTemplate):
         return render_card(event, rule_name, earlier), None
     try:
-        message = render_slack_template(template, event, rule_name, rule_named(settings, rule_name))
+        rule = rule_named(settings, rule_name)
+        message = render_slack_template(template, event, rule_name, rule, limits)
     except TemplateError as error:
         return render_card(event, rule_name, earlier), str(error)
     return with_earlier(message, earlier), None
@@ -485,19 +423,23 @@ def compile_problems(template: MessageTemplate) -> list[TemplateError]:
         single = None if kind == "json" else _single_expression(source)
         try:
             if single is not None:
-                _expression(single)
+                compiled_expression(single)
             else:
-                _compiled(kind, source)
+                compiled(kind, source)
         except TemplateSyntaxError as error:
             problems.append(_compile_error(part, error))
     return problems
 
 
 def check_template(
-    template: MessageTemplate, kinds: Iterable[EventType], rule: Rule | None = None
+    template: MessageTemplate,
+    kinds: Iterable[EventType],
+    rule: Rule | None = None,
+    limits: RenderLimits = UNTIMED,
 ) -> list[TemplateError]:
     """Why `template` cannot be used for events of `kinds`: compile errors, else the
-    sample events it fails to render (grouped by part, line and message).
+    sample events it fails to render (grouped by part, line and message). Each render
+    may do the work `limits` allow; their time limit covers the whole check.
 
     For a rule, condition events are tried resolved only when the rule sends
     resolved notifications; a target's default is tried on every variant.
@@ -516,7 +458,7 @@ def check_template(
                 continue
             for candidate in (event, with_answer(event)):
                 try:
-                    render_template(template, candidate, name, rule)
+                    render_template(template, candidate, name, rule, limits)
                 except TemplateError as error:
                     types = failed.setdefault((error.part, error.line, error.message), [])
                     if str(kind) not in types:

@@ -62,6 +62,9 @@ class Poller:
         self.stats = wiring.stats
         self.metrics = wiring.metrics
         self.recorder = recorder
+        if recorder is not None:
+            failures = self.metrics.record_failures
+            recorder.count_failures_with(lambda kind: failures.labels(kind).inc())
         self.clock = wiring.clock
         self.wake = wiring.wake
 

@@ -23,15 +23,16 @@ log = logging.getLogger("watcher.delivery")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-Render = Callable[[Target, Event, str], Message]
-"""Makes the message for (target, event, rule name); the daemon's consults templates."""
+Render = Callable[[Target, Event, str], Awaitable[Message]]
+"""Makes the message for (target, event, rule name); the daemon's consults templates
+(off the event loop, within a time limit: `watcher.delivery.rendering`)."""
 Enrich = Callable[[Event, str], Awaitable[Event]]
 """Adds send-time data to an event (e.g. `last_answer`); it must return promptly."""
 StoreCall = Callable[..., Awaitable[Any]]
 """Runs `fn(*args)` against the store and returns its result: `await db(store.due, ...)`."""
 
 
-def render_builtin(target: Target, event: Event, rule: str) -> Message:
+async def render_builtin(target: Target, event: Event, rule: str) -> Message:
     """The built-in rendering for the target's kind (no templates)."""
     return render_for(target.kind, event, rule)
 

@@ -5,6 +5,13 @@ retry later (backoff with jitter or the destination's Retry-After, by the one
 retry policy in `watcher.core.retry`), or a dead letter (with a redacted
 reason). A Retry-After also holds the target's whole lane. Every outcome is
 counted in `DeliveryStats` and the metrics, and logged with its row's context.
+
+A row the destination accepted is marked delivered even when the store is
+busy or failing just then: the mark is tried again, with backoff, up to
+`MARK_ATTEMPTS` times (the lane's progress beat goes on meanwhile), and the
+send never is. Only if every attempt fails, or the daemon stops first, does
+the row stay pending, to be sent again: the at-least-once case the delivery
+contract allows for a send in flight.
 """
 
 from __future__ import annotations
@@ -15,10 +22,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import anyio
+
 from watcher.core.figures import failure_reason
 from watcher.core.message import FailureKind, SendFailed, SendOutcome, Sent
 from watcher.core.retry import GiveUp, decide_retry
 from watcher.core.settings import Target
+from watcher.core.text import describe_error
 from watcher.delivery.hooks import StoreCall
 from watcher.ops.failpoint import Failpoint, failpoint
 from watcher.ops.logs import context
@@ -26,6 +36,10 @@ from watcher.ops.metrics import Metrics
 from watcher.store import DeliveryStore, OutboxRow, UnreadableRow
 
 log = logging.getLogger("watcher.delivery")
+
+MARK_FIRST_WAIT = 0.05  # seconds before the first retry of a failed mark; doubles each time
+MARK_MOST_WAIT = 5.0  # the longest wait between two attempts
+MARK_ATTEMPTS = 120  # ten minutes of waits between attempts (plus any busy lock waited out)
 
 
 @dataclass
@@ -35,6 +49,7 @@ class DeliveryStats:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    mark_retries: int = 0  # marks of sent rows tried again because the store refused one
 
 
 def row_context(target: Target, row: OutboxRow, attempt: int | None = None) -> dict[str, Any]:
@@ -98,7 +113,7 @@ class Outcomes:
         fields = row_context(target, row, attempts)
         if isinstance(outcome, Sent):
             failpoint(Failpoint.AFTER_SEND)
-            await self._db(self._store.mark_delivered, row.id, now, outcome.handle)
+            await self._mark_delivered(row.id, now, outcome.handle, where)
             self._stats.delivered += 1
             self._metrics.notifications.labels(target.name, "sent").inc()
             log.info(
@@ -122,8 +137,62 @@ class Outcomes:
         """Mark `rows` delivered (on the card `handle`, if any) and count them."""
         now = self._clock()
         for row in rows:
-            await self._db(self._store.mark_delivered, row.id, now, handle)
+            where = f"{row.event.type} {row.session_id} -> {target.name} (card)"
+            await self._mark_delivered(row.id, now, handle, where)
         self.count_delivered(target, rows, handle)
+
+    async def _mark_delivered(
+        self, row_id: int, now: datetime, handle: str | None, where: str
+    ) -> None:
+        """Mark a sent row delivered, trying the mark again (never the send) while the
+        store refuses it; raises the last error after `MARK_ATTEMPTS`.
+        """
+        wait = MARK_FIRST_WAIT
+        failed = False
+        try:
+            for attempt in range(1, MARK_ATTEMPTS + 1):
+                try:
+                    await self._db(self._store.mark_delivered, row_id, now, handle)
+                except Exception as error:  # busy, locked, I/O: the send stands either way
+                    reason = self._redact(describe_error(error))
+                    if attempt == MARK_ATTEMPTS:
+                        log.exception(
+                            "gave up marking %s (outbox %d) delivered after %d attempts: %s;"
+                            " it will be sent again",
+                            where,
+                            row_id,
+                            attempt,
+                            reason,
+                        )
+                        raise
+                    if not failed:
+                        log.warning(
+                            "%s (outbox %d) was sent, but marking it delivered failed: %s;"
+                            " trying the mark again, not the send",
+                            where,
+                            row_id,
+                            reason,
+                        )
+                    failed = True
+                    self._stats.mark_retries += 1
+                    self._on_progress()  # waiting on the store is not a stalled lane
+                    await anyio.sleep(wait)
+                    wait = min(wait * 2, MARK_MOST_WAIT)
+                    continue
+                if failed:
+                    log.info(
+                        "marked %s (outbox %d) delivered at attempt %d", where, row_id, attempt
+                    )
+                return
+        except anyio.get_cancelled_exc_class():
+            if failed:
+                log.warning(
+                    "stopping before %s (outbox %d) could be marked delivered:"
+                    " it will be sent again after a restart",
+                    where,
+                    row_id,
+                )
+            raise
 
     def count_delivered(
         self, target: Target, rows: Sequence[OutboxRow], handle: str | None

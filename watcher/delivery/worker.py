@@ -155,7 +155,7 @@ class DeliveryWorker:
         if self._enrich is not None:
             event = await enriched(self._enrich, event, row.rule, where)
         try:
-            message = self._render(target, event, row.rule)
+            message = await self._render(target, event, row.rule)
         except Exception as error:
             return await self._outcomes.bury(
                 target.name, row.id, where, f"cannot render: {describe_error(error)}", error

@@ -154,6 +154,13 @@ class Metrics:
             ["target", "reason"],
             registry=registry,
         )
+        self.record_failures = Counter(
+            f"{PREFIX}_record_failures",
+            "Polls `run --record` could not record, by reason (an errno name such as"
+            " ENOSPC, or dropped when the writer was behind).",
+            ["reason"],
+            registry=registry,
+        )
         # Gauges: set as the state changes.
         self.card_calls = Counter(
             f"{PREFIX}_card_calls",
