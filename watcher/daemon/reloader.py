@@ -4,8 +4,9 @@
 settings); `Reloader.apply` tells each part: the API client is replaced when
 the `factory:` section changed, targets whose definition changed get a new
 notifier, the request budget its new rate, the watch list and timetable their
-new sessions and cadence, and discovery its new filter at once. `http` and
-`log_format` take effect on the next restart.
+new sessions and cadence, and discovery its new filter at once. `http`,
+`log_format`, `state.path` and `state.record` take effect on the next restart,
+and a reload that changes them says so.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from watcher.ops.failpoint import Failpoint, failpoint
 from watcher.poll.api import FactoryClient, SessionSource
 
 log = logging.getLogger("watcher.daemon")
-RESTART_ONLY = ("http", "log_format")  # settings a reload cannot apply
+# Settings a reload cannot apply: the attribute of `Settings`, and the config key it names.
+RESTART_ONLY = {
+    "http": "http",
+    "log_format": "log_format",
+    "state_path": "state.path",
+    "record_path": "state.record",
+}
 
 
 def client_for(settings: Settings) -> FactoryClient:
@@ -72,7 +79,9 @@ def settings_change(old: Settings, new: Settings, notifiers: Collection[str]) ->
         ),
         poll=new.poll != old.poll,
         discovery=new.discover is not None and new.discover != old.discover,
-        restart_only=tuple(k for k in RESTART_ONLY if getattr(new, k) != getattr(old, k)),
+        restart_only=tuple(
+            key for name, key in RESTART_ONLY.items() if getattr(new, name) != getattr(old, name)
+        ),
     )
 
 
