@@ -343,7 +343,6 @@ async def test_when_title_tags_and_model_pick_the_sessions(rig: Rig, clock: Step
     assert stored.tags == ("nightly", "infra")
 
 
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("leaving", ["restart", "reload"])
 async def test_time_based_rules_stop_when_the_session_is_no_longer_watched(
