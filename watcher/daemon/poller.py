@@ -64,6 +64,11 @@ class Poller:
         self.recorder = recorder
         self.clock = wiring.clock
         self.wake = wiring.wake
+        self.book.on_forget(self._release)
+
+    def _release(self, session_id: str) -> None:
+        """The client in force keeps a prepared request per session: a forgotten one goes."""
+        self.live.source.forget(session_id)
 
     async def poll(
         self, session_id: str, *, dry_run: bool = False, budgeted: bool = False
@@ -268,8 +273,6 @@ class Poller:
             entry.leaving = False
         if session_id in book.configured:
             return
-        book.drop(session_id)
-        self.live.source.forget(session_id)
-        self.scheduler.unschedule(session_id)
+        book.drop(session_id)  # forgets it everywhere: client, timetable, backoff
         await self.db(self.store.forget_discovered, [session_id])
         log.info("session %s left the list: no longer watched", session_id)

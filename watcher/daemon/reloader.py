@@ -175,9 +175,7 @@ class Reloader:
         book = self.book
         before: Mapping[str, object] = book.watch(new)
         for session_id in set(before) - set(book.watched):
-            book.forget(session_id)
-            self.live.source.forget(session_id)
-            self.scheduler.unschedule(session_id)
+            book.forget(session_id)  # everywhere: client, timetable, backoff
         changed = [w for w in book.watched.values() if before.get(w.id) != w or poll_changed]
         if self.scheduler.running:  # running: otherwise run() schedules every session
             for w in changed:
