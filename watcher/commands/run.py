@@ -75,8 +75,6 @@ async def _run(
         new = load_settings(config_path)
         if record is not None:  # `run --record` wins over the file, on a reload too
             new = replace(new, record_path=record.absolute())
-        # Old values stay masked too: in-flight errors may still quote them.
-        redactor.update((*redactor.secrets, *new.secret_values()))
         return new
 
     from watcher.ops.endpoint import EndpointError
@@ -87,6 +85,10 @@ async def _run(
     except RecordError as error:
         print(f"factory-watcher: {error}", file=sys.stderr)
         return EX_CANTCREAT
+    # The logs mask the secrets in force: the current config's, and a replaced one's
+    # only while a client or notifier built from it is open (it may quote them).
+    live = watcher.live
+    redactor.follow(lambda: live.secrets)
     try:
         await watcher.run()
     except EndpointError as error:

@@ -133,7 +133,11 @@ class DiscoveryLoop:
         for _ in range(MAX_PAGES):
             if not await self.live.unless_stopping(self.budget.acquire):
                 return items, False
-            page = await self.live.source.list_sessions(cursor)
+            source = self.live.borrow()  # a reload closes the client it replaced after this
+            try:
+                page = await source.list_sessions(cursor)
+            finally:
+                self.live.give_back(source)
             if isinstance(page, FetchFailed):
                 return replace(page, reason=self.live.redact(page.reason))
             items.extend(page.sessions)
@@ -187,7 +191,11 @@ class DiscoveryLoop:
             # An entry before the read: the client keeps something for the session,
             # and the book's `forget` (by `prune`, once it is no longer listed) drops it.
             entry = self.book.entry(session_id)
-            result = await self.live.source.fetch_session(session_id)
+            source = self.live.borrow()
+            try:
+                result = await source.fetch_session(session_id)
+            finally:
+                self.live.give_back(source)
             if isinstance(result, Fetched):
                 entry.facts = facts_from_snapshot(result.snapshot)
             elif isinstance(result, FetchFailed):

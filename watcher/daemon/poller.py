@@ -140,11 +140,14 @@ class Poller:
         known = entry.digest if not dry_run and self.recorder is None else None
         started = time.perf_counter()
         answer: Answer
+        source = self.live.borrow()  # a reload closes the client it replaced only after this
         try:
-            answer = await self.live.source.fetch_session(session_id, known=known)
+            answer = await source.fetch_session(session_id, known=known)
         except Exception as error:
             answer = FetchFailed(FetchFailureKind.RETRYABLE, f"poll error: {describe_error(error)}")
             self._log_raise(session_id, entry, "poll", answer.reason)
+        finally:
+            self.live.give_back(source)
         return answer, time.perf_counter() - started
 
     async def _record(
