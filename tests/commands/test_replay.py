@@ -113,3 +113,33 @@ def test_a_replayed_digest_names_every_session_it_lists() -> None:
     ]
     digest = digest_event("t", "night", T0 + timedelta(hours=8), held)
     assert sessions_of(digest) == "digest of nightly (s1), release (s2)"
+
+
+def test_replay_fires_time_based_rules_of_sessions_not_in_the_config(
+    config: Path, tmp_path: Path
+) -> None:
+    """A recorded session the config does not list (a discovered one) is watched by the
+    replay: its settled finish is printed, as for a configured one."""
+    t0 = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    lines = [
+        {
+            "at": t0.isoformat(),
+            "session": "d1",
+            "status": 200,
+            "body": body("running", 1_000, session_id="d1"),
+        },
+        {
+            "at": (t0 + timedelta(seconds=10)).isoformat(),
+            "session": "d1",
+            "status": 200,
+            "body": body("idle", 2_000, 2_000, session_id="d1"),
+        },
+        {"at": (t0 + timedelta(seconds=20)).isoformat(), "session": "d1", "status": 404},
+    ]
+    recording = tmp_path / "polls.jsonl"
+    recording.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    code, out, err = run_cli("replay", str(recording), "-c", str(config))
+    assert (code, err) == (EX_OK, "")
+    assert [line.split("  ")[:3] for line in out.splitlines()] == [
+        ["2026-11-30T12:00:12Z", "ci", "(rule done)"]
+    ]

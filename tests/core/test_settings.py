@@ -15,7 +15,8 @@ from watcher.core.settings import (
 
 
 def test_secret_values_lists_every_secret() -> None:
-    """The API key, Slack tokens, Slack webhook URLs and webhook secrets are all listed."""
+    """The API key, Slack tokens, Slack webhook URLs, webhook URLs, secrets and header
+    values are all listed."""
     settings = Settings(
         factory=FactorySettings(api_key=Secret("fk-1")),
         state_path=Path("s.db"),
@@ -23,8 +24,16 @@ def test_secret_values_lists_every_secret() -> None:
             "a": SlackTarget(name="a", token=Secret("xoxb-2"), channel="C1"),
             "b": SlackWebhookTarget(name="b", url=Secret("https://hooks/3")),
             "c": WebhookTarget(name="c", url="https://x", secret=Secret("whsec_4")),
-            "d": WebhookTarget(name="d", url="https://y"),
+            "d": WebhookTarget(name="d", url="https://y?token=5", headers={"X-Key": "key-6"}),
         },
     )
-    assert settings.secret_values() == ("fk-1", "xoxb-2", "https://hooks/3", "whsec_4")
+    assert settings.secret_values() == (
+        "fk-1",
+        "xoxb-2",
+        "https://hooks/3",
+        "https://x",
+        "whsec_4",
+        "https://y?token=5",
+        "key-6",
+    )
     assert "fk-1" not in repr(settings)

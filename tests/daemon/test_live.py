@@ -51,3 +51,40 @@ def test_redaction_masks_the_configured_secrets(tmp_path: Path) -> None:
     """Anything logged or stored through `redact` loses the API key."""
     live = Live(offline_settings(tmp_path), IdleSource())
     assert API_KEY not in live.redact(f"failed with {API_KEY}")
+
+
+@pytest.mark.anyio
+async def test_a_client_is_idle_once_every_borrowed_call_returned(tmp_path: Path) -> None:
+    """`idle` waits for the last of the calls borrowed on a client, and no longer."""
+    live = Live(offline_settings(tmp_path), IdleSource())
+    first, second = live.borrow(), live.borrow()
+    assert live.loans.in_flight(first) == 2
+    idle: list[bool] = []
+
+    async def wait_idle() -> None:
+        await live.loans.idle(first)
+        idle.append(True)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_idle)
+            await anyio.wait_all_tasks_blocked()
+            live.give_back(first)
+            await anyio.wait_all_tasks_blocked()
+            assert idle == []
+            live.give_back(second)
+    assert idle == [True]
+    assert live.loans.in_flight(first) == 0
+    await live.loans.idle(first)  # idle already: returns at once
+
+
+def test_a_replaced_configs_secrets_are_masked_only_while_retired(tmp_path: Path) -> None:
+    """`secrets` is the config's, plus a replaced config's while something built from it is
+    open; a value in both is listed once."""
+    live = Live(offline_settings(tmp_path), IdleSource())
+    assert live.secrets == (API_KEY,)
+    live.retired_secrets = (API_KEY, "fk-old-key-0001")
+    assert live.secrets == (API_KEY, "fk-old-key-0001")
+    assert live.redact("fk-old-key-0001") != "fk-old-key-0001"
+    live.retired_secrets = ()
+    assert live.redact("fk-old-key-0001") == "fk-old-key-0001"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 
-from tests.daemon.offline import offline_settings
+from tests.daemon.offline import T0, offline_settings, offline_watcher
+from tests.rig import wait_for
 from watcher.core.secret import Secret
 from watcher.core.settings import (
     DiscoverSettings,
@@ -58,6 +61,11 @@ CASES = [
         changed(http=HttpSettings("127.0.0.1", 9464), log_format=LogFormat.JSON),
         SettingsChange(restart_only=("http", "log_format")),
     ),
+    (
+        "the state database and the poll recording wait for a restart",
+        changed(state_path=Path("elsewhere.db"), record_path=Path("polls.jsonl")),
+        SettingsChange(restart_only=("state.path", "state.record")),
+    ),
 ]
 
 
@@ -78,3 +86,31 @@ def test_discovery_turned_off_needs_no_pass() -> None:
     assert not settings_change(on, OLD, notifiers={"ci", "ops"}).discovery
     wider = changed(discover=DiscoverSettings(max_sessions=5))
     assert settings_change(on, wider, notifiers={"ci", "ops"}).discovery
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("what", "key"),
+    [
+        ({"state_path": Path("moved.db")}, "state.path"),
+        ({"record_path": Path("polls.jsonl")}, "state.record"),
+    ],
+    ids=["state.path", "state.record"],
+)
+async def test_a_reload_says_what_waits_for_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, what: dict[str, Path], key: str
+) -> None:
+    """A reload that moves the state database or the recording warns that it waits for
+    a restart, and the watcher goes on with the store it has."""
+    settings = offline_settings(tmp_path, "s1")
+    moved = replace(settings, **what)  # type: ignore[arg-type]
+    watcher = offline_watcher(settings, [T0], reload=[moved].pop)
+    caplog.set_level(logging.WARNING, logger="watcher.daemon")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: watcher.run(handle_signals=False))
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: watcher.scheduler.running))
+        assert await watcher.reload()
+        watcher.request_stop()
+    assert f"{key} changed: that takes effect on the next restart" in caplog.text
+    assert watcher.store.location == str(settings.state_path)
+    watcher.store.close()

@@ -344,3 +344,43 @@ async def test_when_title_tags_and_model_pick_the_sessions(rig: Rig, clock: Step
     )
     assert stored.assistant_active_ms == 1234
     assert stored.tags == ("nightly", "infra")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("leaving", ["restart", "reload"])
+async def test_time_based_rules_stop_when_the_session_is_no_longer_watched(
+    rig: Rig, clock: StepClock, leaving: str
+) -> None:
+    """Stuck, waiting, long_running and repeat never fire for a session no longer watched
+    (the config lost it across a restart, or a reload removed it while running)."""
+    rules = (
+        ci("stuck", "session.stuck", hold_for=timedelta(minutes=15), repeat=timedelta(minutes=5)),
+        ci("waiting", "session.waiting", hold_for=timedelta(minutes=15)),
+        ci("long", "session.long_running", hold_for=timedelta(minutes=15)),
+    )
+    settings = configure(rig, *rules)
+    without = replace(settings, sessions=())
+    watcher = Watcher(settings, clock=clock.utc, reload=[without].pop)
+    await step(watcher, clock)  # the baseline: s1 running, its rules due in 15 minutes
+    assert watcher.store.next_wake() is not None
+    if leaving == "restart":
+        await watcher.aclose()
+        watcher.store.close()
+        watcher = Watcher(without, clock=clock.utc)
+    reports = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: watcher.run(handle_signals=False))
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: watcher.scheduler.running))
+        if leaving == "reload":
+            assert await watcher.reload()
+        for _ in range(3):
+            clock.advance(20 * 60)
+            reports.append(await watcher.tick_rules())
+        watcher.request_stop()
+    try:
+        assert [r.routes for r in reports] == [(), (), ()]
+        assert watcher.store.due_sessions(clock.utc()) == []  # not found due again each tick
+        assert sum(watcher.store_counts().values()) == 0  # nothing queued either
+    finally:
+        watcher.store.close()
+    assert received(rig) == []

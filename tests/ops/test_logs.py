@@ -49,6 +49,26 @@ def test_secrets_are_masked_in_messages_arguments_and_tracebacks() -> None:
 
 
 @pytest.mark.usefixtures("restore_logging")
+def test_a_following_redactor_masks_what_is_in_force_at_each_record() -> None:
+    """`follow` masks what its source says now: a value it drops is no longer masked,
+    and the list does not grow; `update` fixes the list again."""
+    stream = io.StringIO()
+    redactor = configure_logging("INFO", stream=stream, secrets=["fk-secret-1"])
+    in_force = ["fk-secret-1", "key-old-1"]
+    redactor.follow(lambda: tuple(in_force))
+    log = logging.getLogger("watcher.test")
+    log.info("one %s %s", "fk-secret-1", "key-old-1")
+    in_force[1:] = ["key-new-2"]
+    log.info("two %s %s", "key-old-1", "key-new-2")
+    assert redactor.secrets == ("fk-secret-1", "key-new-2")
+    redactor.update(["key-old-1"])
+    log.info("three %s", "key-old-1")
+    assert stream.getvalue().splitlines()[0].endswith("one ******** ********")
+    assert stream.getvalue().splitlines()[1].endswith("two key-old-1 ********")
+    assert stream.getvalue().splitlines()[2].endswith("three ********")
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_one_line_per_record_and_quiet_libraries() -> None:
     """Records are single lines with time, level and logger; library INFO is dropped."""
     stream = io.StringIO()

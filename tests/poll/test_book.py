@@ -6,6 +6,8 @@ from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from watcher.core.discovery import ListedSession, ListMark
 from watcher.core.model import Gone
 from watcher.core.poll import FetchFailed, FetchFailureKind
@@ -87,3 +89,45 @@ def test_states_loaded_at_start_are_known_and_unknown_ones_are_empty() -> None:
     assert book.state("nope") is None
     assert book.interval("nope") is None
     assert "nope" not in book.entries  # looking does not make an entry
+
+
+def test_forget_tells_every_part_that_registered() -> None:
+    """Each release registered with `on_forget` is called with the forgotten id."""
+    book = SessionBook({}, backoff=Backoff(lambda: 0.0))
+    told: list[tuple[str, str]] = []
+    book.on_forget(lambda sid: told.append(("client", sid)))
+    book.on_forget(lambda sid: told.append(("timetable", sid)))
+    book.forget("s1")
+    book.drop("s2")
+    assert told == [("client", "s1"), ("timetable", "s1"), ("client", "s2"), ("timetable", "s2")]
+
+
+PRUNES = [
+    ("listed sessions keep their entries", ["listed"], {"conf", "listed"}),
+    ("nothing listed: only watched ones stay", [], {"conf"}),
+]
+
+
+@pytest.mark.parametrize(("listed", "kept"), [c[1:] for c in PRUNES], ids=[c[0] for c in PRUNES])
+def test_prune_forgets_what_is_neither_watched_nor_listed(
+    listed: list[str], kept: set[str]
+) -> None:
+    """Entries of sessions neither watched nor in the listing are forgotten, with the parts'."""
+    book = SessionBook({}, backoff=Backoff(lambda: 0.0))
+    book.watch(replace(SETTINGS, discover=DiscoverSettings()))
+    for session_id in ("conf", "listed", "gone"):
+        book.entry(session_id)
+    told: list[str] = []
+    book.on_forget(told.append)
+    assert sorted(book.prune(listed)) == sorted({"conf", "listed", "gone"} - kept)
+    assert set(book.entries) == kept
+    assert sorted(told) == sorted({"conf", "listed", "gone"} - kept)
+
+
+def test_without_discovery_watch_keeps_only_watched_entries() -> None:
+    """States loaded at start of sessions no longer configured leave with the first watch."""
+    book = SessionBook(
+        {"conf": Gone("conf", None), "old": Gone("old", None)}, backoff=Backoff(lambda: 0.0)
+    )
+    book.watch(SETTINGS)
+    assert set(book.entries) == {"conf"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TextIO
@@ -22,7 +22,7 @@ from watcher.core.message import SlackMessage
 from watcher.core.model import Event, EventType, SessionRef
 from watcher.core.poll import Fetched, FetchResult, NotFound
 from watcher.core.render import digest_sessions
-from watcher.core.settings import Settings
+from watcher.core.settings import Settings, WatchedSession
 from watcher.core.snapshot import SnapshotError, parse_snapshot
 from watcher.core.template import render_message
 from watcher.intake.poll import apply_poll
@@ -78,9 +78,13 @@ def read_recording(lines: Iterable[str], source: str = "recording") -> Iterator[
         yield RecordedPoll(at, session_id, Fetched(snapshot, raw.get("body")))
 
 
-def _ticks_until(store: SqliteStore, settings: Settings, until: datetime) -> None:
+def _ticks_until(
+    store: SqliteStore,
+    settings: Settings,
+    watched: Mapping[str, WatchedSession],
+    until: datetime,
+) -> None:
     """Run the rule timer at every moment it was asked for, up to and including `until`."""
-    watched = {w.id: w for w in settings.sessions}
     previous: datetime | None = None
     while (wake := store.next_wake()) is not None and wake <= until:
         if previous is not None and wake <= previous:
@@ -96,20 +100,24 @@ def replay(
     store = SqliteStore(":memory:")
     try:
         last: datetime | None = None
+        # Every recorded session is watched (a discovered one too): the timer skips others.
+        watched = {w.id: w for w in settings.sessions}
         for poll in polls:
-            _ticks_until(store, settings, poll.at)
+            _ticks_until(store, settings, watched, poll.at)
+            session = find_session(settings, poll.session_id)
+            watched.setdefault(session.id, session)
             apply_poll(
                 store,
                 settings.rules,
                 settings.factory.session_url,
-                find_session(settings, poll.session_id),
+                session,
                 poll.result,
                 poll.at,
                 quiet=settings.quiet_hours,
             )
             last = poll.at
         if last is not None:
-            _ticks_until(store, settings, last + extra)
+            _ticks_until(store, settings, watched, last + extra)
         rows = sorted(store.list_outbox(limit=1_000_000), key=lambda r: r.id)
         # An in-memory store written just now holds no unreadable rows; skip any all the same.
         return [

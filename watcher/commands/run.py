@@ -58,21 +58,23 @@ def start_watching(settings: Settings, args: argparse.Namespace, out: TextIO, er
             return anyio.run(_test_notify, settings, args.target, out, backend="asyncio")
         if args.command == "once":
             return anyio.run(_once, settings, args.dry_run, out, backend="asyncio")
-        return anyio.run(_run, settings, args.config, redactor, backend="asyncio")
+        return anyio.run(_run, settings, args.config, redactor, args.record, backend="asyncio")
     except StoreError as error:
         return store_error_exit(error, err)
     except KeyboardInterrupt:
         return EX_OK
 
 
-async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter) -> int:
+async def _run(
+    settings: Settings, config_path: Path, redactor: RedactingFilter, record: Path | None
+) -> int:
     from watcher.config.loader import load_settings
     from watcher.daemon import Watcher
 
     def reload() -> Settings:
         new = load_settings(config_path)
-        # Old values stay masked too: in-flight errors may still quote them.
-        redactor.update((*redactor.secrets, *new.secret_values()))
+        if record is not None:  # `run --record` wins over the file, on a reload too
+            new = replace(new, record_path=record.absolute())
         return new
 
     from watcher.ops.endpoint import EndpointError
@@ -83,6 +85,10 @@ async def _run(settings: Settings, config_path: Path, redactor: RedactingFilter)
     except RecordError as error:
         print(f"factory-watcher: {error}", file=sys.stderr)
         return EX_CANTCREAT
+    # The logs mask the secrets in force: the current config's, and a replaced one's
+    # only while a client or notifier built from it is open (it may quote them).
+    live = watcher.live
+    redactor.follow(lambda: live.secrets)
     try:
         await watcher.run()
     except EndpointError as error:

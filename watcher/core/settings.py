@@ -277,13 +277,22 @@ class Settings:
     retention: Retention = Retention()
 
     def secret_values(self) -> tuple[str, ...]:
-        """Every secret value in the configuration, for redaction."""
+        """Every secret value in the configuration, for redaction.
+
+        A webhook's `url` and `headers` values count: a URL may carry a token in its
+        path or query, and extra headers are where credentials usually go.
+        """
         found = [self.factory.api_key.reveal()]
         for target in self.targets.values():
-            if isinstance(target, SlackTarget):
-                found.append(target.token.reveal())
-            elif isinstance(target, SlackWebhookTarget):
-                found.append(target.url.reveal())
-            elif target.secret is not None:
-                found.append(target.secret.reveal())
+            found.extend(target_secrets(target))
         return tuple(found)
+
+
+def target_secrets(target: Target) -> tuple[str, ...]:
+    """The values of `target` that must never be shown: credentials, and what may hold one."""
+    if isinstance(target, SlackTarget):
+        return (target.token.reveal(),)
+    if isinstance(target, SlackWebhookTarget):
+        return (target.url.reveal(),)
+    signing = (target.secret.reveal(),) if target.secret is not None else ()
+    return (target.url, *signing, *target.headers.values())

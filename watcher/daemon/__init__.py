@@ -298,6 +298,7 @@ class Watcher:
         finally:
             queue.close()  # already closed on a clean stop; not when run() was cancelled
             self.discovery.attach(None)
+            self.reloader.attach(None)
             await self.aclose()
         log.info(
             "stopped; %d notification(s) left queued", self.store_counts()[OutboxStatus.PENDING]
@@ -310,6 +311,7 @@ class Watcher:
         poll = partial(self.poller.poll, budgeted=True)
         self.scheduler.start(work, poll, settings.factory.concurrency)
         self.discovery.attach(work)
+        self.reloader.attach(work)  # replaced clients and notifiers close once unused
         self.discovery.start()
         for warning in budget_warnings(settings):
             log.warning("%s", warning)

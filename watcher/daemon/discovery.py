@@ -4,7 +4,8 @@ the `discover:` settings, and the watch list follows it.
 New sessions are watched (the very first pass takes each listed session's
 state as its baseline), sessions the list shows changed are polled at once,
 and a discovered session no longer chosen by a complete listing gets one last
-poll before it is dropped. A failed list is a failed poll (backoff,
+poll before it is dropped. A complete listing also forgets what was kept to
+judge sessions it no longer lists (the book's `prune`). A failed list is a failed poll (backoff,
 Retry-After, API health) and drops nothing.
 """
 
@@ -132,7 +133,11 @@ class DiscoveryLoop:
         for _ in range(MAX_PAGES):
             if not await self.live.unless_stopping(self.budget.acquire):
                 return items, False
-            page = await self.live.source.list_sessions(cursor)
+            source = self.live.borrow()  # a reload closes the client it replaced after this
+            try:
+                page = await source.list_sessions(cursor)
+            finally:
+                self.live.give_back(source)
             if isinstance(page, FetchFailed):
                 return replace(page, reason=self.live.redact(page.reason))
             items.extend(page.sessions)
@@ -183,9 +188,16 @@ class DiscoveryLoop:
         for session_id in session_ids:
             if not await self.live.unless_stopping(self.budget.acquire):
                 return False
-            result = await self.live.source.fetch_session(session_id)
+            # An entry before the read: the client keeps something for the session,
+            # and the book's `forget` (by `prune`, once it is no longer listed) drops it.
+            entry = self.book.entry(session_id)
+            source = self.live.borrow()
+            try:
+                result = await source.fetch_session(session_id)
+            finally:
+                self.live.give_back(source)
             if isinstance(result, Fetched):
-                self.book.entry(session_id).facts = facts_from_snapshot(result.snapshot)
+                entry.facts = facts_from_snapshot(result.snapshot)
             elif isinstance(result, FetchFailed):
                 if result.status == 429:
                     self.budget.throttled(result.retry_after)
@@ -280,8 +292,7 @@ class DiscoveryLoop:
             book.add(watched)
             if self.scheduler.running and not self.live.stopping:
                 self.scheduler.schedule(watched, first=True)
-        leaving = book.mark_leaving(chosen.keys()) if complete else []
-        book.keep(chosen.keys())
+        leaving = self._leaving(chosen.keys(), items, complete=complete, dry_run=dry_run)
         moved = [sid for sid in book.watched if self._moved(sid)]
         # New sessions not taken as a baseline, moved ones, and leavers are read at once.
         baseline_ids = {b.session_id for b in baselines}
@@ -297,6 +308,27 @@ class DiscoveryLoop:
         return DiscoveryReport(
             len(items), tuple(added), tuple(leaving), tuple(moved), new_rows, complete
         )
+
+    def _leaving(
+        self,
+        chosen: Iterable[str],
+        items: Sequence[ListedSession],
+        *,
+        complete: bool,
+        dry_run: bool,
+    ) -> list[str]:
+        """Discovered sessions a complete listing no longer chose (each gets one last poll).
+
+        Such a listing also forgets sessions it no longer shows that were read or
+        marked only to judge them: they leave nothing behind.
+        """
+        book = self.book
+        chosen = set(chosen)
+        leaving = book.mark_leaving(chosen) if complete else []
+        book.keep(chosen)
+        if complete and not dry_run:
+            book.prune(item.session_id for item in items)
+        return leaving
 
     def _moved(self, session_id: str) -> bool:
         """Whether the latest listing shows `session_id` changed since its stored state."""

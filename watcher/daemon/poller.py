@@ -67,6 +67,11 @@ class Poller:
             recorder.count_failures_with(lambda kind: failures.labels(kind).inc())
         self.clock = wiring.clock
         self.wake = wiring.wake
+        self.book.on_forget(self._release)
+
+    def _release(self, session_id: str) -> None:
+        """The client in force keeps a prepared request per session: a forgotten one goes."""
+        self.live.source.forget(session_id)
 
     async def poll(
         self, session_id: str, *, dry_run: bool = False, budgeted: bool = False
@@ -138,11 +143,14 @@ class Poller:
         known = entry.digest if not dry_run and self.recorder is None else None
         started = time.perf_counter()
         answer: Answer
+        source = self.live.borrow()  # a reload closes the client it replaced only after this
         try:
-            answer = await self.live.source.fetch_session(session_id, known=known)
+            answer = await source.fetch_session(session_id, known=known)
         except Exception as error:
             answer = FetchFailed(FetchFailureKind.RETRYABLE, f"poll error: {describe_error(error)}")
             self._log_raise(session_id, entry, "poll", answer.reason)
+        finally:
+            self.live.give_back(source)
         return answer, time.perf_counter() - started
 
     async def _record(
@@ -271,8 +279,6 @@ class Poller:
             entry.leaving = False
         if session_id in book.configured:
             return
-        book.drop(session_id)
-        self.live.source.forget(session_id)
-        self.scheduler.unschedule(session_id)
+        book.drop(session_id)  # forgets it everywhere: client, timetable, backoff
         await self.db(self.store.forget_discovered, [session_id])
         log.info("session %s left the list: no longer watched", session_id)

@@ -4,17 +4,26 @@
 settings); `Reloader.apply` tells each part: the API client is replaced when
 the `factory:` section changed, targets whose definition changed get a new
 notifier, the request budget its new rate, the watch list and timetable their
-new sessions and cadence, and discovery its new filter at once. `http` and
-`log_format` take effect on the next restart.
+new sessions and cadence, and discovery its new filter at once. `http`,
+`log_format`, `state.path` and `state.record` take effect on the next restart,
+and a reload that changes them says so.
+
+A replaced client or notifier is retired: closed as soon as nothing uses it
+(the old client's in-flight calls have returned, the old notifier's lane has
+finished its send), not at exit. Until then the secrets of the config it was
+built from stay masked (`Live.retired_secrets`); after, only the current
+config's are.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
+from anyio.abc import TaskGroup
 
 from watcher.core.settings import Settings
 from watcher.daemon.discovery import DiscoveryLoop
@@ -28,7 +37,13 @@ from watcher.ops.failpoint import Failpoint, failpoint
 from watcher.poll.api import FactoryClient, SessionSource
 
 log = logging.getLogger("watcher.daemon")
-RESTART_ONLY = ("http", "log_format")  # settings a reload cannot apply
+# Settings a reload cannot apply: the attribute of `Settings`, and the config key it names.
+RESTART_ONLY = {
+    "http": "http",
+    "log_format": "log_format",
+    "state_path": "state.path",
+    "record_path": "state.record",
+}
 
 
 def client_for(settings: Settings) -> FactoryClient:
@@ -72,7 +87,9 @@ def settings_change(old: Settings, new: Settings, notifiers: Collection[str]) ->
         ),
         poll=new.poll != old.poll,
         discovery=new.discover is not None and new.discover != old.discover,
-        restart_only=tuple(k for k in RESTART_ONLY if getattr(new, k) != getattr(old, k)),
+        restart_only=tuple(
+            key for name, key in RESTART_ONLY.items() if getattr(new, name) != getattr(old, name)
+        ),
     )
 
 
@@ -101,7 +118,15 @@ class Reloader:
         self.supervisor = supervisor
         self.metrics = wiring.metrics
         self.systemd = supervisor.systemd
-        self.retired: list[Notifier | SessionSource] = []  # replaced; closed with the rest
+        # Replaced, not closed yet: each is closed once nothing uses it (or at exit).
+        self.retired: list[Notifier | SessionSource] = []
+        self._secrets_of: dict[int, tuple[str, ...]] = {}  # by id() of a retired one
+        self._work: TaskGroup | None = None
+
+    def attach(self, work: TaskGroup | None) -> None:
+        """Close retired clients and notifiers in `work` from now on (None: the run ended;
+        what is still retired then is closed with the rest at exit)."""
+        self._work = work
 
     async def reload(self) -> bool:
         """Re-read the config; apply it only if it is valid in full. True when applied."""
@@ -142,9 +167,10 @@ class Reloader:
         change = settings_change(old, new, self.notifiers)
         live.settings = new
         if change.client:
-            self.retired.append(live.source)
+            old_source = live.source
             live.source = client_for(new)
-        self._swap_notifiers(new, change)
+            self._retire(old_source, old, partial(live.loans.idle, old_source))
+        self._swap_notifiers(new, old, change)
         if change.rate is not None:
             self.budget.set_rate(change.rate)
         self._rewatch(new, poll_changed=change.poll)
@@ -152,23 +178,53 @@ class Reloader:
             self.discovery.hurry()  # the new filter applies now, not a whole interval later
         self.discovery.start()
 
-    def _swap_notifiers(self, new: Settings, change: SettingsChange) -> None:
+    def _swap_notifiers(self, new: Settings, old: Settings, change: SettingsChange) -> None:
+        replaced: list[Notifier] = []
         for name in change.notifiers:
             if name in self.notifiers:
-                self.retired.append(self.notifiers[name])
+                replaced.append(self.notifiers[name])
             self.notifiers[name] = build_notifier(new.targets[name])
-        for name in change.retired:
-            self.retired.append(self.notifiers.pop(name))
+        replaced += [self.notifiers.pop(name) for name in change.retired]
         self.delivery.set_targets(new.targets, self.notifiers)
+        for notifier in replaced:  # after set_targets: their lanes are finishing their sends
+            self._retire(notifier, old, partial(self.delivery.released, notifier))
+
+    def _retire(
+        self,
+        closable: Notifier | SessionSource,
+        built_from: Settings,
+        unused: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Close `closable` once `unused()` returns; its config's secrets stay masked till then."""
+        self.retired.append(closable)
+        self._secrets_of[id(closable)] = built_from.secret_values()
+        self._mask()
+        if self._work is not None:
+            self._work.start_soon(self._close_when_unused, closable, unused)
+
+    async def _close_when_unused(
+        self, closable: Notifier | SessionSource, unused: Callable[[], Awaitable[None]]
+    ) -> None:
+        await unused()
+        try:
+            await closable.aclose()
+        except Exception:  # closing must not end the run
+            log.debug("closing %r failed", closable, exc_info=True)
+        self.retired[:] = [c for c in self.retired if c is not closable]
+        self._secrets_of.pop(id(closable), None)
+        self._mask()
+
+    def _mask(self) -> None:
+        """Mask the secrets of every config a still-open retired one was built from."""
+        secrets = dict.fromkeys(s for found in self._secrets_of.values() for s in found)
+        self.live.retired_secrets = tuple(secrets)
 
     def _rewatch(self, new: Settings, *, poll_changed: bool) -> None:
         """The watch list `new` asks for; sessions no longer watched are forgotten."""
         book = self.book
         before: Mapping[str, object] = book.watch(new)
         for session_id in set(before) - set(book.watched):
-            book.forget(session_id)
-            self.live.source.forget(session_id)
-            self.scheduler.unschedule(session_id)
+            book.forget(session_id)  # everywhere: client, timetable, backoff
         changed = [w for w in book.watched.values() if before.get(w.id) != w or poll_changed]
         if self.scheduler.running:  # running: otherwise run() schedules every session
             for w in changed:

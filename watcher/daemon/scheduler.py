@@ -48,6 +48,7 @@ class PollScheduler:
         self.queue: PollQueue | None = None
         self.in_flight: set[str] = set()  # queued or being polled
         self.running = False  # a run has begun: polls are scheduled (not a one-shot)
+        self.book.on_forget(self.unschedule)  # a forgotten session keeps no slot
 
     def _new_timetable(self) -> Timetable:
         return Timetable(self.tick, jitter=self._rng.random, on_cycle=self._cycled)

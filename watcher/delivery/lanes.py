@@ -6,7 +6,9 @@ notifications reach a target in order), hands each to the worker's one
 dispatch, and otherwise sleeps until the next row is due. A paced target or
 Slack gets its rows in turn; an unpaced webhook gets them together once it
 has just accepted a row. A Retry-After holds the lane until it has passed. A
-failing or slow target never delays another, and no error ends a lane.
+failing or slow target never delays another, and no error ends a lane. A lane
+stopped by a change of its target finishes its send first; `Lanes.released`
+says when its notifier is free to close.
 """
 
 from __future__ import annotations
@@ -185,6 +187,7 @@ class Lanes:
     def __init__(self, work: LaneWork) -> None:
         self._work = work
         self._lanes: dict[str, Lane] = {}
+        self._retiring: set[Lane] = set()  # stopped by a change, finishing their send
 
     def __len__(self) -> int:
         return len(self._lanes)
@@ -202,13 +205,34 @@ class Lanes:
             if targets.get(name) != lane.target or notifiers.get(name) is not lane.notifier:
                 lane.stop()
                 retired[name] = self._lanes.pop(name)
+                self._retiring.add(lane)
         for name, target in targets.items():
             if name not in self._lanes:
                 # The new lane starts once the old one has finished its send, so
                 # one row is never in flight twice.
                 lane = Lane(target, notifiers[name], self._work, predecessor=retired.get(name))
                 self._lanes[name] = lane
-                tg.start_soon(lane.serve, name=f"lane:{name}")
+                tg.start_soon(self._serve, lane, name=f"lane:{name}")
+
+    async def _serve(self, lane: Lane) -> None:
+        try:
+            await lane.serve()
+        finally:
+            self._retiring.discard(lane)
+
+    async def released(self, notifier: Notifier) -> None:
+        """Return once no lane uses `notifier` (a lane stopped by a change has finished
+        its send): from then on it may be closed."""
+        while True:
+            users = [
+                lane
+                for lane in (*self._lanes.values(), *self._retiring)
+                if lane.notifier is notifier
+            ]
+            if not users:
+                return
+            for lane in users:
+                await lane.stopped()
 
     def stop(self) -> None:
         """Ask every lane to finish its current send and stop."""

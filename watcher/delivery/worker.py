@@ -116,6 +116,10 @@ class DeliveryWorker:
         assert self._tg is not None, "set_targets() is only valid while run() is running"
         self._lanes.set_targets(targets, notifiers, self._tg)
 
+    async def released(self, notifier: Notifier) -> None:
+        """Return once no lane uses `notifier` any more (its in-flight sends finished)."""
+        await self._lanes.released(notifier)
+
     def stop(self) -> None:
         """Ask every lane to finish its current send and stop; pending rows stay queued."""
         self._stop_requested.set()

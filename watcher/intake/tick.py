@@ -1,4 +1,11 @@
-"""The rule timer's work: time-based rules of due sessions and the release of digests."""
+"""The rule timer's work: time-based rules of due sessions and the release of digests.
+
+Only watched sessions are evaluated: a session that left the watch set (aged out
+of discovery, removed from the config) has its wake-up cleared instead, so its
+time-based rules (stuck, waiting, long_running, repeat) stop firing, and the
+timer does not find it due again on every tick. Its memory is kept: watched
+again, its next poll evaluates its rules afresh.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,14 @@ from datetime import datetime
 from watcher.core.diff import session_ref
 from watcher.core.model import Event, Snapshot
 from watcher.core.rules import Route
-from watcher.core.rulestate import Decision, Mute, digest_event, digest_rule, evaluate
+from watcher.core.rulestate import (
+    Decision,
+    Evaluation,
+    Mute,
+    digest_event,
+    digest_rule,
+    evaluate,
+)
 from watcher.core.settings import Settings, WatchedSession
 from watcher.store import HeldRow, IntakeStore
 
@@ -51,13 +65,17 @@ def apply_tick(
     watched: Mapping[str, WatchedSession],
     now: datetime,
 ) -> TickReport:
-    """Evaluate the rules of every session whose memory asked to be woken by `now`, then
-    queue the digests of quiet-hours windows that have ended. Each session commits alone."""
+    """Evaluate the rules of every watched session whose memory asked to be woken by `now`,
+    then queue the digests of quiet-hours windows that have ended. Each session commits
+    alone; a due session no longer watched has its wake-up cleared, nothing more."""
     mutes = store.active_mutes(now)
     routes: list[tuple[Event, Route]] = []
     decisions: dict[str, tuple[Decision, ...]] = {}
     new_rows = 0
     for session_id in store.due_sessions(now):
+        if session_id not in watched:
+            _sleep_session(store, session_id, now)
+            continue
         try:
             found = _tick_session(store, settings, watched, session_id, mutes, now)
         except Exception:  # one session's trouble must not hold back the others
@@ -76,6 +94,14 @@ def apply_tick(
     return TickReport(tuple(routes), new_rows, decisions)
 
 
+def _sleep_session(store: IntakeStore, session_id: str, now: datetime) -> None:
+    """Clear the wake-up of a session no longer watched; its memory stays as it was."""
+    try:
+        store.record_evaluation(session_id, Evaluation(store.load_memory(session_id)), now)
+    except Exception:  # one session's trouble must not hold back the others
+        log.exception("rule timer could not clear the wake-up of session %s", session_id)
+
+
 def _tick_session(
     store: IntakeStore,
     settings: Settings,
@@ -87,7 +113,7 @@ def _tick_session(
     state = store.load_state(session_id)
     shown = state if isinstance(state, Snapshot) else getattr(state, "last", None)
     ref = session_ref(
-        watched.get(session_id) or WatchedSession(session_id),
+        watched[session_id],
         shown,
         settings.factory.session_url,
     )

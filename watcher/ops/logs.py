@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -44,31 +44,47 @@ def _context_of(record: logging.LogRecord) -> Mapping[str, Any]:
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces every known secret value in a record's message, context and traceback."""
+    """Replaces every known secret value in a record's message, context and traceback.
+
+    The values are a fixed list (`update`), or whatever a running daemon says is
+    in force at each record (`follow`): a reload then changes them without the
+    list growing, and a replaced config's values are masked only while something
+    built from it may still quote them.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets: tuple[str, ...] = tuple(secrets)
+        self._secrets: tuple[str, ...] = tuple(secrets)
+        self._source: Callable[[], tuple[str, ...]] | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values masked now."""
+        return self._secrets if self._source is None else self._source()
 
     def update(self, secrets: Iterable[str]) -> None:
-        """Replace the set of values to mask (after a reload)."""
-        self.secrets = tuple(secrets)
+        """Mask exactly `secrets` from now on."""
+        self._secrets = tuple(secrets)
+        self._source = None
+
+    def follow(self, source: Callable[[], tuple[str, ...]]) -> None:
+        """Mask what `source()` returns at each record from now on (the daemon's secrets
+        in force, which a reload changes)."""
+        self._source = source
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage(), self.secrets), None
+        secrets = self.secrets
+        record.msg, record.args = redact(record.getMessage(), secrets), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, self.secrets)
+            record.exc_text = redact(record.exc_text, secrets)
         fields = _context_of(record)
         if fields:
             setattr(
                 record,
                 CONTEXT,
-                {
-                    k: redact(v, self.secrets) if isinstance(v, str) else v
-                    for k, v in fields.items()
-                },
+                {k: redact(v, secrets) if isinstance(v, str) else v for k, v in fields.items()},
             )
         return True
 

@@ -5,13 +5,17 @@ latest listing said of it, facts read to judge a bare list item, the digest of
 the body its stored state came from, its current poll interval, whether its
 last poll raised and whether it is leaving), the watch list (configured
 sessions plus discovered ones), and the backoff kept per session. One
-`forget(session_id)` releases all of it. Memory only: the store keeps the
-truth, this is what scheduling decisions and the identical-body skip read.
+`forget(session_id)` releases all of it, and tells every part that keeps
+something of its own per session (the API client's prepared request, the
+timetable's slot) through the releases they registered with `on_forget`:
+a session that leaves, however it leaves, leaves nothing behind. Memory only:
+the store keeps the truth, this is what scheduling decisions and the
+identical-body skip read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -64,6 +68,11 @@ class SessionBook:
         self.configured: frozenset[str] = frozenset()
         self.watched: dict[str, WatchedSession] = {}
         self.version = 0  # bumped by `watch()`: the watched set is written for `status`
+        self._releases: list[Callable[[str], None]] = []  # what `forget` tells the parts
+
+    def on_forget(self, release: Callable[[str], None]) -> None:
+        """Call `release(session_id)` on every `forget`: a part drops what it keeps."""
+        self._releases.append(release)
 
     def entry(self, session_id: str) -> SessionEntry:
         """The entry of `session_id`, made empty on first use."""
@@ -102,6 +111,10 @@ class SessionBook:
         self.configured = frozenset(w.id for w in settings.sessions)
         self.watched = self.watch_list(settings)
         self.version += 1
+        if settings.discover is None:
+            # Nothing reads an unwatched session's entry without discovery (with it,
+            # a listed session's stored state spares reading it to judge it).
+            self.prune(())
         return before
 
     def add(self, watched: WatchedSession) -> None:
@@ -127,10 +140,22 @@ class SessionBook:
                 entry.leaving = False
 
     def forget(self, session_id: str) -> None:
-        """Release everything kept in memory for `session_id`: entry, watch, backoff."""
+        """Release everything kept in memory for `session_id`: entry, watch, backoff, and
+        what each part registered with `on_forget`."""
         self.entries.pop(session_id, None)
         self.watched.pop(session_id, None)
         self.backoff.forget(session_id)
+        for release in self._releases:
+            release(session_id)
+
+    def prune(self, listed: Iterable[str]) -> list[str]:
+        """Forget every session neither watched nor in `listed` (the latest complete
+        listing, whose entries keep what was read to judge them); the ids forgotten."""
+        keep = set(listed)
+        gone = [sid for sid in self.entries if sid not in self.watched and sid not in keep]
+        for session_id in gone:
+            self.forget(session_id)
+        return gone
 
     def drop(self, session_id: str) -> None:
         """A discovered session left the list: forget it, and it is no longer discovered."""
