@@ -110,7 +110,8 @@ class Watcher:
         self.stats = stats = WatcherStats()
         self.answers = LastAnswers(
             settings=lambda: live.settings,
-            source=lambda: live.source,
+            source=live.borrow,
+            give_back=live.give_back,
             budget=budget,
             redact=live.redact,
         )

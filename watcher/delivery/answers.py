@@ -37,12 +37,16 @@ class LastAnswers:
         *,
         settings: Callable[[], Settings],
         source: Callable[[], SessionSource],
+        give_back: Callable[[SessionSource], None] = lambda _source: None,
         budget: RequestBudget,
         redact: Callable[[str], str],
         timeout: timedelta = ANSWER_TIMEOUT,
     ) -> None:
         self._settings = settings
+        # `source()` lends the client in force and `give_back` returns it: a reload
+        # closes the client it replaced only once no fetch is using it.
         self._source = source
+        self._give_back = give_back
         self._budget = budget
         self._redact = redact
         self.timeout = timeout
@@ -70,14 +74,13 @@ class LastAnswers:
     async def fetch(self, session_id: str) -> str | None:
         """The last answer of `session_id`, or None (no reply in time, or a failure)."""
         source = self._source()
-        if not isinstance(source, AnswerSource):
-            return None
+        try:
+            if not isinstance(source, AnswerSource):
+                return None
+            result = await self._ask(source, session_id)
+        finally:
+            self._give_back(source)
         limit = self.timeout.total_seconds()
-        result: list[Any] | FetchFailed | None = None
-        # The budget wait counts too: a crowded budget must not hold a notification.
-        with anyio.move_on_after(limit):
-            await self._budget.acquire()
-            result = await source.fetch_messages(session_id, request_timeout=limit)
         if result is None:
             log.warning("no last answer for %s: no reply within %gs", session_id, limit)
             return None
@@ -87,3 +90,13 @@ class LastAnswers:
             log.warning("no last answer for %s: %s", session_id, self._redact(result.reason))
             return None
         return latest_answer(result)
+
+    async def _ask(self, source: AnswerSource, session_id: str) -> list[Any] | FetchFailed | None:
+        """The session's messages, a failure, or None when no reply came within `timeout`
+        (the wait for a budget token counts: a crowded budget must not hold a notification).
+        """
+        limit = self.timeout.total_seconds()
+        with anyio.move_on_after(limit):
+            await self._budget.acquire()
+            return await source.fetch_messages(session_id, request_timeout=limit)
+        return None
