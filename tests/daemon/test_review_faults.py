@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from tests.rig import Rig, running_rig
-from watcher.core.settings import Rule, WebhookTarget, WebhookTemplate
+from watcher.core.settings import Rule, SlackTemplate, WebhookTarget, WebhookTemplate
 from watcher.daemon import Watcher
 from watcher.delivery.rendering import SendTimeRenderer
 from watcher.store import OutboxStatus
@@ -222,4 +222,38 @@ async def test_polls_go_on_while_a_slow_template_renders_and_its_time_limit_ends
     assert (polled_while_rendering, sent_while_rendering) == (3, 0)
     (sent,) = rig.receiver.requests
     assert "template" not in sent.json  # the built-in body
+    assert "took longer than the time limit" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_polls_go_on_while_a_slow_card_template_renders_and_its_time_limit_ends_it(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A live card's slow template renders in a thread too; its time limit ends it."""
+    clock = MonotonicSteps()
+    settings = rig.with_sessions("s1")
+    slow = SlackTemplate(text=SLOW_BODY.removesuffix("{}") + "done")
+    rule = Rule("completed", ("session.completed",), ("team-slack",), template=slow)
+    settings = replace(settings, rules=(rule,))
+    renderer = SendTimeRenderer(lambda: settings, clock=clock, time_limit=2.0)
+    watcher = Watcher(settings, render=renderer.message, cards=renderer.cards)
+    try:
+        await watcher.poll_all()
+        rig.sim.complete_run("s1")
+        await watcher.poll_all()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watcher.deliver_due)
+            assert await anyio.to_thread.run_sync(clock.read_elsewhere.wait, 30)
+            before = watcher.stats.polls
+            for _ in range(3):
+                await watcher.poll_all()
+            polled_while_rendering = watcher.stats.polls - before
+            posted_while_rendering = rig.slack.calls("chat.postMessage")
+            clock.now += 2.5  # the render's time is up: it stops at its next step
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
+    assert (polled_while_rendering, posted_while_rendering) == (3, 0)
+    assert rig.slack.calls("chat.postMessage") == 1  # the built-in card
+    assert "the card is built-in instead" in caplog.text
     assert "took longer than the time limit" in caplog.text

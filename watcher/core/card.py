@@ -225,7 +225,10 @@ class CardRenderer:
 
     `card(event, rule, earlier)` renders the whole card for the latest event;
     `reply(event, rule)` one thread reply. A template layer swaps either.
+    `offload` says `card` may run a user's template: the shell then calls it off
+    the event loop, so a slow template never stalls polls.
     """
 
     card: Callable[[Event, str, EarlierCard | None], SlackMessage] = render_card
     reply: Callable[[Event, str], SlackMessage] = render_thread_reply
+    offload: bool = False

@@ -26,8 +26,9 @@ import anyio
 from anyio.abc import TaskStatus
 
 from watcher.core.cadence import budget_warnings
+from watcher.core.card import CardRenderer
 from watcher.core.figures import Readiness
-from watcher.core.settings import Settings
+from watcher.core.settings import Settings, Target
 from watcher.daemon.discovery import DiscoveryLoop, DiscoveryReport
 from watcher.daemon.health import HealthWatch
 from watcher.daemon.live import Live, P, R, WatcherStats, Wiring
@@ -89,6 +90,7 @@ class Watcher:
         reload: Callable[[], Settings] | None = None,
         systemd: SystemdNotifier | None = None,
         render: Render | None = None,
+        cards: Callable[[Target], CardRenderer] | None = None,
         recorder: PollRecorder | None = None,
         store: Store | None = None,
     ) -> None:
@@ -126,7 +128,7 @@ class Watcher:
             render=render or renderer.message,
             metrics=metrics,
             enrich=self.answers.add,
-            cards=renderer.cards,
+            cards=cards or renderer.cards,
         )
         wake = self.delivery.wake
         found = store.discovered()

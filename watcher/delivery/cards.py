@@ -18,11 +18,14 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Protocol, runtime_checkable
+
+import anyio
 
 from watcher.core.card import CardRenderer, EarlierCard
 from watcher.core.message import FailureKind, SendFailed, SendOutcome, Sent, SlackMessage
-from watcher.core.model import EventType
+from watcher.core.model import Event, EventType
 from watcher.core.settings import SlackTarget, Target
 from watcher.core.text import describe_error
 from watcher.delivery.hooks import Enrich, StoreCall, enriched
@@ -204,7 +207,7 @@ class CardKeeper:
                 self._count_call(target, "found")
                 log.info("card of %s -> %s found again after a restart", session_id, target.name)
         if card is not None and card.ts is not None:
-            message = self._cards_for(target).card(latest.event, latest.rule, _earlier(card))
+            message = await self._render(target, latest.event, latest.rule, card)
             async with self._pace(target):
                 outcome = await notifier.update(card.channel, card.ts, message, now=self._clock())
             if isinstance(outcome, Sent):
@@ -271,12 +274,20 @@ class CardKeeper:
         )
         return None
 
+    async def _render(self, target: Target, event: Event, rule: str, card: Card) -> SlackMessage:
+        """The card for `event`; one that may run a template renders in a worker thread."""
+        renderer = self._cards_for(target)
+        render = partial(renderer.card, event, rule, _earlier(card))
+        if renderer.offload:
+            return await anyio.to_thread.run_sync(render)
+        return render()
+
     async def _post(
         self, target: Target, notifier: CardNotifier, card: Card, rows: list[OutboxRow]
     ) -> None:
         """Post `card` new, its intent and marker stored first (a crash finds it again)."""
         latest = rows[-1]
-        message = self._cards_for(target).card(latest.event, latest.rule, _earlier(card))
+        message = await self._render(target, latest.event, latest.rule, card)
         now = self._clock()
         await self._db(self._store.intend_card, card, now)
         async with self._pace(target):

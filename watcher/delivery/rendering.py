@@ -9,8 +9,9 @@ A template runs within `RENDER_TIME_LIMIT` (as well as the sandbox's bounds on
 steps and output): the clock is asked at every step of the render, which ends
 as soon as the time is up. A message's template runs in a worker thread, so a
 slow one never stalls polls or other lanes; a message with no template is
-built right here, with no thread hop. A card is rendered inside the live-card
-protocol, on the event loop, within the same time limit.
+built right here, with no thread hop. A card is rendered the same way: inside
+the live-card protocol, in a worker thread (`CardRenderer.offload`), within the
+same time limit.
 """
 
 from __future__ import annotations
@@ -97,4 +98,4 @@ class SendTimeRenderer:
             note_fallback(problem, "card", target, event, rule)
             return message
 
-        return CardRenderer(card=card)
+        return CardRenderer(card=card, offload=True)
