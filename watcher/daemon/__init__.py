@@ -139,7 +139,7 @@ class Watcher:
             backoff=Backoff(rng.random),
         )
         book.watch(settings)
-        self._load_watched_states()
+        load_watched_states(store, book, clock())
         # `self.db` is bound here: a subclass's `db` sees every part's store call.
         wiring = Wiring(live, book, store, self.db, budget, stats, metrics, clock, wake)
         self.health = health = HealthWatch(wiring)
@@ -165,24 +165,6 @@ class Watcher:
         self._stop = anyio.Event()
         self._work_scope: anyio.CancelScope | None = None
         self.endpoint_port: int | None = None
-
-    def _load_watched_states(self) -> None:
-        """Seat the stored states of the watched sessions only (not every session ever seen).
-
-        A row that cannot be read is set aside with its reason, logged, and the
-        session starts afresh: its next poll is a new baseline.
-        """
-        stored = self.store.load_states(list(self.book.watched))
-        for session_id, state in stored.states.items():
-            self.book.entry(session_id).state = state
-        if stored.unreadable:
-            self.store.set_aside_states(stored.unreadable, self.clock())
-        for row in stored.unreadable:
-            log.warning(
-                "session %s: stored state set aside (%s); its next poll is a new baseline",
-                row.session_id,
-                row.reason,
-            )
 
     def _open_delivery_store(self) -> None:
         """Delivery's own handle on the store, and where the state lives (for the log).
@@ -383,6 +365,25 @@ class Watcher:
     async def deliver_due(self) -> int:
         """Send every notification due now, once; returns how many were attempted."""
         return await self.delivery.drain_once(self.settings.targets, self.notifiers)
+
+
+def load_watched_states(store: Store, book: SessionBook, now: datetime) -> None:
+    """Seat the stored states of the watched sessions only (not every session ever seen).
+
+    A row that cannot be read is set aside with its reason, logged, and the
+    session starts afresh: its next poll is a new baseline.
+    """
+    stored = store.load_states(list(book.watched))
+    for session_id, state in stored.states.items():
+        book.entry(session_id).state = state
+    if stored.unreadable:
+        store.set_aside_states(stored.unreadable, now)
+    for row in stored.unreadable:
+        log.warning(
+            "session %s: stored state set aside (%s); its next poll is a new baseline",
+            row.session_id,
+            row.reason,
+        )
 
 
 async def run_until(
