@@ -14,6 +14,7 @@ from bench.soak import (
     judge_growth,
     parse_metrics,
     plan_session,
+    retention_unknown,
     second_half,
 )
 
@@ -98,3 +99,18 @@ def test_every_planned_session_is_created_first_and_deleted_once_at_the_end(seed
     assert actions[-1] is Action.DELETE
     assert [p.at for p in plan] == sorted(p.at for p in plan)
     assert plan[-1].at <= 100.0 + 120.0 + 60.0
+
+
+@pytest.mark.parametrize(
+    ("said", "unknown"),
+    [
+        ("soak.yaml:18: state.forget_sessions_after: unknown key; expected one of: path", True),
+        ("soak.yaml:16: state.keep_delivered: unknown key; expected one of: path, record", True),
+        ("soak.yaml:16: state.keep_delivered: expected a duration", False),  # a bad value
+        ("soak.yaml:3: poll.interval: unknown key; expected one of: x", False),
+        ("", False),
+    ],
+)
+def test_retention_unknown_only_for_a_build_without_the_keys(said: str, unknown: bool) -> None:
+    """A build without the keys is told apart from a rejected retention value."""
+    assert retention_unknown(said) is unknown
