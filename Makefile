@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
 
-.PHONY: demo test lint format typecheck pytest bench bench-startup crash clean
+.PHONY: demo test lint format typecheck pytest bench bench-startup crash soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench-startup: $(VENV)/.installed-dev
 
 crash: $(VENV)/.installed-dev
 	$(BIN)/python bench/crash.py --kills 200
+
+# An hour by default (too long for `make bench`): make soak SOAK_ARGS="--minutes 10 --sample 30"
+SOAK_ARGS ?=
+soak: $(VENV)/.installed-dev
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.core.factories import snap
 from tests.daemon.offline import T0, offline_settings, offline_watcher
@@ -87,6 +88,27 @@ async def test_housekeeping_writes_polls_once_and_the_watch_list_when_it_changed
     finally:
         await watcher.aclose()
         store.close()
+
+
+@pytest.mark.anyio
+async def test_each_housekeeping_round_is_timed_in_the_metrics(tmp_path: Path) -> None:
+    """Every round adds one observation to factory_watcher_housekeeping_seconds."""
+    watcher = offline_watcher(offline_settings(tmp_path, "s1"), [T0])
+    try:
+        for _ in range(3):
+            await watcher.supervisor.housekeeping()
+        body, _ = watcher.metrics.exposition(None)
+        found = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if not sample.labels
+        }
+        assert found["factory_watcher_housekeeping_seconds_count"] == 3
+        assert found["factory_watcher_housekeeping_seconds_sum"] > 0
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
 
 
 @pytest.mark.anyio

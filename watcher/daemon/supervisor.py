@@ -118,7 +118,17 @@ class Supervisor:
         """Every few seconds: write poll bookkeeping in one batch, refresh store figures.
 
         The write doubles as the store's writability check that `/readyz` uses.
+        Each round's wall time, failed rounds included, goes to
+        `factory_watcher_housekeeping_seconds`: a cost that grows with history
+        shows there first.
         """
+        started = time.perf_counter()
+        try:
+            await self._housekeeping_round()
+        finally:
+            self.metrics.housekeeping_duration.observe(time.perf_counter() - started)
+
+    async def _housekeeping_round(self) -> None:
         stats = self.stats
         polled, stats.polled = stats.polled, {}
         marks = [

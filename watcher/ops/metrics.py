@@ -37,6 +37,7 @@ from watcher import __version__
 
 PREFIX = "factory_watcher"
 POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+HOUSEKEEPING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,12 @@ class Metrics:
             f"{PREFIX}_poll_duration_seconds",
             "Time one poll of the Factory API took, answer or failure.",
             buckets=POLL_BUCKETS,
+            registry=registry,
+        )
+        self.housekeeping_duration = Histogram(
+            f"{PREFIX}_housekeeping_seconds",
+            "Time one housekeeping round took (poll bookkeeping written, store figures read).",
+            buckets=HOUSEKEEPING_BUCKETS,
             registry=registry,
         )
         self.events = Counter(
