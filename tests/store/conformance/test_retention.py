@@ -177,6 +177,7 @@ def test_a_session_unwatched_long_enough_is_forgotten_with_all_its_rows(
             "mutes": 1,
             "polls": 1,
             "rule_memory": 1,
+            "sequences": 1,
             "sessions": 1,
         }
     )
@@ -186,7 +187,13 @@ def test_a_session_unwatched_long_enough_is_forgotten_with_all_its_rows(
     assert store.discovered().session_ids == {"kept"}
     assert store.held_count() == 1
     assert [m.value for m in store.active_mutes(T0)] == ["kept"]
-    for table, rows in [("sessions", 1), ("rule_memory", 1), ("polls", 1), ("cards", 1)]:
+    for table, rows in [
+        ("sessions", 1),
+        ("rule_memory", 1),
+        ("polls", 1),
+        ("cards", 1),
+        ("sequences", 1),
+    ]:
         assert backend.count(table) == rows, table
     assert store.load_state("kept") is not None
 
@@ -287,3 +294,36 @@ def test_rows_set_aside_as_unreadable_go_after_the_retention(
     pruned = store.forget_sessions(now - 30 * D, set(), now, 500)
     assert pruned.rows.get("sessions_set_aside") == 1
     assert [row[0] for row in backend.set_aside_states()] == ["late"]
+
+
+def test_forgotten_sessions_leave_no_sequence_row_and_new_lanes_start_above_them(
+    store: Store, backend: Backend
+) -> None:
+    """No row per session ever seen: new lanes start above the highest number forgotten."""
+    for session_id, count in (("old", 3), ("older", 2)):
+        events = [event(id=f"{session_id}{n}", session=ref(id=session_id)) for n in range(count)]
+        store.record(
+            session_id,
+            snap(session_id=session_id),
+            events,
+            [(e, Route("r", "hook")) for e in events],
+            T0,
+        )
+    while due := store.due("hook", T0, 100):  # the oldest pending row of each session
+        for row in due:
+            store.mark_delivered(row.id, T0, None)
+    store.prune_finished(DELIVERED, T0 + D, 500)
+    store.note_watched(set(), T0)
+    store.forget_sessions(T0 + D, set(), T0 + D, 500)
+    assert backend.count("sequences") == 0
+    fresh = event(id="new1", session=ref(id="new"))
+    again = event(id="old9", session=ref(id="old"))
+    routes = [(fresh, Route("r", "hook")), (again, Route("r", "hook"))]
+    store.record("new", snap(session_id="new"), [fresh], routes[:1], T0 + 2 * D)
+    store.record("old", snap(session_id="old"), [again], routes[1:], T0 + 2 * D)
+    numbers = {
+        row.event.session.id: row.event.sequence
+        for row in store.due("hook", T0 + 2 * D, 10)
+        if isinstance(row, OutboxRow) and row.event.session is not None
+    }
+    assert numbers == {"new": 4, "old": 4}  # above 3, the highest number forgotten

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from watcher.core.rules import Route
 
 
+SEQUENCE_FLOOR = "sequence_floor"  # meta: the highest `last` of a deleted lane
+
+
 def number(db: sqlite3.Connection, events: Sequence[Event]) -> None:
     """Give each of `events` that has none yet the next sequence of its session.
 
@@ -32,10 +35,13 @@ def number(db: sqlite3.Connection, events: Sequence[Event]) -> None:
         row = db.execute("SELECT sequence FROM events WHERE id=?", (e.id,)).fetchone()
         if row is None or row[0] is not None:
             continue
+        # A new lane starts above SEQUENCE_FLOOR, the highest number of any lane
+        # retention deleted: a session forgotten and seen again never reuses one.
         (sequence,) = db.execute(
-            "INSERT INTO sequences(lane, last) VALUES (?, 1)"
+            "INSERT INTO sequences(lane, last) VALUES (?, 1 + coalesce((SELECT CAST(value"
+            " AS INTEGER) FROM meta WHERE key = ?), 0))"
             " ON CONFLICT(lane) DO UPDATE SET last = last + 1 RETURNING last",
-            (e.session.id if e.session else "",),
+            (e.session.id if e.session else "", SEQUENCE_FLOOR),
         ).fetchone()
         db.execute("UPDATE events SET sequence=? WHERE id=?", (sequence, e.id))
 

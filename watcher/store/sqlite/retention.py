@@ -8,8 +8,9 @@ Three rules (`watcher.core.settings.Retention` sets their ages):
 - a session not watched since before a cutoff is forgotten with its rows:
   state, rule memory, held notifications, decisions, cards, poll mark,
   discovered mark, expired mutes naming it, and its events nothing else
-  refers to. Its `sequences` row stays as the tombstone, so a session seen
-  again numbers its events on from where it stopped.
+  refers to, and its `sequences` row: the highest number it held raises
+  one floor in `meta` above which every new lane starts, so a session seen
+  again numbers its events above any it had, with no row kept per session.
 
 "Not watched since" is `sessions.unwatched_since`, kept by `note_watched`
 from the daemon's watch set: a session in the set is watched whether or not
@@ -30,6 +31,7 @@ from datetime import datetime
 from watcher.core.outbox import OutboxStatus
 from watcher.store.rows import Pruned
 from watcher.store.sqlite.base import SqliteBase, maybe_moment, seconds
+from watcher.store.sqlite.events import SEQUENCE_FLOOR
 
 PRUNED_KEY = "rows_pruned."  # meta keys of the running totals, one per table
 
@@ -194,6 +196,14 @@ class RetentionTables(SqliteBase):
             (session_id, seconds(now)),
         ).rowcount
         counts["sessions"] += db.execute("DELETE FROM sessions WHERE session_id=?", args).rowcount
+        lane = db.execute("SELECT last FROM sequences WHERE lane=?", args).fetchone()
+        if lane is not None:
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
+                " value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                (SEQUENCE_FLOOR, str(lane[0])),
+            )
+            counts["sequences"] += db.execute("DELETE FROM sequences WHERE lane=?", args).rowcount
         return True
 
     def pruned_totals(self) -> dict[str, int]:
