@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -399,6 +400,54 @@ async def drain(worker: DeliveryWorker, target: SlackTarget) -> None:
         await worker.drain_once({target.name: target}, {target.name: notifier})
     finally:
         await notifier.aclose()
+
+
+class BusyCardWrites:
+    """Runs store calls inline, refusing the first `refusals` card writes as a busy store."""
+
+    def __init__(self, store: SqliteStore, refusals: int) -> None:
+        self.store = store
+        self.refusals = refusals
+        self.waits: list[float] = []
+
+    async def __call__(self, fn: Callable[..., object], *args: object) -> object:
+        if fn == self.store.record_card and self.refusals > 0:
+            self.refusals -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return fn(*args)
+
+    async def sleep(self, seconds: float) -> None:
+        """Note the wait between two attempts; return at once."""
+        self.waits.append(seconds)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("threaded", [False, True], ids=["card", "thread"])
+async def test_a_busy_store_after_a_card_call_retries_the_write_never_the_call(
+    rig: Rig, threaded: bool
+) -> None:
+    """The card's ts and its rows are written once the store takes them: nothing is posted
+    twice and no row that reached Slack becomes a dead letter.
+    """
+    store = SqliteStore(":memory:")
+    clock = Clock()
+    busy = BusyCardWrites(store, refusals=2)
+    worker = DeliveryWorker(store, clock=clock, jitter=lambda: 0.0, db=busy, sleep=busy.sleep)
+    target = replace(rig.settings.targets["team-slack"], thread=threaded)
+    assert isinstance(target, SlackTarget)
+    try:
+        queue_story(store, clock.now, EventType.DISCOVERED)
+        await drain(worker, target)
+        queue_story(store, clock.now, EventType.STARTED, EventType.MESSAGES_ADDED)
+        busy.refusals = 2
+        await drain(worker, target)
+        assert {r.status for r in store.list_outbox()} == {OutboxStatus.DELIVERED}
+        (card,) = rig.slack.cards
+        assert [u.ts for u in rig.slack.updates] == [card.ts]
+        assert len(rig.slack.replies(CHANNEL, card.ts)) == (2 if threaded else 0)
+        assert (worker.stats.mark_retries, len(busy.waits)) == (4, 4)
+    finally:
+        store.close()
 
 
 @pytest.mark.anyio

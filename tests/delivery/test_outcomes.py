@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,7 +18,7 @@ from watcher.core.rules import Route
 from watcher.core.settings import DeliveryLimits, WebhookTarget
 from watcher.delivery import DeliveryStats
 from watcher.delivery.hooks import run_inline
-from watcher.delivery.outcomes import Outcomes
+from watcher.delivery.outcomes import MARK_ATTEMPTS, MARK_FIRST_WAIT, MARK_MOST_WAIT, Outcomes
 from watcher.ops.metrics import Metrics
 from watcher.store import OutboxRow, OutboxStatus, SqliteStore
 
@@ -40,6 +42,22 @@ class Desk:
     metrics: Metrics = field(default_factory=Metrics)
     holds: list[tuple[str, datetime]] = field(default_factory=list)
     progress: int = 0
+    refusals: int = 0  # marks of sent rows the store refuses before it takes one
+    waits: list[float] = field(default_factory=list)  # between attempts of a refused mark
+    on_wait: Callable[[], None] = lambda: None
+
+    async def db(self, fn: Callable[..., object], *args: object) -> object:
+        """The store call, refused as busy while `refusals` last (marks only)."""
+        if fn == self.store.mark_delivered and self.refusals > 0:
+            self.refusals -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return await run_inline(fn, *args)
+
+    async def sleep(self, seconds: float) -> None:
+        """Note the wait and return at once (after `on_wait`, at a checkpoint)."""
+        self.waits.append(seconds)
+        self.on_wait()
+        await anyio.lowlevel.checkpoint()
 
     def outcomes(self) -> Outcomes:
         """Outcomes that mask `SECRET` and hold lanes into `holds`."""
@@ -49,7 +67,8 @@ class Desk:
 
         return Outcomes(
             self.store,
-            db=run_inline,
+            db=self.db,
+            sleep=self.sleep,
             clock=lambda: T0,
             jitter=lambda: 0.5,
             redact=lambda text: text.replace(SECRET, "***"),
@@ -219,3 +238,48 @@ async def test_a_row_our_bug_cannot_send_is_buried_once_with_its_cause(
     assert logged.exc_info is not None
     assert logged.exc_info[1] is error
     assert desk.counted("notifications", target="hook", outcome="dead") == 1
+
+
+@pytest.mark.anyio
+async def test_a_refused_mark_is_tried_again_with_backoff_and_the_lane_beating(
+    desk: Desk,
+) -> None:
+    """The store refuses the mark of a sent row three times: the fourth try marks it."""
+    (row,) = desk.queue("s1")
+    desk.refusals = 3
+    await desk.outcomes().settle(hook(), row, Sent("h1"), "status s1 -> hook")
+    assert desk.row(row.id).status is OutboxStatus.DELIVERED
+    assert desk.waits == [MARK_FIRST_WAIT, MARK_FIRST_WAIT * 2, MARK_FIRST_WAIT * 4]
+    assert (desk.stats.mark_retries, desk.stats.delivered) == (3, 1)
+    assert desk.progress == 3 + 1  # a beat per wait, and the outcome's
+
+
+@pytest.mark.anyio
+async def test_a_mark_refused_every_time_gives_up_after_the_last_attempt(desk: Desk) -> None:
+    """Bounded: `MARK_ATTEMPTS` tries, waits capped, then the error; the row stays pending."""
+    (row,) = desk.queue("s1")
+    desk.refusals = MARK_ATTEMPTS + 1
+    with pytest.raises(sqlite3.OperationalError):
+        await desk.outcomes().settle(hook(), row, Sent("h1"), "status s1 -> hook")
+    assert desk.refusals == 1  # the last refusal was never asked for
+    assert len(desk.waits) == MARK_ATTEMPTS - 1
+    assert max(desk.waits) == MARK_MOST_WAIT
+    assert desk.row(row.id).status is OutboxStatus.PENDING
+    assert (desk.stats.mark_retries, desk.stats.delivered) == (MARK_ATTEMPTS - 1, 0)
+
+
+@pytest.mark.anyio
+async def test_stopping_while_a_mark_is_refused_leaves_the_row_pending_and_says_so(
+    desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelled between two attempts: no more tries, the row pending, a warning why."""
+    (row,) = desk.queue("s1")
+    desk.refusals = 5
+    with anyio.CancelScope() as scope:
+        desk.on_wait = scope.cancel
+        await desk.outcomes().settle(hook(), row, Sent("h1"), "status s1 -> hook")
+    assert scope.cancelled_caught
+    assert (desk.refusals, desk.waits) == (4, [MARK_FIRST_WAIT])
+    assert desk.row(row.id).status is OutboxStatus.PENDING
+    assert desk.stats.delivered == 0
+    assert any("stopping before" in r.getMessage() for r in caplog.records)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -201,9 +201,7 @@ class CardKeeper:
                 return ids
             if isinstance(found, str):
                 card = replace(card, ts=found, posting_since=None)
-                await self._db(
-                    self._store.record_card, target.name, session_id, found, [], self._clock()
-                )
+                await self._record(target, session_id, found, [])
                 self._count_call(target, "found")
                 log.info("card of %s -> %s found again after a restart", session_id, target.name)
         if card is not None and card.ts is not None:
@@ -305,19 +303,10 @@ class CardKeeper:
             return
         failpoint(Failpoint.AFTER_CARD_POST)
         if len(rows) == 1:
-            await self._db(
-                self._store.record_card,
-                target.name,
-                card.session_id,
-                outcome.handle,
-                [rows[0].id],
-                self._clock(),
-            )
+            await self._record(target, card.session_id, outcome.handle, rows)
             self._outcomes.count_delivered(target, rows, outcome.handle)
             return
-        await self._db(
-            self._store.record_card, target.name, card.session_id, outcome.handle, [], self._clock()
-        )
+        await self._record(target, card.session_id, outcome.handle, [])
         await self._thread(target, notifier, card.session_id, outcome.handle, rows)
 
     async def _thread(
@@ -333,14 +322,7 @@ class CardKeeper:
         """
         threaded = isinstance(target, SlackTarget) and target.thread
         if not threaded:
-            await self._db(
-                self._store.record_card,
-                target.name,
-                session_id,
-                ts,
-                [r.id for r in rows],
-                self._clock(),
-            )
+            await self._record(target, session_id, ts, rows)
             self._outcomes.count_delivered(target, rows, ts)
             return
         for i, row in enumerate(rows):
@@ -354,10 +336,21 @@ class CardKeeper:
                 await self._outcomes.failed(target, [row], outcome)  # dead; the rest goes on
                 continue
             self._count_call(target, "reply")
-            await self._db(
-                self._store.record_card, target.name, session_id, ts, [row.id], self._clock()
-            )
+            await self._record(target, session_id, ts, [row])
             self._outcomes.count_delivered(target, [row], ts)
+
+    async def _record(
+        self, target: Target, session_id: str, ts: str, rows: Sequence[OutboxRow]
+    ) -> None:
+        """Store the card's `ts` and mark `rows` delivered on it, after the Slack call that
+        made it so: a store that refuses the write meanwhile gets it again, never Slack.
+        """
+        ids = [row.id for row in rows]
+        where = f"card {session_id} -> {target.name} (outbox {', '.join(map(str, ids)) or '-'})"
+        write = self._store.record_card
+        await self._outcomes.record_sent(
+            where, write, target.name, session_id, ts, ids, self._clock()
+        )
 
     def _count_call(self, target: Target, call: str) -> None:
         self._metrics.card_calls.labels(target.name, call).inc()

@@ -7,17 +7,18 @@ reason). A Retry-After also holds the target's whole lane. Every outcome is
 counted in `DeliveryStats` and the metrics, and logged with its row's context.
 
 A row the destination accepted is marked delivered even when the store is
-busy or failing just then: the mark is tried again, with backoff, up to
-`MARK_ATTEMPTS` times (the lane's progress beat goes on meanwhile), and the
-send never is. Only if every attempt fails, or the daemon stops first, does
-the row stay pending, to be sent again: the at-least-once case the delivery
-contract allows for a send in flight.
+busy or failing just then: the mark (for a card, the write of its ts with the
+rows it carried) is tried again, with backoff, up to `MARK_ATTEMPTS` times
+(the lane's progress beat goes on meanwhile), and the send never is. Only
+if every attempt fails, or the daemon stops first, does the row stay
+pending, to be sent again: the at-least-once case the delivery contract
+allows for a send in flight.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -84,6 +85,7 @@ class Outcomes:
         metrics: Metrics,
         on_progress: Callable[[], None],
         hold: Callable[[str, datetime], None],
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._store = store
         self._db = db
@@ -94,6 +96,7 @@ class Outcomes:
         self._metrics = metrics
         self._on_progress = on_progress
         self._hold = hold
+        self._sleep = sleep  # between attempts of a refused mark
 
     def redact(self, text: str) -> str:
         """`text` with every secret masked, fit to log or store."""
@@ -144,53 +147,55 @@ class Outcomes:
     async def _mark_delivered(
         self, row_id: int, now: datetime, handle: str | None, where: str
     ) -> None:
-        """Mark a sent row delivered, trying the mark again (never the send) while the
-        store refuses it; raises the last error after `MARK_ATTEMPTS`.
+        """Mark a sent row delivered (see `record_sent`)."""
+        what = f"{where} (outbox {row_id})"
+        await self.record_sent(what, self._store.mark_delivered, row_id, now, handle)
+
+    async def record_sent(self, where: str, write: Callable[..., object], *args: object) -> None:
+        """Run `write(*args)`, the store write that records a send which happened (a row
+        marked delivered, a card's ts stored with the rows it carried): tried again with
+        backoff while the store refuses it, never the send; raises the last error after
+        `MARK_ATTEMPTS`, and a stop meanwhile leaves the rows to be sent again.
         """
         wait = MARK_FIRST_WAIT
         failed = False
         try:
             for attempt in range(1, MARK_ATTEMPTS + 1):
                 try:
-                    await self._db(self._store.mark_delivered, row_id, now, handle)
+                    await self._db(write, *args)
                 except Exception as error:  # busy, locked, I/O: the send stands either way
                     reason = self._redact(describe_error(error))
                     if attempt == MARK_ATTEMPTS:
                         log.exception(
-                            "gave up marking %s (outbox %d) delivered after %d attempts: %s;"
+                            "gave up marking %s delivered after %d attempts: %s;"
                             " it will be sent again",
                             where,
-                            row_id,
                             attempt,
                             reason,
                         )
                         raise
                     if not failed:
                         log.warning(
-                            "%s (outbox %d) was sent, but marking it delivered failed: %s;"
+                            "%s was sent, but marking it delivered failed: %s;"
                             " trying the mark again, not the send",
                             where,
-                            row_id,
                             reason,
                         )
                     failed = True
                     self._stats.mark_retries += 1
                     self._on_progress()  # waiting on the store is not a stalled lane
-                    await anyio.sleep(wait)
+                    await self._sleep(wait)
                     wait = min(wait * 2, MARK_MOST_WAIT)
                     continue
                 if failed:
-                    log.info(
-                        "marked %s (outbox %d) delivered at attempt %d", where, row_id, attempt
-                    )
+                    log.info("marked %s delivered at attempt %d", where, attempt)
                 return
         except anyio.get_cancelled_exc_class():
             if failed:
                 log.warning(
-                    "stopping before %s (outbox %d) could be marked delivered:"
+                    "stopping before %s could be marked delivered:"
                     " it will be sent again after a restart",
                     where,
-                    row_id,
                 )
             raise
 

@@ -10,7 +10,7 @@ target's pacing slot. It is the single place that decides on retries, through
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime
 
 import anyio
@@ -46,6 +46,7 @@ class DeliveryWorker:
         metrics: Metrics | None = None,
         enrich: Enrich | None = None,
         cards: Callable[[Target], CardRenderer] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._store = store
         self._render = render
@@ -79,6 +80,7 @@ class DeliveryWorker:
             metrics=self.metrics,
             on_progress=self._on_progress,
             hold=self._lanes.hold,
+            sleep=sleep,
         )
         self._cards = CardKeeper(
             store,
