@@ -120,6 +120,20 @@ NESTED = "{% for a in range(1000) %}{% for b in range(1000) %}{{ b }}{% endfor %
         ),
         ("{% for i in range(5000) %}{{ 'x' * 9999 }}{% endfor %}", "output longer"),
         ("{{ range(20000)|list|length }}", "range of more than"),
+        # One call that would build a huge value without a step (memory, not time).
+        ("{{ 'x'|center(500000000) }}", "center asks for a width or count over"),
+        ("{{ 'x'.ljust(500000000) }}", "str.ljust asks for a width or count over"),
+        ("{{ 'x'.zfill(width=500000000) }}", "str.zfill asks for a width or count over"),
+        (
+            "{{ ('x' * 10000)|replace('x', 'x' * 10000)|length }}",
+            "replace would make more than",
+        ),
+        ("{{ ('x' * 10000).replace('x', 'y' * 200) }}", "replace would make more than"),
+        ("{{ '%1000000000s'|format(1) }}", "format asks for a width or count over"),
+        ("{{ '{:>1000000000}'.format(1) }}", "str.format asks for a width or count over"),
+        ("{{ ('x\n' * 5000)|indent(9999) }}", "indent would make more than"),
+        ("{{ [1]|batch(100000000, 0)|list|length }}", "batch asks for a width or count"),
+        ("{{ [1]|slice(100000000)|list|length }}", "slice asks for a width or count"),
     ],
 )
 def test_the_work_of_one_render_is_bounded(source: str, reason: str) -> None:
@@ -130,6 +144,17 @@ def test_the_work_of_one_render_is_bounded(source: str, reason: str) -> None:
     if reason == "steps":
         assert f"more than {MAX_STEPS:,} steps" in caught.value.message
         assert caught.value.line == 2
+
+
+def test_string_methods_and_filters_within_their_bounds_render_as_jinja2_does() -> None:
+    """Widths, replacements, formats and indents a message needs go through unchanged."""
+    template = slack(
+        "{{ 'ab'|center(6) }}|{{ 'x'.ljust(3) }}|{{ 'aa'|replace('a', 'bc') }}|"
+        "{{ 'aa'.replace('a', 'b', 1) }}|{{ '%5s'|format('x') }}|{{ '{:>4}'.format(7) }}|"
+        "{{ 'a\nb'|indent(2) }}|{{ [1, 2, 3]|batch(2)|list|length }}"
+    )
+    message = render_slack_template(template, finished(), "r")
+    assert message.text == "  ab  |x  |bcbc|ba|    x|   7|a\n  b|2"
 
 
 def test_a_template_within_its_bounds_renders_whatever_its_loops() -> None:

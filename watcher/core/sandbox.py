@@ -6,10 +6,14 @@ the work: a loop inside a loop over `range(10000)` runs a hundred million
 times. Here every render has a budget of steps (`RenderLimits.steps`): each
 loop iteration, each call (a macro, a method, `loop(...)` of a recursive
 loop) and each item of a `range` spends one, and each part's output is capped
-(`RenderLimits.output`). The compiled template counts its own loops: every
-`{% for %}` iterates through a counting filter, put there when the template
-is compiled. A render that overspends fails with `RenderLimitError`, which
-the caller reports like any template failure, with the template's line.
+(`RenderLimits.output`). One call can also build a huge value without a step
+(`"x"|center(10**9)`, a `replace` that multiplies a string, `"%1000000000s"`):
+the string methods and filters whose result grows with an argument are
+checked before they run (`MAX_WIDTH`, `MAX_OUTPUT`). The compiled template
+counts its own loops: every `{% for %}` iterates through a counting filter,
+put there when the template is compiled. A render that overspends fails with
+`RenderLimitError`, which the caller reports like any template failure, with
+the template's line.
 
 The time a render may take is the caller's to give (`out_of_time`, asked at
 every step): the core reads no clock.
@@ -17,7 +21,10 @@ every step): the core reads no clock.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,6 +44,7 @@ MAX_EXPONENT = 64
 MAX_RANGE = 10_000  # items in one `range(...)`
 MAX_STEPS = 100_000  # loop iterations, calls and range items in one message
 MAX_OUTPUT = 1_000_000  # characters one part of a template may write
+MAX_WIDTH = 10_000  # a width or count one string method or filter may ask for
 
 
 class RenderLimitError(SecurityError):
@@ -152,6 +160,83 @@ def _range(context: _WorkingContext, *args: int) -> range:
     return items
 
 
+# Where a format string asks for a width: `%1000s`, `{:>1000}`.
+_FORMAT_WIDTH = re.compile(r"%[-#0 +]*(\d+)|\{[^{}]*:[^{}]*?(\d+)[^{}]*\}")
+# String methods whose result grows with a numeric argument.
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _refuse_width(what: str, values: Iterable[Any]) -> None:
+    """Refuse a width or count over MAX_WIDTH among `values`."""
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_WIDTH:
+            raise RenderLimitError(f"{what} asks for a width or count over {MAX_WIDTH:,}")
+
+
+def _refuse_format(what: str, template: Any) -> None:
+    """Refuse a format string asking for a width over MAX_WIDTH."""
+    if isinstance(template, str):
+        widths = (int(a or b) for a, b in _FORMAT_WIDTH.findall(template))
+        _refuse_width(what, widths)
+
+
+def _refuse_replace(text: Any, old: Any, new: Any, count: Any = -1) -> None:
+    """Refuse a `replace` whose result would be longer than MAX_OUTPUT characters."""
+    text, old, new = str(text), str(old), str(new)
+    found = text.count(old) if old else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        found = min(found, count)
+    if len(text) + found * (len(new) - len(old)) > MAX_OUTPUT:
+        raise RenderLimitError(f"replace would make more than {MAX_OUTPUT:,} characters")
+
+
+def _check_call(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Refuse a string method call whose result would grow past the bounds."""
+    method = inspect.unwrap(obj)
+    name = getattr(method, "__name__", "")
+    if not isinstance(getattr(method, "__self__", None), str):
+        return
+    if name in _WIDTH_METHODS:
+        _refuse_width(f"str.{name}", [*args, *kwargs.values()])
+    elif name == "replace":
+        _refuse_replace(method.__self__, *args, **kwargs)
+    elif name in ("format", "format_map"):
+        _refuse_format(f"str.{name}", method.__self__)
+
+
+def _bounded_filters(env: SandboxedEnvironment) -> None:
+    """Wrap the built-in filters whose result grows with an argument in their checks."""
+
+    def guard(name: str, check: Callable[..., None]) -> None:
+        original = env.filters[name]
+
+        @functools.wraps(original)  # keeps Jinja2's pass_context-style marks
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            check(*args, **kwargs)
+            return original(*args, **kwargs)
+
+        env.filters[name] = bounded
+
+    def widths(name: str, skip: int) -> Callable[..., None]:
+        return lambda *args, **kwargs: _refuse_width(name, [*args[skip:], *kwargs.values()])
+
+    for name in ("center", "wordwrap", "slice", "batch"):
+        guard(name, widths(name, 1))
+    guard("indent", _check_indent)
+    # do_replace takes the evaluation context first.
+    guard("replace", lambda _ctx, *args, **kwargs: _refuse_replace(*args, **kwargs))
+    guard("format", lambda value, *args, **kwargs: _refuse_format("format", value))
+
+
+def _check_indent(text: Any, width: Any = 4, *args: Any, **kwargs: Any) -> None:
+    """Refuse an `indent` whose result would be longer than MAX_OUTPUT characters."""
+    size = len(width) if isinstance(width, str) else width
+    _refuse_width("indent", [size])
+    lines = str(text).count("\n") + 1
+    if isinstance(size, int) and len(str(text)) + size * lines > MAX_OUTPUT:
+        raise RenderLimitError(f"indent would make more than {MAX_OUTPUT:,} characters")
+
+
 COUNTED = "__counted"  # the filter compiled into every loop (a template naming it only pays)
 
 
@@ -176,6 +261,7 @@ class _Sandbox(SandboxedEnvironment):
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         if isinstance(__context, _WorkingContext):
             __context.work.spend()
+        _check_call(__obj, args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
 
@@ -193,6 +279,7 @@ def _environment(finalize: Callable[[Any], str]) -> _Sandbox:
     env.filters["shorten"] = _shorten
     env.filters[COUNTED] = _counted
     env.globals["range"] = _range
+    _bounded_filters(env)
     return env
 
 
