@@ -268,6 +268,32 @@ def test_send_delivers_a_signed_test_to_every_target(rig: Rig, tmp_path: Path) -
     assert [r.signature_valid for r in rig.receiver.requests if r.body] == [True]
 
 
+def test_a_webhook_ca_file_without_a_certificate_is_its_own_problem_line(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """A ca_file that loads no certificate fails that target's check and send, not doctor."""
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    config = tmp_path / "config.yaml"
+    kind = "    type: webhook "
+    text = starter_config(choices_for(rig, tmp_path))
+    assert kind in text
+    config.write_text(text.replace(kind, f"    ca_file: {tmp_path / 'ca.pem'}\n{kind}"))
+    config.chmod(0o600)
+    out = io.StringIO()
+    code = run_doctor(config, out=out, send=True, env=env_for(rig))
+    text = out.getvalue()
+    assert code == 1, text
+    problems = [(w, d) for v, w, d in verdicts(text) if v == "problem"]
+    assert [w for w, _ in problems] == [
+        "webhook (target webhook)",
+        "test notification (target webhook)",
+    ]
+    assert "ca_file" in problems[0][1], text
+    assert "cannot be built" in problems[1][1], text
+    sent = [d for v, w, d in verdicts(text) if w.startswith("test notification") and v == "ok"]
+    assert sent == ["delivered"] * 2  # the Slack targets still got theirs
+
+
 def test_without_send_nothing_is_posted(rig: Rig, tmp_path: Path) -> None:
     """The plain checks post nothing anywhere (the Slack webhook gets an empty payload only)."""
     code, _ = doctor(tmp_path, choices_for(rig, tmp_path), env_for(rig))

@@ -39,6 +39,8 @@ from watcher.commands.diagnosis import (
     SlackReply,
     StoreObservation,
     api_findings,
+    ca_file_finding,
+    check_failed_finding,
     clock_finding,
     config_findings,
     exit_code,
@@ -113,7 +115,10 @@ async def diagnose(settings: Settings, send: bool, now: Clock) -> list[Finding]:
     if isinstance(api, HttpAnswer):
         dates.append((_host(settings.factory.base_url), api.date))
     for target in settings.targets.values():
-        found, date = await check_target(target)
+        try:
+            found, date = await check_target(target)
+        except Exception as error:  # one target's check failing is its line, not doctor's end
+            found, date = [check_failed_finding(target.name, type(error).__name__)], None
         findings.extend(found)
         if date is not None:
             dates.append(("Slack", date))
@@ -215,7 +220,11 @@ async def check_target(target: Target) -> tuple[list[Finding], str | None]:
     assert isinstance(target, WebhookTarget)
     verify: ssl.SSLContext | bool = True
     if target.ca_file is not None:
-        verify = ssl.create_default_context(cafile=str(target.ca_file))
+        try:
+            verify = ssl.create_default_context(cafile=str(target.ca_file))
+        except OSError as error:  # ssl.SSLError too: a file that holds no certificate
+            reason = transport_reason("", error).removeprefix(": connection failed ")
+            return [ca_file_finding(target.name, str(target.ca_file), reason)], None
     answer = await _http("GET", target.url, request_timeout=PROBE_TIMEOUT, verify=verify)
     return [webhook_finding(target.name, _origin(target.url), answer)], None
 
@@ -273,10 +282,19 @@ def doctor_event(now: datetime) -> Event:
 
 
 async def send_test(target: Target, now: datetime) -> str | None:
-    """Send `target` the test notification; None when delivered, else why not."""
-    notifier = build_notifier(target)
+    """Send `target` the test notification; None when delivered, else why not.
+
+    A notifier that cannot be built (a `ca_file` without a certificate) or that
+    raises is a failed send of this target, never the end of `doctor`.
+    """
+    try:
+        notifier = build_notifier(target)
+    except Exception as error:  # reported as this target's failure
+        return f"the notifier cannot be built ({type(error).__name__})"
     try:
         outcome = await notifier.send(render_for(target.kind, doctor_event(now), "doctor"), now=now)
+    except Exception as error:  # reported as this target's failure
+        return f"the send raised {type(error).__name__}"
     finally:
         await notifier.aclose()
     return None if isinstance(outcome, Sent) else f"{outcome.kind}: {outcome.reason}"
