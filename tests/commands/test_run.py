@@ -113,6 +113,23 @@ def test_test_notify_reports_failures_and_unknown_targets(
     assert run_cli("test-notify", "-c", str(config), "nope")[0] == 2
 
 
+def test_test_notify_with_a_ca_file_that_holds_no_certificate_fails_in_one_line(
+    rig: Rig, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A notifier that cannot be built is that target's failure (exit 1), not a traceback."""
+    config = write_config(rig, tmp_path, [])
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    kind = "    type: webhook\n"
+    assert kind in config.read_text()
+    config.write_text(
+        config.read_text().replace(kind, f"{kind}    ca_file: {tmp_path / 'ca.pem'}\n")
+    )
+    code, out, _ = run_cli("test-notify", "-c", str(config), "ci")
+    assert code == 1
+    assert out.strip() == "ci: failed (permanent): the notifier cannot be built (SSLError)"
+    assert rig.receiver.requests == []
+
+
 def test_run_with_an_unwritable_record_file_says_so(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -52,10 +52,10 @@ from watcher.commands.diagnosis import (
     to_json,
     webhook_finding,
 )
+from watcher.commands.run import send_test_notification
 from watcher.config.loader import ConfigError, load_settings
 from watcher.core.message import Sent
 from watcher.core.model import Event
-from watcher.core.render import render_for
 from watcher.core.samples import build_test_notification
 from watcher.core.secret import redact
 from watcher.core.settings import (
@@ -65,7 +65,6 @@ from watcher.core.settings import (
     Target,
     WebhookTarget,
 )
-from watcher.notifiers import build_notifier
 from watcher.notifiers.base import SdkSession, sdk_options, transport_reason
 from watcher.notifiers.slack import DEFAULT_API_URL
 from watcher.poll.api import env_proxy
@@ -282,21 +281,8 @@ def doctor_event(now: datetime) -> Event:
 
 
 async def send_test(target: Target, now: datetime) -> str | None:
-    """Send `target` the test notification; None when delivered, else why not.
-
-    A notifier that cannot be built (a `ca_file` without a certificate) or that
-    raises is a failed send of this target, never the end of `doctor`.
-    """
-    try:
-        notifier = build_notifier(target)
-    except Exception as error:  # reported as this target's failure
-        return f"the notifier cannot be built ({type(error).__name__})"
-    try:
-        outcome = await notifier.send(render_for(target.kind, doctor_event(now), "doctor"), now=now)
-    except Exception as error:  # reported as this target's failure
-        return f"the send raised {type(error).__name__}"
-    finally:
-        await notifier.aclose()
+    """Send `target` the test notification; None when delivered, else why not."""
+    outcome = await send_test_notification(target, doctor_event(now), "doctor")
     return None if isinstance(outcome, Sent) else f"{outcome.kind}: {outcome.reason}"
 
 
