@@ -11,7 +11,7 @@ import io
 import json
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -28,7 +28,6 @@ from tests.rig import (
     SLACK_TOKEN,
     WEBHOOK_SECRET,
     Rig,
-    running_rig,
     wait_for,
 )
 from watcher.commands.diagnosis import (
@@ -52,12 +51,6 @@ from watcher.testing.slackaccess import APP_SCOPES
 LINE = re.compile(r"^(ok|warning|problem) +([^:]+): (.+)$")
 NOW = datetime(2026, 3, 4, 12, 0, 0, tzinfo=UTC)
 MANIFEST = Path(__file__).parents[2] / "docs" / "slack-app-manifest.yaml"
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    with running_rig(tmp_path) as running:
-        yield running
 
 
 def free_port() -> int:
