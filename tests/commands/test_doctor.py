@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import anyio
 import pytest
 import yaml
 
@@ -41,8 +42,9 @@ from watcher.commands.diagnosis import (
     slack_findings,
     to_json,
 )
-from watcher.commands.doctor import run_doctor
+from watcher.commands.doctor import diagnose, run_doctor
 from watcher.commands.starter import SecretSource, StarterChoices, starter_config
+from watcher.config.loader import load_settings
 from watcher.core.secret import Secret
 from watcher.core.settings import SlackTarget
 from watcher.store import SqliteStore
@@ -261,29 +263,27 @@ def test_send_delivers_a_signed_test_to_every_target(rig: Rig, tmp_path: Path) -
     assert [r.signature_valid for r in rig.receiver.requests if r.body] == [True]
 
 
-def test_a_webhook_ca_file_without_a_certificate_is_its_own_problem_line(
+def test_a_target_whose_check_or_send_raises_is_its_own_problem_line(
     rig: Rig, tmp_path: Path
 ) -> None:
-    """A ca_file that loads no certificate fails that target's check and send, not doctor."""
-    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    """A target whose probe or notifier raises fails that target's lines, not doctor.
+
+    The config refuses a ca_file without a certificate; one that stopped loading
+    after the config was read stands for any error a check did not foresee.
+    """
     config = tmp_path / "config.yaml"
-    kind = "    type: webhook "
-    text = starter_config(choices_for(rig, tmp_path))
-    assert kind in text
-    config.write_text(text.replace(kind, f"    ca_file: {tmp_path / 'ca.pem'}\n{kind}"))
+    config.write_text(starter_config(choices_for(rig, tmp_path)))
     config.chmod(0o600)
-    out = io.StringIO()
-    code = run_doctor(config, out=out, send=True, env=env_for(rig))
-    text = out.getvalue()
-    assert code == 1, text
-    problems = [(w, d) for v, w, d in verdicts(text) if v == "problem"]
-    assert [w for w, _ in problems] == [
-        "webhook (target webhook)",
-        "test notification (target webhook)",
-    ]
-    assert "ca_file" in problems[0][1], text
-    assert "cannot be built" in problems[1][1], text
-    sent = [d for v, w, d in verdicts(text) if w.startswith("test notification") and v == "ok"]
+    settings = load_settings(config, env=env_for(rig))
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    broken = replace(settings.targets["webhook"], ca_file=tmp_path / "ca.pem")
+    settings = replace(settings, targets={**settings.targets, "webhook": broken})
+    findings = anyio.run(diagnose, settings, True, lambda: datetime.now(UTC))
+    problems = [f for f in findings if f.verdict is Verdict.PROBLEM]
+    assert [(f.check, f.target) for f in problems] == [("target", "webhook"), ("send", "webhook")]
+    assert "SSLError" in problems[0].detail
+    assert "cannot be built (SSLError)" in problems[1].detail
+    sent = [f.detail for f in findings if f.check == "send" and f.verdict is Verdict.OK]
     assert sent == ["delivered"] * 2  # the Slack targets still got theirs
 
 

@@ -434,12 +434,6 @@ def webhook_finding(name: str, origin: str, answer: HttpAnswer | NoAnswer) -> Fi
     return Finding("webhook.url", Verdict.OK, what, detail, name)
 
 
-def ca_file_finding(name: str, path: str, reason: str) -> Finding:
-    """A webhook target whose `ca_file` cannot be loaded (not PEM, unreadable): not probed."""
-    detail = f"its ca_file {path} cannot be used {reason}: give a PEM file of CA certificates"
-    return Finding("webhook.url", Verdict.PROBLEM, f"webhook (target {name})", detail, name)
-
-
 def check_failed_finding(name: str, error: str) -> Finding:
     """A target whose check raised `error` (a bug of ours, or an answer nobody foresaw)."""
     detail = f"the check itself failed ({error}); the other checks went on"

@@ -39,7 +39,6 @@ from watcher.commands.diagnosis import (
     SlackReply,
     StoreObservation,
     api_findings,
-    ca_file_finding,
     check_failed_finding,
     clock_finding,
     config_findings,
@@ -219,11 +218,7 @@ async def check_target(target: Target) -> tuple[list[Finding], str | None]:
     assert isinstance(target, WebhookTarget)
     verify: ssl.SSLContext | bool = True
     if target.ca_file is not None:
-        try:
-            verify = ssl.create_default_context(cafile=str(target.ca_file))
-        except OSError as error:  # ssl.SSLError too: a file that holds no certificate
-            reason = transport_reason("", error).removeprefix(": connection failed ")
-            return [ca_file_finding(target.name, str(target.ca_file), reason)], None
+        verify = ssl.create_default_context(cafile=str(target.ca_file))
     answer = await _http("GET", target.url, request_timeout=PROBE_TIMEOUT, verify=verify)
     return [webhook_finding(target.name, _origin(target.url), answer)], None
 
