@@ -11,12 +11,13 @@ import io
 import json
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import anyio
 import pytest
 import yaml
 
@@ -28,7 +29,6 @@ from tests.rig import (
     SLACK_TOKEN,
     WEBHOOK_SECRET,
     Rig,
-    running_rig,
     wait_for,
 )
 from watcher.commands.diagnosis import (
@@ -42,8 +42,9 @@ from watcher.commands.diagnosis import (
     slack_findings,
     to_json,
 )
-from watcher.commands.doctor import run_doctor
+from watcher.commands.doctor import diagnose, run_doctor
 from watcher.commands.starter import SecretSource, StarterChoices, starter_config
+from watcher.config.loader import load_settings
 from watcher.core.secret import Secret
 from watcher.core.settings import SlackTarget
 from watcher.store import SqliteStore
@@ -52,12 +53,6 @@ from watcher.testing.slackaccess import APP_SCOPES
 LINE = re.compile(r"^(ok|warning|problem) +([^:]+): (.+)$")
 NOW = datetime(2026, 3, 4, 12, 0, 0, tzinfo=UTC)
 MANIFEST = Path(__file__).parents[2] / "docs" / "slack-app-manifest.yaml"
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    with running_rig(tmp_path) as running:
-        yield running
 
 
 def free_port() -> int:
@@ -266,6 +261,30 @@ def test_send_delivers_a_signed_test_to_every_target(rig: Rig, tmp_path: Path) -
     assert len(rig.slack.messages) == 1
     assert len(rig.slack_hook.messages) == 1
     assert [r.signature_valid for r in rig.receiver.requests if r.body] == [True]
+
+
+def test_a_target_whose_check_or_send_raises_is_its_own_problem_line(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """A target whose probe or notifier raises fails that target's lines, not doctor.
+
+    The config refuses a ca_file without a certificate; one that stopped loading
+    after the config was read stands for any error a check did not foresee.
+    """
+    config = tmp_path / "config.yaml"
+    config.write_text(starter_config(choices_for(rig, tmp_path)))
+    config.chmod(0o600)
+    settings = load_settings(config, env=env_for(rig))
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    broken = replace(settings.targets["webhook"], ca_file=tmp_path / "ca.pem")
+    settings = replace(settings, targets={**settings.targets, "webhook": broken})
+    findings = anyio.run(diagnose, settings, True, lambda: datetime.now(UTC))
+    problems = [f for f in findings if f.verdict is Verdict.PROBLEM]
+    assert [(f.check, f.target) for f in problems] == [("target", "webhook"), ("send", "webhook")]
+    assert "SSLError" in problems[0].detail
+    assert "cannot be built (SSLError)" in problems[1].detail
+    sent = [f.detail for f in findings if f.check == "send" and f.verdict is Verdict.OK]
+    assert sent == ["delivered"] * 2  # the Slack targets still got theirs
 
 
 def test_without_send_nothing_is_posted(rig: Rig, tmp_path: Path) -> None:

@@ -140,6 +140,8 @@ def test_an_existing_file_is_never_overwritten(tmp_path: Path) -> None:
         ([], "name at least one target"),
         (["--slack-channel", "C01", "--slack-token-env", "NOT-A-NAME"], "not an environment"),
         (["--webhook-url", "ftp://example.com/x"], "not an http(s) URL"),
+        (["--webhook-url", "https://[example.com/x"], "not an http(s) URL"),
+        (["--api-url", "https://api.factory.ai:port"], "not an http(s) URL"),
         (["--slack-channel", "C0 1"], "not a channel id"),
     ],
 )

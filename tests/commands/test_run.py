@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import pytest
 
 from tests.commands.invoke import run_cli
 from tests.process import write_config
 from tests.rig import Rig
+from watcher.commands.run import send_test_notification
+from watcher.core.message import FailureKind, SendFailed
+from watcher.core.samples import build_test_notification
+from watcher.core.settings import WebhookTarget
 
 
 def test_once_dry_run_prints_and_sends_nothing(
@@ -111,6 +117,20 @@ def test_test_notify_reports_failures_and_unknown_targets(
     assert code == 1
     assert "ops: failed (permanent)" in out
     assert run_cli("test-notify", "-c", str(config), "nope")[0] == 2
+
+
+def test_a_notifier_that_cannot_be_built_is_a_failed_test_send(tmp_path: Path) -> None:
+    """`send_test_notification` reports a notifier that raises as built, not a traceback.
+
+    The config refuses a ca_file without a certificate; one that stopped loading
+    after the config was read stands for any error the notifier did not foresee.
+    """
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    target = WebhookTarget(name="ci", url="https://127.0.0.1:9/h", ca_file=tmp_path / "ca.pem")
+    now = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+    event = build_test_notification(now, "test-notify", "a test")
+    outcome = anyio.run(send_test_notification, target, event, "test-notify")
+    assert outcome == SendFailed(FailureKind.PERMANENT, "the notifier cannot be built (SSLError)")
 
 
 def test_run_with_an_unwritable_record_file_says_so(

@@ -44,6 +44,20 @@ ENV = {
     "WEBHOOK_SECRET": WHSEC,
 }
 FACTORY = "factory:\n  api_key: ${FACTORY_API_KEY}\n"
+# A self-signed CA certificate (EC P-256, valid to 2126), for `ca_file`, which must load.
+TEST_CA_PEM = """\
+-----BEGIN CERTIFICATE-----
+MIIBmzCCAUGgAwIBAgIUNbtI0Vp5yIlGrNoP/sdWQBLl4n0wCgYIKoZIzj0EAwIw
+IjEgMB4GA1UEAwwXZmFjdG9yeS13YXRjaGVyIHRlc3QgQ0EwIBcNMjYxMjA1MTE1
+NzI4WhgPMjEyNjExMTExMTU3MjhaMCIxIDAeBgNVBAMMF2ZhY3Rvcnktd2F0Y2hl
+ciB0ZXN0IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEkIOIDuNVsMY8QA8u
+bLtWpuBHdTuzIY00xE9ygVMUUMvd219U26U71MzFAiqH19plyN2gsAVRHQBq9HM8
+012J3aNTMFEwHQYDVR0OBBYEFHzdSY5UCg5I6AIIfCcDRhUCduiwMB8GA1UdIwQY
+MBaAFHzdSY5UCg5I6AIIfCcDRhUCduiwMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZI
+zj0EAwIDSAAwRQIhANjX/2yHvzUA/Gf/B5ImVdkFgkfrukeFo6mBHhq3+THsAiB4
+WdmuZ0SV4+7U9B3tEpBHCvLNbs7oFfL9AcnLen5PfA==
+-----END CERTIFICATE-----
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -566,9 +580,20 @@ rules:
 """
 
 
+@pytest.mark.parametrize("content", ["", "ca", "-----BEGIN CERTIFICATE-----\n"])
+def test_a_ca_file_without_a_certificate_is_a_problem(content: str) -> None:
+    """A ca_file must load as CA certificates at check time, not first when run builds it."""
+    Path("ca.pem").write_text(content)
+    text = FACTORY + "targets:\n  w:\n    type: webhook\n    url: https://h\n    ca_file: ca.pem\n"
+    assert problems(text) == [
+        "config.yaml:7: targets.w.ca_file: no CA certificate in ca.pem "
+        "(expected PEM: -----BEGIN CERTIFICATE-----)"
+    ]
+
+
 def test_complete_file_builds_every_value() -> None:
     """Every key of the v1 contract lands in the matching frozen value."""
-    Path("ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    Path("ca.pem").write_text(TEST_CA_PEM)
     settings = load(FULL)
     assert settings.factory.base_url == "http://127.0.0.1:8080"
     assert settings.factory.timeout == timedelta(seconds=3)
@@ -1019,7 +1044,7 @@ def test_utf8_bom_is_accepted() -> None:
 
 def test_loaded_settings_never_show_secrets() -> None:
     """repr and str of the loaded settings mask every secret value."""
-    Path("ca.pem").write_text("ca")
+    Path("ca.pem").write_text(TEST_CA_PEM)
     settings = load(FULL)
     for shown in (repr(settings), str(settings)):
         for secret in (API_KEY, BOT_TOKEN, SLACK_HOOK, WHSEC):
@@ -1145,7 +1170,7 @@ JUNK: list[object] = [None, [], {"x": ["y"]}, "", "-1"]
 @pytest.mark.parametrize("junk", JUNK, ids=repr)
 def test_any_wrong_value_anywhere_is_a_config_error(junk: object) -> None:
     """Replacing any value of a valid file by junk gives Settings or ConfigError, never a crash."""
-    Path("ca.pem").write_text("ca")
+    Path("ca.pem").write_text(TEST_CA_PEM)
     valid = yaml.load(FULL, Loader=yaml.BaseLoader)  # plain strings, like the loader's view
     for at in _paths(valid):
         path = write(yaml.dump(_replaced(valid, at, junk), Dumper=DUMPER))

@@ -434,6 +434,12 @@ def webhook_finding(name: str, origin: str, answer: HttpAnswer | NoAnswer) -> Fi
     return Finding("webhook.url", Verdict.OK, what, detail, name)
 
 
+def check_failed_finding(name: str, error: str) -> Finding:
+    """A target whose check raised `error` (a bug of ours, or an answer nobody foresaw)."""
+    detail = f"the check itself failed ({error}); the other checks went on"
+    return Finding("target", Verdict.PROBLEM, f"target {name}", detail, name)
+
+
 def send_finding(name: str, failure: str | None) -> Finding:
     """The test notification `--send` sent to a target: delivered, or why not."""
     what = f"test notification (target {name})"

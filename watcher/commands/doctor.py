@@ -39,6 +39,7 @@ from watcher.commands.diagnosis import (
     SlackReply,
     StoreObservation,
     api_findings,
+    check_failed_finding,
     clock_finding,
     config_findings,
     exit_code,
@@ -50,10 +51,10 @@ from watcher.commands.diagnosis import (
     to_json,
     webhook_finding,
 )
+from watcher.commands.run import send_test_notification
 from watcher.config.loader import ConfigError, load_settings
 from watcher.core.message import Sent
 from watcher.core.model import Event
-from watcher.core.render import render_for
 from watcher.core.samples import build_test_notification
 from watcher.core.secret import redact
 from watcher.core.settings import (
@@ -63,7 +64,6 @@ from watcher.core.settings import (
     Target,
     WebhookTarget,
 )
-from watcher.notifiers import build_notifier
 from watcher.notifiers.base import SdkSession, sdk_options, transport_reason
 from watcher.notifiers.slack import DEFAULT_API_URL
 from watcher.poll.api import env_proxy
@@ -113,7 +113,10 @@ async def diagnose(settings: Settings, send: bool, now: Clock) -> list[Finding]:
     if isinstance(api, HttpAnswer):
         dates.append((_host(settings.factory.base_url), api.date))
     for target in settings.targets.values():
-        found, date = await check_target(target)
+        try:
+            found, date = await check_target(target)
+        except Exception as error:  # one target's check failing is its line, not doctor's end
+            found, date = [check_failed_finding(target.name, type(error).__name__)], None
         findings.extend(found)
         if date is not None:
             dates.append(("Slack", date))
@@ -274,11 +277,7 @@ def doctor_event(now: datetime) -> Event:
 
 async def send_test(target: Target, now: datetime) -> str | None:
     """Send `target` the test notification; None when delivered, else why not."""
-    notifier = build_notifier(target)
-    try:
-        outcome = await notifier.send(render_for(target.kind, doctor_event(now), "doctor"), now=now)
-    finally:
-        await notifier.aclose()
+    outcome = await send_test_notification(target, doctor_event(now), "doctor")
     return None if isinstance(outcome, Sent) else f"{outcome.kind}: {outcome.reason}"
 
 

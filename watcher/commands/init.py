@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
+from watcher.commands.exits import EX_CANTCREAT, EX_OK, EX_USAGE
 from watcher.commands.starter import (
     DEFAULT_SLACK_WEBHOOK_ENV,
     SecretSource,
@@ -24,9 +25,6 @@ from watcher.commands.starter import (
     starter_config,
 )
 
-EX_OK = 0
-EX_USAGE = 2
-EX_CANTCREAT = 73
 CONFIG_MODE = 0o600
 
 

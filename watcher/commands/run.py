@@ -28,8 +28,9 @@ from watcher.core.outbox import OutboxStatus
 # Imported inside each command: `test-notify` loads the notifiers but not the
 # daemon, and nothing heavy loads before the config has been read.
 if TYPE_CHECKING:
+    from watcher.core.message import SendOutcome
     from watcher.core.model import Event
-    from watcher.core.settings import Settings
+    from watcher.core.settings import Settings, Target
     from watcher.daemon import Watcher
     from watcher.ops.logs import RedactingFilter
 
@@ -172,25 +173,39 @@ def test_event(now: datetime) -> Event:
     return build_test_notification(now, "test-notify", "factory-watcher test notification")
 
 
+async def send_test_notification(target: Target, event: Event, rule: str) -> SendOutcome:
+    """Send `target` the test `event` once through its notifier (`test-notify`, `doctor --send`).
+
+    A notifier that cannot be built (a `ca_file` that holds no certificate) or
+    that raises is a permanent failure naming the error's type, not a traceback.
+    """
+    from watcher.core.message import FailureKind, SendFailed
+    from watcher.core.render import render_for
+    from watcher.notifiers import build_notifier
+
+    try:
+        notifier = build_notifier(target)
+    except Exception as error:  # reported as this target's failure
+        reason = f"the notifier cannot be built ({type(error).__name__})"
+        return SendFailed(FailureKind.PERMANENT, reason)
+    try:
+        return await notifier.send(render_for(target.kind, event, rule), now=event.occurred_at)
+    except Exception as error:  # reported as this target's failure
+        return SendFailed(FailureKind.PERMANENT, f"the send raised {type(error).__name__}")
+    finally:
+        await notifier.aclose()
+
+
 async def _test_notify(settings: Settings, target_name: str, out: TextIO) -> int:
     from watcher.core.message import Sent
-    from watcher.core.render import render_for
     from watcher.core.secret import redact
-    from watcher.notifiers import build_notifier
 
     target = settings.targets.get(target_name)
     if target is None:
         names = ", ".join(sorted(settings.targets)) or "none"
         print(f"unknown target {target_name!r} (defined: {names})", file=out)
         return EX_USAGE
-    notifier = build_notifier(target)
-    now = datetime.now(UTC)
-    try:
-        outcome = await notifier.send(
-            render_for(target.kind, test_event(now), "test-notify"), now=now
-        )
-    finally:
-        await notifier.aclose()
+    outcome = await send_test_notification(target, test_event(datetime.now(UTC)), "test-notify")
     if isinstance(outcome, Sent):
         print(f"{target_name}: delivered", file=out)
         return EX_OK

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from watcher.config.values import is_http_url
 from watcher.core.urls import is_loopback_url
 
 DEFAULT_API_URL = "https://api.factory.ai"
@@ -97,17 +98,12 @@ def choice_problems(choices: StarterChoices) -> list[str]:
     urls = [("--api-url", choices.api_url), ("--slack-api-url", choices.slack_api_url)]
     urls.append(("--webhook-url", choices.webhook_url))
     for flag, url in urls:
-        if url is not None and not _is_http_url(url):
+        if url is not None and not is_http_url(url):
             problems.append(f"{flag}: {url!r} is not an http(s) URL")
     channel = choices.slack_channel
     if channel is not None and (not channel or any(c.isspace() for c in channel)):
         problems.append(f"--slack-channel: {channel!r} is not a channel id (like C0123ABCD)")
     return problems
-
-
-def _is_http_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 HEADER = """\

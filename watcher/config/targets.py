@@ -10,6 +10,7 @@ reach a problem message; every problem goes to the builder's `ProblemLog`.
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -167,8 +168,9 @@ class TargetBuilder:
         ca_file = None
         if section.ca_file is not None:
             ca_file = self.secrets.relative_to_config(Path(section.ca_file))
-            if not ca_file.is_file():
-                self.log.report((*at, "ca_file"), f"CA file not found: {ca_file}")
+            problem = ca_file_problem(ca_file)
+            if problem is not None:
+                self.log.report((*at, "ca_file"), problem)
                 ok = False
         if not ok:
             return None
@@ -182,6 +184,23 @@ class TargetBuilder:
             limits=limits,
             template=None if section.template is None else WebhookTemplate(section.template.body),
         )
+
+
+def ca_file_problem(path: Path) -> str | None:
+    """What keeps `path` from serving as a webhook's CA file, or None when it loads.
+
+    Checked here, not first when the notifier is built: a file that holds no
+    certificate would otherwise stop `run` at start-up, or a reload half-applied.
+    """
+    if not path.is_file():
+        return f"CA file not found: {path}"
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError:
+        return f"no CA certificate in {path} (expected PEM: -----BEGIN CERTIFICATE-----)"
+    except OSError as error:
+        return f"cannot read the CA file {path}: {error.strerror or type(error).__name__}"
+    return None
 
 
 def slack_template(section: SlackTemplateSection | None) -> SlackTemplate | None:
