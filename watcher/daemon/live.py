@@ -7,6 +7,7 @@ figures the status line shows, and the wiring that hands all of it to each part.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from watcher.poll.api import RequestBudget, SessionSource
 from watcher.poll.book import SessionBook
 from watcher.store import Store
 
+log = logging.getLogger("watcher.daemon")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -142,17 +144,23 @@ class Live:
                 self._waiting.discard(scope)
         return not scope.cancelled_caught
 
-    async def every(self, period: float, job: Callable[[], Awaitable[None]]) -> None:
+    async def every(
+        self, period: float, job: Callable[[], Awaitable[object]], *, what: str
+    ) -> None:
         """Run `job` every `period` seconds, the first one period from now, until the run
         stops. Turns stay on their grid; a run that outlasts its period skips the turns
-        it overlapped (never two at once, nothing caught up later).
+        it overlapped (never two at once, nothing caught up later). A turn that raises
+        is logged as `what` failing, and the next turn comes all the same.
         """
         due = anyio.current_time() + period
         while not self.stopping:
             delay = max(due - anyio.current_time(), 0.0)
             if not await self.unless_stopping(partial(anyio.sleep, delay)):
                 return
-            await job()
+            try:
+                await job()
+            except Exception:  # one failed turn must not end the loop
+                log.exception("%s failed; trying again in %gs", what, period)
             due += period
             now = anyio.current_time()
             if due <= now:

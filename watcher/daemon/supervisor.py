@@ -95,7 +95,7 @@ class Supervisor:
         async def beat() -> None:
             self.heartbeat()
 
-        await self.live.every(HEARTBEAT_PERIOD, beat)
+        await self.live.every(HEARTBEAT_PERIOD, beat, what="heartbeat")
 
     async def supervise(self) -> None:
         """Keep `STATUS=` current and ping the watchdog while every component progresses."""
