@@ -79,11 +79,11 @@ async def test_a_client_is_idle_once_every_borrowed_call_returned(tmp_path: Path
     """`idle` waits for the last of the calls borrowed on a client, and no longer."""
     live = Live(offline_settings(tmp_path), IdleSource())
     first, second = live.borrow(), live.borrow()
-    assert live.loans.in_flight(first) == 2
+    assert live.in_flight(first) == 2
     idle: list[bool] = []
 
     async def wait_idle() -> None:
-        await live.loans.idle(first)
+        await live.idle(first)
         idle.append(True)
 
     with anyio.fail_after(5):
@@ -95,8 +95,8 @@ async def test_a_client_is_idle_once_every_borrowed_call_returned(tmp_path: Path
             assert idle == []
             live.give_back(second)
     assert idle == [True]
-    assert live.loans.in_flight(first) == 0
-    await live.loans.idle(first)  # idle already: returns at once
+    assert live.in_flight(first) == 0
+    await live.idle(first)  # idle already: returns at once
 
 
 def test_a_replaced_configs_secrets_are_masked_only_while_retired(tmp_path: Path) -> None:

@@ -169,7 +169,7 @@ class Reloader:
         if change.client:
             old_source = live.source
             live.source = client_for(new)
-            self._retire(old_source, old, partial(live.loans.idle, old_source))
+            self._retire(old_source, old, partial(live.idle, old_source))
         self._swap_notifiers(new, old, change)
         if change.rate is not None:
             self.budget.set_rate(change.rate)
