@@ -13,11 +13,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.daemon.answerlog import AnswerLog
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
-from watcher.core.discovery import ListPage
 from watcher.core.message import Message, SendOutcome, WebhookMessage
 from watcher.core.model import Event, EventType, SessionRef, SessionState
-from watcher.core.poll import Answer, FetchFailed, NotFound
+from watcher.core.poll import Answer
 from watcher.core.render import render_for
 from watcher.core.rules import Route
 from watcher.core.rulestate import Evaluation
@@ -754,34 +754,6 @@ class CountingStore(SqliteStore):
         return super().record(session_id, state, events, routes, now, evaluation=evaluation)
 
 
-class CountingSource:
-    """The real API client, noting what each poll came back as."""
-
-    def __init__(self, inner: FactoryClient) -> None:
-        self.inner = inner
-        self.answers: list[str] = []
-        self.vanish_once = False  # answer the next poll with a 404, as a deleted session would
-
-    async def fetch_session(self, session_id: str, *, known: bytes | None = None) -> Answer:
-        answer: Answer
-        if self.vanish_once:
-            self.vanish_once = False
-            answer = NotFound()
-        else:
-            answer = await self.inner.fetch_session(session_id, known=known)
-        self.answers.append(type(answer).__name__)
-        return answer
-
-    def forget(self, session_id: str) -> None:
-        self.inner.forget(session_id)
-
-    async def list_sessions(self, cursor: str | None) -> ListPage | FetchFailed:
-        return await self.inner.list_sessions(cursor)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 class CountingWatcher(Watcher):
     """The real watcher, counting its hops to the database thread."""
 
@@ -792,11 +764,11 @@ class CountingWatcher(Watcher):
         return await super().db(fn, *args, **kwargs)
 
 
-def counting_watcher(settings: Settings) -> tuple[CountingWatcher, CountingStore, CountingSource]:
+def counting_watcher(settings: Settings) -> tuple[CountingWatcher, CountingStore, AnswerLog]:
     """A watcher over a counting store and source, both real underneath."""
     store = CountingStore(settings.state_path)
     factory = settings.factory
-    source = CountingSource(FactoryClient(factory.base_url, factory.api_key, concurrency=4))
+    source = AnswerLog(FactoryClient(factory.base_url, factory.api_key, concurrency=4))
     return CountingWatcher(settings, source=source, store=store), store, source
 
 

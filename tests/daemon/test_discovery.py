@@ -14,9 +14,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.daemon.answerlog import AnswerLog
 from tests.rig import Rig, running_rig, wait_for
-from watcher.core.discovery import ListPage
-from watcher.core.poll import Answer, FetchFailed
 from watcher.core.settings import (
     DiscoverFilter,
     DiscoverSettings,
@@ -330,28 +329,6 @@ async def test_bare_list_items_are_judged_by_reading_the_session(rig: Rig) -> No
         await watcher.aclose()
         watcher.store.close()
     assert webhooks(rig) == []
-
-
-class AnswerLog:
-    """The real API client, noting what each poll came back as."""
-
-    def __init__(self, inner: FactoryClient) -> None:
-        self.inner = inner
-        self.answers: list[str] = []
-
-    async def fetch_session(self, session_id: str, *, known: bytes | None = None) -> Answer:
-        answer = await self.inner.fetch_session(session_id, known=known)
-        self.answers.append(type(answer).__name__)
-        return answer
-
-    def forget(self, session_id: str) -> None:
-        self.inner.forget(session_id)
-
-    async def list_sessions(self, cursor: str | None) -> ListPage | FetchFailed:
-        return await self.inner.list_sessions(cursor)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.mark.anyio

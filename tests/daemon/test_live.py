@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -22,11 +23,31 @@ async def test_a_stop_ends_a_fixed_tick_without_running_it(tmp_path: Path) -> No
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(live.every, 3600.0, job)
+            tg.start_soon(partial(live.every, 3600.0, job, what="job"))
             await anyio.wait_all_tasks_blocked()
             live.stop()
     assert ran == []
     assert live.stopping
+
+
+@pytest.mark.anyio
+async def test_a_turn_that_raises_is_logged_and_the_next_turn_comes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One failed turn of a fixed tick (rule timer, pruner, heartbeat) never ends the loop."""
+    live = Live(offline_settings(tmp_path), IdleSource())
+    turns: list[int] = []
+
+    async def job() -> None:
+        turns.append(1)
+        if len(turns) == 1:
+            raise RuntimeError("a bug")
+        live.stop()
+
+    with anyio.fail_after(5):
+        await live.every(0.001, job, what="the job")
+    assert turns == [1, 1]
+    assert [r.getMessage() for r in caplog.records] == ["the job failed; trying again in 0.001s"]
 
 
 @pytest.mark.anyio
@@ -58,11 +79,11 @@ async def test_a_client_is_idle_once_every_borrowed_call_returned(tmp_path: Path
     """`idle` waits for the last of the calls borrowed on a client, and no longer."""
     live = Live(offline_settings(tmp_path), IdleSource())
     first, second = live.borrow(), live.borrow()
-    assert live.loans.in_flight(first) == 2
+    assert live.in_flight(first) == 2
     idle: list[bool] = []
 
     async def wait_idle() -> None:
-        await live.loans.idle(first)
+        await live.idle(first)
         idle.append(True)
 
     with anyio.fail_after(5):
@@ -74,8 +95,8 @@ async def test_a_client_is_idle_once_every_borrowed_call_returned(tmp_path: Path
             assert idle == []
             live.give_back(second)
     assert idle == [True]
-    assert live.loans.in_flight(first) == 0
-    await live.loans.idle(first)  # idle already: returns at once
+    assert live.in_flight(first) == 0
+    await live.idle(first)  # idle already: returns at once
 
 
 def test_a_replaced_configs_secrets_are_masked_only_while_retired(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -16,7 +17,7 @@ from watcher.core.model import Gone, SessionState
 from watcher.core.settings import WatchedSession
 from watcher.daemon.supervisor import STALL_AFTER, state_bucket
 from watcher.ops.systemd import ProgressWatchdog
-from watcher.store import PollMark, SqliteStore
+from watcher.store import OutboxFigures, PollMark, SqliteStore
 
 
 class RecordingStore(SqliteStore):
@@ -37,6 +38,14 @@ class RecordingStore(SqliteStore):
         self.written.append((list(polls), dict(meta)))
         self.watched.append(None if watched is None else sorted(watched))
         super().record_housekeeping(polls, meta, watched)
+
+
+class UnreadableStore(SqliteStore):
+    """The real store, but its outbox figures cannot be read (an I/O error)."""
+
+    def outbox_figures(self, targets: Sequence[str]) -> OutboxFigures:
+        """Fail the way SQLite does when the disk fails."""
+        raise sqlite3.OperationalError("disk I/O error")
 
 
 @pytest.mark.anyio
@@ -131,6 +140,24 @@ async def test_the_status_line_says_what_is_watched_and_notes_a_failed_reload(
     finally:
         await watcher.aclose()
         watcher.store.close()
+
+
+@pytest.mark.anyio
+async def test_the_status_line_says_the_outbox_is_unknown_when_the_store_cannot_read_it(
+    tmp_path: Path,
+) -> None:
+    """The line is still written (a reload's failure path and supervision use it)."""
+    settings = offline_settings(tmp_path, "s1")
+    store = UnreadableStore(settings.state_path)
+    watcher = offline_watcher(settings, [T0], store=store)
+    try:
+        line = await watcher.supervisor.status_line()
+        assert (
+            line == "watching 1 session(s); last poll never; budget 1e+03/s; outbox unknown; API up"
+        )
+    finally:
+        await watcher.aclose()
+        store.close()
 
 
 @pytest.mark.anyio

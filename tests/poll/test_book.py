@@ -131,3 +131,20 @@ def test_without_discovery_watch_keeps_only_watched_entries() -> None:
     )
     book.watch(SETTINGS)
     assert set(book.entries) == {"conf"}
+
+
+@pytest.mark.parametrize("discover", [None, DiscoverSettings()], ids=["without", "with discovery"])
+def test_watch_forgets_each_session_no_longer_watched_once(
+    discover: DiscoverSettings | None,
+) -> None:
+    """A session the new settings no longer watch is forgotten, and each part told once."""
+    settings = replace(SETTINGS, discover=discover)
+    book = SessionBook({}, backoff=Backoff(lambda: 0.0))
+    book.watch(replace(settings, sessions=(*SETTINGS.sessions, WatchedSession(id="old"))))
+    book.entry("old")
+    told: list[str] = []
+    book.on_forget(told.append)
+    before = book.watch(settings)
+    assert set(before) == {"conf", "old"}
+    assert "old" not in book.entries
+    assert told == ["old"]

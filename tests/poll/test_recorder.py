@@ -76,3 +76,35 @@ def test_a_stalled_file_never_blocks_the_caller_and_drops_are_counted_and_warned
     finally:
         os.close(reader)  # the stuck write now fails (a broken pipe), and the writer ends
         recorder.close()
+
+
+def test_a_lone_surrogate_in_a_body_is_recorded_as_its_json_escape(tmp_path: Path) -> None:
+    """`"\\ud800"` decodes to a string UTF-8 cannot hold: the line keeps the escape instead."""
+    path = tmp_path / "polls.jsonl"
+    recorder = PollRecorder(path)
+    payload = {**(fetched().body or {}), "title": json.loads(b'"\\ud800"')}
+    recorder.write("s1", Fetched(parse_snapshot(payload), payload), T0)
+    recorder.write("s1", fetched(), T0)
+    recorder.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["body"]["title"] for line in lines] == ["\ud800", "release"]
+    assert recorder.failures == {}
+
+
+def test_a_poll_the_writer_cannot_encode_is_counted_and_the_writer_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure inside the writer thread costs that poll, never the recording of the next."""
+    path = tmp_path / "polls.jsonl"
+    counted: list[str] = []
+    recorder = PollRecorder(path)
+    recorder.count_failures_with(counted.append)
+    good = fetched()
+    recorder.write("s1", Fetched(good.snapshot, {"title": object()}), T0)  # not JSON
+    recorder.write("s1", good, T0)
+    recorder.close()
+    assert recorder.failures == {"TypeError": 1}
+    assert counted == ["TypeError"]
+    [line] = [json.loads(line) for line in path.read_text().splitlines()]
+    assert line["body"]["title"] == "release"
+    assert any("not recording polls" in r.getMessage() for r in caplog.records)

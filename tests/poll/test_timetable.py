@@ -107,3 +107,27 @@ async def test_run_fires_keys_set_while_it_sleeps_and_stops() -> None:
             await done.wait()
             table.stop()
     assert fired[:3] == ["a", "a", "a"]
+
+
+@pytest.mark.anyio
+async def test_a_key_whose_firing_raises_never_stops_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`fire` raising for one key is logged; `run()` goes on to fire the next."""
+    fired: list[str] = []
+    clock = ManualClock(0.0)
+
+    def fire(key: str) -> None:
+        if key == "bad":
+            raise RuntimeError("a bug")
+        fired.append(key)
+        table.stop()
+
+    table = Timetable(fire, clock=clock, jitter=lambda: 0.0)
+    every_second = PollTiming(period=1.0, jitter=0.0, first_delay=0.0)
+    table.set("bad", every_second, first=True)
+    table.set("good", every_second, first=True)
+    with anyio.fail_after(10):
+        await table.run()
+    assert fired == ["good"]
+    assert [r.getMessage() for r in caplog.records] == ["firing bad raised"]

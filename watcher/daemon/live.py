@@ -7,6 +7,7 @@ figures the status line shows, and the wiring that hands all of it to each part.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from watcher.poll.api import RequestBudget, SessionSource
 from watcher.poll.book import SessionBook
 from watcher.store import Store
 
+log = logging.getLogger("watcher.daemon")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -53,54 +55,18 @@ class WatcherStats:
     polled: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # when, outcome
 
 
-class Loans:
-    """How many calls are in flight on each API client, so that a client a reload
-    replaced is closed once its last call has returned, never under one."""
-
-    __slots__ = ("_idle", "_out")
-
-    def __init__(self) -> None:
-        self._out: dict[int, int] = {}  # by id() of the client: calls in flight
-        self._idle: dict[int, anyio.Event] = {}  # set when that client's last call returns
-
-    def lend(self, source: SessionSource) -> SessionSource:
-        """`source`, counted as in use until `give_back(source)`."""
-        key = id(source)
-        self._out[key] = self._out.get(key, 0) + 1
-        return source
-
-    def give_back(self, source: SessionSource) -> None:
-        """A call on `source` returned."""
-        key = id(source)
-        left = self._out[key] - 1
-        if left:
-            self._out[key] = left
-            return
-        del self._out[key]
-        idle = self._idle.pop(key, None)
-        if idle is not None:
-            idle.set()
-
-    def in_flight(self, source: SessionSource) -> int:
-        """How many calls on `source` have not returned yet."""
-        return self._out.get(id(source), 0)
-
-    async def idle(self, source: SessionSource) -> None:
-        """Return once no call on `source` is in flight."""
-        key = id(source)
-        if key in self._out:
-            await self._idle.setdefault(key, anyio.Event()).wait()
-
-
 class Live:
     """The settings and API client in force now, and whether the run is stopping."""
 
-    __slots__ = ("_waiting", "loans", "retired_secrets", "settings", "source", "stopping")
+    __slots__ = ("_idle", "_out", "_waiting", "retired_secrets", "settings", "source", "stopping")
 
     def __init__(self, settings: Settings, source: SessionSource) -> None:
         self.settings = settings
         self.source = source
-        self.loans = Loans()
+        # Calls in flight on each client, by id(): one a reload replaced is closed once
+        # its last call has returned, never under one.
+        self._out: dict[int, int] = {}
+        self._idle: dict[int, anyio.Event] = {}  # set when that client's last call returns
         # Secrets of a replaced config, while a client or notifier built from it is open.
         self.retired_secrets: tuple[str, ...] = ()
         self.stopping = False
@@ -120,11 +86,32 @@ class Live:
     def borrow(self) -> SessionSource:
         """The client in force, counted as in use until `give_back` (its calls are not
         cut short when a reload replaces it)."""
-        return self.loans.lend(self.source)
+        source = self.source
+        key = id(source)
+        self._out[key] = self._out.get(key, 0) + 1
+        return source
 
     def give_back(self, source: SessionSource) -> None:
         """A call on `source`, borrowed with `borrow`, returned."""
-        self.loans.give_back(source)
+        key = id(source)
+        left = self._out[key] - 1
+        if left:
+            self._out[key] = left
+            return
+        del self._out[key]
+        idle = self._idle.pop(key, None)
+        if idle is not None:
+            idle.set()
+
+    def in_flight(self, source: SessionSource) -> int:
+        """How many calls borrowed on `source` have not returned yet."""
+        return self._out.get(id(source), 0)
+
+    async def idle(self, source: SessionSource) -> None:
+        """Return once no call borrowed on `source` is in flight."""
+        key = id(source)
+        if key in self._out:
+            await self._idle.setdefault(key, anyio.Event()).wait()
 
     def stop(self) -> None:
         """The run is stopping: parts stop starting work, and every wait is cut short."""
@@ -142,17 +129,23 @@ class Live:
                 self._waiting.discard(scope)
         return not scope.cancelled_caught
 
-    async def every(self, period: float, job: Callable[[], Awaitable[None]]) -> None:
+    async def every(
+        self, period: float, job: Callable[[], Awaitable[object]], *, what: str
+    ) -> None:
         """Run `job` every `period` seconds, the first one period from now, until the run
         stops. Turns stay on their grid; a run that outlasts its period skips the turns
-        it overlapped (never two at once, nothing caught up later).
+        it overlapped (never two at once, nothing caught up later). A turn that raises
+        is logged as `what` failing, and the next turn comes all the same.
         """
         due = anyio.current_time() + period
         while not self.stopping:
             delay = max(due - anyio.current_time(), 0.0)
             if not await self.unless_stopping(partial(anyio.sleep, delay)):
                 return
-            await job()
+            try:
+                await job()
+            except Exception:  # one failed turn must not end the loop
+                log.exception("%s failed; trying again in %gs", what, period)
             due += period
             now = anyio.current_time()
             if due <= now:

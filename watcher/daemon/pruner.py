@@ -88,7 +88,7 @@ class Pruner:
             self.metrics.database_bytes.set(await self.db(self.store.database_bytes))
         except Exception as error:
             log.warning("cannot read the state database's size: %s", describe_error(error))
-        await self.live.every(self.period, self.turn)
+        await self.live.every(self.period, self.turn, what="pruning")
 
     async def turn(self) -> None:
         """One `prune`; a failure (a busy or broken database) is logged and waits a turn."""

@@ -169,7 +169,7 @@ class Reloader:
         if change.client:
             old_source = live.source
             live.source = client_for(new)
-            self._retire(old_source, old, partial(live.loans.idle, old_source))
+            self._retire(old_source, old, partial(live.idle, old_source))
         self._swap_notifiers(new, old, change)
         if change.rate is not None:
             self.budget.set_rate(change.rate)
@@ -220,11 +220,10 @@ class Reloader:
         self.live.retired_secrets = tuple(secrets)
 
     def _rewatch(self, new: Settings, *, poll_changed: bool) -> None:
-        """The watch list `new` asks for; sessions no longer watched are forgotten."""
+        """The watch list `new` asks for; sessions no longer watched are forgotten (by
+        the book, everywhere: client, timetable, backoff)."""
         book = self.book
         before: Mapping[str, object] = book.watch(new)
-        for session_id in set(before) - set(book.watched):
-            book.forget(session_id)  # everywhere: client, timetable, backoff
         changed = [w for w in book.watched.values() if before.get(w.id) != w or poll_changed]
         if self.scheduler.running:  # running: otherwise run() schedules every session
             for w in changed:

@@ -43,10 +43,4 @@ class RuleTimer:
 
     async def run(self) -> None:
         """Tick every `RULES_TICK` seconds until the run stops."""
-        await self.live.every(RULES_TICK, self._tick_safely)
-
-    async def _tick_safely(self) -> None:
-        try:
-            await self.tick()
-        except Exception:  # the next tick tries again; the daemon keeps running
-            log.exception("rule timer failed")
+        await self.live.every(RULES_TICK, self.tick, what="rule timer")

@@ -20,6 +20,7 @@ import anyio
 
 from watcher.core.figures import Readiness, ReadinessInputs, readiness, status_bucket
 from watcher.core.model import Gone, SessionState
+from watcher.core.text import describe_error
 from watcher.daemon.health import HealthWatch
 from watcher.daemon.live import Wiring
 from watcher.daemon.scheduler import PollScheduler
@@ -94,7 +95,7 @@ class Supervisor:
         async def beat() -> None:
             self.heartbeat()
 
-        await self.live.every(HEARTBEAT_PERIOD, beat)
+        await self.live.every(HEARTBEAT_PERIOD, beat, what="heartbeat")
 
     async def supervise(self) -> None:
         """Keep `STATUS=` current and ping the watchdog while every component progresses."""
@@ -103,10 +104,13 @@ class Supervisor:
         with anyio.CancelScope() as scope:
             self._scope = scope
             while not self.live.stopping:
-                await self.housekeeping()
-                self.systemd.status(await self.status_line())
-                if interval:
-                    self.systemd.watchdog_if_healthy(self.progress, time.monotonic())
+                try:
+                    await self.housekeeping()
+                    self.systemd.status(await self.status_line())
+                    if interval:
+                        self.systemd.watchdog_if_healthy(self.progress, time.monotonic())
+                except Exception:  # a bug: this round pings no watchdog; the next tries again
+                    log.exception("supervision round failed")
                 await anyio.sleep(period)
 
     def stop(self) -> None:
@@ -231,20 +235,28 @@ class Supervisor:
         """One line for `systemctl status`: sessions, last poll, outbox, API state.
 
         The outbox figures are housekeeping's (index lookups of pending and dead
-        rows), not a count of every row ever queued.
+        rows), not a count of every row ever queued. Before housekeeping has them
+        they are read here; a store that refuses that read makes them unknown, never
+        an error (the line is what tells an operator something is wrong).
         """
         if self._outbox is None:
-            self._outbox = await self.db(
-                self.store.outbox_figures, sorted(self.live.settings.targets)
-            )
-        pending = sum(self._outbox.pending.values())
-        dead = sum(self._outbox.dead.values())
+            try:
+                self._outbox = await self.db(
+                    self.store.outbox_figures, sorted(self.live.settings.targets)
+                )
+            except Exception as error:
+                log.debug("outbox figures unknown: %s", self.live.redact(describe_error(error)))
+        outbox = self._outbox
+        figures = (
+            "unknown"
+            if outbox is None
+            else f"{sum(outbox.pending.values())} pending, {sum(outbox.dead.values())} dead"
+        )
         last = self.stats.last_poll_at
         ago = "never" if last is None else f"{(self.clock() - last).total_seconds():.0f}s ago"
         line = (
             f"watching {len(self.book.watched)} session(s); last poll {ago}; "
-            f"budget {self.budget.bucket.rate:.3g}/s; outbox "
-            f"{pending} pending, {dead} dead; "
+            f"budget {self.budget.bucket.rate:.3g}/s; outbox {figures}; "
             f"API {self.health.health.state}"
         )
         return f"{line}; {self.note}" if self.note else line

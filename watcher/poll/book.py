@@ -106,7 +106,8 @@ class SessionBook:
         return watched
 
     def watch(self, settings: Settings) -> dict[str, WatchedSession]:
-        """Watch what `settings` asks for; returns the watch list it replaced."""
+        """Watch what `settings` asks for, forgetting every session no longer watched;
+        returns the watch list it replaced."""
         before = self.watched
         self.configured = frozenset(w.id for w in settings.sessions)
         self.watched = self.watch_list(settings)
@@ -115,6 +116,9 @@ class SessionBook:
             # Nothing reads an unwatched session's entry without discovery (with it,
             # a listed session's stored state spares reading it to judge it).
             self.prune(())
+        else:
+            for session_id in before.keys() - self.watched.keys():
+                self.forget(session_id)
         return before
 
     def add(self, watched: WatchedSession) -> None:

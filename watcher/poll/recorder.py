@@ -17,6 +17,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -94,8 +95,12 @@ class PollRecorder:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)  # the writer stops after the polls queued before it
-        self._writer.join(CLOSE_WAIT)
+        deadline = time.monotonic() + CLOSE_WAIT
+        # The writer stops after the polls queued before it; a full queue behind a
+        # stuck writer must not hold the caller (the event loop) for longer.
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=CLOSE_WAIT)
+        self._writer.join(max(deadline - time.monotonic(), 0.0))
 
     # --- the writer thread --------------------------------------------------------
 
@@ -110,19 +115,32 @@ class PollRecorder:
                 except queue.Empty:
                     break
             stop = None in batch
-            polls = [poll for poll in batch if poll is not None]
-            if polls:
-                self._append(polls)
+            lines = [line for poll in batch if poll is not None and (line := self._line(poll))]
+            if lines:
+                try:
+                    self._append(lines)
+                except Exception as error:  # a bug: these polls go unrecorded, not the next
+                    for _ in lines:
+                        self._failed(type(error).__name__, f"cannot write: {error}")
             if self._queue.empty():
                 self._caught_up(DROPPED)
         if self._file is not None:
             self._file.close()
             self._file = None
 
-    def _append(self, polls: list[tuple[str, FetchResult, datetime]]) -> None:
-        """Append `polls` as lines; on failure, count each poll and cut off any part written."""
+    def _line(self, poll: tuple[str, FetchResult, datetime]) -> str:
+        """`poll` as its JSON line; "" (counted) if it cannot be one: it alone is lost."""
+        try:
+            return _line(*poll)
+        except Exception as error:  # a body JSON cannot hold: a bug, not a reason to stop
+            self._failed(type(error).__name__, f"cannot encode a poll of {poll[0]}: {error}")
+            return ""
+
+    def _append(self, lines: list[str]) -> None:
+        """Append `lines`; on failure, count each poll and cut off any part written."""
         assert self._file is not None
-        data = "".join(_line(*poll) + "\n" for poll in polls).encode("utf-8")
+        # A lone surrogate (a JSON `\ud800` escape in a body) is written back as that escape.
+        data = "".join(line + "\n" for line in lines).encode("utf-8", "backslashreplace")
         try:
             start = os.fstat(self._file.fileno()).st_size
         except OSError:
@@ -134,7 +152,7 @@ class PollRecorder:
         except OSError as error:
             self._truncate(start)
             kind = failure_kind(error)
-            for _ in polls:
+            for _ in lines:
                 self._failed(kind, f"cannot write: {error.strerror or kind}")
             return
         with self._lock:

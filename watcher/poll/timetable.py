@@ -18,6 +18,7 @@ suspended machine) fires once, then continues on its grid.
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import random
 import time
@@ -28,6 +29,7 @@ import anyio
 
 from watcher.core.schedule import PollTiming
 
+log = logging.getLogger("watcher.timetable")
 GRANULARITY = 0.01  # seconds: due sessions are fired in batches at most this far apart
 IDLE_WAKE = 1.0  # seconds between looks at an empty timetable
 
@@ -139,7 +141,10 @@ class Timetable:
         while not self._stopped:
             self._on_cycle()
             for key in self.pop_due(self._clock()):
-                self._fire(key)
+                try:
+                    self._fire(key)
+                except Exception:  # a bug met for one key must not stop the others' polls
+                    log.exception("firing %s raised", key)
             due = self.next_due()
             now = self._clock()
             delay = IDLE_WAKE if due is None else min(max(due - now, GRANULARITY), IDLE_WAKE)
