@@ -114,3 +114,29 @@ async def test_a_reload_says_what_waits_for_a_restart(
     assert f"{key} changed: that takes effect on the next restart" in caplog.text
     assert watcher.store.location == str(settings.state_path)
     watcher.store.close()
+
+
+@pytest.mark.anyio
+async def test_a_reload_whose_target_cannot_be_built_keeps_the_running_config(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notifier that fails to build (a CA file gone bad since `check`) fails the reload,
+    switches nothing, and the daemon goes on; a good reload afterwards applies."""
+    settings = offline_settings(tmp_path, "s1")
+    bad_ca = tmp_path / "ca.pem"
+    bad_ca.write_text("not a certificate\n")
+    hook = WebhookTarget(name="ci", url="https://127.0.0.1:9/hook", ca_file=bad_ca)
+    broken = replace(settings, targets={"ci": hook}, sessions=())
+    good = replace(settings, sessions=())
+    watcher = offline_watcher(settings, [T0], reload=[good, broken].pop)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: watcher.run(handle_signals=False))
+        await anyio.to_thread.run_sync(lambda: wait_for(lambda: watcher.scheduler.running))
+        assert not await watcher.reload()
+        assert watcher.settings is settings
+        assert "ci" not in watcher.notifiers
+        assert await watcher.reload()
+        assert watcher.settings is good
+        watcher.request_stop()
+    assert "reload failed, keeping the running config" in caplog.text
+    watcher.store.close()

@@ -26,6 +26,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from watcher.core.settings import Settings
+from watcher.core.text import describe_error
 from watcher.daemon.discovery import DiscoveryLoop
 from watcher.daemon.live import Wiring
 from watcher.daemon.scheduler import PollScheduler
@@ -93,6 +94,15 @@ def settings_change(old: Settings, new: Settings, notifiers: Collection[str]) ->
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Built:
+    """What a reload built before switching: a new client (None: the old one stays) and
+    the notifiers of the targets that changed, by name."""
+
+    source: FactoryClient | None
+    notifiers: dict[str, Notifier]
+
+
 class Reloader:
     """Re-reads the configuration on request and tells each part what changed."""
 
@@ -137,20 +147,16 @@ class Reloader:
         try:
             new = await anyio.to_thread.run_sync(self._read)
         except Exception as error:  # ConfigError lists every problem; keep running the old config
-            log.error("reload failed, keeping the running config:\n%s", error)  # noqa: TRY400
-            lines = str(error).splitlines()
-            note = f"reload failed: {lines[0] if lines else type(error).__name__}"
-            self.supervisor.note = note
-            self.metrics.config_loaded(success=False)
-            self.systemd.status(await self.supervisor.status_line())
-            self.systemd.ready()
-            return False
+            return await self._failed(str(error) or type(error).__name__)
         failpoint(Failpoint.DURING_RELOAD)
-        self.metrics.config_loaded(success=True)
-        self.supervisor.note = ""
         for key in settings_change(self.live.settings, new, self.notifiers).restart_only:
             log.warning("%s changed: that takes effect on the next restart", key)
-        self.apply(new)
+        try:
+            self.apply(new)
+        except Exception as error:  # a client or notifier could not be built: nothing switched
+            return await self._failed(self.live.redact(describe_error(error)))
+        self.metrics.config_loaded(success=True)
+        self.supervisor.note = ""
         self.systemd.ready()
         log.info(
             "reloaded: %d session(s), %d rule(s), %d target(s)",
@@ -160,17 +166,30 @@ class Reloader:
         )
         return True
 
+    async def _failed(self, reason: str) -> bool:
+        """A reload that did not happen: say why, keep the running config; False."""
+        log.error("reload failed, keeping the running config:\n%s", reason)
+        lines = reason.splitlines()
+        self.supervisor.note = f"reload failed: {lines[0] if lines else reason}"
+        self.metrics.config_loaded(success=False)
+        self.systemd.status(await self.supervisor.status_line())
+        self.systemd.ready()
+        return False
+
     def apply(self, new: Settings) -> None:
         """Switch to `new`: start and stop session jobs, swap rules, targets and client."""
         live = self.live
         old = live.settings
         change = settings_change(old, new, self.notifiers)
+        # Everything new is built before anything switches: a target or client that
+        # cannot be built (a CA file gone bad since `check`) leaves the old config whole.
+        built = self._build(new, change)
         live.settings = new
-        if change.client:
+        if built.source is not None:
             old_source = live.source
-            live.source = client_for(new)
+            live.source = built.source
             self._retire(old_source, old, partial(live.idle, old_source))
-        self._swap_notifiers(new, old, change)
+        self._swap_notifiers(new, old, change, built.notifiers)
         if change.rate is not None:
             self.budget.set_rate(change.rate)
         self._rewatch(new, poll_changed=change.poll)
@@ -178,12 +197,38 @@ class Reloader:
             self.discovery.hurry()  # the new filter applies now, not a whole interval later
         self.discovery.start()
 
-    def _swap_notifiers(self, new: Settings, old: Settings, change: SettingsChange) -> None:
+    def _build(self, new: Settings, change: SettingsChange) -> Built:
+        """The client and notifiers `new` needs anew; raises (closing what it built) if one
+        cannot be built."""
+        built = Built(None, {})
+        try:
+            for name in change.notifiers:
+                built.notifiers[name] = build_notifier(new.targets[name])
+            if change.client:
+                built = Built(client_for(new), built.notifiers)
+        except Exception:
+            for notifier in built.notifiers.values():
+                self._close_soon(notifier)
+            raise
+        return built
+
+    def _close_soon(self, closable: Notifier | SessionSource) -> None:
+        """Close something built for a reload that did not happen (in the run, if any)."""
+        if self._work is not None:
+            self._work.start_soon(closable.aclose)
+
+    def _swap_notifiers(
+        self,
+        new: Settings,
+        old: Settings,
+        change: SettingsChange,
+        built: Mapping[str, Notifier],
+    ) -> None:
         replaced: list[Notifier] = []
         for name in change.notifiers:
             if name in self.notifiers:
                 replaced.append(self.notifiers[name])
-            self.notifiers[name] = build_notifier(new.targets[name])
+            self.notifiers[name] = built[name]
         replaced += [self.notifiers.pop(name) for name in change.retired]
         self.delivery.set_targets(new.targets, self.notifiers)
         for notifier in replaced:  # after set_targets: their lanes are finishing their sends
