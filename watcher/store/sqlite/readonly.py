@@ -27,10 +27,12 @@ BUSY_TIMEOUT = 0.2  # seconds; the daemon's write transactions are short
 # What `status` shows of each watched session, from its row (columns kept on write).
 _FACTS = "SELECT session_id, status, gone, changed_at, notified_at FROM sessions"
 # A database no build with those columns has opened yet is read as it is: its documents,
-# events and outbox (old builds only: no migration runs here).
+# events and outbox (old builds only: no migration runs here). A document that is not
+# JSON shows no status (as the migration leaves it) rather than failing the whole read.
 _OLD_FACTS = (
-    "SELECT session_id, coalesce(json_extract(state, '$.snapshot.status'),"  # noqa: S608
-    " json_extract(state, '$.last.status')), json_extract(state, '$.gone'),"
+    "SELECT session_id, CASE WHEN json_valid(state) THEN"  # noqa: S608
+    " coalesce(json_extract(state, '$.snapshot.status'), json_extract(state, '$.last.status'))"
+    " END, CASE WHEN json_valid(state) THEN json_extract(state, '$.gone') END,"
     " (SELECT MAX(occurred_at) FROM events e WHERE e.session_id = s.session_id"
     f" AND e.type IN {STATUS_CHANGES}),"
     " (SELECT MAX(finished_at) FROM outbox o WHERE o.lane = s.session_id"
