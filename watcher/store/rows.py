@@ -7,6 +7,7 @@ only, so importing the rows does not load the rule engine (`outbox list`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -211,6 +212,13 @@ class StatusRows:
     dead_letters: tuple[DeadLetterRow, ...] = ()
     database_bytes: int | None = None  # the file's pages (None: not read)
     rows_pruned: Mapping[str, int] = field(default_factory=dict)  # by table, ever
+
+
+def watched_in(meta: Mapping[str, str]) -> list[tuple[str, str | None]] | None:
+    """The daemon's watched set as it wrote it in `meta`: (id, name) pairs; None before it did."""
+    if "watched" not in meta:
+        return None
+    return [(w["id"], w.get("name")) for w in json.loads(meta["watched"])]
 
 
 @dataclass(frozen=True, slots=True)

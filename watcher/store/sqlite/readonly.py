@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from watcher.store.errors import StoreError
 from watcher.store.migrations import STATUS_CHANGES
-from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog
+from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog, watched_in
 from watcher.store.sqlite.base import maybe_moment, moment
 from watcher.store.sqlite.retention import PRUNED_KEY
 
@@ -38,13 +38,6 @@ _OLD_FACTS = (
     " (SELECT MAX(finished_at) FROM outbox o WHERE o.lane = s.session_id"
     " AND o.status = 'delivered') FROM sessions s"
 )
-
-
-def watched_ids(meta: Mapping[str, str], configured: Sequence[str]) -> list[str]:
-    """The sessions `status` shows: the daemon's watched set, else the configured ones."""
-    if "watched" in meta:
-        return [w["id"] for w in json.loads(meta["watched"])]
-    return list(configured)
 
 
 class SqliteReadOnlyStore:
@@ -87,7 +80,8 @@ class SqliteReadOnlyStore:
         if not {"meta", "sessions", "events", "outbox"} <= tables:
             raise StoreError(f"{self.path} is not a factory-watcher state database")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        watched = watched_ids(meta, configured)
+        daemons = watched_in(meta)  # the sessions `status` shows: the daemon's, else configured
+        watched = list(configured) if daemons is None else [sid for sid, _ in daemons]
         ids = json.dumps(watched)
         polls: dict[str, PollMark] = {}
         if "polls" in tables:
