@@ -216,6 +216,14 @@ def test_status_reads_the_daemons_watched_set_before_the_configured_one(
     assert set(read_status(store.path, []).polls) == {"s2"}
 
 
+@pytest.mark.parametrize("value", ["{broken", '{"id": "s1"}', '[{"name": "s1"}]', "[1]"])
+def test_a_damaged_watched_set_is_a_store_error(store: SqliteStore, value: str) -> None:
+    """The daemon's watched set that cannot be read is a clear error, not a traceback."""
+    store.record_housekeeping([], {"watched": value})
+    with pytest.raises(StoreError, match="watched set in the state database cannot be read"):
+        read_status(store.path, ["s1"])
+
+
 def test_a_database_from_before_the_session_facts_is_read_as_it_is(tmp_path: Path) -> None:
     """`status` never migrates: a version 6 file is read from its documents, events and outbox."""
     path = tmp_path / "old.db"

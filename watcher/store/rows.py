@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from watcher.core.model import Event, SessionState
 from watcher.core.outbox import OutboxStatus
+from watcher.store.errors import StoreError
 
 if TYPE_CHECKING:
     from watcher.core.rules import Route
@@ -215,10 +216,16 @@ class StatusRows:
 
 
 def watched_in(meta: Mapping[str, str]) -> list[tuple[str, str | None]] | None:
-    """The daemon's watched set as it wrote it in `meta`: (id, name) pairs; None before it did."""
+    """The daemon's watched set as it wrote it in `meta`: (id, name) pairs; None before it did.
+
+    StoreError if the value cannot be read (a damaged row is a clear error, not a traceback).
+    """
     if "watched" not in meta:
         return None
-    return [(w["id"], w.get("name")) for w in json.loads(meta["watched"])]
+    try:
+        return [(w["id"], w.get("name")) for w in json.loads(meta["watched"])]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise StoreError(f"the watched set in the state database cannot be read: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)
