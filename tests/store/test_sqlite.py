@@ -216,6 +216,14 @@ def test_status_reads_the_daemons_watched_set_before_the_configured_one(
     assert set(read_status(store.path, []).polls) == {"s2"}
 
 
+@pytest.mark.parametrize("value", ["{broken", '{"id": "s1"}', '[{"name": "s1"}]', "[1]"])
+def test_a_damaged_watched_set_is_a_store_error(store: SqliteStore, value: str) -> None:
+    """The daemon's watched set that cannot be read is a clear error, not a traceback."""
+    store.record_housekeeping([], {"watched": value})
+    with pytest.raises(StoreError, match="watched set in the state database cannot be read"):
+        read_status(store.path, ["s1"])
+
+
 def test_a_database_from_before_the_session_facts_is_read_as_it_is(tmp_path: Path) -> None:
     """`status` never migrates: a version 6 file is read from its documents, events and outbox."""
     path = tmp_path / "old.db"
@@ -240,6 +248,21 @@ def test_a_database_from_before_the_session_facts_is_read_as_it_is(tmp_path: Pat
     assert rows.states == {"s1": ("idle", True)}
     assert rows.since == {"s1": T0}
     assert rows.notified == {"s1": T0 + timedelta(seconds=1)}
+
+
+def test_a_damaged_document_in_an_old_database_does_not_stop_status(tmp_path: Path) -> None:
+    """A version 6 row that is not JSON shows no status; the other sessions are read."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, str(path), MIGRATIONS[:6])
+    db.execute(
+        "INSERT INTO sessions(session_id, state, stored_at) VALUES (?, ?, 0)",
+        ("s1", state_to_json(snap(status="idle"))),
+    )
+    db.execute("INSERT INTO sessions(session_id, state, stored_at) VALUES ('s2', '{broken', 0)")
+    db.close()
+    rows = read_status(str(path), ["s1", "s2"])
+    assert rows.states == {"s1": ("idle", False), "s2": (None, False)}
 
 
 def test_the_read_only_view_refuses_a_database_that_is_not_ours(tmp_path: Path) -> None:

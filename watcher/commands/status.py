@@ -11,7 +11,6 @@ that old. This module builds the report from those rows and renders it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.core.settings import WatchedSession
-from watcher.store import ReadOnlyStore, StatusRows, StoreError, open_read_only
+from watcher.store import ReadOnlyStore, StatusRows, StoreError, open_read_only, watched_in
 
 DAEMON_SILENT_AFTER = 15.0  # three missed housekeeping rounds: no daemon running
 STATUS_FORMAT = 1
@@ -130,10 +129,8 @@ def build_report(
 ) -> StatusReport:
     """The report from what the store read (pure)."""
     meta = rows.meta
-    watched: list[tuple[str, str | None]]
-    if "watched" in meta:
-        watched = [(w["id"], w.get("name")) for w in json.loads(meta["watched"])]
-    else:
+    watched = watched_in(meta)  # the daemon's watched set; before it wrote one, the config's
+    if watched is None:
         watched = [(w.id, w.name) for w in configured]
     sessions = []
     for sid, name in watched:

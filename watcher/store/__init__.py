@@ -56,6 +56,7 @@ from watcher.store.rows import (
     TargetBacklog,
     UnreadableRow,
     UnreadableState,
+    watched_in,
 )
 from watcher.store.sqlite import SqliteReadOnlyStore, SqliteStore, open_read_only
 
@@ -99,4 +100,5 @@ __all__ = [
     "open_read_only",
     "state_from_json",
     "state_to_json",
+    "watched_in",
 ]

@@ -7,6 +7,7 @@ only, so importing the rows does not load the rule engine (`outbox list`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from watcher.core.model import Event, SessionState
 from watcher.core.outbox import OutboxStatus
+from watcher.store.errors import StoreError
 
 if TYPE_CHECKING:
     from watcher.core.rules import Route
@@ -211,6 +213,19 @@ class StatusRows:
     dead_letters: tuple[DeadLetterRow, ...] = ()
     database_bytes: int | None = None  # the file's pages (None: not read)
     rows_pruned: Mapping[str, int] = field(default_factory=dict)  # by table, ever
+
+
+def watched_in(meta: Mapping[str, str]) -> list[tuple[str, str | None]] | None:
+    """The daemon's watched set as it wrote it in `meta`: (id, name) pairs; None before it did.
+
+    StoreError if the value cannot be read (a damaged row is a clear error, not a traceback).
+    """
+    if "watched" not in meta:
+        return None
+    try:
+        return [(w["id"], w.get("name")) for w in json.loads(meta["watched"])]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise StoreError(f"the watched set in the state database cannot be read: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,11 +140,22 @@ def test_decisions_are_capped_per_session(store: Store) -> None:
     assert [d.reason for d in store.recent_decisions("s1", limit=2)] == ["n258", "n259"]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"x": 1}',
+        "{broken",
+        '{"rules": [], "track": null}',
+        '{"rules": {}, "track": 5}',
+        '{"rules": {"r": {"settling": [], "episodes": {"k": {"since": 1e30, "fired": 1}},'
+        ' "crossed": [], "last_sent": null}}, "track": null}',
+    ],
+)
 def test_unreadable_memory_starts_afresh(
-    store: Store, backend: Backend, caplog: pytest.LogCaptureFixture
+    store: Store, backend: Backend, caplog: pytest.LogCaptureFixture, text: str
 ) -> None:
     """A corrupt rule-memory row reads as empty memory, with a warning, instead of failing polls."""
-    backend.overwrite_memory("s1", '{"x": 1}')
+    backend.overwrite_memory("s1", text)
     assert store.load_memory("s1") == SessionMemory()
     assert "rule memory of s1 is unreadable" in caplog.text
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from watcher.store.errors import StoreError
 from watcher.store.migrations import STATUS_CHANGES
-from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog
+from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog, watched_in
 from watcher.store.sqlite.base import maybe_moment, moment
 from watcher.store.sqlite.retention import PRUNED_KEY
 
@@ -27,22 +27,17 @@ BUSY_TIMEOUT = 0.2  # seconds; the daemon's write transactions are short
 # What `status` shows of each watched session, from its row (columns kept on write).
 _FACTS = "SELECT session_id, status, gone, changed_at, notified_at FROM sessions"
 # A database no build with those columns has opened yet is read as it is: its documents,
-# events and outbox (old builds only: no migration runs here).
+# events and outbox (old builds only: no migration runs here). A document that is not
+# JSON shows no status (as the migration leaves it) rather than failing the whole read.
 _OLD_FACTS = (
-    "SELECT session_id, coalesce(json_extract(state, '$.snapshot.status'),"  # noqa: S608
-    " json_extract(state, '$.last.status')), json_extract(state, '$.gone'),"
+    "SELECT session_id, CASE WHEN json_valid(state) THEN"  # noqa: S608
+    " coalesce(json_extract(state, '$.snapshot.status'), json_extract(state, '$.last.status'))"
+    " END, CASE WHEN json_valid(state) THEN json_extract(state, '$.gone') END,"
     " (SELECT MAX(occurred_at) FROM events e WHERE e.session_id = s.session_id"
     f" AND e.type IN {STATUS_CHANGES}),"
     " (SELECT MAX(finished_at) FROM outbox o WHERE o.lane = s.session_id"
     " AND o.status = 'delivered') FROM sessions s"
 )
-
-
-def watched_ids(meta: Mapping[str, str], configured: Sequence[str]) -> list[str]:
-    """The sessions `status` shows: the daemon's watched set, else the configured ones."""
-    if "watched" in meta:
-        return [w["id"] for w in json.loads(meta["watched"])]
-    return list(configured)
 
 
 class SqliteReadOnlyStore:
@@ -85,7 +80,8 @@ class SqliteReadOnlyStore:
         if not {"meta", "sessions", "events", "outbox"} <= tables:
             raise StoreError(f"{self.path} is not a factory-watcher state database")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        watched = watched_ids(meta, configured)
+        daemons = watched_in(meta)  # the sessions `status` shows: the daemon's, else configured
+        watched = list(configured) if daemons is None else [sid for sid, _ in daemons]
         ids = json.dumps(watched)
         polls: dict[str, PollMark] = {}
         if "polls" in tables:

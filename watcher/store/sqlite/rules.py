@@ -89,9 +89,13 @@ class RuleTables(SqliteBase):
             return SessionMemory()
         try:
             return memory_from_json(row[0])
-        except (ValueError, KeyError, TypeError):
+        except Exception as error:  # any stored text, however broken, is one bad row
             # One unreadable row must not stop this session's polls: its rules start afresh.
-            log.warning("rule memory of %s is unreadable; starting it afresh", session_id)
+            log.warning(
+                "rule memory of %s is unreadable (%s); starting it afresh",
+                session_id,
+                describe_error(error),
+            )
             return SessionMemory()
 
     def record_evaluation(self, session_id: str, evaluation: Evaluation, now: datetime) -> int:
