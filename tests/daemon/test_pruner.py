@@ -27,7 +27,7 @@ from watcher.ops.metrics import Metrics
 from watcher.poll.api import RequestBudget
 from watcher.poll.backoff import Backoff
 from watcher.poll.book import SessionBook
-from watcher.store import OutboxStatus, SqliteStore
+from watcher.store import OutboxStatus, Pruned, SqliteStore
 
 D = timedelta(days=1)
 pytestmark = pytest.mark.anyio
@@ -201,3 +201,32 @@ async def test_the_database_size_is_shown_from_the_start(store: SqliteStore) -> 
     await Pruner(wired).run()
     size = wired.metrics.registry.get_sample_value("factory_watcher_database_bytes")
     assert size == store.database_bytes() > 0
+
+
+class DeadLettersBroken(SqliteStore):
+    """A store whose dead-letter pruning fails every time (a bug or a broken index)."""
+
+    def prune_finished(self, status: OutboxStatus, before: datetime, limit: int) -> Pruned:
+        """Fails for dead letters; delivered rows prune as usual."""
+        if status is OutboxStatus.DEAD:
+            raise RuntimeError("dead letters cannot be read")
+        return super().prune_finished(status, before, limit)
+
+
+async def test_one_rule_failing_does_not_hold_back_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dead-letter pruning fails: it is logged, and delivered rows and events still go."""
+    broken = DeadLettersBroken(tmp_path / "state.db")
+    try:
+        clock = Clock(T0)
+        delivered(broken, 10, T0)
+        pruner = Pruner(wiring(broken, clock, retention=Retention(keep_delivered=D)))
+        clock.now = T0 + 2 * D
+        report = await pruner.prune()
+        assert report.rows == {"outbox": 10, "events": 10}
+        assert "pruning (prune_finished) failed: RuntimeError: dead letters cannot be read" in (
+            caplog.text
+        )
+    finally:
+        broken.close()

@@ -124,7 +124,11 @@ class Pruner:
             for _ in range(self.max_batches):
                 if self.live.stopping:
                     return PruneReport(rows, None, batches)
-                pruned = await self.db(step)
+                try:
+                    pruned = await self.db(step)
+                except Exception as error:  # one rule failing must not hold back the others
+                    log.warning("pruning (%s) failed: %s", _name(step), describe_error(error))
+                    break
                 batches += 1
                 for table, count in pruned.rows.items():
                     rows[table] = rows.get(table, 0) + count
@@ -141,3 +145,9 @@ class Pruner:
                 ", ".join(f"{table} {n}" for table, n in sorted(rows.items())),
             )
         return PruneReport(rows, size, batches)
+
+
+def _name(step: Callable[[], Pruned]) -> str:
+    """The store call a retention step makes, for a log line."""
+    func = step.func if isinstance(step, partial) else step
+    return getattr(func, "__name__", "a retention step")
