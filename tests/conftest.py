@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -24,3 +26,12 @@ def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL of a new, empty PostgreSQL database of this test's own (see tests/postgres.py)."""
+    from tests.postgres import scratch_database
+
+    with scratch_database() as url:
+        yield url
