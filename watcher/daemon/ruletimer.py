@@ -26,11 +26,14 @@ class RuleTimer:
         self.metrics = wiring.metrics
         self.clock = wiring.clock
         self.wake = wiring.wake
+        self.failing: set[str] = set()  # sessions whose evaluation raised: logged once
 
     async def tick(self) -> TickReport:
         """Evaluate time-based rules and release due digests now."""
         now = self.clock()
-        report = await self.db(apply_tick, self.store, self.live.settings, self.book.watched, now)
+        report = await self.db(
+            apply_tick, self.store, self.live.settings, self.book.watched, now, self.failing
+        )
         for session_id, decisions in report.decisions.items():
             log_decisions(session_id, decisions)
         for event in {e.id: e for e, _ in report.routes}.values():

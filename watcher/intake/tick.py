@@ -10,7 +10,7 @@ again, its next poll evaluates its rules afresh.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableSet
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -64,10 +64,17 @@ def apply_tick(
     settings: Settings,
     watched: Mapping[str, WatchedSession],
     now: datetime,
+    failing: MutableSet[str] | None = None,
 ) -> TickReport:
     """Evaluate the rules of every watched session whose memory asked to be woken by `now`,
     then queue the digests of quiet-hours windows that have ended. Each session commits
-    alone; a due session no longer watched has its wake-up cleared, nothing more."""
+    alone; a due session no longer watched has its wake-up cleared, nothing more.
+
+    `failing` (kept by the caller across ticks) holds the sessions whose evaluation
+    raised: such a session stays due, so its traceback is logged once, not every tick,
+    and a line says when it evaluates again.
+    """
+    failing = set() if failing is None else failing
     mutes = store.active_mutes(now)
     routes: list[tuple[Event, Route]] = []
     decisions: dict[str, tuple[Decision, ...]] = {}
@@ -79,8 +86,18 @@ def apply_tick(
         try:
             found = _tick_session(store, settings, watched, session_id, mutes, now)
         except Exception:  # one session's trouble must not hold back the others
-            log.exception("rule timer failed for session %s", session_id)
+            if session_id in failing:
+                log.debug("rule timer still failing for session %s", session_id, exc_info=True)
+            else:
+                failing.add(session_id)
+                log.exception(
+                    "rule timer failed for session %s (logged once until it recovers)",
+                    session_id,
+                )
             continue
+        if session_id in failing:
+            failing.discard(session_id)
+            log.info("rule timer evaluates session %s again", session_id)
         new_rows += found.new_rows
         routes += found.routes
         decisions.update(found.decisions)
