@@ -29,7 +29,5 @@ class FencedError(StoreError):
 
     def __init__(self, epoch: int | None) -> None:
         held = "no epoch" if epoch is None else f"epoch {epoch}"
-        super().__init__(
-            f"write refused: this replica ({held}) no longer holds the leader lease"
-        )
+        super().__init__(f"write refused: this replica ({held}) no longer holds the leader lease")
         self.epoch = epoch
