@@ -1,1 +1,0 @@
-"""The PostgreSQL side of the state: the leader lease (`lease`) for high availability."""
