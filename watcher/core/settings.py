@@ -275,6 +275,8 @@ class Settings:
     quiet_hours: Mapping[str, QuietHours] = field(default_factory=dict)
     record_path: Path | None = None
     retention: Retention = Retention()
+    # PostgreSQL instead of SQLite at `state_path`: the libpq URL, password folded in.
+    state_url: Secret | None = None
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret value in the configuration, for redaction.
