@@ -44,6 +44,8 @@ RESTART_ONLY = {
     "log_format": "log_format",
     "state_path": "state.path",
     "record_path": "state.record",
+    "state_url": "state.url",
+    "ha": "state.lease_ttl/renew_every",
 }
 
 
