@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 from functools import partial
-from typing import Protocol
 
 import anyio
 from anyio.abc import TaskStatus
@@ -43,9 +42,9 @@ from watcher.notifiers import SEND_TIMEOUT, build_notifier
 from watcher.ops.endpoint import Endpoint, Request, Response, bound_port, text
 from watcher.ops.metrics import Metrics
 from watcher.ops.systemd import SystemdNotifier
-from watcher.store import Store
 from watcher.store.errors import FencedError
 from watcher.store.postgres.lease import Acquisition, Lease, LeaseRow
+from watcher.store.protocol import LeaderStore
 
 log = logging.getLogger("watcher.daemon.replica")
 
@@ -55,18 +54,6 @@ class Role(StrEnum):
 
     STANDBY = "standby"
     LEADER = "leader"
-
-
-class EpochStore(Protocol):
-    """The PostgreSQL store's leadership surface (fenced writes by epoch, claims)."""
-
-    def set_epoch(self, epoch: int | None) -> None:
-        """Fence every write with `epoch` (None: refuse every fenced write)."""
-        ...
-
-    def requeue_claimed(self, epoch: int) -> int:
-        """Return rows claimed by earlier epochs to pending; how many."""
-        ...
 
 
 def holder_id() -> str:
@@ -132,7 +119,7 @@ class Replica:
         settings: Settings,
         *,
         lease: Lease,
-        open_store: Callable[[], Store],
+        open_store: Callable[[], LeaderStore],
         reload: Callable[[], Settings] | None = None,
         systemd: RoleNotifier | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -297,7 +284,7 @@ class Replica:
         self.metrics.lease_epoch.set(epoch)
         self.metrics.leadership_changes.labels("acquired").inc()
         log.info("leader: holder %s, epoch %d", self.holder, epoch)
-        store: Store | None = None
+        store: LeaderStore | None = None
         try:
             async with anyio.create_task_group() as term:
                 self._term = term.cancel_scope
@@ -339,12 +326,11 @@ class Replica:
             "; lease resigned" if resigned else "",
         )
 
-    async def _start_term(self, store: Store, epoch: int) -> Watcher:
+    async def _start_term(self, store: LeaderStore, epoch: int) -> Watcher:
         """Fence the store with `epoch`, return earlier claims to pending, and build the
         term's leader from what the database holds now."""
-        leading: EpochStore = store  # type: ignore[assignment]
-        leading.set_epoch(epoch)
-        requeued = await anyio.to_thread.run_sync(leading.requeue_claimed, epoch)
+        store.set_epoch(epoch)
+        requeued = await anyio.to_thread.run_sync(store.requeue_claimed, epoch)
         self.metrics.rows_requeued.inc(requeued)
         if requeued:
             log.warning(
@@ -476,7 +462,7 @@ def _one_line(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())[:300]
 
 
-def _close_quietly(store: Store) -> None:
+def _close_quietly(store: LeaderStore) -> None:
     try:
         store.close()
     except Exception:  # closing a broken store must not hide the step-down

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from watcher.core.settings import (
+    DEFAULT_SEND_TIMEOUT,
     SlackTarget,
     SlackWebhookTarget,
     Target,
@@ -27,7 +28,8 @@ __all__ = [
 ]
 
 
-SEND_TIMEOUT = 10.0  # seconds one send may take (replicas: at most half the lease ttl)
+# Seconds one send may take (replicas: at most half the lease ttl).
+SEND_TIMEOUT = DEFAULT_SEND_TIMEOUT.total_seconds()
 
 
 def _slack(target: Target, timeout: float = SEND_TIMEOUT) -> Notifier:

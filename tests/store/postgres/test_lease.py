@@ -10,7 +10,7 @@ import pytest
 
 from tests.leasedb import create_lease_table, expire_lease, terminate
 from watcher.core.lease import Renewal
-from watcher.store.postgres.lease import APPLICATION_NAME, PgLease, failure_reason
+from watcher.store.postgres.lease import PgLease, application_name, failure_reason
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
 TTL = timedelta(seconds=10)
@@ -96,7 +96,7 @@ async def test_a_terminated_connection_is_a_failed_call_then_a_reconnect(
     reconnects and renews the same epoch."""
     a, _ = pair
     assert (await a.acquire()).epoch == 1
-    assert terminate(url, APPLICATION_NAME) >= 1
+    assert terminate(url, application_name(a.holder)) == 1
     failed = await a.renew(1)
     assert failed.outcome is Renewal.FAILED
     assert failed.failure

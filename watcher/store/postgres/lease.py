@@ -117,6 +117,12 @@ class Lease(Protocol):
         ...
 
 
+def application_name(holder: str) -> str:
+    """The lease connection's `application_name`: which replica's it is (an operator
+    can find and end it in `pg_stat_activity`)."""
+    return f"{APPLICATION_NAME} {holder}"[:63]
+
+
 def failure_reason(error: BaseException) -> str:
     """A one-line reason for a failed lease call, without the connection string.
 
@@ -158,7 +164,7 @@ class PgLease:
             self._url,
             autocommit=True,
             connect_timeout=max(2, seconds),  # libpq's minimum is 2
-            application_name=APPLICATION_NAME,
+            application_name=application_name(self.holder),
             keepalives=1,
             keepalives_idle=seconds,
             keepalives_interval=1,
