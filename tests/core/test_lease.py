@@ -146,11 +146,20 @@ def test_next_step_renews_on_the_grid_retries_sooner_and_steps_down_past_the_win
             trust(),
             Next(Action.STEP_DOWN, 102.1, StepDown.LOST),
         ),
+        (
+            trust(),
+            Renewal.BROKEN,
+            102.0,
+            102.1,
+            trust(),
+            Next(Action.STEP_DOWN, 102.1, StepDown.CONNECTION),
+        ),
     ],
 )
 def test_a_renewal_moves_the_window_to_its_start_or_counts_a_failure(
     before: Trust, renewal: Renewal, started: float, now: float, after: Trust, expected: Next
 ) -> None:
     """Renewed: the window restarts at the attempt's start (never earlier than it was);
-    failed: counted, retried soon, stepped down past the window; lost: step down now."""
+    failed: counted, retried soon, stepped down past the window; lost or broken: step
+    down now."""
     assert before.after(renewal, started, now) == (after, expected)

@@ -25,7 +25,7 @@ class StepDown(StrEnum):
     FENCED = "fenced"  # a write was refused: the database says another epoch leads
     LOST = "lost"  # a renewal found our lease row gone (taken over, or expired)
     RESIGNED = "resigned"  # we gave it up (a stop)
-    CONNECTION = "connection"  # the lease connection failed past the trust window
+    CONNECTION = "connection"  # the lease session was ended, or renewals failed past the window
 
 
 class Action(StrEnum):
@@ -40,7 +40,8 @@ class Renewal(StrEnum):
 
     RENEWED = "renewed"  # the row was ours and now expires later
     LOST = "lost"  # no row came back: another epoch holds it, or it expired
-    FAILED = "failed"  # the database could not be asked (connection, timeout)
+    FAILED = "failed"  # the database could not be asked (no answer in time, unreachable)
+    BROKEN = "broken"  # the server ended our lease session (terminated, reset): step down
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,10 @@ class Trust:
         """
         if renewal is Renewal.LOST:
             return self, Next(Action.STEP_DOWN, now, StepDown.LOST)
+        if renewal is Renewal.BROKEN:
+            # Whoever ended our session (an operator, a failover of the database) meant
+            # this replica to stop; a slow answer, by contrast, is retried in the window.
+            return self, Next(Action.STEP_DOWN, now, StepDown.CONNECTION)
         if renewal is Renewal.RENEWED:
             # A late answer to an older attempt never moves the window back.
             trust = Trust(self.epoch, max(self.renewed_at, started), self.times)

@@ -372,7 +372,7 @@ class Replica:
             with anyio.move_on_after(trust.left(started)):
                 result = await lease.renew(epoch)
                 outcome, failure = result.outcome, result.failure
-            if outcome is Renewal.FAILED:
+            if outcome in (Renewal.FAILED, Renewal.BROKEN):
                 self.metrics.lease_renew_failures.inc()
                 log.warning("leader epoch %d: lease renewal failed: %s", epoch, failure)
             if self.trust is None:

@@ -92,13 +92,13 @@ async def test_wait_without_a_notification_times_out(pair: tuple[PgLease, PgLeas
 async def test_a_terminated_connection_is_a_failed_call_then_a_reconnect(
     url: str, pair: tuple[PgLease, PgLease]
 ) -> None:
-    """pg_terminate_backend: the next renewal fails (no exception), the one after
+    """pg_terminate_backend: the next renewal is broken (no exception), the one after
     reconnects and renews the same epoch."""
     a, _ = pair
     assert (await a.acquire()).epoch == 1
     assert terminate(url, application_name(a.holder)) == 1
     failed = await a.renew(1)
-    assert failed.outcome is Renewal.FAILED
+    assert failed.outcome is Renewal.BROKEN
     assert failed.failure
     assert (await a.renew(1)).outcome is Renewal.RENEWED
     assert a.connects == 2

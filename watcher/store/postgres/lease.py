@@ -211,12 +211,18 @@ class PgLease:
             return Acquisition(None, failure=failure_reason(error))
 
     async def renew(self, epoch: int) -> RenewResult:
-        """Extend our lease of `epoch`; no row back means another epoch holds it."""
+        """Extend our lease of `epoch`; no row back means another epoch holds it (lost);
+        an established session that the server ended is broken; no answer is a failure.
+        """
+        established = self._conn is not None and not self._conn.closed
         try:
             row = await self._one(RENEW, {"holder": self.holder, "ttl": self._ttl, "epoch": epoch})
         except (psycopg.Error, OSError, TimeoutError) as error:
             await self._drop()
-            return RenewResult(Renewal.FAILED, failure_reason(error))
+            # The server ended a session that was up (pg_terminate_backend, a reset):
+            # not a slow answer to wait out, but an end of this replica's lead.
+            broken = established and isinstance(error, psycopg.OperationalError)
+            return RenewResult(Renewal.BROKEN if broken else Renewal.FAILED, failure_reason(error))
         return RenewResult(Renewal.RENEWED if row is not None else Renewal.LOST)
 
     async def resign(self, epoch: int) -> bool:
