@@ -212,6 +212,10 @@ class Replica:
         self, *, on_ready: Callable[[], None] | None = None, handle_signals: bool = True
     ) -> None:
         """Stand by and lead in turn until stopped; then resign and return."""
+        # Opened once first: the schema (the lease table with it) is migrated, and a
+        # database this release cannot use stops the start, before anything else.
+        store = await anyio.to_thread.run_sync(self._open_store)
+        await anyio.to_thread.run_sync(_close_quietly, store)
         endpoint = Endpoint(self.routes())
         listener = None
         http = self.settings.http
@@ -244,6 +248,12 @@ class Replica:
                 self.problem = None
                 await self._lead(got.epoch, started, None if ready else on_ready)
                 ready = True
+                # A replica that just stepped down lets the others try first: it was
+                # the one that failed, and its own resign woke them.
+                with anyio.CancelScope() as self._waiting:
+                    if not self.stopping():
+                        await anyio.sleep(standby_wait(self.times, self._rng.random()))
+                self._waiting = None
                 continue
             self._standing_by(got)
             if not ready:
