@@ -232,7 +232,12 @@ SCHEMA_VERSION = MIGRATIONS[-1].number
 
 def stored_version(db: psycopg.Connection[Any]) -> int:
     """The schema version the database says it has (0: a fresh or empty database)."""
-    exists = db.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    # A scan of pg_tables, not to_regclass: its cached lookup may still miss a table
+    # another replica created while this one waited for the migration lock.
+    exists = db.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
+        " WHERE schemaname = current_schema() AND tablename = 'meta')"
+    ).fetchone()
     if exists is None or not exists[0]:
         return 0
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
