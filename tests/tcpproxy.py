@@ -14,6 +14,8 @@ import struct
 import threading
 from types import TracebackType
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 
 class TcpProxy:
     """Forwards 127.0.0.1:`port` to `upstream`; `pause`, `resume`, `cut`."""
@@ -43,9 +45,10 @@ class TcpProxy:
         self.close()
 
     def url_for(self, url: str) -> str:
-        """`url` (a libpq URL on the upstream's host and port) pointed at the proxy."""
-        host, port = self.upstream
-        return url.replace(f"{host}:{port}", f"127.0.0.1:{self.port}")
+        """`url` (a libpq URL or conninfo string) pointed at the proxy."""
+        params = conninfo_to_dict(url)
+        params.update(host="127.0.0.1", port=str(self.port))
+        return make_conninfo(**params)
 
     def pause(self) -> None:
         """Stop forwarding in both directions (connections stay open)."""

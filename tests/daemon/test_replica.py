@@ -159,9 +159,7 @@ async def test_two_replicas_one_leads_and_a_stop_hands_over(rig: Rig, pg_url: st
     assert second.metrics.registry.get_sample_value("factory_watcher_lease_epoch") == 2
 
 
-async def test_a_leader_whose_lease_session_is_terminated_steps_down(
-    rig: Rig, pg_url: str
-) -> None:
+async def test_a_leader_whose_lease_session_is_terminated_steps_down(rig: Rig, pg_url: str) -> None:
     """pg_terminate_backend on the leader's lease connection: it steps down (connection)
     and the standby takes over with the next epoch; deliveries go on."""
     settings = ha_settings(rig, pg_url)
