@@ -61,7 +61,8 @@ def completed(rig: Rig, session: str) -> int:
 async def until(condition: Callable[[], object], what: str) -> None:
     """Wait until `condition()` holds, or fail after `DEADLINE` seconds."""
     with anyio.fail_after(DEADLINE):
-        while not condition():
+        # Sampling, not an event: the conditions are other processes' and threads' doings.
+        while not condition():  # noqa: ASYNC110
             await anyio.sleep(0.02)
     assert condition(), what
 
@@ -116,9 +117,7 @@ async def cluster(*replicas: Replica) -> AsyncIterator[Cluster]:
         yield running
         for r in replicas:
             r.request_stop()
-        with anyio.fail_after(DEADLINE):
-            while any(r.role == "leader" for r in replicas):
-                await anyio.sleep(0.02)
+        await until(lambda: all(r.role == "standby" for r in replicas), "every leader resigned")
         await anyio.sleep(0.2)
         tg.cancel_scope.cancel()
 
