@@ -215,6 +215,8 @@ def test_sigterm_hands_the_lead_to_the_standby_at_once(
     config = pg_config(rig, tmp_path, pg_url)
     a, b = two_replicas(rig, config)
     try:
+        # s1's state is stored before the handover: its completion is then a change.
+        wait_for(lambda: rig.sim.request_count("s1") >= 2, 20, "s1 polled")
         assert a.stop() == 0
         b.wait_for_log("leader: holder", timeout=30)
         resigned = first_at(a, "lease resigned")
