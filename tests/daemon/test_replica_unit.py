@@ -4,6 +4,8 @@ losing it, a fenced write ending the term, the send gate, resigning on stop.
 
 from __future__ import annotations
 
+import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -255,3 +257,51 @@ async def test_the_send_gate_waits_for_a_renewal_when_the_window_is_short(
         r.trust = Trust(1, 100.0, times)  # renewed
         r._renewed.set()
     assert passed == [True]
+
+
+def test_systemd_status_says_role_holder_and_epoch_and_ready_goes_once(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """STATUS= starts with the replica's role, holder and epoch (the leader's watcher
+    line after it); READY=1 is sent once per process, not once per term."""
+    with (
+        tempfile.TemporaryDirectory(prefix="sdn") as tmp,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock,
+    ):
+        path = str(Path(tmp) / "notify")
+        sock.bind(path)
+        sock.setblocking(False)
+        notifier = RoleNotifier(path)
+        r = Replica(
+            settings_for(rig),
+            lease=FakeLease(FakeLeaseTable(), "me:1:aaaa", TTL),
+            open_store=lambda: FencedSqlite(tmp_path / "x.db", FakeLeaseTable()),
+            systemd=notifier,
+        )
+        assert notifier.status("")
+        assert sock.recv(4096) == b"STATUS=standby (holder me:1:aaaa; no leader)"
+        r.role = Role.LEADER
+        r.trust = Trust(7, 0.0, LeaseTimes.of(HA.lease_ttl, HA.renew_every, HA.margin))
+        assert notifier.status("watching 1 session(s)")
+        assert sock.recv(4096) == (
+            b"STATUS=leader (epoch 7, holder me:1:aaaa); watching 1 session(s)"
+        )
+        assert notifier.ready()
+        assert sock.recv(4096) == b"READY=1"
+        assert not notifier.ready()
+        with pytest.raises(BlockingIOError):
+            sock.recv(4096)
+
+
+async def test_a_watcher_on_sqlite_leads_alone_without_a_lease(rig: Rig) -> None:
+    """One watcher on SQLite has no lease, no gate and reports itself the leader."""
+    from watcher.daemon import Watcher
+
+    watcher = Watcher(rig.settings)
+    try:
+        assert watcher.settings.state_url is None
+        assert watcher.metrics.registry.get_sample_value("factory_watcher_leader") == 1
+        assert watcher.delivery._gate is None
+    finally:
+        await watcher.aclose()
+        watcher.store.close()
