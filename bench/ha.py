@@ -799,7 +799,8 @@ class Scraper:
     def stop(self) -> None:
         """Stop sweeping."""
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
         self._pool.shutdown(wait=True)
         self._client.close()
 
