@@ -9,10 +9,15 @@ A second backend is added here and to `BACKENDS`.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import psycopg
 
 from watcher.store import SqliteStore, Store
+from watcher.store.postgres import PostgresStore
 
 
 class Backend(Protocol):
@@ -115,11 +120,74 @@ class SqliteBackend:
         return [(r[0], r[1], r[2]) for r in rows]
 
 
-BACKENDS = ["sqlite"]
+class PostgresBackend:
+    """A PostgreSQL store on a scratch database; damage is done by a second connection."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def open(self) -> Store:
+        """A `PostgresStore` on the database."""
+        return PostgresStore(self.url)
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        with psycopg.connect(self.url) as db:
+            db.execute(sql, params)
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url) as db:
+            return db.execute(sql, params).fetchall()
+
+    def overwrite_event_body(self, event_id: str, body: str) -> None:
+        """UPDATE the events row."""
+        self._write("UPDATE events SET body = %s WHERE id = %s", (body, event_id))
+
+    def event_body(self, event_id: str) -> str:
+        """SELECT the events row's body."""
+        ((body,),) = self._rows("SELECT body FROM events WHERE id = %s", (event_id,))
+        return str(body)
+
+    def overwrite_memory(self, session_id: str, text: str) -> None:
+        """INSERT or replace the rule_memory row."""
+        self._write(
+            "INSERT INTO rule_memory(session_id, memory) VALUES (%s, %s)"
+            " ON CONFLICT (session_id) DO UPDATE SET memory = EXCLUDED.memory",
+            (session_id, text),
+        )
+
+    def stored_documents(self) -> list[str]:
+        """Event bodies and session states."""
+        return [
+            r[0] for r in self._rows("SELECT body FROM events UNION ALL SELECT state FROM sessions")
+        ]
+
+    def count(self, table: str) -> int:
+        """SELECT COUNT(*) of the table."""
+        ((n,),) = self._rows(f"SELECT COUNT(*) FROM {table}")  # type: ignore[arg-type]
+        return int(n)
+
+    def overwrite_state(self, session_id: str, text: str) -> None:
+        """UPDATE the sessions row's state document."""
+        self._write("UPDATE sessions SET state = %s WHERE session_id = %s", (text, session_id))
+
+    def set_aside_states(self) -> list[tuple[str, str, str]]:
+        """SELECT the sessions_set_aside rows, oldest first."""
+        rows = self._rows("SELECT session_id, state, reason FROM sessions_set_aside ORDER BY id")
+        return [(r[0], r[1], r[2]) for r in rows]
 
 
-def make_backend(name: str, tmp_path: Path) -> Backend:
-    """The backend called `name`, keeping its data under `tmp_path`."""
+BACKENDS = ["sqlite", "postgres"]
+
+
+@contextmanager
+def make_backend(name: str, tmp_path: Path) -> Iterator[Backend]:
+    """The backend called `name`, keeping its data under `tmp_path` (or a scratch database)."""
     if name == "sqlite":
-        return SqliteBackend(tmp_path / "state" / "state.db")
-    raise ValueError(f"no backend {name}")
+        yield SqliteBackend(tmp_path / "state" / "state.db")
+    elif name == "postgres":
+        from tests.postgres import scratch_database
+
+        with scratch_database() as url:
+            yield PostgresBackend(url)
+    else:
+        raise ValueError(f"no backend {name}")

@@ -10,11 +10,18 @@ import pytest
 from tests.store.backends import BACKENDS, Backend, make_backend
 from watcher.store import Store
 
+# PostgreSQL runs need the server: marked, and skipped with the reason without one.
+_PARAMS = [
+    pytest.param(name, marks=pytest.mark.postgres) if name == "postgres" else name
+    for name in BACKENDS
+]
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+
+@pytest.fixture(params=_PARAMS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Each store backend in turn, with fresh data."""
-    return make_backend(request.param, tmp_path)
+    with make_backend(request.param, tmp_path) as made:
+        yield made
 
 
 @pytest.fixture

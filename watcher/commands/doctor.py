@@ -68,6 +68,7 @@ from watcher.notifiers.base import SdkSession, sdk_options, transport_reason
 from watcher.notifiers.slack import DEFAULT_API_URL
 from watcher.poll.api import env_proxy
 from watcher.store import SqliteStore, StoreError
+from watcher.store.open import open_store, state_location
 
 Clock = Callable[[], datetime]
 PROBE_TIMEOUT = 10.0  # seconds; the Factory API probe uses factory.timeout
@@ -122,7 +123,10 @@ async def diagnose(settings: Settings, send: bool, now: Clock) -> list[Finding]:
             dates.append(("Slack", date))
         if send:
             findings.append(send_finding(target.name, await send_test(target, now())))
-    findings.append(state_finding(inspect_store(settings.state_path)))
+    if settings.state_url is None:
+        findings.append(state_finding(inspect_store(settings.state_path)))
+    else:
+        findings.append(state_finding(inspect_database(settings)))
     findings.append(clock_finding(dates, now()))
     return findings
 
@@ -279,6 +283,19 @@ async def send_test(target: Target, now: datetime) -> str | None:
     """Send `target` the test notification; None when delivered, else why not."""
     outcome = await send_test_notification(target, doctor_event(now), "doctor")
     return None if isinstance(outcome, Sent) else f"{outcome.kind}: {outcome.reason}"
+
+
+def inspect_database(settings: Settings) -> StoreObservation:
+    """Open the PostgreSQL state as the daemon does (migrating it) and check its schema."""
+    location = state_location(settings)
+    try:
+        store = open_store(settings)
+    except StoreError as error:
+        return StoreObservation(location, True, False, error=str(error))
+    try:
+        return StoreObservation(location, True, True, store.integrity_ok())
+    finally:
+        store.close()
 
 
 def inspect_store(path: Path) -> StoreObservation:

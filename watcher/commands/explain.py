@@ -16,7 +16,8 @@ from watcher.core.render import headline
 from watcher.core.rules import judge_session
 from watcher.core.rulestate import RuleMemory, active_mute
 from watcher.core.settings import Rule, Settings, WatchedSession
-from watcher.store import DecisionRow, SqliteStore
+from watcher.store import DecisionRow, Store
+from watcher.store.open import open_store
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -34,7 +35,7 @@ def find_session(settings: Settings, wanted: str) -> WatchedSession:
 def _rule_report(
     rule: Rule,
     settings: Settings,
-    store: SqliteStore,
+    store: Store,
     watched: WatchedSession,
     memory: RuleMemory | None,
     decisions: list[DecisionRow],
@@ -97,7 +98,7 @@ def _transition(event: Event) -> dict[str, Any]:
 
 
 def explain(
-    settings: Settings, store: SqliteStore, wanted: str, now: datetime, limit: int = 20
+    settings: Settings, store: Store, wanted: str, now: datetime, limit: int = 20
 ) -> dict[str, Any]:
     """Everything `explain` shows about one session, as plain data (also the `--json` form)."""
     watched = find_session(settings, wanted)
@@ -173,7 +174,7 @@ def explain_text(report: Mapping[str, Any]) -> str:
 
 def explain_command(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`explain SESSION [--json]`: the report on stdout, as text or one JSON document."""
-    store = SqliteStore(settings.state_path)
+    store = open_store(settings)
     try:
         report = explain(settings, store, args.session, datetime.now(UTC))
     finally:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 from watcher.commands.exits import EX_OK, EX_USAGE
 from watcher.config.values import parse_duration
 from watcher.core.rulestate import Mute, MuteKind
-from watcher.store import SqliteStore
+from watcher.store.open import open_store
 
 if TYPE_CHECKING:
     from watcher.core.settings import Settings
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def mute_command(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`mute SESSION|--rule NAME [--for D]`, or `mute --list`: the mutes in force."""
     now = datetime.now(UTC)
-    store = SqliteStore(settings.state_path)
+    store = open_store(settings)
     try:
         if args.list:
             mutes = store.active_mutes(now)
@@ -78,7 +78,7 @@ def unmute_command(settings: Settings, args: argparse.Namespace, out: TextIO, er
         print("factory-watcher: name a SESSION or --rule NAME (one of them)", file=err)
         return EX_USAGE
     kind, value = ("rule", args.rule) if args.rule is not None else ("session", args.session)
-    store = SqliteStore(settings.state_path)
+    store = open_store(settings)
     try:
         removed = store.remove_mutes(MuteKind(kind), value)
     finally:

@@ -13,12 +13,19 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from watcher.commands.exits import EX_CANTCREAT, EX_CONFIG, EX_FAILURE, EX_OK, load_config
+from watcher.commands.exits import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_FAILURE,
+    EX_OK,
+    EX_USAGE,
+    load_config,
+)
 
 # Each command imports what it needs: `schema` loads pydantic's models but no
 # database code, `backup` no status report.
 if TYPE_CHECKING:
-    from watcher.core.settings import WatchedSession
+    from watcher.core.settings import Settings, WatchedSession
 
 
 def operate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -38,9 +45,40 @@ def operate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return EX_CONFIG
         database, configured = settings.state_path, settings.sessions
         secrets = settings.secret_values()
+        if settings.state_url is not None:
+            return _postgres(args, settings, out, err)
     if args.command == "backup":
         return _backup(database, args.path, out, err)
     return _status(database, configured, secrets, as_json=args.json, out=out, err=err)
+
+
+def _postgres(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
+    """`status` or `backup` of a PostgreSQL state (`state.url`): read-only, never the password."""
+    from datetime import UTC, datetime
+
+    from watcher.commands.status import build_report, render_text, to_json
+    from watcher.core.secret import redact
+    from watcher.store import StoreError
+    from watcher.store.open import open_read_only_for, state_location
+    from watcher.store.postgres import pg_dump_advice
+
+    secrets = settings.secret_values()
+    if args.command == "backup":
+        print(f"factory-watcher: {pg_dump_advice(state_location(settings))}", file=err)
+        return EX_USAGE
+    try:
+        store = open_read_only_for(settings)
+        try:
+            rows = store.read_status([w.id for w in settings.sessions])
+        finally:
+            store.close()
+    except StoreError as error:
+        print(redact(f"factory-watcher: {error}", secrets), file=err)
+        return EX_FAILURE
+    report = build_report(rows, state_location(settings), settings.sessions, datetime.now(UTC))
+    text = json.dumps(to_json(report), indent=2) if args.json else render_text(report)
+    print(redact(text, secrets), file=out)
+    return EX_OK
 
 
 def _backup(database: Path, destination: Path, out: TextIO, err: TextIO) -> int:

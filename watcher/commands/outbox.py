@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import partial
 from typing import TextIO
 
 from watcher.commands.exits import (
@@ -23,29 +24,33 @@ from watcher.commands.exits import (
 from watcher.config.statepath import find_state_path
 from watcher.core.outbox import OutboxStatus
 from watcher.ops.logs import configure_logging
-from watcher.store import SqliteStore, StoreError
+from watcher.store import SqliteStore, Store, StoreError
+from watcher.store.open import open_store
 
 
 def outbox_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`outbox ACTION`: finds the database without the full config loader when it can."""
     state_path = find_state_path(args.config)
     secrets: tuple[str, ...] = ()
-    if state_path is None:  # the full loader names what is wrong, or finds the path
+    opener: Callable[[], Store]
+    if state_path is None:  # the full loader names what is wrong, or finds the store
         settings = load_config(args.config, err)
         if settings is None:
             return EX_CONFIG
-        state_path, secrets = settings.state_path, settings.secret_values()
+        secrets = settings.secret_values()
+        opener = partial(open_store, settings)  # SQLite or PostgreSQL, as configured
+    else:
+        opener = partial(SqliteStore, state_path)
     configure_logging(args.log_level, stream=err, secrets=secrets)
     try:
-        return _outbox(state_path, args.action, args.ids, args.status, out)
+        return _outbox(opener(), args.action, args.ids, args.status, out)
     except StoreError as error:
         return store_error_exit(error, err)
     except KeyboardInterrupt:
         return EX_OK
 
 
-def _outbox(state_path: Path, action: str, ids: list[int], status: str | None, out: TextIO) -> int:
-    store = SqliteStore(state_path)
+def _outbox(store: Store, action: str, ids: list[int], status: str | None, out: TextIO) -> int:
     try:
         if action == "list":
             rows = store.list_outbox(OutboxStatus(status) if status else None)

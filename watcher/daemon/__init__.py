@@ -54,7 +54,7 @@ from watcher.poll.book import SessionBook
 from watcher.poll.queue import PollQueue
 from watcher.poll.recorder import PollRecorder
 from watcher.store import OutboxStatus, Store
-from watcher.store.sqlite import SqliteStore
+from watcher.store.open import open_store
 
 __all__ = [
     "HEARTBEAT_PERIOD",
@@ -99,7 +99,7 @@ class Watcher:
         )
         self.clock = clock
         rng = rng or random.Random()
-        self.store: Store = store or SqliteStore(settings.state_path)
+        self.store: Store = store or open_store(settings)
         store = self.store
         self.live = live = Live(settings, source or client_for(settings))
         self.notifiers: dict[str, Notifier] = dict(

@@ -9,7 +9,9 @@ The package's public face; its parts:
 - `codec`: JSON for events, session states and rule memory (pure);
 - `protocol`: `Store` and its role protocols, `ReadOnlyStore` for `status`/`backup`;
 - `migrations`: the schema as ordered, numbered steps, applied at open;
-- `sqlite`: the SQLite implementation, one module per concern.
+- `sqlite`: the SQLite implementation, one module per concern;
+- `postgres`: the PostgreSQL implementation (imported only when configured);
+- `open`: the store a configuration names (`open_store`, `open_read_only_for`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from watcher.store.codec import (
     state_from_json,
     state_to_json,
 )
-from watcher.store.errors import SchemaTooNewError, StoreError
+from watcher.store.errors import FencedError, SchemaTooNewError, StoreError
 from watcher.store.migrations import SCHEMA_VERSION
 from watcher.store.protocol import (
     AdminStore,
@@ -33,6 +35,7 @@ from watcher.store.protocol import (
     DeliveryStore,
     EventStore,
     IntakeStore,
+    LeaderStore,
     OutboxStore,
     ReadOnlyStore,
     RetentionStore,
@@ -70,8 +73,10 @@ __all__ = [
     "DeliveryStore",
     "Discovered",
     "EventStore",
+    "FencedError",
     "HeldRow",
     "IntakeStore",
+    "LeaderStore",
     "OutboxFigures",
     "OutboxRow",
     "OutboxStatus",

@@ -19,3 +19,15 @@ class SchemaTooNewError(StoreError):
         self.location = location
         self.found = found
         self.supported = supported
+
+
+class FencedError(StoreError):
+    """A fenced write was refused: this replica's epoch no longer holds the lease.
+
+    Nothing of the transaction was written; the replica must stop leading.
+    """
+
+    def __init__(self, epoch: int | None) -> None:
+        held = "no epoch" if epoch is None else f"epoch {epoch}"
+        super().__init__(f"write refused: this replica ({held}) no longer holds the leader lease")
+        self.epoch = epoch

@@ -4,10 +4,11 @@ One protocol per role (sessions, events, rules, outbox, cards, admin,
 retention), two
 combinations that name what a part uses (`IntakeStore`: sessions, events and
 rules; `DeliveryStore`: outbox and cards), and `Store` combining them all,
-which a backend implements whole. The SQLite store is the only backend
-today; tests/store/conformance/ specifies every method here for any
-backend. `ReadOnlyStore` is what `status` and `backup` read, from a
-database a daemon may be writing.
+which a backend implements whole (SQLite, PostgreSQL); tests/store/conformance/
+specifies every method here for any backend. `LeaderStore` adds what
+replicas sharing a PostgreSQL database need: fencing and claims.
+`ReadOnlyStore` is what `status` and `backup` read, from a database a daemon
+may be writing.
 """
 
 from __future__ import annotations
@@ -234,6 +235,29 @@ class DeliveryStore(OutboxStore, CardStore, Protocol):
 
 class Store(IntakeStore, DeliveryStore, AdminStore, RetentionStore, Protocol):
     """The whole state store: what the daemon and the commands use."""
+
+
+class LeaderStore(Store, Protocol):
+    """A store shared by replicas, written only by the lease's holder (PostgreSQL only).
+
+    Opened fenced, every write transaction first checks that the store's epoch
+    still holds the leader lease and raises `FencedError` otherwise; `due`
+    claims the rows it hands out under that epoch.
+    """
+
+    @property
+    def fenced_writes(self) -> int:
+        """How many writes the fence refused so far."""
+        ...
+
+    def set_epoch(self, epoch: int | None) -> None:
+        """Write under `epoch` from now on (None: refuse every write)."""
+        ...
+
+    def requeue_claimed(self, epoch: int) -> int:
+        """Return pending rows claimed under an epoch before `epoch`; how many (a takeover's
+        possible duplicates)."""
+        ...
 
 
 class ReadOnlyStore(Protocol):

@@ -1,0 +1,105 @@
+"""Events and their per-session sequence numbers, and the outbox rows that route them.
+
+`insert_events` is the one write path for events and new outbox rows, used
+by every transaction that records a poll, a timer evaluation, a discovery or
+a digest. Two writers never share a number: the event row is locked before
+it is numbered, and a lane's counter is bumped by one atomic upsert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from watcher.core.model import Event
+from watcher.store.codec import event_from_json, event_to_json
+from watcher.store.postgres.base import PostgresBase, seconds
+
+if TYPE_CHECKING:
+    from watcher.core.rules import Route
+
+SEQUENCE_FLOOR = "sequence_floor"  # meta: the highest `last` of a deleted lane
+
+
+def number(db: psycopg.Cursor[Any], events: Sequence[Event]) -> None:
+    """Give each of `events` that has none yet the next sequence of its session.
+
+    Numbered when first routed or held, not when stored (see the SQLite
+    store's `number`). `FOR UPDATE` makes a second writer numbering the same
+    event wait and then see the number the first gave it.
+    """
+    for e in events:
+        row = db.execute("SELECT sequence FROM events WHERE id = %s FOR UPDATE", (e.id,)).fetchone()
+        if row is None or row[0] is not None:
+            continue
+        # A new lane starts above SEQUENCE_FLOOR, the highest number of any lane
+        # retention deleted: a session forgotten and seen again never reuses one.
+        db.execute(
+            "WITH n AS (INSERT INTO sequences(lane, last) VALUES (%s, 1 + coalesce((SELECT"
+            " value::bigint FROM meta WHERE key = %s), 0)) ON CONFLICT (lane) DO UPDATE"
+            " SET last = sequences.last + 1 RETURNING last)"
+            " UPDATE events SET sequence = (SELECT last FROM n) WHERE id = %s",
+            (e.session.id if e.session else "", SEQUENCE_FLOOR, e.id),
+        )
+
+
+def insert_events(
+    db: psycopg.Cursor[Any],
+    events: Sequence[Event],
+    routes: Sequence[tuple[Event, Route]],
+    now: datetime,
+) -> int:
+    """Store `events` and queue `routes` (both kept as they are if already there); new rows."""
+    stamp = seconds(now)
+    if events:
+        db.executemany(
+            "INSERT INTO events(id, session_id, type, occurred_at, body, recorded_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            [
+                (
+                    e.id,
+                    e.session.id if e.session else None,
+                    str(e.type),
+                    seconds(e.occurred_at),
+                    event_to_json(e),
+                    stamp,
+                )
+                for e in events
+            ],
+        )
+    if not routes:
+        return 0
+    number(db, [e for e, _ in routes])
+    db.executemany(
+        "INSERT INTO outbox(event_id, target, rule, lane, status, created_at,"
+        " next_attempt_at) VALUES (%s, %s, %s, %s, 'pending', %s, %s)"
+        " ON CONFLICT (event_id, target) DO NOTHING",
+        [
+            (e.id, r.target, r.rule, e.session.id if e.session else "", stamp, stamp)
+            for e, r in routes
+        ],
+    )
+    return max(db.rowcount, 0)
+
+
+class EventTables(PostgresBase):
+    """The events table: the watcher's own events, and a session's latest for `explain`."""
+
+    def record_events(
+        self, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime
+    ) -> int:
+        """Store events that belong to no session state (the watcher's own)."""
+        with self._transaction() as db:
+            return insert_events(db, events, routes, now)
+
+    def recent_events(self, session_id: str, limit: int = 20) -> list[Event]:
+        """The latest stored events of a session, oldest first."""
+        rows = self._read_all(
+            "SELECT body, sequence FROM events WHERE session_id = %s"
+            " ORDER BY recorded_at DESC, pos DESC LIMIT %s",
+            (session_id, limit),
+        )
+        return [event_from_json(r[0], r[1]) for r in reversed(rows)]

@@ -1,0 +1,169 @@
+"""The PostgreSQL state database opened read-only, for `status` while a daemon writes.
+
+One connection, no pool and no migration: `read_status` reads everything in
+one `REPEATABLE READ, READ ONLY` transaction, per watched session one row.
+`backup` of a PostgreSQL state is pg_dump's job: `copy_to` says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from watcher.store.errors import StoreError
+from watcher.store.postgres.base import (
+    CONNECT_TIMEOUT,
+    KEEPALIVES,
+    display,
+    maybe_moment,
+    moment,
+    scrub,
+)
+from watcher.store.postgres.retention import PRUNED_KEY
+from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog, watched_in
+
+_TABLES = ("meta", "sessions", "events", "outbox", "polls")
+
+
+class PostgresReadOnlyStore:
+    """A read-only connection to the state database at `url`; StoreError if unusable."""
+
+    def __init__(self, url: str, *, connect_timeout: int = CONNECT_TIMEOUT) -> None:
+        self._url = url
+        self.location = display(url)
+        try:
+            self._db = psycopg.connect(
+                url, autocommit=True, **KEEPALIVES, connect_timeout=connect_timeout
+            )
+        except psycopg.Error as error:
+            raise self._error(error) from None
+
+    def _error(self, error: Exception) -> StoreError:
+        text = scrub(str(error) or type(error).__name__, self._url)
+        return StoreError(f"cannot read state database {self.location}: {text}")
+
+    def read_status(self, configured: Sequence[str] = ()) -> StatusRows:
+        """Everything `status` shows, in one read-only snapshot."""
+        try:
+            with self._db.transaction():
+                self._db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                return self._status(configured)
+        except psycopg.Error as error:
+            raise self._error(error) from None
+
+    def _status(self, configured: Sequence[str]) -> StatusRows:
+        db = self._db
+        present = db.execute(
+            "SELECT " + ", ".join(f"to_regclass('{t}') IS NOT NULL" for t in _TABLES)
+        ).fetchone()
+        if present is None or not all(present):
+            raise StoreError(f"{self.location} is not a factory-watcher state database")
+        meta: dict[str, str] = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        daemons = watched_in(meta)  # the sessions `status` shows: the daemon's, else configured
+        watched = list(configured) if daemons is None else [sid for sid, _ in daemons]
+        polls = {
+            sid: PollMark(sid, moment(at), outcome, maybe_moment(nxt))
+            for sid, at, outcome, nxt in db.execute(
+                "SELECT session_id, polled_at, outcome, next_poll_at FROM polls"
+                " WHERE session_id = ANY(%s::text[])",
+                (watched,),
+            ).fetchall()
+        }
+        rows = db.execute(
+            "SELECT session_id, status, gone, changed_at, notified_at FROM sessions"
+            " WHERE session_id = ANY(%s::text[])",
+            (watched,),
+        ).fetchall()
+        size = db.execute("SELECT pg_database_size(current_database())").fetchone()
+        return StatusRows(
+            meta=meta,
+            states={sid: (status, bool(gone)) for sid, status, gone, _, _ in rows},
+            since={sid: moment(at) for sid, _, _, at, _ in rows if at is not None},
+            polls=polls,
+            notified={sid: moment(at) for sid, _, _, _, at in rows if at is not None},
+            targets=self._targets(),
+            dead_letters=self._dead_letters(),
+            database_bytes=None if size is None else int(size[0]),
+            rows_pruned={
+                key.removeprefix(PRUNED_KEY): int(value)
+                for key, value in meta.items()
+                if key.startswith(PRUNED_KEY)
+            },
+        )
+
+    def _targets(self) -> tuple[TargetBacklog, ...]:
+        counts: dict[str, dict[str, Any]] = {}
+
+        def backlog(target: str) -> dict[str, Any]:
+            return counts.setdefault(target, {"pending": 0, "retrying": 0, "next": None, "dead": 0})
+
+        for target, retrying, count, next_at in self._db.execute(
+            "SELECT target, attempts > 0, COUNT(*), MIN(next_attempt_at) FROM outbox"
+            " WHERE status = 'pending' GROUP BY target, attempts > 0"
+        ).fetchall():
+            backlog(target)["pending"] += count
+            if retrying:
+                backlog(target)["retrying"] += count
+                backlog(target)["next"] = next_at
+        for target, count in self._db.execute(
+            "SELECT target, COUNT(*) FROM outbox WHERE status = 'dead' GROUP BY target"
+        ).fetchall():
+            backlog(target)["dead"] += count
+        last_errors = dict(
+            self._db.execute(
+                "SELECT DISTINCT ON (target) target, last_error FROM outbox"
+                " WHERE status = 'dead' ORDER BY target, id DESC"
+            ).fetchall()
+        )
+        return tuple(
+            TargetBacklog(
+                target=target,
+                pending=entry["pending"],
+                retrying=entry["retrying"],
+                next_attempt=maybe_moment(entry["next"]),
+                dead=entry["dead"],
+                last_error=last_errors.get(target),
+            )
+            for target, entry in sorted(counts.items())
+        )
+
+    def _dead_letters(self) -> tuple[DeadLetterRow, ...]:
+        rows = self._db.execute(
+            "SELECT o.id, o.target, o.rule, e.type, e.session_id, o.attempts, o.created_at,"
+            " o.finished_at, o.last_error FROM outbox o JOIN events e ON e.id = o.event_id"
+            " WHERE o.status = 'dead' ORDER BY o.id"
+        ).fetchall()
+        return tuple(
+            DeadLetterRow(
+                id=r[0],
+                target=r[1],
+                rule=r[2],
+                event_type=r[3],
+                session_id=r[4],
+                attempts=r[5],
+                created_at=moment(r[6]),
+                failed_at=maybe_moment(r[7]),
+                last_error=r[8],
+            )
+            for r in rows
+        )
+
+    def copy_to(self, destination: Path) -> int:
+        """Refused: a PostgreSQL state is backed up with pg_dump (StoreError says how)."""
+        raise StoreError(pg_dump_advice(self.location))
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+
+def pg_dump_advice(location: str) -> str:
+    """What `backup` says for a PostgreSQL state: use pg_dump, with the database named."""
+    return (
+        f"the state database is PostgreSQL ({location}): `backup` copies SQLite files only;"
+        f" back it up with pg_dump, e.g. `pg_dump --format=custom --file=BACKUP '{location}'`"
+        " (the password from PGPASSWORD or ~/.pgpass)"
+    )
