@@ -25,7 +25,7 @@ from functools import partial
 import anyio
 from anyio.abc import TaskGroup
 
-from watcher.core.settings import Settings
+from watcher.core.settings import Settings, Target
 from watcher.core.text import describe_error
 from watcher.daemon.discovery import DiscoveryLoop
 from watcher.daemon.live import Wiring
@@ -118,9 +118,11 @@ class Reloader:
         delivery: DeliveryWorker,
         notifiers: dict[str, Notifier],
         supervisor: Supervisor,
+        make_notifier: Callable[[Target], Notifier] = build_notifier,
     ) -> None:
         self.live = wiring.live
         self._read = read
+        self._make_notifier = make_notifier
         self.book = wiring.book
         self.scheduler = scheduler
         self.discovery = discovery
@@ -205,7 +207,7 @@ class Reloader:
         built = Built(None, {})
         try:
             for name in change.notifiers:
-                built.notifiers[name] = build_notifier(new.targets[name])
+                built.notifiers[name] = self._make_notifier(new.targets[name])
             if change.client:
                 built = Built(client_for(new), built.notifiers)
         except Exception:

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -82,10 +83,11 @@ def scrub(message: str, url: str) -> str:
         password = conninfo_to_dict(url).get("password")
     except psycopg.Error:
         password = None
-    text = " ".join(message.split())
+    text = " ".join(message.split()).replace(url, display(url))
     if password:
-        text = text.replace(str(password), "***")
-    return text.replace(url, display(url))
+        for form in sorted({str(password), quote(str(password), safe="")}, key=len, reverse=True):
+            text = text.replace(form, "***")
+    return text
 
 
 class Fence:
