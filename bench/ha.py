@@ -287,6 +287,8 @@ class Outcome:
     overlaps: tuple[Overlap, ...]
     resumed_zero_after: float | None  # SIGCONT -> the paused replica said 0
     counters: Mapping[str, float]
+    sweeps: int = 0  # how many times every replica's /metrics was read
+    transitions: int = 0  # what the storm did on the simulator
 
     @property
     def failovers(self) -> int:
@@ -368,6 +370,11 @@ def breakdown(outcome: Outcome) -> list[str]:
         f"({len(result.duplicated)} event(s)), {len(result.dead)} dead, "
         f"{len(result.unknown)} received but not recorded, {result.reordered} out of order",
     ]
+    lines.append(
+        f"{outcome.transitions} transition(s) driven on the simulator (those begun and ended "
+        "inside a takeover gap are never seen by any poll); "
+        f"{outcome.sweeps} sweeps of every replica's /metrics"
+    )
     lines += [f"  {failure.describe()}" for failure in outcome.failures]
     counters = outcome.counters
     lines.append(
@@ -467,13 +474,15 @@ class Database:
         self._db = psycopg.connect(url, autocommit=True)
 
     def cut(self, application: str, pid: int) -> int:
-        """Terminate every backend of one replica; how many there were."""
+        """Terminate every backend of one replica (found by its pool's application_name,
+        its lease connection's holder name with the pid, or its sockets); how many."""
         ports = sorted(client_ports(pid, self.server_port))
         rows = self._db.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid() "
-            "AND (application_name = %s OR client_port = ANY(%s))",
-            (self.name, application, ports),
+            "AND (application_name = %s OR application_name LIKE %s OR client_port = ANY(%s))",
+            # The lease connection is named after its holder, host:pid:random.
+            (self.name, application, f"%:{pid}:%", ports),
         ).fetchall()
         return sum(1 for (done,) in rows if done)
 
@@ -947,6 +956,8 @@ class Run:
                 overlaps=tuple(overlaps(sweeps)),
                 resumed_zero_after=resumed_zero_after,
                 counters=counter_totals(sweeps),
+                sweeps=len(sweeps),
+                transitions=sum(storm.actions.values()),
             )
         raise AssertionError("unreachable")  # the with block returns or raises
 
