@@ -10,7 +10,9 @@ Everything runs on 127.0.0.1:
   its `/_sim/` routes by a storm thread: `--sessions` sessions started, finished and
   interrupted at `--rate` transitions a second for the whole run;
 - a `WebhookReceiver` (watcher/testing/sinks.py) in this process, counting deliveries
-  by event id (the webhook body's `id`), with each session's `sequence`;
+  by event id (the webhook body's `id`), with each session's `sequence`; it holds
+  each answer `--hold` seconds after counting it, so that sends are in flight when
+  a leader dies (the duplicates a takeover may cause);
 - `--replicas` replicas: `python -m watcher run`, the production command, each with
   the same `state.url` (its own `application_name`) and an `http:` endpoint whose
   `/metrics` this harness reads every 100 ms (`factory_watcher_leader`) to know the
@@ -30,7 +32,7 @@ followed by a breakdown. Exit status: 0 when every limit holds; 1 when one is mi
 handover over 2 s, the paused leader not reporting 0 within 10 s of resuming); 2 when
 the run itself failed (no PostgreSQL, a replica that never serves /metrics, Ctrl-C).
 
-    python bench/ha.py [--kills 5] [--sessions 30] [--rate 4] [--lease-ttl 10s] [--keep]
+    python bench/ha.py [--kills 5] [--sessions 30] [--rate 4] [--hold 0.3] [--lease-ttl 10]
 """
 
 from __future__ import annotations
@@ -728,8 +730,10 @@ def write_config(
 class Deliveries:
     """What the webhook receiver got, in arrival order (filled from its request threads)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, hold: float = 0.0) -> None:
         self._clock = clock
+        # Seconds each answer is held after the body is counted: sends in flight at a kill.
+        self._hold = hold
         self._lock = threading.Lock()
         self._items: list[Delivery] = []
 
@@ -747,6 +751,8 @@ class Deliveries:
         )
         with self._lock:
             self._items.append(delivery)
+        if self._hold:
+            time.sleep(self._hold)  # the request thread: the sender waits for its answer
 
     def items(self) -> list[Delivery]:
         """Every delivery so far (a copy)."""
@@ -848,6 +854,7 @@ class Plan:
     kills: int = 5
     sessions: int = 30
     rate: float = 4.0  # storm transitions a second
+    hold: float = 0.3  # seconds the receiver holds each answer (sends in flight at a kill)
     ttl: float = 10.0  # seconds
     renew: float = 2.0
     warmup: float = 5.0  # storm before the first failure
@@ -884,7 +891,7 @@ class Run:
         from watcher.testing.sinks import WebhookReceiver
 
         plan = self.plan
-        deliveries = Deliveries()
+        deliveries = Deliveries(hold=plan.hold)
         with contextlib.ExitStack() as stack:
             name = stack.enter_context(scratch_database(self.admin, plan.keep))
             sim = Simulator()
@@ -1112,6 +1119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--sessions", type=int, default=30)
     parser.add_argument("--rate", type=float, default=4.0, help="storm transitions a second")
+    parser.add_argument(
+        "--hold", type=float, default=0.3, help="seconds the receiver takes to answer each send"
+    )
     parser.add_argument("--lease-ttl", type=float, default=10.0, help="seconds")
     parser.add_argument("--renew-every", type=float, default=2.0, help="seconds")
     parser.add_argument("--seed", type=int, default=17)
@@ -1122,6 +1132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kills=args.kills,
         sessions=args.sessions,
         rate=args.rate,
+        hold=args.hold,
         ttl=args.lease_ttl,
         renew=args.renew_every,
         seed=args.seed,
