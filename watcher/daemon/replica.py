@@ -42,7 +42,7 @@ from watcher.notifiers import SEND_TIMEOUT, build_notifier
 from watcher.ops.endpoint import Endpoint, Request, Response, bound_port, text
 from watcher.ops.metrics import Metrics
 from watcher.ops.systemd import SystemdNotifier
-from watcher.store.errors import FencedError
+from watcher.store.errors import FencedError, StoreError
 from watcher.store.postgres.lease import Acquisition, Lease, LeaseRow
 from watcher.store.protocol import LeaderStore
 
@@ -309,8 +309,12 @@ class Replica:
         except Exception as error:  # the term's work failed (the store); the process goes on
             if self._reason is None:
                 self._reason = StepDown.FENCED if _fenced(error) else StepDown.CONNECTION
-                log.error(  # noqa: TRY400 - the reason is the message; no traceback
-                    "leader epoch %d could not go on: %s", epoch, _one_line(error)
+                # A store failure is told by its message; anything else is a bug: traceback.
+                log.error(  # noqa: TRY400 - a traceback only for a bug (exc_info below)
+                    "leader epoch %d could not go on: %s",
+                    epoch,
+                    _one_line(error),
+                    exc_info=not _caught(error, StoreError),
                 )
         finally:
             if self.watcher is not None:
@@ -455,6 +459,13 @@ class Replica:
             log.error("reload failed; keeping the running config: %s", _one_line(error))  # noqa: TRY400
             return
         log.info("configuration reloaded; it applies from the next term as leader")
+
+
+def _caught(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `error` is a `kind` (or an exception group of nothing else)."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(_caught(e, kind) for e in error.exceptions)
+    return isinstance(error, kind)
 
 
 def _fenced(error: BaseException) -> bool:
