@@ -236,3 +236,19 @@ def test_sigterm_hands_the_lead_to_the_standby_at_once(
         for daemon in (a, b):
             if daemon.process.poll() is None:
                 daemon.stop()
+
+
+def test_a_replica_refuses_a_newer_schema_at_start(rig: Rig, tmp_path: Path, pg_url: str) -> None:
+    """A database written by a newer release stops a replica at start: exit 78, the
+    reason logged, nothing touched (no lease taken)."""
+    from watcher.store.postgres import PostgresStore
+
+    PostgresStore(pg_url).close()  # the current schema, then "a newer release" bumps it
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    daemon = start(rig, pg_config(rig, tmp_path, pg_url), "replica-a")
+    assert daemon.process.wait(30) == 78
+    assert "999" in daemon.text()
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        row = db.execute("SELECT count(*) FROM leader_lease").fetchone()
+    assert row == (0,)
