@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import psycopg
 
-from watcher.store import SqliteStore, Store
-from watcher.store.postgres import PostgresStore
+from watcher.store import ReadOnlyStore, SqliteReadOnlyStore, SqliteStore, Store
+from watcher.store.postgres import PostgresReadOnlyStore, PostgresStore
 
 
 class Backend(Protocol):
@@ -55,6 +55,10 @@ class Backend(Protocol):
         """(session id, state as stored, reason) of every session row set aside."""
         ...
 
+    def read_only(self) -> ReadOnlyStore:
+        """The read-only view `status` opens on this backend's data."""
+        ...
+
 
 class SqliteBackend:
     """A SQLite store in a file; damage is done by a second connection on the file."""
@@ -65,6 +69,10 @@ class SqliteBackend:
     def open(self) -> Store:
         """A `SqliteStore` on the file."""
         return SqliteStore(self.path)
+
+    def read_only(self) -> ReadOnlyStore:
+        """A `SqliteReadOnlyStore` on the file."""
+        return SqliteReadOnlyStore(self.path)
 
     def _write(self, sql: str, params: tuple[str, ...]) -> None:
         db = sqlite3.connect(self.path)
@@ -129,6 +137,10 @@ class PostgresBackend:
     def open(self) -> Store:
         """A `PostgresStore` on the database."""
         return PostgresStore(self.url)
+
+    def read_only(self) -> ReadOnlyStore:
+        """A `PostgresReadOnlyStore` on the database."""
+        return PostgresReadOnlyStore(self.url)
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         with psycopg.connect(self.url) as db:

@@ -32,17 +32,17 @@ def number(db: psycopg.Cursor[Any], events: Sequence[Event]) -> None:
     event wait and then see the number the first gave it.
     """
     for e in events:
-        row = db.execute("SELECT sequence FROM events WHERE id = %s FOR UPDATE", (e.id,)).fetchone()
-        if row is None or row[0] is not None:
-            continue
-        # A new lane starts above SEQUENCE_FLOOR, the highest number of any lane
-        # retention deleted: a session forgotten and seen again never reuses one.
+        # One statement: lock the event row if still unnumbered (a writer that numbered it
+        # meanwhile makes the row drop out once its lock is released), bump the lane's
+        # counter, store the number. A new lane starts above SEQUENCE_FLOOR, the highest
+        # number of any lane retention deleted: a session seen again never reuses one.
         db.execute(
-            "WITH n AS (INSERT INTO sequences(lane, last) VALUES (%s, 1 + coalesce((SELECT"
-            " value::bigint FROM meta WHERE key = %s), 0)) ON CONFLICT (lane) DO UPDATE"
-            " SET last = sequences.last + 1 RETURNING last)"
-            " UPDATE events SET sequence = (SELECT last FROM n) WHERE id = %s",
-            (e.session.id if e.session else "", SEQUENCE_FLOOR, e.id),
+            "WITH e AS (SELECT id FROM events WHERE id = %s AND sequence IS NULL FOR UPDATE),"
+            " n AS (INSERT INTO sequences(lane, last) SELECT %s, 1 + coalesce((SELECT"
+            " value::bigint FROM meta WHERE key = %s), 0) WHERE EXISTS (SELECT 1 FROM e)"
+            " ON CONFLICT (lane) DO UPDATE SET last = sequences.last + 1 RETURNING last)"
+            " UPDATE events SET sequence = n.last FROM n, e WHERE events.id = e.id",
+            (e.id, e.session.id if e.session else "", SEQUENCE_FLOOR),
         )
 
 
