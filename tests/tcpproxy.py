@@ -9,6 +9,7 @@ are accepted and held the same way.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -107,10 +108,8 @@ class TcpProxy:
                 self._sockets.discard(src)
                 self._sockets.discard(dst)
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
 
 

@@ -47,6 +47,13 @@ def ha_settings(rig: Rig, url: str) -> Settings:
     return replace(rig.with_sessions("s1", "s2"), state_url=Secret(url), ha=HA)
 
 
+async def polled_twice_more(rig: Rig, session: str) -> None:
+    """Wait until `session` was polled twice more: once answered and recorded by the
+    leader now, so a transition from here on is a change against a stored state."""
+    seen = rig.sim.request_count(session)
+    await until(lambda: rig.sim.request_count(session) >= seen + 2, f"{session} polled")
+
+
 def completed(rig: Rig, session: str) -> int:
     """How many `session.completed` webhooks for `session` the receiver accepted."""
     return sum(
@@ -61,7 +68,8 @@ def completed(rig: Rig, session: str) -> int:
 async def until(condition: Callable[[], object], what: str) -> None:
     """Wait until `condition()` holds, or fail after `DEADLINE` seconds."""
     with anyio.fail_after(DEADLINE):
-        while not condition():
+        # Sampling, not an event: the conditions are other processes' and threads' doings.
+        while not condition():  # noqa: ASYNC110
             await anyio.sleep(0.02)
     assert condition(), what
 
@@ -116,9 +124,7 @@ async def cluster(*replicas: Replica) -> AsyncIterator[Cluster]:
         yield running
         for r in replicas:
             r.request_stop()
-        with anyio.fail_after(DEADLINE):
-            while any(r.role == "leader" for r in replicas):
-                await anyio.sleep(0.02)
+        await until(lambda: all(r.role == "standby" for r in replicas), "every leader resigned")
         await anyio.sleep(0.2)
         tg.cancel_scope.cancel()
 
@@ -141,13 +147,14 @@ async def test_two_replicas_one_leads_and_a_stop_hands_over(rig: Rig, pg_url: st
         await until(running.leader, "a leader")
         first = running.leader()
         assert first is not None
-        await until(lambda: all(rig.sim.request_count(s) >= 1 for s in ("s1", "s2")), "polls")
+        await polled_twice_more(rig, "s1")
         rig.sim.complete_run("s1")
         await until(lambda: completed(rig, "s1") == 1, "s1 delivered")
         first.request_stop()
         await until(lambda: running.leader() not in (None, first), "the other leads")
         second = running.leader()
         assert second is not None
+        await polled_twice_more(rig, "s2")
         rig.sim.complete_run("s2")
         await until(lambda: completed(rig, "s2") == 1, "s2 delivered")
         assert changes(first, "resigned") == 1
@@ -171,6 +178,7 @@ async def test_a_leader_whose_lease_session_is_terminated_steps_down(rig: Rig, p
         assert terminate(pg_url, application_name(first.holder)) == 1
         await until(lambda: changes(first, "connection") == 1, "the leader stepped down")
         await until(lambda: running.leader() not in (None, first), "the standby leads")
+        await polled_twice_more(rig, "s1")
         rig.sim.complete_run("s1")
         await until(lambda: completed(rig, "s1") == 1, "s1 delivered")
     assert running.both_leading == 0
@@ -192,6 +200,7 @@ async def test_cutting_the_leaders_connections_hands_over(rig: Rig, pg_url: str)
                 await until(lambda: b.seen is not None, "b stands by")
                 assert proxy.cut() >= 1
                 await until(lambda: running.leader() is b, "b leads")
+                await polled_twice_more(rig, "s1")
                 rig.sim.complete_run("s1")
                 await until(lambda: completed(rig, "s1") == 1, "s1 delivered")
                 b.request_stop()
@@ -211,7 +220,7 @@ async def test_an_outage_shorter_than_the_lease_changes_nothing(rig: Rig, pg_url
             await until(running.leader, "a leader")
             first = running.leader()
             assert first is not None
-            await until(lambda: all(rig.sim.request_count(s) >= 1 for s in ("s1", "s2")), "polls")
+            await polled_twice_more(rig, "s1")
             proxy.pause()
             rig.sim.complete_run("s1")
             await anyio.sleep(1.0)  # the outage itself, shorter than the 3 s trust window

@@ -10,6 +10,8 @@ import pytest
 
 from tests.leasedb import create_lease_table, expire_lease, terminate
 from watcher.core.lease import Renewal
+from watcher.store.errors import StoreError
+from watcher.store.postgres import PostgresStore
 from watcher.store.postgres.lease import PgLease, application_name, failure_reason
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
@@ -126,3 +128,34 @@ def test_failure_reasons_are_one_line() -> None:
     assert failure_reason(TimeoutError()) == "the database did not answer in time"
     assert failure_reason(OSError("a\nb")) == "OSError: a b"
     assert failure_reason(OSError()) == "OSError"
+
+
+async def test_a_write_left_open_by_a_paused_leader_does_not_block_a_takeover(
+    pg_url: str,
+) -> None:
+    """A leader stopped inside a fenced write holds the lease row's share lock; the
+    server ends that idle transaction, so a standby takes the expired lease soon after
+    (instead of waiting for the paused process for ever), and that write never lands."""
+    store = PostgresStore(pg_url, fenced=True)  # migrates: the lease table is there
+    # A one-second lease: it lapses while the write stays open.
+    a = PgLease(pg_url, "host-a:1:aaaa", timedelta(seconds=1))
+    b = PgLease(pg_url, "host-b:2:bbbb", TTL)
+    try:
+        assert (await a.acquire()).epoch == 1
+        store.set_epoch(1)
+        taken: list[int | None] = []
+
+        async def stopped_inside_a_write() -> None:
+            with store._transaction():  # the fence's FOR SHARE lock, then the process "stops"
+                with anyio.fail_after(30):
+                    while not taken or taken[-1] is None:
+                        taken.append((await b.acquire()).epoch)
+
+        with pytest.raises(StoreError, match="idle-in-transaction"):
+            await stopped_inside_a_write()
+        # The standby leads; the stopped write, when its process goes on, commits nothing.
+        assert taken[-1] == 2
+    finally:
+        await a.aclose()
+        await b.aclose()
+        store.close()

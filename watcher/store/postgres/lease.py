@@ -172,8 +172,9 @@ class PgLease:
             tcp_user_timeout=int(self._timeout * 1000),
         )
         try:
-            # The server gives up on a statement the client no longer waits for.
-            await conn.execute(f"SET statement_timeout = {int(self._timeout * 1000)}")
+            # It ends a statement (one waiting behind a lock) just before the client
+            # stops waiting, so the answer is a clean error on a connection kept open.
+            await conn.execute(f"SET statement_timeout = {int(self._timeout * 800)}")
             await conn.execute(LISTEN)
         except BaseException:
             await conn.close()
