@@ -68,6 +68,7 @@ def problems(tmp_path: Path, text: str, mode: int = 0o600, **env: str) -> list[s
             "postgresql://fw:hunter22@db/fw",
         ),
         ("state:\n  url: postgresql:///?service=fw\n", {}, "postgresql:///?service=fw"),
+        ("state:\n  url: postgresql://\n", {}, "postgresql://"),  # all from PGSERVICE, PGHOST...
         (
             "state:\n  url: postgresql:///?service=fw\n  password_file: pw\n",
             {},

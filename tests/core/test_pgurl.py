@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from watcher.core.pgurl import describe_pg_url, parse_pg_url, url_passwords, with_password
 
@@ -65,6 +66,7 @@ def test_a_password_is_folded_in_percent_encoded(url: str, folded: str) -> None:
     """Into the user info when the URL names a user, else as `password=`; reserved characters
     encoded so that libpq reads back exactly the password given."""
     assert with_password(url, "s:/@ x") == folded
+    assert conninfo_to_dict(folded)["password"] == "s:/@ x"  # as libpq itself reads it
     assert parse_pg_url(folded).password in ("s:/@ x", None)
     assert "s:/@ x" in url_passwords(folded)
 
