@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
 
-.PHONY: demo test lint format typecheck pytest bench bench-startup crash soak clean
+.PHONY: demo test lint format typecheck pytest bench bench-startup crash soak ha clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,13 @@ crash: $(VENV)/.installed-dev
 SOAK_ARGS ?=
 soak: $(VENV)/.installed-dev
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
+# Three replicas on the local PostgreSQL (FACTORY_WATCHER_TEST_PG): the leader killed five
+# times, one SIGTERM handover, one pause past the lease, one cut of its database sessions.
+# About three minutes: make ha HA_ARGS="--kills 10 --keep"
+HA_ARGS ?=
+ha: $(VENV)/.installed-dev
+	$(BIN)/python bench/ha.py $(HA_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -19,9 +19,11 @@ from watcher.core.settings import Settings
 def check_command(settings: Settings, path: Path, out: TextIO) -> int:
     """Print what the config at `path` holds and every warning about it; exit 0."""
     discovery = ", discovery on" if settings.discover is not None else ""
+    # Never the URL: it may hold the password.
+    state = ", state on PostgreSQL" if settings.state_url is not None else ""
     print(
         f"{path}: ok ({len(settings.sessions)} session(s), {len(settings.rules)} "
-        f"rule(s), {len(settings.targets)} target(s){discovery})",
+        f"rule(s), {len(settings.targets)} target(s){discovery}{state})",
         file=out,
     )
     for warning in config_warnings(settings):

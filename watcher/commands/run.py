@@ -28,6 +28,8 @@ from watcher.core.outbox import OutboxStatus
 # Imported inside each command: `test-notify` loads the notifiers but not the
 # daemon, and nothing heavy loads before the config has been read.
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from watcher.core.message import SendOutcome
     from watcher.core.model import Event
     from watcher.core.settings import Settings, Target
@@ -81,6 +83,8 @@ async def _run(
     from watcher.ops.endpoint import EndpointError
     from watcher.poll.recorder import RecordError
 
+    if settings.state_url is not None:
+        return await _run_replica(settings, reload, redactor)
     try:
         watcher = Watcher(settings, reload=reload)
     except RecordError as error:
@@ -92,6 +96,37 @@ async def _run(
     redactor.follow(lambda: live.secrets)
     try:
         await watcher.run()
+    except EndpointError as error:
+        logging.getLogger(LOGGER_NAME).error("%s", error)  # noqa: TRY400 - no traceback
+        return EX_FAILURE
+    return EX_OK
+
+
+async def _run_replica(
+    settings: Settings, reload: Callable[[], Settings], redactor: RedactingFilter
+) -> int:
+    """`run` with a PostgreSQL state: one replica of several, leading while it holds
+    the lease (watcher.daemon.replica)."""
+    from functools import partial
+
+    from watcher.daemon.replica import Replica, holder_id
+    from watcher.ops.endpoint import EndpointError
+    from watcher.store.open import open_leader_store
+    from watcher.store.postgres.lease import PgLease
+
+    assert settings.state_url is not None
+    lease = PgLease(settings.state_url.reveal(), holder_id(), settings.ha.lease_ttl)
+    replica = Replica(
+        settings, lease=lease, open_store=partial(open_leader_store, settings), reload=reload
+    )
+    # The logs mask the secrets in force, including those of a term's reloaded config.
+    redactor.follow(
+        lambda: (
+            replica.watcher.live.secrets if replica.watcher else replica.settings.secret_values()
+        )
+    )
+    try:
+        await replica.run()
     except EndpointError as error:
         logging.getLogger(LOGGER_NAME).error("%s", error)  # noqa: TRY400 - no traceback
         return EX_FAILURE

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from watcher.core.settings import WatchedSession
-from watcher.store import ReadOnlyStore, StatusRows, StoreError, open_read_only, watched_in
+from watcher.store import (
+    LeaseRow,
+    ReadOnlyStore,
+    StatusRows,
+    StoreError,
+    open_read_only,
+    watched_in,
+)
 
 DAEMON_SILENT_AFTER = 15.0  # three missed housekeeping rounds: no daemon running
 STATUS_FORMAT = 1
@@ -71,6 +78,22 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseStatus:
+    """Who leads the replicas sharing a PostgreSQL state, by the database's clock."""
+
+    holder: str
+    epoch: int
+    expires_in: float  # seconds; negative: lapsed that long ago
+    acquired_at: datetime
+    renewed_at: datetime
+
+    @property
+    def held(self) -> bool:
+        """Whether the lease is still in force (someone leads)."""
+        return self.expires_in > 0
+
+
+@dataclass(frozen=True, slots=True)
 class StatusReport:
     """Everything `status` prints."""
 
@@ -85,6 +108,7 @@ class StatusReport:
     dead_letters: tuple[DeadLetter, ...] = field(default=())
     database_bytes: int | None = None
     rows_pruned: Mapping[str, int] = field(default_factory=dict)  # by table, over its life
+    lease: LeaseStatus | None = None  # PostgreSQL: the leader lease (None: none, or SQLite)
 
     @property
     def daemon_running(self) -> bool:
@@ -177,6 +201,18 @@ def build_report(
         ),
         database_bytes=rows.database_bytes,
         rows_pruned=dict(rows.rows_pruned),
+        lease=None if rows.lease is None else lease_status(rows.lease),
+    )
+
+
+def lease_status(row: LeaseRow) -> LeaseStatus:
+    """The lease as `status` shows it (pure)."""
+    return LeaseStatus(
+        holder=row.holder,
+        epoch=row.epoch,
+        expires_in=row.expires_in,
+        acquired_at=row.acquired_at,
+        renewed_at=row.renewed_at,
     )
 
 
@@ -242,7 +278,32 @@ def to_json(report: StatusReport) -> dict[str, Any]:
             "database_bytes": report.database_bytes,
             "rows_pruned": dict(sorted(report.rows_pruned.items())),
         },
+        "lease": None if report.lease is None else _lease_json(report.lease),
     }
+
+
+def _lease_json(lease: LeaseStatus) -> dict[str, Any]:
+    return {
+        "holder": lease.holder,
+        "epoch": lease.epoch,
+        "held": lease.held,
+        "expires_in_s": round(lease.expires_in, 1),
+        "acquired_at": _iso(lease.acquired_at),
+        "renewed_at": _iso(lease.renewed_at),
+    }
+
+
+def lease_line(lease: LeaseStatus) -> str:
+    """Who leads and until when, in one line (the database's clock)."""
+    if lease.held:
+        return (
+            f"leader: {lease.holder} (epoch {lease.epoch}), "
+            f"lease expires in {_span(lease.expires_in)}"
+        )
+    return (
+        f"leader: none (the lease lapsed {_span(-lease.expires_in)} ago; "
+        f"last held by {lease.holder}, epoch {lease.epoch})"
+    )
 
 
 def _ago(value: datetime | None, now: datetime) -> str:
@@ -287,7 +348,10 @@ def render_text(report: StatusReport) -> str:
         api += f" since {_ago(report.api_since, now)}"
     if report.api_reason and report.api_state != "up":
         api += f": {report.api_reason}"
-    lines += [f"Factory API: {api}", "", f"sessions ({len(report.sessions)}):"]
+    lines.append(f"Factory API: {api}")
+    if report.lease is not None:
+        lines.append(lease_line(report.lease))
+    lines += ["", f"sessions ({len(report.sessions)}):"]
     rows = [
         [
             s.name or s.id,

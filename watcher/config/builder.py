@@ -64,7 +64,7 @@ class Builder:
         factory = sections.factory(data.get("factory"))
         poll = sections.poll(data.get("poll"))
         discover = sections.discover(data.get("discover")) if "discover" in data else None
-        state_path = sections.state_path(data.get("state"))
+        state = sections.state(data.get("state"))
         watched = sections.sessions(data.get("sessions"))
         targets = self.targets.targets(data.get("targets"))
         quiet = sections.quiet_hours(data.get("quiet_hours"))
@@ -74,17 +74,13 @@ class Builder:
             TopLevelValues, {k: data[k] for k in TopLevelValues.model_fields if k in data}, ()
         )
         self.secrets.check_inline_secrets()
-        if (
-            self.log.problems
-            or factory is None
-            or poll is None
-            or state_path is None
-            or values is None
-        ):
+        if self.log.problems or factory is None or poll is None or state is None or values is None:
             raise self.log.error()
         settings = Settings(
             factory=factory,
-            state_path=state_path,
+            state_path=state.path,
+            state_url=state.url,
+            ha=state.ha,
             poll=poll,
             sessions=watched,
             discover=discover,

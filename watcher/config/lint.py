@@ -1,5 +1,6 @@
 """Warnings about a valid config: rules that can never fire, targets and windows nothing
-uses, and a retention shorter than something that needs the history it deletes.
+uses, a retention shorter than something that needs the history it deletes, and
+lease settings that do nothing or cut sends short.
 
 These do not stop the watcher (`check` still exits 0); they point at likely mistakes.
 """
@@ -10,7 +11,7 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
 from watcher.config.values import format_duration
-from watcher.core.settings import QuietHours, Rule, Settings
+from watcher.core.settings import DEFAULT_SEND_TIMEOUT, HaSettings, QuietHours, Rule, Settings
 
 # The rule keys whose duration needs the session's rule memory (and its unsent events).
 _RULE_DURATIONS = (
@@ -106,6 +107,25 @@ def retention_warnings(settings: Settings) -> list[str]:
     return found
 
 
+def ha_warnings(settings: Settings) -> list[str]:
+    """Lease settings that do nothing, and sends a lease cuts short."""
+    ha = settings.ha
+    if settings.state_url is None:
+        if ha == HaSettings():
+            return []
+        return ["state.lease_ttl and state.renew_every have no effect without state.url"]
+    cap = ha.send_cap
+    if not settings.targets or cap >= DEFAULT_SEND_TIMEOUT:
+        return []
+    names = ", ".join(f"'{name}'" for name in settings.targets)
+    return [
+        f"with state.url every send is cut off after lease_ttl/2 ({format_duration(cap)}), "
+        f"shorter than the {format_duration(DEFAULT_SEND_TIMEOUT)} send timeout of target(s) "
+        f"{names}: a slower answer is retried later; set lease_ttl to "
+        f"{format_duration(DEFAULT_SEND_TIMEOUT * 2)} or more to give sends their full time"
+    ]
+
+
 def config_warnings(settings: Settings) -> list[str]:
     """Every warning about `settings`, rules first, in file order."""
     found = [w for rule in settings.rules for w in rule_warnings(rule, settings)]
@@ -118,4 +138,5 @@ def config_warnings(settings: Settings) -> list[str]:
         if name not in used_windows:
             found.append(f"quiet-hours window '{name}' is not used by any rule")
     found.extend(retention_warnings(settings))
+    found.extend(ha_warnings(settings))
     return found

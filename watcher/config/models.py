@@ -207,7 +207,27 @@ class DiscoverSection(Section):
 
 
 class StateSection(Section):
+    # SQLite at `path`, or PostgreSQL at `url`: never both.
+    model_config = ConfigDict(json_schema_extra={"not": {"required": ["path", "url"]}})
+
     path: _Text | None = None
+    url: _Text | None = Field(
+        default=None,
+        description="PostgreSQL instead of SQLite (high availability): a libpq URL, "
+        "postgresql://user@host:5432/db; ${ENV} works in it, ?service=NAME reads a "
+        "libpq service file",
+    )
+    password_file: _Text | None = Field(
+        default=None, description="a file holding the PostgreSQL password (not in the URL)"
+    )
+    lease_ttl: _Duration = Field(
+        default=timedelta(seconds=10),
+        description="with url: a leader that stops renewing its lease loses it after this",
+    )
+    renew_every: _Duration = Field(
+        default=timedelta(seconds=2),
+        description="with url: how often the leader renews its lease; under lease_ttl/2",
+    )
     record: _Text | None = None
     keep_delivered: _Duration = Field(
         default=timedelta(days=30),

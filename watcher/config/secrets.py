@@ -32,6 +32,8 @@ class SecretReader:
         # Keys whose value came from `${ENV}`: not written into the file itself.
         self.interpolated = interpolated
         self.inline_secrets: list[KeyPath] = []
+        # Where a secret written inline should go instead, when not `<key>_file`.
+        self.file_keys: dict[KeyPath, str] = {}
 
     def secret(
         self, at: KeyPath, key: str, inline: str | None, file: str | None, *, required: bool
@@ -54,6 +56,12 @@ class SecretReader:
         if (*at, key) not in self.interpolated:
             self.inline_secrets.append((*at, key))
         return Secret(inline)
+
+    def note_inline(self, at: KeyPath, file_key: str) -> None:
+        """A secret was written inline at `at` (inside a larger value); `file_key` is the
+        key that reads it from a file instead."""
+        self.inline_secrets.append(at)
+        self.file_keys[at] = file_key
 
     def read_secret_file(self, at: KeyPath, name: str) -> str | None:
         """The file's text minus one trailing newline; problems name the path, never content."""
@@ -102,9 +110,9 @@ class SecretReader:
         if not self.mode & 0o077:
             return
         for at in self.inline_secrets:
-            key = at[-1]
+            file_key = self.file_keys.get(at, f"{at[-1]}_file")
             self.report(
                 at,
                 "secret written inline in a file that group or others can read; "
-                f"run 'chmod 600 {self.path}', or use ${{VAR}} or {key}_file instead",
+                f"run 'chmod 600 {self.path}', or use ${{VAR}} or {file_key} instead",
             )

@@ -10,6 +10,8 @@ Secrets (the API key) go through `SecretReader`; every problem goes to the
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,13 @@ from watcher.config.statepath import resolve_state_path
 from watcher.config.values import is_loopback_address
 from watcher.config.yamlsafe import KeyPath
 from watcher.core.cadence import budget_need
+from watcher.core.pgurl import parse_pg_url, with_password
+from watcher.core.secret import Secret
 from watcher.core.settings import (
     DiscoverFilter,
     DiscoverSettings,
     FactorySettings,
+    HaSettings,
     HttpSettings,
     PollSettings,
     QuietHours,
@@ -39,6 +44,18 @@ from watcher.core.settings import (
     Settings,
     WatchedSession,
 )
+
+# Under 3 s a lease would have to be renewed faster than a busy database answers.
+MIN_LEASE_TTL = timedelta(seconds=3)
+
+
+@dataclass(frozen=True, slots=True)
+class StateChoice:
+    """Where the state lives: SQLite at `path`, or PostgreSQL at `url` (then `path` unused)."""
+
+    path: Path
+    url: Secret | None
+    ha: HaSettings
 
 
 class SectionBuilder:
@@ -131,11 +148,77 @@ class SectionBuilder:
             return None
         return HttpSettings(host=host, port=port, allow_remote=section.allow_remote)
 
-    def state_path(self, raw: Any) -> Path | None:
-        section = self.log.validate(StateSection, _or_empty(raw), ("state",))
+    def state(self, raw: Any) -> StateChoice | None:
+        """Where the state lives (SQLite path, or PostgreSQL URL) and the lease timing."""
+        at: KeyPath = ("state",)
+        section = self.log.validate(StateSection, _or_empty(raw), at)
         if section is None:
             return None
-        return resolve_state_path(section.path, self.env, Path.cwd())
+        path = resolve_state_path(section.path, self.env, Path.cwd())
+        ha = self.lease(section)
+        if section.url is None:
+            if section.password_file is not None:
+                self.log.report(
+                    (*at, "password_file"), "is the PostgreSQL password: it needs state.url"
+                )
+                return None
+            return None if ha is None else StateChoice(path, None, ha)
+        if section.path is not None:
+            self.log.report(
+                (*at, "url"),
+                "give either path (SQLite) or url (PostgreSQL), not both",
+            )
+            return None
+        url = self.state_url(section)
+        if url is None or ha is None:
+            return None
+        return StateChoice(path, url, ha)
+
+    def state_url(self, section: StateSection) -> Secret | None:
+        """`state.url` with the password from `password_file` folded in; None if reported."""
+        at: KeyPath = ("state",)
+        assert section.url is not None
+        try:
+            parts = parse_pg_url(section.url)
+        except ValueError as error:
+            self.log.report((*at, "url"), str(error))
+            return None
+        if parts.has_password and (*at, "url") not in self.secrets.interpolated:
+            self.secrets.note_inline((*at, "url"), "password_file")
+        if section.password_file is None:
+            return Secret(section.url)
+        if parts.has_password:
+            self.log.report(
+                (*at, "password_file"),
+                "the URL in state.url holds a password already: give it in one place",
+            )
+            return None
+        password = self.secrets.read_secret_file((*at, "password_file"), section.password_file)
+        if password is None:
+            return None
+        return Secret(with_password(section.url, password))
+
+    def lease(self, section: StateSection) -> HaSettings | None:
+        """The lease's timing, checked against each other; None if reported."""
+        at: KeyPath = ("state",)
+        ha = HaSettings(lease_ttl=section.lease_ttl, renew_every=section.renew_every)
+        if ha.lease_ttl < MIN_LEASE_TTL:
+            self.log.report(
+                (*at, "lease_ttl"),
+                f"must be at least {_seconds(MIN_LEASE_TTL)} (it is {_seconds(ha.lease_ttl)}): "
+                f"the leader trusts its lease for lease_ttl - {_seconds(ha.margin)} and must "
+                "renew it more than twice in that time",
+            )
+            return None
+        if ha.renew_every * 2 >= ha.lease_ttl:
+            self.log.report(
+                (*at, "renew_every"),
+                f"must be shorter than half of lease_ttl ({_seconds(ha.lease_ttl)} / 2 = "
+                f"{_seconds(ha.lease_ttl / 2)}; it is {_seconds(ha.renew_every)}): a leader "
+                "must be able to miss one renewal and still renew in time",
+            )
+            return None
+        return ha
 
     def retention(self, raw: Any) -> Retention:
         """`state:`'s retention; the defaults when the section is absent or already reported."""

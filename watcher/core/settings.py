@@ -8,10 +8,13 @@ from datetime import time, timedelta
 from enum import StrEnum
 from pathlib import Path
 
+from watcher.core.pgurl import url_passwords
 from watcher.core.secret import Secret
 
 DEFAULT_BASE_URL = "https://api.factory.ai"
 DEFAULT_SESSION_URL = "https://app.factory.ai/sessions/{id}"
+# The notifiers' HTTP timeout for one send (every target kind).
+DEFAULT_SEND_TIMEOUT = timedelta(seconds=10)
 
 
 class TargetKind(StrEnum):
@@ -259,6 +262,25 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HaSettings:
+    """Leadership among replicas sharing a PostgreSQL state (`state.lease_ttl`, ...).
+
+    The leader renews its lease every `renew_every`; the database lets it lapse
+    `lease_ttl` after the last renewal, and the leader trusts itself only until
+    its last renewal's start + `lease_ttl` - `margin` by its own monotonic clock.
+    """
+
+    lease_ttl: timedelta = timedelta(seconds=10)
+    renew_every: timedelta = timedelta(seconds=2)
+    margin: timedelta = timedelta(seconds=1)
+
+    @property
+    def send_cap(self) -> timedelta:
+        """The longest one send may take under a lease: half of it."""
+        return self.lease_ttl / 2
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration of one watcher."""
 
@@ -277,14 +299,22 @@ class Settings:
     retention: Retention = Retention()
     # PostgreSQL instead of SQLite at `state_path`: the libpq URL, password folded in.
     state_url: Secret | None = None
+    ha: HaSettings = HaSettings()
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret value in the configuration, for redaction.
 
         A webhook's `url` and `headers` values count: a URL may carry a token in its
-        path or query, and extra headers are where credentials usually go.
+        path or query, and extra headers are where credentials usually go. The
+        database password counts in every form (decoded, percent-encoded), and
+        the state URL whole when it holds one.
         """
         found = [self.factory.api_key.reveal()]
+        if self.state_url is not None:
+            url = self.state_url.reveal()
+            passwords = url_passwords(url)
+            # The URL whole too (when it holds a password): it must never be shown.
+            found.extend((url, *passwords) if passwords else ())
         for target in self.targets.values():
             found.extend(target_secrets(target))
         return tuple(found)

@@ -40,6 +40,7 @@ from watcher.daemon.scheduler import PollScheduler
 from watcher.daemon.supervisor import HEARTBEAT_PERIOD, STALL_AFTER, Supervisor
 from watcher.delivery import DeliveryWorker, Render
 from watcher.delivery.answers import LastAnswers
+from watcher.delivery.hooks import SendGate
 from watcher.delivery.rendering import SendTimeRenderer
 from watcher.intake.poll import PollReport, apply_poll, next_state
 from watcher.intake.tick import TickReport
@@ -93,6 +94,9 @@ class Watcher:
         cards: Callable[[Target], CardRenderer] | None = None,
         recorder: PollRecorder | None = None,
         store: Store | None = None,
+        metrics: Metrics | None = None,
+        make_notifier: Callable[[Target], Notifier] = build_notifier,
+        gate: SendGate | None = None,
     ) -> None:
         self.recorder = recorder or (
             PollRecorder(settings.record_path) if settings.record_path else None
@@ -103,11 +107,14 @@ class Watcher:
         store = self.store
         self.live = live = Live(settings, source or client_for(settings))
         self.notifiers: dict[str, Notifier] = dict(
-            notifiers or {name: build_notifier(t) for name, t in settings.targets.items()}
+            notifiers or {name: make_notifier(t) for name, t in settings.targets.items()}
         )
         self._open_delivery_store()
         self.systemd = systemd or SystemdNotifier.from_env()
-        self.metrics = metrics = Metrics()
+        if metrics is None:  # one watcher alone always leads
+            metrics = Metrics()
+            metrics.leader.set(1)
+        self.metrics = metrics
         self.budget = budget = RequestBudget(settings.factory.max_requests_per_second)
         self.stats = stats = WatcherStats()
         self.answers = LastAnswers(
@@ -129,6 +136,7 @@ class Watcher:
             metrics=metrics,
             enrich=self.answers.add,
             cards=cards or renderer.cards,
+            gate=gate,
         )
         wake = self.delivery.wake
         found = store.discovered()
@@ -159,6 +167,7 @@ class Watcher:
             delivery=self.delivery,
             notifiers=self.notifiers,
             supervisor=self.supervisor,
+            make_notifier=make_notifier,
         )
         self._db_limiter = anyio.CapacityLimiter(1)
         self._delivery_limiter = anyio.CapacityLimiter(1)
@@ -245,14 +254,22 @@ class Watcher:
         self._stop.set()
 
     async def run(
-        self, *, on_ready: Callable[[], None] | None = None, handle_signals: bool = True
+        self,
+        *,
+        on_ready: Callable[[], None] | None = None,
+        handle_signals: bool = True,
+        serve_http: bool = True,
     ) -> None:
-        """Watch until stopped (SIGTERM/SIGINT or `request_stop()`), then drain and return."""
+        """Watch until stopped (SIGTERM/SIGINT or `request_stop()`), then drain and return.
+
+        Without `serve_http` the owner serves `/metrics` and health (a replica does,
+        across its terms as leader).
+        """
         settings = self.settings
         queue = self.scheduler.open()
         endpoint = Endpoint(self.supervisor.routes())
         listener = None
-        if settings.http is not None:
+        if settings.http is not None and serve_http:
             # Bound before anything starts: a port in use fails the start plainly.
             listener = await endpoint.listen(settings.http.host, settings.http.port)
             self.endpoint_port = bound_port(listener)

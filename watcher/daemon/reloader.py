@@ -25,7 +25,7 @@ from functools import partial
 import anyio
 from anyio.abc import TaskGroup
 
-from watcher.core.settings import Settings
+from watcher.core.settings import Settings, Target
 from watcher.core.text import describe_error
 from watcher.daemon.discovery import DiscoveryLoop
 from watcher.daemon.live import Wiring
@@ -44,6 +44,8 @@ RESTART_ONLY = {
     "log_format": "log_format",
     "state_path": "state.path",
     "record_path": "state.record",
+    "state_url": "state.url",
+    "ha": "state.lease_ttl/renew_every",
 }
 
 
@@ -116,9 +118,11 @@ class Reloader:
         delivery: DeliveryWorker,
         notifiers: dict[str, Notifier],
         supervisor: Supervisor,
+        make_notifier: Callable[[Target], Notifier] = build_notifier,
     ) -> None:
         self.live = wiring.live
         self._read = read
+        self._make_notifier = make_notifier
         self.book = wiring.book
         self.scheduler = scheduler
         self.discovery = discovery
@@ -203,7 +207,7 @@ class Reloader:
         built = Built(None, {})
         try:
             for name in change.notifiers:
-                built.notifiers[name] = build_notifier(new.targets[name])
+                built.notifiers[name] = self._make_notifier(new.targets[name])
             if change.client:
                 built = Built(client_for(new), built.notifiers)
         except Exception:

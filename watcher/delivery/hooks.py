@@ -2,7 +2,9 @@
 
 `Render` makes a row's message at send time (the daemon's consults templates),
 `Enrich` adds send-time data to an event (e.g. `last_answer`) and never fails
-a send (`enriched`), and `StoreCall` runs one store call (the daemon's runs it
+a send (`enriched`), `SendGate` holds each outbound call until it may start (the
+leader of replicas: only while its lease is trusted long enough), and `StoreCall`
+runs one store call (the daemon's runs it
 in a thread on the worker's own connection; by default it runs inline).
 """
 
@@ -28,6 +30,9 @@ Render = Callable[[Target, Event, str], Awaitable[Message]]
 (off the event loop, within a time limit: `watcher.delivery.rendering`)."""
 Enrich = Callable[[Event, str], Awaitable[Event]]
 """Adds send-time data to an event (e.g. `last_answer`); it must return promptly."""
+SendGate = Callable[[], Awaitable[None]]
+"""Awaited in a send's pacing slot, before the request leaves: returns once a send may
+start (a replica's leader: its trust window holds the send timeout), else waits."""
 StoreCall = Callable[..., Awaitable[Any]]
 """Runs `fn(*args)` against the store and returns its result: `await db(store.due, ...)`."""
 

@@ -10,7 +10,8 @@ target's pacing slot. It is the single place that decides on retries, through
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import anyio
@@ -21,7 +22,15 @@ from watcher.core.message import SendOutcome, Sent
 from watcher.core.settings import Target
 from watcher.core.text import describe_error
 from watcher.delivery.cards import CardKeeper, builtin_cards, keeps_card
-from watcher.delivery.hooks import Enrich, Render, StoreCall, enriched, render_builtin, run_inline
+from watcher.delivery.hooks import (
+    Enrich,
+    Render,
+    SendGate,
+    StoreCall,
+    enriched,
+    render_builtin,
+    run_inline,
+)
 from watcher.delivery.lanes import BATCH, IDLE_WAKE, Dispatched, Lanes, LaneWork
 from watcher.delivery.outcomes import DeliveryStats, Outcomes
 from watcher.delivery.pacing import Pacer
@@ -47,8 +56,10 @@ class DeliveryWorker:
         enrich: Enrich | None = None,
         cards: Callable[[Target], CardRenderer] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        gate: SendGate | None = None,
     ) -> None:
         self._store = store
+        self._gate = gate
         self._render = render
         self._enrich = enrich
         self._clock = clock
@@ -86,7 +97,7 @@ class DeliveryWorker:
             store,
             db=self._db,
             clock=clock,
-            pace=self._pacer.pace,
+            pace=self._turn,
             outcomes=self._outcomes,
             metrics=self.metrics,
             # How each target's cards look (the daemon's follows the target's templates).
@@ -133,6 +144,14 @@ class DeliveryWorker:
 
     # --- sending -------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _turn(self, target: Target) -> AsyncIterator[None]:
+        """`target`'s pacing slot, then the gate: every outbound call starts in one."""
+        async with self._pacer.pace(target):
+            if self._gate is not None:
+                await self._gate()
+            yield
+
     async def dispatch(
         self, target: Target, notifier: Notifier, row: OutboxRow | UnreadableRow
     ) -> Dispatched:
@@ -141,7 +160,7 @@ class DeliveryWorker:
         """
         if keeps_card(target, notifier, row):
             return Dispatched(tuple(await self.attempt_card(target, notifier, row)), None)
-        async with self._pacer.pace(target):
+        async with self._turn(target):
             outcome = await self.attempt(target, notifier, row)
         return Dispatched((row.id,), isinstance(outcome, Sent))
 

@@ -203,6 +203,40 @@ class Metrics:
             "Unix time of the last successful configuration (re)load.",
             registry=registry,
         )
+        # Leadership (replicas on PostgreSQL); a watcher on SQLite always leads.
+        self.leader = Gauge(
+            f"{PREFIX}_leader",
+            "1 while this replica leads (trusts its lease) and polls and sends, else 0.",
+            registry=registry,
+        )
+        self.lease_epoch = Gauge(
+            f"{PREFIX}_lease_epoch",
+            "The lease epoch this replica last led with (0: never led).",
+            registry=registry,
+        )
+        self.lease_renew_failures = Counter(
+            f"{PREFIX}_lease_renew_failures",
+            "Lease renewals that could not reach the database.",
+            registry=registry,
+        )
+        self.leadership_changes = Counter(
+            f"{PREFIX}_leadership_changes",
+            "Changes of this replica's role: acquired, or a step-down by reason"
+            " (expired, fenced, lost, resigned, connection).",
+            ["reason"],
+            registry=registry,
+        )
+        self.fenced_writes = Counter(
+            f"{PREFIX}_fenced_writes",
+            "Writes the database refused because this replica's epoch no longer holds the lease.",
+            registry=registry,
+        )
+        self.rows_requeued = Counter(
+            f"{PREFIX}_rows_requeued",
+            "Outbox rows a previous leader had claimed but not finished, returned to pending"
+            " on takeover (the only possible duplicates).",
+            registry=registry,
+        )
         Info(f"{PREFIX}_build", "The running factory-watcher.", registry=registry).info(
             {"version": version}
         )

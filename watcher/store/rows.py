@@ -195,6 +195,27 @@ class Pruned:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """The leader lease of replicas sharing a PostgreSQL state, as `status` reads it.
+
+    `read_at` is the database's clock when it was read: the lease's times are
+    the database's, so "expires in" is `expires_at - read_at`, never a local clock.
+    """
+
+    holder: str  # host:pid:random
+    epoch: int
+    acquired_at: datetime
+    renewed_at: datetime
+    expires_at: datetime
+    read_at: datetime
+
+    @property
+    def expires_in(self) -> float:
+        """Seconds until the lease lapses by the database's clock (negative: lapsed)."""
+        return (self.expires_at - self.read_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
 class StatusRows:
     """Everything `status` reads from the state database, read at one moment.
 
@@ -213,6 +234,7 @@ class StatusRows:
     dead_letters: tuple[DeadLetterRow, ...] = ()
     database_bytes: int | None = None  # the file's pages (None: not read)
     rows_pruned: Mapping[str, int] = field(default_factory=dict)  # by table, ever
+    lease: LeaseRow | None = None  # PostgreSQL only: the leader lease (None: never taken)
 
 
 def watched_in(meta: Mapping[str, str]) -> list[tuple[str, str | None]] | None:

@@ -109,6 +109,19 @@ class Fence:
         return FencedError(epoch)
 
 
+# A session that stops inside a transaction (a replica paused by SIGSTOP, hung, or
+# cut off half-way) keeps the fence's share lock on the lease row, and no standby
+# can take the lease over until it is gone: the server ends such a session.
+IDLE_IN_TRANSACTION = "5s"
+
+
+def _end_stuck_transactions(db: psycopg.Connection[Any]) -> None:
+    """Pool `configure`: the server ends this session if it idles inside a transaction."""
+    db.autocommit = True
+    db.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
+    db.autocommit = False
+
+
 class PostgresBase:
     """A small pool of connections to one database, migrated at open.
 
@@ -148,6 +161,7 @@ class PostgresBase:
             open=True,
             timeout=connect_timeout * 2,
             check=ConnectionPool.check_connection,
+            configure=_end_stuck_transactions,
             name="factory-watcher-store",
         )
 

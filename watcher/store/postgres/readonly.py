@@ -22,6 +22,7 @@ from watcher.store.postgres.base import (
     moment,
     scrub,
 )
+from watcher.store.postgres.leaseview import read_lease
 from watcher.store.postgres.retention import PRUNED_KEY
 from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog, watched_in
 
@@ -92,6 +93,7 @@ class PostgresReadOnlyStore:
                 for key, value in meta.items()
                 if key.startswith(PRUNED_KEY)
             },
+            lease=read_lease(db),
         )
 
     def _targets(self) -> tuple[TargetBacklog, ...]:
