@@ -290,11 +290,12 @@ def test_logs_mask_the_url_and_the_password(tmp_path: Path) -> None:
     [
         ("", "", []),
         ("state:\n  url: postgresql://fw@db/fw\n", "", []),
+        ("state:\n  url: postgresql://fw@db/fw\n", "hook", []),
         (
-            "state:\n  url: postgresql://fw@db/fw\n",
+            "state:\n  url: postgresql://fw@db/fw\n  lease_ttl: 6s\n",
             "hook",
             [
-                "with state.url every send is cut off after lease_ttl/2 (5s), shorter than the "
+                "with state.url every send is cut off after lease_ttl/2 (3s), shorter than the "
                 "10s send timeout of target(s) 'hook': a slower answer is retried later; set "
                 "lease_ttl to 20s or more to give sends their full time"
             ],
@@ -310,7 +311,7 @@ def test_logs_mask_the_url_and_the_password(tmp_path: Path) -> None:
 def test_check_warns_about_lease_settings(
     tmp_path: Path, state: str, targets: str, expected: list[str]
 ) -> None:
-    """Sends longer than ttl/2 are cut short in HA; lease keys without url do nothing."""
+    """A lease shorter than the default cuts sends short (warned); lease keys alone do nothing."""
     text = state
     if targets:
         text += (
