@@ -114,6 +114,14 @@ class SqliteReadOnlyStore:
                 for key, value in meta.items()
                 if key.startswith(PRUNED_KEY)
             },
+            report_runs=(
+                {
+                    name: moment(at)
+                    for name, at in db.execute("SELECT name, scheduled_at FROM report_runs")
+                }
+                if "report_runs" in tables
+                else {}
+            ),
         )
 
     def _targets(self) -> tuple[TargetBacklog, ...]:
