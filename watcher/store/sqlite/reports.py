@@ -1,0 +1,95 @@
+"""What a scheduled report reads: a window's events, their baselines, sessions as they are now.
+
+The queries are plain functions of a connection so that the daemon's store
+and the read-only store (`report NAME` beside a running daemon) answer the
+same way, in one read transaction each. A stored row that cannot be decoded
+is left out (an event) or read as unknown (a state, a track), never raised:
+one bad row must not stop a report.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import datetime
+
+from watcher.core.model import Event, SessionState
+from watcher.core.report import RecordedEvent, ReportHistory, StoredSession
+from watcher.core.text import describe_error
+from watcher.store.codec import event_from_json, memory_from_json, state_from_json
+from watcher.store.sqlite.base import SqliteBase, maybe_moment, moment, seconds
+
+log = logging.getLogger("watcher.store")
+
+_WINDOW = (
+    "SELECT body, sequence, recorded_at FROM events"
+    " WHERE recorded_at > ? AND recorded_at <= ? ORDER BY recorded_at, rowid"
+)
+_BASELINE = (
+    "SELECT body, sequence FROM events WHERE session_id = ? AND recorded_at <= ?"
+    " ORDER BY recorded_at DESC, rowid DESC LIMIT 1"
+)
+_SESSIONS = (
+    "SELECT s.session_id, s.state, s.unwatched_since, m.memory,"
+    " (SELECT e.body FROM events e WHERE e.session_id = s.session_id"
+    " ORDER BY e.recorded_at DESC, e.rowid DESC LIMIT 1)"
+    " FROM sessions s LEFT JOIN rule_memory m ON m.session_id = s.session_id"
+    " ORDER BY s.session_id"
+)
+
+
+def _event(body: str, sequence: int | None) -> Event | None:
+    try:
+        return event_from_json(body, sequence)
+    except Exception as error:  # any stored text, however broken, is one bad row
+        log.warning(
+            "a stored event cannot be read (%s); reports leave it out", describe_error(error)
+        )
+        return None
+
+
+def _session(
+    session_id: str, state_text: str, unwatched: float | None, memory: str | None, last: str | None
+) -> StoredSession:
+    state: SessionState | None
+    try:
+        state = state_from_json(session_id, state_text)
+    except Exception:  # an unreadable state is reported as unknown
+        state = None
+    try:
+        track = None if memory is None else memory_from_json(memory).track
+    except Exception:  # so is an unreadable track
+        track = None
+    latest = None if last is None else _event(last, 0)
+    ref = None if latest is None else latest.session
+    return StoredSession(session_id, state, track, ref, maybe_moment(unwatched))
+
+
+def read_report_history(db: sqlite3.Connection, start: datetime, end: datetime) -> ReportHistory:
+    """`ReportContentStore.report_history` on one connection, in one read transaction."""
+    db.execute("BEGIN")
+    try:
+        events: list[RecordedEvent] = []
+        for body, sequence, recorded in db.execute(_WINDOW, (seconds(start), seconds(end))):
+            event = _event(body, sequence)
+            if event is not None:
+                events.append(RecordedEvent(event, moment(recorded)))
+        baselines: dict[str, Event] = {}
+        for sid in sorted({e.event.session.id for e in events if e.event.session is not None}):
+            row = db.execute(_BASELINE, (sid, seconds(start))).fetchone()
+            found = None if row is None else _event(row[0], row[1])
+            if found is not None:
+                baselines[sid] = found
+        sessions = tuple(_session(*row) for row in db.execute(_SESSIONS))
+    finally:
+        db.execute("COMMIT")
+    return ReportHistory(tuple(events), baselines, sessions)
+
+
+class ReportTables(SqliteBase):
+    """Reports' reads over the events, sessions and rule memory tables."""
+
+    def report_history(self, start: datetime, end: datetime) -> ReportHistory:
+        """The window's events, their sessions' baselines and every stored session now."""
+        with self._lock:
+            return read_report_history(self._db, start, end)
