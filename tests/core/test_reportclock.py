@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from watcher.config.cron import fire_times, fire_times_between
 from watcher.core.reportclock import (
     FIRST_WINDOW,
     LOOKBACK,
@@ -19,19 +21,15 @@ from watcher.core.reportclock import (
     scan_from,
     window,
 )
+from watcher.core.settings import ReportSpec
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
 
 
-@dataclass(frozen=True, slots=True)
-class Spec:
-    """The fields of a report the decision reads."""
-
-    name: str = "daily"
-    timezone: str = "UTC"
-    window: timedelta | None = None
-    misfire_grace: timedelta = H
+def Spec(**changes: Any) -> ReportSpec:  # noqa: N802 (reads as the value it builds)
+    """A daily 09:00 UTC report with `changes`."""
+    return replace(ReportSpec(name="daily", schedule="0 9 * * *"), **changes)
 
 
 def utc(text: str) -> datetime:
@@ -162,7 +160,7 @@ def test_a_skip_says_how_many_times_were_missed_and_how_late() -> None:
         (Spec(), None, "2026-12-01 09:00", "2026-11-30 09:00"),
     ],
 )
-def test_the_window_of_a_run(spec: Spec, last: str | None, at: str, start: str) -> None:
+def test_the_window_of_a_run(spec: ReportSpec, last: str | None, at: str, start: str) -> None:
     """[T - window, T], or since_last [last run, T] (never ran: T - 24h)."""
     assert window(spec, None if last is None else utc(last), utc(at)) == (utc(start), utc(at))
 
@@ -221,3 +219,82 @@ def test_a_time_is_new_only_after_the_last_run_on_the_wall_clock_too(
 ) -> None:
     """The second 02:30 of a fall-back night is not a new scheduled time."""
     assert is_new(utc(at), utc(after), ZoneInfo(zone)) is new
+
+
+def walk(spec: ReportSpec, start: datetime, end: datetime, step: timedelta) -> list[datetime]:
+    """The scheduled times `spec` runs for when looked at every `step` and at each fire time.
+
+    What the report part does, without its I/O: the calendar's due times since the
+    last run, a decision, and the run recorded as the new last run.
+    """
+    looks = {start + n * step for n in range(int((end - start) / step) + 1)}
+    looks |= set(fire_times_between(spec, start, end, 1000))
+    last: datetime | None = None
+    runs: list[datetime] = []
+    for now in sorted(looks):
+        due = fire_times_between(spec, scan_from(last, None, now, spec.misfire_grace), now, 100)
+        nxt = fire_times(spec, now, 1)
+        decision = decide(spec, last_run=last, due=due, now=now, next_fire=nxt[0] if nxt else None)
+        assert not isinstance(decision, Skip), decision
+        if isinstance(decision, Run):
+            runs.append(decision.scheduled_at)
+            last = decision.scheduled_at
+    return runs
+
+
+DST = {
+    # Berlin springs forward at 02:00 CET (01:00 UTC): 02:30 does not exist; it runs at
+    # the change (03:00 CEST), once.
+    "Berlin, spring forward": (
+        "Europe/Berlin",
+        "2026-03-27 23:00",
+        ("2026-03-28 01:30", "2026-03-29 01:00", "2026-03-30 00:30"),
+    ),
+    # Berlin falls back at 03:00 CEST (01:00 UTC): 02:30 happens twice; it runs once,
+    # at the first (CEST).
+    "Berlin, fall back": (
+        "Europe/Berlin",
+        "2026-10-23 23:00",
+        ("2026-10-24 00:30", "2026-10-25 00:30", "2026-10-26 01:30"),
+    ),
+    # New York springs forward at 02:00 EST (07:00 UTC): 02:30 runs at the change.
+    "New York, spring forward": (
+        "America/New_York",
+        "2026-03-07 05:00",
+        ("2026-03-07 07:30", "2026-03-08 07:00", "2026-03-09 06:30"),
+    ),
+    # New York falls back at 02:00 EDT to 01:00 EST: 02:30 happens once (EST).
+    "New York, fall back": (
+        "America/New_York",
+        "2026-10-31 05:00",
+        ("2026-10-31 06:30", "2026-11-01 07:30", "2026-11-02 07:30"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("zone", "start", "expected"), DST.values(), ids=DST.keys())
+def test_a_0230_daily_report_runs_once_a_day_across_dst_changes(
+    zone: str, start: str, expected: tuple[str, ...]
+) -> None:
+    """Once each day: never twice on the fall-back night, never skipped on spring-forward."""
+    spec = Spec(schedule="30 2 * * *", timezone=zone)
+    first = utc(start)
+    runs = walk(spec, first, first + timedelta(days=2, hours=23), timedelta(minutes=10))
+    assert runs == list(times(*expected))
+
+
+def test_a_0130_report_runs_once_in_new_yorks_repeated_hour() -> None:
+    """01:30 happens twice in New York on 1 Nov 2026 (EDT, then EST); it runs at the first."""
+    spec = Spec(schedule="30 1 * * *", timezone="America/New_York")
+    first = utc("2026-10-31 04:00")
+    runs = walk(spec, first, first + timedelta(days=2, hours=3), timedelta(minutes=5))
+    assert runs == list(times("2026-10-31 05:30", "2026-11-01 05:30", "2026-11-02 06:30"))
+
+
+def test_a_half_hourly_report_runs_each_wall_time_once_in_a_fall_back_night() -> None:
+    """Every 30 minutes in Berlin on 25 Oct 2026: the repeated hour adds no runs."""
+    spec = Spec(schedule="*/30 * * * *", timezone="Europe/Berlin")
+    runs = walk(spec, utc("2026-10-24 23:10"), utc("2026-10-25 02:40"), timedelta(minutes=5))
+    local = [r.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") for r in runs]
+    assert local == ["01:30", "02:00", "02:30", "03:00", "03:30", "04:00"][: len(local)]
+    assert len(local) == len(set(local)) == 6

@@ -11,11 +11,11 @@ this module takes the scheduled times it found and decides, as a pure function:
 - wait until the next scheduled time otherwise.
 
 A scheduled time is due only when it is later than the last run both as an
-instant and on the report's wall clock. The second condition is classic cron
-semantics at a DST fall-back: APScheduler names 02:30 twice on that night (once
-per UTC offset), but a 02:30 report runs once. At a spring-forward, APScheduler
-moves a time that does not exist (02:30) one hour on (03:30 local): it runs
-then, once, and is never skipped.
+instant and on the report's wall clock. The calendar already places each wall
+time once (`watcher.config.cron`: a time a fall-back repeats fires at its first
+occurrence, a time a spring-forward skips fires at the change, as cron does);
+the wall-clock condition keeps that true whatever instants the calendar hands
+over, so a 02:30 report never runs twice in a fall-back night.
 
 The window a run covers is [T - window, T], or for `since_last` [last run, T];
 a report that never ran covers the 24 hours before T.
@@ -26,37 +26,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 from zoneinfo import ZoneInfo
+
+from watcher.core.settings import ReportSpec
 
 FIRST_WINDOW = timedelta(hours=24)  # since_last for a report that never ran
 # How far back a report that ran long ago is looked at for missed times: older ones
 # are past any sensible grace, and a minutely report down for a year is not walked.
 LOOKBACK = timedelta(days=7)
-
-
-class Schedule(Protocol):
-    """What the decision reads of a report (`watcher.core.settings.ReportSpec`)."""
-
-    @property
-    def name(self) -> str:
-        """The report's unique name."""
-        ...
-
-    @property
-    def timezone(self) -> str:
-        """The IANA zone its cron expression is read in."""
-        ...
-
-    @property
-    def window(self) -> timedelta | None:
-        """The span a run covers; None: since the last run."""
-        ...
-
-    @property
-    def misfire_grace(self) -> timedelta:
-        """How late a scheduled time may still be run."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +91,7 @@ def is_new(at: datetime, after: datetime | None, zone: ZoneInfo) -> bool:
     return at > after and wall > after.astimezone(zone).replace(tzinfo=None)
 
 
-def window(spec: Schedule, last_run: datetime | None, at: datetime) -> tuple[datetime, datetime]:
+def window(spec: ReportSpec, last_run: datetime | None, at: datetime) -> tuple[datetime, datetime]:
     """The span the run for `at` covers: [at - window, at], or since the last run."""
     if spec.window is not None:
         return at - spec.window, at
@@ -124,7 +101,7 @@ def window(spec: Schedule, last_run: datetime | None, at: datetime) -> tuple[dat
 
 
 def decide(
-    spec: Schedule,
+    spec: ReportSpec,
     *,
     last_run: datetime | None,
     due: Sequence[datetime],
