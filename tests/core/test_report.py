@@ -137,8 +137,8 @@ CASES: list[tuple[Script, dict[str, list[str]], list[tuple[str, str, float]]]] =
         completed_still_busy,
         {"started": ["a"], "completed": ["a"], "stuck": ["a"]},
         [
-            ("a", "completed", 50),
             ("a", "running", 1380),
+            ("a", "completed", 50),
         ],
     ),
 ]
