@@ -29,8 +29,13 @@ _BASELINE = (
     "SELECT body, sequence FROM events WHERE session_id = ? AND recorded_at <= ?"
     " ORDER BY recorded_at DESC, rowid DESC LIMIT 1"
 )
+_RUN_START = (
+    "SELECT occurred_at FROM events WHERE session_id = ? AND recorded_at <= ?"
+    " AND type = 'session.status_changed' AND json_extract(body, '$.data.to') = 'running'"
+    " ORDER BY recorded_at DESC, rowid DESC LIMIT 1"
+)
 _SESSIONS = (
-    "SELECT s.session_id, s.state, s.unwatched_since, m.memory,"
+    "SELECT s.session_id, s.state, s.unwatched_since, s.stored_at, m.memory,"
     " (SELECT e.body FROM events e WHERE e.session_id = s.session_id"
     " ORDER BY e.recorded_at DESC, e.rowid DESC LIMIT 1)"
     " FROM sessions s LEFT JOIN rule_memory m ON m.session_id = s.session_id"
@@ -49,7 +54,12 @@ def _event(body: str, sequence: int | None) -> Event | None:
 
 
 def _session(
-    session_id: str, state_text: str, unwatched: float | None, memory: str | None, last: str | None
+    session_id: str,
+    state_text: str,
+    unwatched: float | None,
+    stored: float,
+    memory: str | None,
+    last: str | None,
 ) -> StoredSession:
     state: SessionState | None
     try:
@@ -62,7 +72,7 @@ def _session(
         track = None
     latest = None if last is None else _event(last, 0)
     ref = None if latest is None else latest.session
-    return StoredSession(session_id, state, track, ref, maybe_moment(unwatched))
+    return StoredSession(session_id, state, track, ref, maybe_moment(unwatched), moment(stored))
 
 
 def read_report_history(db: sqlite3.Connection, start: datetime, end: datetime) -> ReportHistory:
@@ -74,16 +84,24 @@ def read_report_history(db: sqlite3.Connection, start: datetime, end: datetime) 
             event = _event(body, sequence)
             if event is not None:
                 events.append(RecordedEvent(event, moment(recorded)))
+        sessions = tuple(_session(*row) for row in db.execute(_SESSIONS).fetchall())
+        involved = {e.event.session.id for e in events if e.event.session is not None}
+        involved |= {
+            s.session_id for s in sessions if s.stored_at is not None and start < s.stored_at <= end
+        }
         baselines: dict[str, Event] = {}
-        for sid in sorted({e.event.session.id for e in events if e.event.session is not None}):
+        run_starts: dict[str, datetime] = {}
+        for sid in sorted(involved):
             row = db.execute(_BASELINE, (sid, seconds(start))).fetchone()
             found = None if row is None else _event(row[0], row[1])
             if found is not None:
                 baselines[sid] = found
-        sessions = tuple(_session(*row) for row in db.execute(_SESSIONS))
+            began = db.execute(_RUN_START, (sid, seconds(start))).fetchone()
+            if began is not None:
+                run_starts[sid] = moment(began[0])
     finally:
         db.execute("COMMIT")
-    return ReportHistory(tuple(events), baselines, sessions)
+    return ReportHistory(tuple(events), baselines, run_starts, sessions)
 
 
 class ReportTables(SqliteBase):
