@@ -84,6 +84,7 @@ class ReportPart:
                     spec.schedule,
                     spec.timezone,
                 )
+                self._announce(spec)
         for name in set(self._schedules) - set(reports):
             log.info("report %s: removed", name)
             self._floors.pop(name, None)
@@ -96,12 +97,7 @@ class ReportPart:
         """Look at the reports at each scheduled time (and on reload) until the run stops."""
         self._poke = anyio.Event()
         for spec in self.live.settings.reports:
-            upcoming = fire_times(spec, self.clock(), 1)
-            log.info(
-                "report %s: next run %s",
-                spec.name,
-                upcoming[0].isoformat() if upcoming else "never",
-            )
+            self._announce(spec)
         while not self.live.stopping:
             try:
                 until = await self.turn()
@@ -118,6 +114,16 @@ class ReportPart:
                 delay = min(max((until - self.clock()).total_seconds(), MIN_SLEEP), MAX_SLEEP)
             if not await self.live.unless_stopping(partial(self._sleep, delay)):
                 return
+
+    def _announce(self, spec: ReportSpec) -> None:
+        """Log when `spec` runs next (a calendar that cannot say is logged, never raised)."""
+        try:
+            upcoming = fire_times(spec, self.clock(), 1)
+        except Exception as error:  # checked at load; a bug here must not end the run
+            log.warning("report %s: no next run: %s", spec.name, describe_error(error))
+            return
+        when = upcoming[0].isoformat() if upcoming else "never"
+        log.info("report %s: next run %s", spec.name, when, extra=context(report=spec.name))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep `seconds`, or less if a reload pokes the loop."""
