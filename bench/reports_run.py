@@ -6,8 +6,8 @@ about three minutes against the simulator, a signed webhook receiver (target
 process. A driver thread plays a working day of agent sessions, compressed:
 sessions (created before the daemon starts) start runs, finish them or are
 interrupted, start again, and some are archived or deleted, each step a few
-poll intervals after the last so the daemon sees every one. One report, `minutely` (`* * * * *`, since_last), goes
-to both targets.
+poll intervals after the last so the daemon sees every one. One report,
+`minutely` (`* * * * *`, since_last), goes to both targets.
 
 What is checked, and printed:
 
