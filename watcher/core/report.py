@@ -73,6 +73,15 @@ class ReportHistory:
     sessions: tuple[StoredSession, ...] = ()
 
 
+# The `rule` of a report's outbox rows, and the prefix of its lane (`report:NAME`).
+REPORT_RULE_PREFIX = "report:"
+
+
+def report_rule(name: str) -> str:
+    """The rule name (and outbox lane) a report's notifications carry: `report:NAME`."""
+    return REPORT_RULE_PREFIX + name
+
+
 # Sessions listed per kind in the document; its counts say how many there are in all.
 MAX_LISTED = 100
 TOP = 5  # the longest runs, the sessions that used the most credits
@@ -208,6 +217,7 @@ def _walk(
         batches.setdefault((session.id, recorded.recorded_at), []).append(recorded.event)
     for (sid, at), batch in batches.items():
         tally = tallies.setdefault(sid, _Tally(batch[-1].session or SessionRef(id=sid)))
+        tally.ref = batch[-1].session or tally.ref  # the latest name, labels and status
         for event in batch:
             counters = _counters_of(event.session)
             if counters is not None:
@@ -392,7 +402,8 @@ def _ongoing(stored: StoredSession, end: datetime) -> _Run | None:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
+    """RFC 3339 in UTC ending in Z, as every time in a webhook body."""
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _listing(
@@ -524,7 +535,7 @@ def _totals(uses: Iterable[_Use]) -> dict[str, Any]:
     keys = ("input", "output", "cache", "thinking", "total")
     return {
         "active_s": _amount(round(active, 3)),
-        "tokens": {k: _amount(tokens[k]) for k in keys} if tokens else {},
+        "tokens": {k: _amount(tokens[k]) for k in keys},
         "credits": None if credits is None else _amount(credits),
     }
 
