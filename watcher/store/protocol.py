@@ -262,6 +262,16 @@ class ReportStore(ReportContentStore, ReportRunStore, Protocol):
     """Scheduled reports: their content and their runs."""
 
 
+class ReportReader(ReportContentStore, Protocol):
+    """What `report NAME` reads, from a database a daemon may be writing."""
+
+    def report_runs(self) -> dict[str, datetime]:
+        """The scheduled time of each report's last recorded run, by report name."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class IntakeStore(SessionStore, EventStore, RuleStore, Protocol):
     """What intake reads and records: a poll's or a timer tick's states, events and rules."""
 

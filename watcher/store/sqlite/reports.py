@@ -104,6 +104,19 @@ def read_report_history(db: sqlite3.Connection, start: datetime, end: datetime) 
     return ReportHistory(tuple(events), baselines, run_starts, sessions)
 
 
+def read_report_runs(db: sqlite3.Connection) -> dict[str, datetime]:
+    """The scheduled time of each report's last run, from the `report_runs` table when the
+    database has one (a database no build with scheduled reports opened has none).
+    """
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'report_runs'"
+    ).fetchone()
+    if found is None:
+        return {}
+    rows = db.execute("SELECT name, scheduled_at FROM report_runs").fetchall()
+    return {name: moment(at) for name, at in rows}
+
+
 class ReportTables(SqliteBase):
     """Reports' reads over the events, sessions and rule memory tables."""
 
