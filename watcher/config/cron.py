@@ -25,11 +25,13 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
-
 from watcher.core.settings import ReportSpec
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 # How far ahead a calendar is searched before it is said never to fire (29 February
 # on a Monday recurs within 28 years).
@@ -153,6 +155,9 @@ def parse_calendar(expression: str, timezone: str) -> Calendar:
         shapes = [(day, "*"), ("*", weekday)]
     else:
         shapes = [(day, weekday)]
+    # Imported here: a config without reports (and `--help`) need not load APScheduler.
+    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
+
     triggers = tuple(
         CronTrigger(minute=minute, hour=hour, day=d, month=month, day_of_week=w, timezone=UTC)
         for d, w in shapes

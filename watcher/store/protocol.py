@@ -36,7 +36,7 @@ from watcher.store.rows import (
 )
 
 if TYPE_CHECKING:
-    from watcher.core.report import ReportHistory
+    from watcher.core.reporthistory import ReportHistory
     from watcher.core.rules import Route
     from watcher.core.rulestate import Evaluation, Mute, MuteKind, SessionMemory
 

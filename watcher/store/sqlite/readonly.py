@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from watcher.core.report import ReportHistory
+from watcher.core.reporthistory import ReportHistory
 from watcher.store.errors import StoreError
 from watcher.store.migrations import STATUS_CHANGES
 from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog, watched_in

@@ -14,7 +14,7 @@ import sqlite3
 from datetime import datetime
 
 from watcher.core.model import Event, SessionState
-from watcher.core.report import RecordedEvent, ReportHistory, StoredSession
+from watcher.core.reporthistory import RecordedEvent, ReportHistory, StoredSession
 from watcher.core.text import describe_error
 from watcher.store.codec import event_from_json, memory_from_json, state_from_json
 from watcher.store.sqlite.base import SqliteBase, maybe_moment, moment, seconds
