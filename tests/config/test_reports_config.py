@@ -256,3 +256,26 @@ def test_a_monthly_since_last_report_is_warned_with_short_retention(tmp_path: Pa
     settings = load_settings(write(tmp_path, text), env={})
     [warning] = report_retention_warnings(settings, datetime(2026, 12, 5, tzinfo=UTC))
     assert warning.startswith("report 'monthly' looks back 31d (since_last), longer than")
+
+
+def test_the_example_file_has_a_report() -> None:
+    """config.example.yaml shows a working report with every key commented."""
+    example = Path(__file__).resolve().parents[2] / "config.example.yaml"
+    env = {
+        "FACTORY_API_KEY": "fk-test-0123456789",
+        "SLACK_BOT_TOKEN": "xoxb-test-1",
+        "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/abc",
+        "WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    }
+    [spec] = load_settings(example, env=env).reports
+    assert (spec.name, spec.schedule, spec.timezone, spec.group_by) == (
+        "daily",
+        "0 9 * * mon-fri",
+        "Europe/Berlin",
+        "team",
+    )
+    text = example.read_text()
+    for key in ("schedule", "timezone", "window", "group_by", "skip_empty", "misfire_grace"):
+        assert any(
+            line.lstrip("#- ").startswith(f"{key}:") and "#" in line for line in text.splitlines()
+        ), key
