@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from tests.core.reportsim import END, URL, History
@@ -16,7 +17,17 @@ from watcher.core.reportview import (
     LISTED_PER_SECTION,
     report_text,
 )
-from watcher.core.settings import ReportSpec, TargetKind
+from watcher.core.secret import Secret
+from watcher.core.settings import (
+    FactorySettings,
+    ReportSpec,
+    Settings,
+    SlackTemplate,
+    SlackWebhookTarget,
+    TargetKind,
+    WebhookTarget,
+)
+from watcher.core.template import template_for
 
 HOSTILE = "<!channel> & <@U1>"
 SPEC = ReportSpec("daily", "0 9 * * *", "Europe/Berlin")
@@ -149,3 +160,23 @@ def test_plain_text_lists_everything_with_links() -> None:
     assert lines[1].startswith("Window: ")
     assert "Finished (12):" in lines
     assert f"  - task-s011 ({URL.replace('{id}', 's011')})" in lines
+
+
+def test_a_reports_own_template_is_picked_by_its_rows_rule_name() -> None:
+    """`report:NAME` (or the bare name) picks the report's template for a target of its
+    kind; a target's own default template is never used for a report."""
+    mine = SlackTemplate(text="{{ data.report }}")
+    slack = SlackWebhookTarget(
+        "ops", Secret("https://hooks.slack.com/x"), template=SlackTemplate("t")
+    )
+    hook = WebhookTarget("ci", "https://example.invalid/x")
+    settings = Settings(
+        factory=FactorySettings(api_key=Secret("fk-x")),
+        state_path=Path("state.db"),
+        targets={"ops": slack, "ci": hook},
+        reports=(ReportSpec("daily", "0 9 * * *", notify=("ops",), template=mine),),
+    )
+    assert template_for(settings, slack, "report:daily", EventType.REPORT) == mine
+    assert template_for(settings, slack, "daily", EventType.REPORT) == mine
+    assert template_for(settings, hook, "report:daily", EventType.REPORT) is None
+    assert template_for(settings, slack, "report:other", EventType.REPORT) is None

@@ -323,9 +323,9 @@ def render_template(
 
 
 def report_named(settings: Settings, rule_name: str) -> ReportSpec | None:
-    """The report whose outbox rows carry `rule_name` (`report_rule`), if there is one."""
-    if not rule_name.startswith(REPORT_RULE_PREFIX):
-        return None
+    """The report whose outbox rows carry `rule_name`: `report:NAME` (`report_rule`), or
+    the bare name.
+    """
     name = rule_name.removeprefix(REPORT_RULE_PREFIX)
     return next((r for r in settings.reports if r.name == name), None)
 
