@@ -137,7 +137,7 @@ def test_fire_times_between_in_a_zone_counts_a_repeated_time_once() -> None:
 
 
 BAD = [
-    ("0 25 * * *", "UTC", "'0 25 * * *' is not a cron expression: hour 25 out of range 0-23"),
+    ("0 25 * * *", "UTC", '"0 25 * * *" is not a cron expression: hour 25 out of range 0-23'),
     ("60 * * * *", "UTC", "minute 60 out of range 0-59"),
     ("0 9 * *", "UTC", "4 fields, expected 5"),
     ("0 9 * * mon-fry", "UTC", "day of week 'fry' is not a number or a name"),
@@ -146,7 +146,7 @@ BAD = [
     ("0 9 L * *", "UTC", "day of month 'L' is not a number"),
     ("0 9 1 13 *", "UTC", "month 13 out of range 1-12"),
     ("0 9 31 2 *", "UTC", "never fires"),
-    ("0 9 * * *", "Europe/Berlín", "'Europe/Berlín' is not an IANA timezone"),
+    ("0 9 * * *", "Europe/Berlín", '"Europe/Berlín" is not an IANA timezone'),
     ("0 9 * * *", "../etc/passwd", "is not an IANA timezone"),
     ("0 9 * * *", "", "is not an IANA timezone"),
 ]

@@ -38,10 +38,15 @@ def usage(credits: float, tokens: float = 0) -> TokenUsage:
 class History:
     """Sessions polled in order; the store holds what the watcher would have stored."""
 
-    def __init__(self, store: Store | None = None) -> None:
+    def __init__(self, store: Store | None = None, base: datetime = W0) -> None:
         self.store: Store = store or SqliteStore(":memory:")
+        self.base = base  # minute 0
         self.snaps: dict[str, Snapshot] = {}
         self.labels: dict[str, dict[str, str]] = {}
+
+    def at(self, minutes: float) -> datetime:
+        """`minutes` after this history's minute 0."""
+        return self.base + timedelta(minutes=minutes)
 
     def watched(self, sid: str) -> WatchedSession:
         """The config entry of `sid`."""
@@ -53,10 +58,10 @@ class History:
         `created` (minutes) sets when a new session was created (default: the poll);
         `completed` (minutes) its completedAt; `credits`/`tokens` its usage.
         """
-        now = at(minute)
+        now = self.at(minute)
         created = changes.pop("created", None)
         if "completed" in changes:
-            changes["completed_at"] = at(changes.pop("completed"))
+            changes["completed_at"] = self.at(changes.pop("completed"))
         if "credits" in changes:
             changes["token_usage"] = usage(changes.pop("credits"), changes.pop("tokens", 0))
         if status is not None:
@@ -65,7 +70,7 @@ class History:
             session_id=sid,
             status="idle",
             message_count=0,
-            created_at=now if created is None else at(created),
+            created_at=now if created is None else self.at(created),
             updated_at=now,
             title=f"Task {sid}",
         )
@@ -75,11 +80,11 @@ class History:
 
     def gone(self, minute: float, sid: str) -> None:
         """A poll of `sid` at `minute` answered 404."""
-        apply_poll(self.store, (), URL, self.watched(sid), NotFound(), at(minute))
+        apply_poll(self.store, (), URL, self.watched(sid), NotFound(), self.at(minute))
 
     def watch(self, minute: float, *sids: str) -> None:
         """From `minute` on, only `sids` are watched."""
-        self.store.note_watched(sids, at(minute))
+        self.store.note_watched(sids, self.at(minute))
 
     def report(
         self,

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.core.reportsim import END, START, URL, History, at
-from watcher.core.model import EventType
-from watcher.core.report import HAPPENED, KINDS, ReportHistory, build_report, report_event
+from tests.webhook_schema import schema_problems
+from watcher.core.model import Event, EventType, SessionRef
+from watcher.core.render import render_webhook
+from watcher.core.report import (
+    HAPPENED,
+    KINDS,
+    RecordedEvent,
+    ReportHistory,
+    build_report,
+    report_event,
+)
 from watcher.core.settings import ReportSpec
 
 Script = Callable[[History], None]
@@ -332,3 +345,38 @@ def test_report_event_has_a_stable_id_and_carries_the_document() -> None:
     assert event.occurred_at == END
     assert event.data == report.document
     assert report_event(spec, h.report(spec, now=END + timedelta(minutes=5)), END).id == event.id
+
+
+json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+odd_data = st.dictionaries(
+    st.sampled_from(["from", "to", "run", "completed_at", "added", "x"]),
+    json_leaf | st.dictionaries(st.sampled_from(["started_at", "duration_s"]), json_leaf),
+    max_size=4,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(sorted(EventType)), min_size=1, max_size=8),
+    data=st.lists(odd_data, min_size=8, max_size=8),
+    statuses=st.lists(st.sampled_from(["idle", "running", "pending", "", "weird"]), min_size=8),
+)
+def test_any_stored_events_make_a_report_with_a_valid_body(
+    kinds: list[EventType], data: list[dict[str, Any]], statuses: list[str]
+) -> None:
+    """Whatever the stored events say, a report is made and its webhook body is valid."""
+    recorded = []
+    for n, kind in enumerate(kinds):
+        ref = SessionRef(id=f"s{n % 3}", status=statuses[n], url=f"https://x/{n % 3}")
+        event = Event(f"e{n}", kind, at(100 + n), ref if n % 4 else None, data[n])
+        recorded.append(RecordedEvent(event, at(100 + n)))
+    history = ReportHistory(events=tuple(recorded), run_starts={"s1": at(-5)})
+    report = build_report(
+        ReportSpec("r", "0 9 * * *", group_by="team"), history, START, END, END, URL
+    )
+    body = json.loads(
+        render_webhook(
+            replace(report_event(ReportSpec("r", "0 9 * * *"), report, END), sequence=1), "report:r"
+        ).body
+    )
+    assert schema_problems(body) == []

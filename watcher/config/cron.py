@@ -25,11 +25,13 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
-
 from watcher.core.settings import ReportSpec
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 # How far ahead a calendar is searched before it is said never to fire (29 February
 # on a Monday recurs within 28 years).
@@ -80,12 +82,12 @@ def _value(field: _Field, text: str, expr: str) -> int:
     if not text.isdigit():
         allowed = f" or a name ({field.names[0]}…{field.names[-1]})" if field.names else ""
         raise CronError(
-            f"{expr!r} is not a cron expression: {field.name} {text!r} is not a number{allowed}"
+            f'"{expr}" is not a cron expression: {field.name} {text!r} is not a number{allowed}'
         )
     number = int(text)
     if not field.low <= number <= field.high:
         raise CronError(
-            f"{expr!r} is not a cron expression: {field.name} {number} out of range"
+            f'"{expr}" is not a cron expression: {field.name} {number} out of range'
             f" {field.low}-{field.high}"
         )
     return number
@@ -101,13 +103,13 @@ def _field_values(field: _Field, text: str, expr: str) -> set[int]:
         match = _ITEM.match(item)
         if match is None:
             raise CronError(
-                f"{expr!r} is not a cron expression: {field.name} {item!r} is not"
+                f'"{expr}" is not a cron expression: {field.name} {item!r} is not'
                 " `*`, a value, a range `a-b`, or one of those with a step `/n`"
             )
         part, step_text = match["range"], match["step"]
         step = 1 if step_text is None else int(step_text)
         if step == 0:
-            raise CronError(f"{expr!r} is not a cron expression: {field.name} step 0")
+            raise CronError(f'"{expr}" is not a cron expression: {field.name} step 0')
         if part == "*":
             low, high = field.low, field.high
         elif "-" in part:
@@ -115,7 +117,7 @@ def _field_values(field: _Field, text: str, expr: str) -> set[int]:
             low, high = _value(field, a, expr), _value(field, b, expr)
             if low > high:
                 raise CronError(
-                    f"{expr!r} is not a cron expression: {field.name} range {part!r} runs backwards"
+                    f'"{expr}" is not a cron expression: {field.name} range {part!r} runs backwards'
                 )
         else:
             low = _value(field, part, expr)
@@ -140,7 +142,7 @@ def parse_calendar(expression: str, timezone: str) -> Calendar:
     parts = expression.split()
     if len(parts) != len(_FIELDS):
         raise CronError(
-            f"{expression!r} is not a cron expression: {len(parts)} fields, expected 5"
+            f'"{expression}" is not a cron expression: {len(parts)} fields, expected 5'
             " (minute hour day-of-month month day-of-week)"
         )
     fields = [
@@ -153,6 +155,9 @@ def parse_calendar(expression: str, timezone: str) -> Calendar:
         shapes = [(day, "*"), ("*", weekday)]
     else:
         shapes = [(day, weekday)]
+    # Imported here: a config without reports (and `--help`) need not load APScheduler.
+    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
+
     triggers = tuple(
         CronTrigger(minute=minute, hour=hour, day=d, month=month, day_of_week=w, timezone=UTC)
         for d, w in shapes
@@ -163,7 +168,7 @@ def parse_calendar(expression: str, timezone: str) -> Calendar:
         _next_wall(calendar, probe.replace(tzinfo=None), probe.replace(tzinfo=None) + HORIZON)
         is None
     ):
-        raise CronError(f"{expression!r} never fires: no date matches it")
+        raise CronError(f'"{expression}" never fires: no date matches it')
     return calendar
 
 
@@ -172,9 +177,7 @@ def parse_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as error:
-        raise CronError(
-            f"{name!r} is not an IANA timezone (like 'UTC', 'Europe/Berlin')"
-        ) from error
+        raise CronError(f'"{name}" is not an IANA timezone (like UTC or Europe/Berlin)') from error
 
 
 def _next_wall(calendar: Calendar, after: datetime, until: datetime) -> datetime | None:

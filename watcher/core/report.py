@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from watcher.core.lifecycle import Track, condition_since
+from watcher.core.lifecycle import condition_since
 from watcher.core.model import (
     Event,
     EventType,
@@ -23,54 +23,34 @@ from watcher.core.model import (
     JSONValue,
     KnownStatus,
     SessionRef,
-    SessionState,
     Snapshot,
     TokenUsage,
 )
+from watcher.core.reporthistory import RecordedEvent, ReportHistory, StoredSession
 from watcher.core.rules import judge_session
 from watcher.core.settings import ReportSpec, Rule
 
+__all__ = [
+    "HAPPENED",
+    "KINDS",
+    "NOW",
+    "REPORT_RULE_PREFIX",
+    "RecordedEvent",
+    "Report",
+    "ReportHistory",
+    "StoredSession",
+    "build_report",
+    "report_event",
+    "report_rule",
+]
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
-    """A stored event with the time the watcher recorded it (its poll's commit)."""
-
-    event: Event
-    recorded_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class StoredSession:
-    """A session as the store holds it now.
-
-    `state` is None when its stored row cannot be read; `ref` is the session as
-    its latest stored event described it (name, labels, link), None without one.
-    """
-
-    session_id: str
-    state: SessionState | None
-    track: Track | None = None
-    ref: SessionRef | None = None
-    unwatched_since: datetime | None = None
-    stored_at: datetime | None = None
+# The `rule` of a report's outbox rows, and the prefix of its lane (`report:NAME`).
+REPORT_RULE_PREFIX = "report:"
 
 
-@dataclass(frozen=True, slots=True)
-class ReportHistory:
-    """What a report's window needs from the store (`ReportContentStore.report_history`).
-
-    `events`: those recorded in `start < recorded_at <= end`, in the order
-    recorded. For each session with events in the window or its state stored
-    in it: `baselines`, its latest event recorded at or before `start` (its
-    counters then), and `run_starts`, when its latest run that began at or
-    before `start` began (a run spanning the window's start).
-    `sessions`: every stored session's current state.
-    """
-
-    events: tuple[RecordedEvent, ...] = ()
-    baselines: Mapping[str, Event] = field(default_factory=dict)
-    run_starts: Mapping[str, datetime] = field(default_factory=dict)
-    sessions: tuple[StoredSession, ...] = ()
+def report_rule(name: str) -> str:
+    """The rule name (and outbox lane) a report's notifications carry: `report:NAME`."""
+    return REPORT_RULE_PREFIX + name
 
 
 # Sessions listed per kind in the document; its counts say how many there are in all.
@@ -208,6 +188,7 @@ def _walk(
         batches.setdefault((session.id, recorded.recorded_at), []).append(recorded.event)
     for (sid, at), batch in batches.items():
         tally = tallies.setdefault(sid, _Tally(batch[-1].session or SessionRef(id=sid)))
+        tally.ref = batch[-1].session or tally.ref  # the latest name, labels and status
         for event in batch:
             counters = _counters_of(event.session)
             if counters is not None:
@@ -392,7 +373,8 @@ def _ongoing(stored: StoredSession, end: datetime) -> _Run | None:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
+    """RFC 3339 in UTC ending in Z, as every time in a webhook body."""
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _listing(
@@ -524,7 +506,7 @@ def _totals(uses: Iterable[_Use]) -> dict[str, Any]:
     keys = ("input", "output", "cache", "thinking", "total")
     return {
         "active_s": _amount(round(active, 3)),
-        "tokens": {k: _amount(tokens[k]) for k in keys} if tokens else {},
+        "tokens": {k: _amount(tokens[k]) for k in keys},
         "credits": None if credits is None else _amount(credits),
     }
 

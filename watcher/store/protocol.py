@@ -36,7 +36,7 @@ from watcher.store.rows import (
 )
 
 if TYPE_CHECKING:
-    from watcher.core.report import ReportHistory
+    from watcher.core.reporthistory import ReportHistory
     from watcher.core.rules import Route
     from watcher.core.rulestate import Evaluation, Mute, MuteKind, SessionMemory
 
@@ -260,6 +260,16 @@ class ReportRunStore(Protocol):
 
 class ReportStore(ReportContentStore, ReportRunStore, Protocol):
     """Scheduled reports: their content and their runs."""
+
+
+class ReportReader(ReportContentStore, Protocol):
+    """What `report NAME` reads, from a database a daemon may be writing."""
+
+    def report_runs(self) -> dict[str, datetime]:
+        """The scheduled time of each report's last recorded run, by report name."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class IntakeStore(SessionStore, EventStore, RuleStore, Protocol):

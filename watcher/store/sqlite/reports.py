@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime
 
 from watcher.core.model import Event, SessionState
-from watcher.core.report import RecordedEvent, ReportHistory, StoredSession
+from watcher.core.reporthistory import RecordedEvent, ReportHistory, StoredSession
 from watcher.core.text import describe_error
 from watcher.store.codec import event_from_json, memory_from_json, state_from_json
 from watcher.store.sqlite.base import SqliteBase, maybe_moment, moment, seconds
@@ -22,7 +23,7 @@ from watcher.store.sqlite.base import SqliteBase, maybe_moment, moment, seconds
 log = logging.getLogger("watcher.store")
 
 _WINDOW = (
-    "SELECT body, sequence, recorded_at FROM events"
+    "SELECT body, sequence, recorded_at, session_id FROM events"
     " WHERE recorded_at > ? AND recorded_at <= ? ORDER BY recorded_at, rowid"
 )
 _BASELINE = (
@@ -75,33 +76,72 @@ def _session(
     return StoredSession(session_id, state, track, ref, maybe_moment(unwatched), moment(stored))
 
 
-def read_report_history(db: sqlite3.Connection, start: datetime, end: datetime) -> ReportHistory:
-    """`ReportContentStore.report_history` on one connection, in one read transaction."""
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """What the read transaction fetched, still as stored (decoded after the lock)."""
+
+    events: list[tuple[str, int | None, float]]
+    sessions: list[tuple[str, str, float | None, float, str | None, str | None]]
+    baselines: dict[str, tuple[str, int | None]]
+    run_starts: dict[str, float]
+
+
+def fetch_report_rows(db: sqlite3.Connection, start: datetime, end: datetime) -> _Rows:
+    """The rows a report of `(start, end]` needs, in one read transaction, undecoded."""
+    low, high = seconds(start), seconds(end)
     db.execute("BEGIN")
     try:
-        events: list[RecordedEvent] = []
-        for body, sequence, recorded in db.execute(_WINDOW, (seconds(start), seconds(end))):
-            event = _event(body, sequence)
-            if event is not None:
-                events.append(RecordedEvent(event, moment(recorded)))
-        sessions = tuple(_session(*row) for row in db.execute(_SESSIONS).fetchall())
-        involved = {e.event.session.id for e in events if e.event.session is not None}
-        involved |= {
-            s.session_id for s in sessions if s.stored_at is not None and start < s.stored_at <= end
-        }
-        baselines: dict[str, Event] = {}
-        run_starts: dict[str, datetime] = {}
+        window = db.execute(_WINDOW, (low, high)).fetchall()
+        sessions = db.execute(_SESSIONS).fetchall()
+        involved = {sid for _, _, _, sid in window if sid is not None}
+        involved |= {row[0] for row in sessions if low < row[3] <= high}
+        baselines: dict[str, tuple[str, int | None]] = {}
+        run_starts: dict[str, float] = {}
         for sid in sorted(involved):
-            row = db.execute(_BASELINE, (sid, seconds(start))).fetchone()
-            found = None if row is None else _event(row[0], row[1])
-            if found is not None:
-                baselines[sid] = found
-            began = db.execute(_RUN_START, (sid, seconds(start))).fetchone()
+            row = db.execute(_BASELINE, (sid, low)).fetchone()
+            if row is not None:
+                baselines[sid] = (row[0], row[1])
+            began = db.execute(_RUN_START, (sid, low)).fetchone()
             if began is not None:
-                run_starts[sid] = moment(began[0])
+                run_starts[sid] = began[0]
     finally:
         db.execute("COMMIT")
+    return _Rows([(b, q, r) for b, q, r, _ in window], sessions, baselines, run_starts)
+
+
+def decode_report_rows(rows: _Rows) -> ReportHistory:
+    """The history from the fetched rows; unreadable ones left out or read as unknown."""
+    events: list[RecordedEvent] = []
+    for body, sequence, recorded in rows.events:
+        event = _event(body, sequence)
+        if event is not None:
+            events.append(RecordedEvent(event, moment(recorded)))
+    baselines: dict[str, Event] = {}
+    for sid, (body, sequence) in rows.baselines.items():
+        found = _event(body, sequence)
+        if found is not None:
+            baselines[sid] = found
+    run_starts = {sid: moment(at) for sid, at in rows.run_starts.items()}
+    sessions = tuple(_session(*row) for row in rows.sessions)
     return ReportHistory(tuple(events), baselines, run_starts, sessions)
+
+
+def read_report_history(db: sqlite3.Connection, start: datetime, end: datetime) -> ReportHistory:
+    """`ReportContentStore.report_history` on one connection, in one read transaction."""
+    return decode_report_rows(fetch_report_rows(db, start, end))
+
+
+def read_report_runs(db: sqlite3.Connection) -> dict[str, datetime]:
+    """The scheduled time of each report's last run, from the `report_runs` table when the
+    database has one (a database no build with scheduled reports opened has none).
+    """
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'report_runs'"
+    ).fetchone()
+    if found is None:
+        return {}
+    rows = db.execute("SELECT name, scheduled_at FROM report_runs").fetchall()
+    return {name: moment(at) for name, at in rows}
 
 
 class ReportTables(SqliteBase):
@@ -109,5 +149,8 @@ class ReportTables(SqliteBase):
 
     def report_history(self, start: datetime, end: datetime) -> ReportHistory:
         """The window's events, their sessions' baselines and every stored session now."""
+        # Only the read holds the lock (polls wait for it); decoding a day of events
+        # (a second for 50,000) happens after.
         with self._lock:
-            return read_report_history(self._db, start, end)
+            rows = fetch_report_rows(self._db, start, end)
+        return decode_report_rows(rows)
