@@ -118,14 +118,7 @@ class SqliteReadOnlyStore:
                 for key, value in meta.items()
                 if key.startswith(PRUNED_KEY)
             },
-            report_runs=(
-                {
-                    name: moment(at)
-                    for name, at in db.execute("SELECT name, scheduled_at FROM report_runs")
-                }
-                if "report_runs" in tables
-                else {}
-            ),
+            report_runs=read_report_runs(db),
         )
 
     def _targets(self) -> tuple[TargetBacklog, ...]:
