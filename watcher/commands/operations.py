@@ -58,7 +58,7 @@ def _postgres(args: argparse.Namespace, settings: Settings, out: TextIO, err: Te
     """`status` or `backup` of a PostgreSQL state (`state.url`): read-only, never the password."""
     from datetime import UTC, datetime
 
-    from watcher.commands.status import build_report, render_text, to_json
+    from watcher.commands.status import build_report, next_runs, render_text, to_json
     from watcher.core.secret import redact
     from watcher.store import StoreError
     from watcher.store.open import open_read_only_for, state_location
@@ -77,7 +77,9 @@ def _postgres(args: argparse.Namespace, settings: Settings, out: TextIO, err: Te
     except StoreError as error:
         print(redact(f"factory-watcher: {error}", secrets), file=err)
         return EX_FAILURE
-    report = build_report(rows, state_location(settings), settings.sessions, datetime.now(UTC))
+    now = datetime.now(UTC)
+    runs = next_runs(settings.reports, now)  # each report's next run, as SQLite's status shows
+    report = build_report(rows, state_location(settings), settings.sessions, now, runs)
     text = json.dumps(to_json(report), indent=2) if args.json else render_text(report)
     print(redact(text, secrets), file=out)
     return EX_OK

@@ -1,10 +1,12 @@
 """`report NAME [--window 24h] [--json]`: a scheduled report made now, printed, never sent.
 
-It reads the state database read-only (a daemon may be writing it) and builds
-the report exactly as a scheduled run does (`watcher.core.report`), for the
-window ending now: `--window`, else the report's own `window`, else (since_last)
-from its last recorded run, or the last 24 hours before it ever ran. Text for
-people by default; `--json` prints the document a webhook's `data` carries.
+It reads the state database read-only (a daemon may be writing it): SQLite at
+`state.path` (or `--db`), or PostgreSQL at `state.url`, opened as `status`
+opens it (`watcher.store.open`). It builds the report exactly as a scheduled
+run does (`watcher.core.report`), for the window ending now: `--window`, else
+the report's own `window`, else (since_last) from its last recorded run, or
+the last 24 hours before it ever ran. Text for people by default; `--json`
+prints the document a webhook's `data` carries.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TextIO
 
 from watcher.commands.exits import EX_OK, EX_USAGE, store_error_exit
@@ -21,6 +22,7 @@ from watcher.core.report import build_report
 from watcher.core.reportview import report_text
 from watcher.core.settings import ReportSpec, Settings
 from watcher.store import ReportReader, StoreError, open_read_only
+from watcher.store.open import open_read_only_for
 
 FIRST_WINDOW = timedelta(hours=24)  # since_last before a report's first run
 
@@ -60,9 +62,9 @@ def report_command(
             print(f"factory-watcher: --window {args.window!r}: {error}", file=err)
             return EX_USAGE
     now = now or datetime.now(UTC)
-    database: Path = args.db or settings.state_path
     try:
-        store = open_read_only(database)
+        # --db names an SQLite file; otherwise the configured state, SQLite or PostgreSQL.
+        store = open_read_only(args.db) if args.db is not None else open_read_only_for(settings)
         try:
             start, end = report_window(spec, store, now, given)
             history = store.report_history(start, end)

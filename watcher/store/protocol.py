@@ -7,8 +7,8 @@ rules; `DeliveryStore`: outbox and cards), and `Store` combining them all,
 which a backend implements whole (SQLite, PostgreSQL); tests/store/conformance/
 specifies every method here for any backend. `LeaderStore` adds what
 replicas sharing a PostgreSQL database need: fencing and claims.
-`ReadOnlyStore` is what `status` and `backup` read, from a database a daemon
-may be writing.
+`ReadOnlyStore` is what `status`, `backup` and `report NAME` read, from a
+database a daemon may be writing.
 """
 
 from __future__ import annotations
@@ -308,8 +308,10 @@ class LeaderStore(Store, Protocol):
         ...
 
 
-class ReadOnlyStore(Protocol):
-    """A database opened only to read it while a daemon may write: `status` and `backup`."""
+class ReadOnlyStore(ReportReader, Protocol):
+    """A database opened only to read it while a daemon may write: `status`, `backup` and
+    `report NAME` (a report's history and runs, read as the daemon's store reads them).
+    """
 
     def read_status(self, configured: Sequence[str] = ()) -> StatusRows:
         """Everything `status` shows, read in one read transaction.

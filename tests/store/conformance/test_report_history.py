@@ -115,3 +115,52 @@ def test_a_damaged_row_does_not_stop_the_history(
     assert (s1.track is None) is (damage == "memory")
     ids = [r.event.id for r in history.events]
     assert ids == (["e4"] if damage == "event" else ["e3", "e4"])
+
+
+@pytest.mark.parametrize(
+    ("damaged", "expected"),
+    [
+        ("{", {}),  # not JSON
+        ("[1, 2]", {}),  # JSON, not an event document
+        ('{"data": "running"}', {}),  # an object whose data is not one
+    ],
+)
+def test_a_damaged_run_start_before_the_window_starts_no_run(
+    store: Store, backend: Backend, damaged: str, expected: dict[str, object]
+) -> None:
+    """A status change to running whose stored body is damaged is passed over, not raised."""
+    _fill(store)
+    backend.overwrite_event_body("e1", damaged)
+    history = store.report_history(START, END)
+    assert history.run_starts == expected
+    assert [r.event.id for r in history.events] == ["e3", "e4"]
+
+
+def test_the_latest_run_start_is_found_behind_many_other_status_changes(store: Store) -> None:
+    """A run start older than any number of later status changes is still the one found."""
+    store.record("s1", snap(), [_changed("e0", "s1", "running", 1)], [], T0 + M)
+    later = [
+        event(
+            id=f"w{n}",
+            session=ref(id="s1"),
+            occurred_at=T0 + 2 * M,
+            data={"from": "running", "to": "waiting" if n % 2 else "blocked"},
+        )
+        for n in range(11)
+    ]
+    store.record("s1", snap(), later, [], T0 + 2 * M)
+    store.record("s1", snap(status="idle"), [_changed("e9", "s1", "idle", 15)], [], T0 + 15 * M)
+    history = store.report_history(START, END)
+    assert history.run_starts == {"s1": T0 + M}
+    assert history.baselines["s1"].id == "w10"
+
+
+def test_a_damaged_latest_body_reads_the_session_without_its_link(
+    store: Store, backend: Backend
+) -> None:
+    """A session whose latest stored event is damaged is still listed, with no ref."""
+    _fill(store)
+    backend.overwrite_event_body("e5", "not json")
+    sessions = {s.session_id: s for s in store.report_history(START, END).sessions}
+    assert sessions["s2"].ref is None
+    assert sessions["s2"].state == snap(session_id="s2", message_count=9)

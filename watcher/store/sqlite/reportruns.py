@@ -12,16 +12,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from watcher.core.model import Event
+from watcher.store.reportrows import report_lane
 from watcher.store.sqlite.base import SqliteBase, moment, seconds
 from watcher.store.sqlite.events import insert_events
 
 if TYPE_CHECKING:
     from watcher.core.rules import Route
-
-
-def report_lane(name: str) -> str:
-    """The outbox lane of a report's rows: its own, so one report waits behind no session."""
-    return f"report:{name}"
 
 
 class ReportRunTables(SqliteBase):

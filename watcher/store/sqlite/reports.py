@@ -2,25 +2,20 @@
 
 The queries are plain functions of a connection so that the daemon's store
 and the read-only store (`report NAME` beside a running daemon) answer the
-same way, in one read transaction each. A stored row that cannot be decoded
-is left out (an event) or read as unknown (a state, a track), never raised:
-one bad row must not stop a report.
+same way, in one read transaction each. The rows are decoded after the read
+by `watcher.store.reportrows`, which every backend shares: a stored row that
+cannot be decoded is left out (an event) or read as unknown (a state, a
+track), never raised: one bad row must not stop a report.
 """
 
 from __future__ import annotations
 
-import logging
 import sqlite3
-from dataclasses import dataclass
 from datetime import datetime
 
-from watcher.core.model import Event, SessionState
-from watcher.core.reporthistory import RecordedEvent, ReportHistory, StoredSession
-from watcher.core.text import describe_error
-from watcher.store.codec import event_from_json, memory_from_json, state_from_json
-from watcher.store.sqlite.base import SqliteBase, maybe_moment, moment, seconds
-
-log = logging.getLogger("watcher.store")
+from watcher.core.reporthistory import ReportHistory
+from watcher.store.reportrows import ReportRows, decode_report_rows
+from watcher.store.sqlite.base import SqliteBase, moment, seconds
 
 _WINDOW = (
     "SELECT body, sequence, recorded_at, session_id FROM events"
@@ -30,9 +25,12 @@ _BASELINE = (
     "SELECT body, sequence FROM events WHERE session_id = ? AND recorded_at <= ?"
     " ORDER BY recorded_at DESC, rowid DESC LIMIT 1"
 )
+# CASE, not AND: json_extract raises on a damaged (non-JSON) body, and only CASE
+# promises that json_valid is evaluated first, so one bad row cannot fail the read.
 _RUN_START = (
     "SELECT occurred_at FROM events WHERE session_id = ? AND recorded_at <= ?"
-    " AND type = 'session.status_changed' AND json_extract(body, '$.data.to') = 'running'"
+    " AND type = 'session.status_changed'"
+    " AND CASE WHEN json_valid(body) THEN json_extract(body, '$.data.to') END = 'running'"
     " ORDER BY recorded_at DESC, rowid DESC LIMIT 1"
 )
 _SESSIONS = (
@@ -44,49 +42,7 @@ _SESSIONS = (
 )
 
 
-def _event(body: str, sequence: int | None) -> Event | None:
-    try:
-        return event_from_json(body, sequence)
-    except Exception as error:  # any stored text, however broken, is one bad row
-        log.warning(
-            "a stored event cannot be read (%s); reports leave it out", describe_error(error)
-        )
-        return None
-
-
-def _session(
-    session_id: str,
-    state_text: str,
-    unwatched: float | None,
-    stored: float,
-    memory: str | None,
-    last: str | None,
-) -> StoredSession:
-    state: SessionState | None
-    try:
-        state = state_from_json(session_id, state_text)
-    except Exception:  # an unreadable state is reported as unknown
-        state = None
-    try:
-        track = None if memory is None else memory_from_json(memory).track
-    except Exception:  # so is an unreadable track
-        track = None
-    latest = None if last is None else _event(last, 0)
-    ref = None if latest is None else latest.session
-    return StoredSession(session_id, state, track, ref, maybe_moment(unwatched), moment(stored))
-
-
-@dataclass(frozen=True, slots=True)
-class _Rows:
-    """What the read transaction fetched, still as stored (decoded after the lock)."""
-
-    events: list[tuple[str, int | None, float]]
-    sessions: list[tuple[str, str, float | None, float, str | None, str | None]]
-    baselines: dict[str, tuple[str, int | None]]
-    run_starts: dict[str, float]
-
-
-def fetch_report_rows(db: sqlite3.Connection, start: datetime, end: datetime) -> _Rows:
+def fetch_report_rows(db: sqlite3.Connection, start: datetime, end: datetime) -> ReportRows:
     """The rows a report of `(start, end]` needs, in one read transaction, undecoded."""
     low, high = seconds(start), seconds(end)
     db.execute("BEGIN")
@@ -106,24 +62,7 @@ def fetch_report_rows(db: sqlite3.Connection, start: datetime, end: datetime) ->
                 run_starts[sid] = began[0]
     finally:
         db.execute("COMMIT")
-    return _Rows([(b, q, r) for b, q, r, _ in window], sessions, baselines, run_starts)
-
-
-def decode_report_rows(rows: _Rows) -> ReportHistory:
-    """The history from the fetched rows; unreadable ones left out or read as unknown."""
-    events: list[RecordedEvent] = []
-    for body, sequence, recorded in rows.events:
-        event = _event(body, sequence)
-        if event is not None:
-            events.append(RecordedEvent(event, moment(recorded)))
-    baselines: dict[str, Event] = {}
-    for sid, (body, sequence) in rows.baselines.items():
-        found = _event(body, sequence)
-        if found is not None:
-            baselines[sid] = found
-    run_starts = {sid: moment(at) for sid, at in rows.run_starts.items()}
-    sessions = tuple(_session(*row) for row in rows.sessions)
-    return ReportHistory(tuple(events), baselines, run_starts, sessions)
+    return ReportRows([(b, q, r) for b, q, r, _ in window], sessions, baselines, run_starts)
 
 
 def read_report_history(db: sqlite3.Connection, start: datetime, end: datetime) -> ReportHistory:
