@@ -133,5 +133,12 @@ def test_a_report_is_sent_once_per_minute_across_kills_around_its_times(
         db.close()
     assert rows == [(i, 1, "report:minutely") for i in expected]
     assert last_run >= last.timestamp()
+    # The time passed while the daemon was down was sent late, by the restarted daemon.
+    caught_up = next(
+        line
+        for line in daemon.text().splitlines()
+        if f"report minutely for {before.isoformat()} ->" in line
+    )
+    assert " ago" in caught_up, caught_up
     assert "skipped" not in daemon.text()
     assert "Traceback" not in daemon.text()

@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.store.conformance.test_reports import report
 from watcher.commands.cli import main
 from watcher.commands.status import ReportStatus, read_status, render_text, to_json
@@ -93,3 +95,31 @@ def test_status_with_only_the_database_lists_the_stored_runs(tmp_path: Path) -> 
     [daily] = json.loads(out.getvalue())["reports"]
     assert (daily["name"], daily["configured"], daily["next_run"]) == ("daily", False, None)
     assert daily["last_run"] == (NOW - timedelta(hours=2)).isoformat()
+
+
+def test_status_with_the_config_lists_its_reports_next_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status -c config`: the config's reports with their next run, and the stored last run."""
+    path = stored_runs(tmp_path / "state.db", {"daily": NOW - timedelta(hours=2)})
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "factory:\n  api_key: ${FW_KEY}\n"
+        f"state:\n  path: {path}\n"
+        "targets:\n  hook:\n    type: webhook\n    url: https://hooks.example.com/x\n"
+        "reports:\n"
+        "  - name: daily\n    schedule: '0 9 * * mon-fri'\n    timezone: Europe/Berlin\n"
+        "    notify: [hook]\n"
+    )
+    monkeypatch.setenv("FW_KEY", "fk-status-reports-key")
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["status", "--json", "-c", str(config)], out=out, err=err) == 0, err.getvalue()
+    [daily] = json.loads(out.getvalue())["reports"]
+    assert (daily["schedule"], daily["timezone"], daily["configured"]) == (
+        "0 9 * * mon-fri",
+        "Europe/Berlin",
+        True,
+    )
+    assert daily["last_run"] == (NOW - timedelta(hours=2)).isoformat()
+    assert daily["next_run"] is not None
+    assert datetime.fromisoformat(daily["next_run"]).astimezone(UTC).hour in (7, 8)

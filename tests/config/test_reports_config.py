@@ -279,3 +279,30 @@ def test_the_example_file_has_a_report() -> None:
         assert any(
             line.lstrip("#- ").startswith(f"{key}:") and "#" in line for line in text.splitlines()
         ), key
+
+
+def test_a_report_matching_no_configured_session_is_warned(tmp_path: Path) -> None:
+    """With every session configured, filters matching none and an unknown group_by label
+    are pointed out; `check` still exits 0."""
+    text = HEAD.replace(
+        "reports:\n",
+        "sessions:\n  - {id: s1, name: nightly, labels: {team: web}}\nreports:\n",
+    )
+    text += DAILY + "    session: [weekly-*]\n    labels: {team: platform}\n    group_by: owner\n"
+    path = write(tmp_path, text)
+    out = io.StringIO()
+    assert check_command(load_settings(path, env={}), path, out) == 0
+    warnings = [
+        line.split(": warning: ", 1)[1]
+        for line in out.getvalue().splitlines()
+        if ": warning: " in line
+    ]
+    assert warnings == [
+        "target 'ci' is not used by any rule or report",
+        "report 'daily' covers none of the configured sessions: 'session' ['weekly-*'] "
+        "matches none of them",
+        "report 'daily' covers none of the configured sessions: no session has the labels "
+        "{'team': 'platform'}",
+        "report 'daily' groups by the label 'owner', which no configured session has: every "
+        "session falls in one group",
+    ]

@@ -124,6 +124,22 @@ def completed_still_busy(h: History) -> None:
     h.poll(180, "a", completed=170)
 
 
+def completion_seen_late(h: History) -> None:
+    """Idle at 2:30, its completion seen 20 s later: a finish, not an interruption."""
+    h.poll(30, "a", "idle", created=0)
+    h.poll(120, "a", "running")
+    h.poll(150, "a", "idle")
+    h.poll(150 + 20 / 60, "a", completed=150)
+
+
+def interrupted_then_completed(h: History) -> None:
+    """Interrupted at 2:30; a completion two minutes later is a finish of its own."""
+    h.poll(30, "a", "idle", created=0)
+    h.poll(120, "a", "running")
+    h.poll(150, "a", "idle")
+    h.poll(152, "a", completed=151)
+
+
 CASES: list[tuple[Script, dict[str, list[str]], list[tuple[str, str, float]]]] = [
     # (history, sessions per kind, longest runs as (session, outcome, minutes))
     (finished, {"started": ["a"], "finished": ["a"], "completed": ["a"]}, [("a", "finished", 59)]),
@@ -139,6 +155,17 @@ CASES: list[tuple[Script, dict[str, list[str]], list[tuple[str, str, float]]]] =
         [("a", "finished", 59)],
     ),
     (before_the_window, {}, []),
+    (
+        completion_seen_late,
+        {"started": ["a"], "finished": ["a"], "completed": ["a"]},
+        [("a", "finished", 30)],
+    ),
+    (
+        interrupted_then_completed,
+        {"started": ["a"], "interrupted": ["a"], "finished": ["a"], "completed": ["a"]},
+        # The finish's run is the lifecycle's: a first run, from the session's creation.
+        [("a", "finished", 151), ("a", "interrupted", 30)],
+    ),
     (archived_and_deleted, {"archived": ["a"], "deleted": ["b"]}, []),
     (between_polls, {"finished": ["a"], "completed": ["a"]}, [("a", "finished", 290)]),
     (

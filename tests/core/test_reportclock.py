@@ -93,6 +93,9 @@ CASES = {
     "a time before the last run is not due": Case("09:00", ("08:00",), "09:10", Wait),
     "a time in the future is not due": Case("2026-11-30 09:00", ("09:00",), "08:59:59", Wait),
     "never ran: a time within grace runs": Case(None, ("09:00",), "09:20", Run, "09:00"),
+    "never ran: the latest time within grace runs, nothing folded in": Case(
+        None, ("08:40", "08:50", "09:00"), "09:20", Run, "09:00"
+    ),
     "a skipped time is not skipped again": Case(
         "2026-11-28 09:00",
         ("2026-11-30 09:00",),

@@ -68,6 +68,7 @@ def test_a_report_is_one_message_with_a_section_per_kind() -> None:
         "*Completed (3)*",
         "*Longest runs*",
         "*Use*",
+        "*Most credits*",
     ]
     assert f"<{URL.replace('{id}', 's000')}|task-s000>" in texts[2]
     assert message.text.startswith(":bar_chart: *daily*: 3 finished")

@@ -111,6 +111,37 @@ def retention_warnings(settings: Settings) -> list[str]:
     return found
 
 
+def report_warnings(spec: ReportSpec, settings: Settings) -> list[str]:
+    """Why `spec` covers none of the configured sessions, or groups them all as one.
+
+    Said only when the config lists every session (no discovery, which may find
+    sessions with other names and labels).
+    """
+    if not settings.sessions or settings.discover is not None:
+        return []
+    found: list[str] = []
+    where = f"report '{spec.name}'"
+    names = [n for w in settings.sessions for n in (w.id, w.name) if n]
+    if spec.session_globs and not any(fnmatchcase(n, g) for n in names for g in spec.session_globs):
+        found.append(
+            f"{where} covers none of the configured sessions: 'session' "
+            f"{list(spec.session_globs)} matches none of them"
+        )
+    if spec.labels and not any(
+        all(w.labels.get(k) == v for k, v in spec.labels.items()) for w in settings.sessions
+    ):
+        found.append(
+            f"{where} covers none of the configured sessions: no session has the labels "
+            f"{dict(spec.labels)}"
+        )
+    if spec.group_by and not any(spec.group_by in w.labels for w in settings.sessions):
+        found.append(
+            f"{where} groups by the label '{spec.group_by}', which no configured session "
+            "has: every session falls in one group"
+        )
+    return found
+
+
 def report_window(spec: ReportSpec, now: datetime) -> timedelta:
     """How far back `spec` looks at most: its `window`, or for since_last the longest gap
     between two of its next runs (a weekly report looks back a week).
@@ -158,6 +189,7 @@ def config_warnings(settings: Settings) -> list[str]:
     for name in settings.quiet_hours:
         if name not in used_windows:
             found.append(f"quiet-hours window '{name}' is not used by any rule")
+    found.extend(w for spec in settings.reports for w in report_warnings(spec, settings))
     found.extend(retention_warnings(settings))
     found.extend(report_retention_warnings(settings))
     return found

@@ -56,6 +56,9 @@ def report_rule(name: str) -> str:
 # Sessions listed per kind in the document; its counts say how many there are in all.
 MAX_LISTED = 100
 TOP = 5  # the longest runs, the sessions that used the most credits
+# An interruption followed this soon by a completion was a finish (the rules' default
+# settle window for session.interrupted, watcher.core.rulestate).
+INTERRUPT_SETTLE = timedelta(seconds=30)
 # Running with no progress for this long counts as stuck now (a rule's `for` is per rule).
 STUCK_AFTER = timedelta(minutes=30)
 # What happened in the window, each a list of sessions (with how many times).
@@ -119,6 +122,8 @@ class _Tally:
     last: _Counters | None = None
     last_at: datetime | None = None
     run_start: datetime | None = None
+    # An interruption waiting out INTERRUPT_SETTLE: when seen, and its run.
+    pending: tuple[datetime, _Run | None] | None = None
 
 
 def _counters_of(ref: SessionRef | None) -> _Counters | None:
@@ -194,8 +199,27 @@ def _walk(
             if counters is not None:
                 tally.first = tally.first or counters
                 tally.last, tally.last_at = counters, at
-        runs += _batch(tally, batch, history.run_starts.get(sid), start, end)
+        completes = any(e.type is EventType.COMPLETED for e in batch)
+        runs += _settle(tally, at, finished=completes)
+        runs += _batch(tally, batch, at, history.run_starts.get(sid), start, end)
+    for tally in tallies.values():
+        runs += _settle(tally, None, finished=False)
     return runs
+
+
+def _settle(tally: _Tally, at: datetime | None, *, finished: bool) -> list[_Run]:
+    """The pending interruption of `tally` decided by the poll at `at`: a completion within
+    INTERRUPT_SETTLE makes it part of that finish, anything else confirms it.
+    """
+    if tally.pending is None:
+        return []
+    seen, run = tally.pending
+    tally.pending = None
+    if finished and at is not None and at - seen <= INTERRUPT_SETTLE:
+        tally.run_start = run.started_at if run is not None else tally.run_start
+        return []
+    tally.times["interrupted"] += 1
+    return [] if run is None else [run]
 
 
 _SESSION_EVENTS = frozenset(
@@ -211,13 +235,19 @@ _SESSION_EVENTS = frozenset(
 
 
 def _batch(
-    tally: _Tally, batch: list[Event], before: datetime | None, start: datetime, end: datetime
+    tally: _Tally,
+    batch: list[Event],
+    at: datetime,
+    before: datetime | None,
+    start: datetime,
+    end: datetime,
 ) -> list[_Run]:
-    """One poll's events of one session: what began, ended or happened in it.
+    """One poll's events of one session (recorded at `at`): what began, ended or happened.
 
     The lifecycle's meanings (watcher.core.lifecycle): a run starts when the
     status becomes running; it finished when a new completion leaves the session
-    idle, and was interrupted when it went from running to idle without one.
+    idle, and was interrupted when it went from running to idle without one (and
+    no completion followed within INTERRUPT_SETTLE, as the rules settle it).
     """
     runs: list[_Run] = []
     sid = tally.ref.id
@@ -242,20 +272,21 @@ def _batch(
             and data.get("to") == KnownStatus.IDLE
             and not completions
         ):
-            tally.times["interrupted"] += 1
             began = tally.run_start or before
+            run = None
             if began is not None and began <= event.occurred_at:
                 duration = (event.occurred_at - began).total_seconds()
-                runs.append(_Run(sid, began, event.occurred_at, duration, "interrupted"))
+                run = _Run(sid, began, event.occurred_at, duration, "interrupted")
+            tally.pending = (at, run)
             tally.run_start = None
     for event in completions:
         tally.times["completed"] += 1
         idle = event.session is not None and event.session.status == KnownStatus.IDLE
         if idle:
             tally.times["finished"] += 1
-        run = event.data.get("run")
-        began = _when(run.get("started_at")) if isinstance(run, Mapping) else None
-        began = began or tally.run_start or before
+        summary = event.data.get("run")
+        began = _when(summary.get("started_at")) if isinstance(summary, Mapping) else None
+        began = tally.run_start or began or before
         if began is not None and began <= event.occurred_at:
             duration = (event.occurred_at - began).total_seconds()
             outcome = "finished" if idle else "completed"

@@ -132,8 +132,11 @@ def decide(
             f" past misfire_grace ({_span(spec.misfire_grace)})",
         )
     start, end = window(spec, last_run, latest)
-    coalesced = tuple(fresh[:-1])
+    # A report that never ran missed nothing: the times before its first are not folded in.
+    coalesced = tuple(fresh[:-1]) if after is not None else ()
     reason = "due" if late <= timedelta(0) else f"due {_span(late)} ago"
+    if after is None:
+        reason += "; the first run of this report"
     if coalesced:
         reason += f"; {len(coalesced)} earlier missed time(s) folded into this run"
     return Run(latest, start, end, coalesced, reason)

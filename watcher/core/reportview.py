@@ -123,8 +123,6 @@ def _use_lines(doc: Mapping[str, Any], linked: bool) -> list[str]:
     credits = doc.get("credits")
     if isinstance(credits, int | float):
         lines.append(f"Credits: {format_number(credits)}")
-    for top in doc.get("top_credits", []):
-        lines.append(f"{_session_text(top['session'], linked)}: {format_number(top['credits'])}")
     return lines
 
 
@@ -158,6 +156,12 @@ def sections(doc: Mapping[str, Any], *, linked: bool) -> list[tuple[str, list[st
     use = _use_lines(doc, linked)
     if use:
         out.append(("Use", use, 0))
+    top = [
+        f"{_session_text(t.get('session', {}), linked)}: {format_number(t.get('credits') or 0)}"
+        for t in doc.get("top_credits", [])
+    ]
+    if top:
+        out.append(("Most credits", top, 0))
     groups = doc.get("groups") or []
     if groups:
         label = str(doc.get("group_by"))
@@ -203,7 +207,12 @@ def render_report_slack(doc: Mapping[str, Any], rule: str, event_type: str) -> S
     blocks.append(
         {
             "type": "context",
-            "elements": [{"type": "mrkdwn", "text": f"report {inline(rule, 80)} · {event_type}"}],
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"report {inline(str(doc.get('report', rule)), 80)} · {event_type}",
+                }
+            ],
         }
     )
     return SlackMessage(
