@@ -301,3 +301,32 @@ def test_a_half_hourly_report_runs_each_wall_time_once_in_a_fall_back_night() ->
     local = [r.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") for r in runs]
     # 01:00 is the time just before the first look, caught up as a report that never ran.
     assert local == ["01:00", "01:30", "02:00", "02:30", "03:00", "03:30"]
+
+
+@pytest.mark.parametrize(
+    ("last", "due", "now", "reason"),
+    [
+        ("2026-11-30 09:00", ("09:00",), "09:00:00.5", "due"),
+        ("2026-11-30 09:00", ("09:00",), "09:20", "due 20m ago"),
+        (None, ("08:50", "09:00"), "09:00", "due; the first run of this report"),
+        (
+            "08:00",
+            ("08:20", "08:40", "09:00"),
+            "09:02",
+            "due 2m ago; 2 earlier missed time(s) folded into this run",
+        ),
+    ],
+)
+def test_a_run_says_how_late_it_is_and_what_it_folds_in(
+    last: str | None, due: tuple[str, ...], now: str, reason: str
+) -> None:
+    """The run's reason is its log line's tail: lateness, first run, missed times folded in."""
+    decision = decide(
+        Spec(),
+        last_run=None if last is None else at(last),
+        due=tuple(at(t) for t in due),
+        now=at(now),
+        next_fire=NEXT,
+    )
+    assert isinstance(decision, Run)
+    assert decision.reason == reason

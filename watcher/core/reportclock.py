@@ -134,7 +134,8 @@ def decide(
     start, end = window(spec, last_run, latest)
     # A report that never ran missed nothing: the times before its first are not folded in.
     coalesced = tuple(fresh[:-1]) if after is not None else ()
-    reason = "due" if late <= timedelta(0) else f"due {_span(late)} ago"
+    # Late by a second or more is worth saying: the daemon was down, busy or asleep.
+    reason = "due" if late < timedelta(seconds=1) else f"due {_span(late)} ago"
     if after is None:
         reason += "; the first run of this report"
     if coalesced:

@@ -227,7 +227,7 @@ class ReportPart:
             when,
             ", ".join(spec.notify),
             window,
-            f"; {run.reason}" if run.coalesced else "",
+            "" if run.reason == "due" else f"; {run.reason}",
             extra=extra,
         )
         self.wake_delivery(set(spec.notify))
