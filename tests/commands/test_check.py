@@ -63,6 +63,6 @@ def test_check_warns_about_rules_that_cannot_fire_and_unused_names(config: Path)
         "rule 'api' can never fire: watcher.api_unavailable concern no session, but the rule "
         "has session conditions under 'when'",
         "rule 'loud' is urgent, so its 'quiet_hours' has no effect",
-        "target 'unused' is not used by any rule",
+        "target 'unused' is not used by any rule or report",
         "quiet-hours window 'never' is not used by any rule",
     ]

@@ -1,5 +1,5 @@
 """The operator commands on a PostgreSQL state (`state_url`): mute, explain, outbox, status,
-doctor's state check, and `backup`, which points to pg_dump.
+doctor's state check, `report NAME`, and `backup`, which points to pg_dump.
 
 Settings are built directly: reading `state.url` from a config file is the
 config's own job (and its tests').
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.core.factories import T0, event, ref, snap
+from tests.core.reportsim import History
 from tests.rig import make_settings
 from watcher.commands.doctor import inspect_database
 from watcher.commands.exits import EX_FAILURE, EX_OK, EX_USAGE
@@ -22,9 +25,11 @@ from watcher.commands.explain import explain_command
 from watcher.commands.mute import mute_command, unmute_command
 from watcher.commands.operations import _postgres
 from watcher.commands.outbox import _outbox
+from watcher.commands.report import report_command
+from watcher.core.model import Event, EventType
 from watcher.core.rules import Route
 from watcher.core.secret import Secret
-from watcher.core.settings import Settings, WatchedSession
+from watcher.core.settings import ReportSpec, Settings, WatchedSession
 from watcher.store.open import open_read_only_for, open_store, state_location
 from watcher.store.postgres import PostgresReadOnlyStore, PostgresStore
 from watcher.store.sqlite import SqliteReadOnlyStore, SqliteStore
@@ -135,3 +140,58 @@ def test_doctor_checks_the_postgresql_state(tmp_path: Path, pg_url: str) -> None
     bad = inspect_database(pg_settings(tmp_path, "postgresql://fw@127.0.0.1:1/state"))
     assert bad.error is not None
     assert bad.path == "postgresql://fw@127.0.0.1:1/state"
+
+
+def test_report_prints_a_report_from_a_postgresql_history(tmp_path: Path, pg_url: str) -> None:
+    """`report NAME` reads the PostgreSQL state: what finished and was interrupted, linked."""
+    settings = replace(
+        pg_settings(tmp_path, f"{pg_url} password={PASSWORD}"),
+        reports=(ReportSpec(name="daily", schedule="0 9 * * mon-fri", window=timedelta(days=1)),),
+    )
+    store = open_store(settings)
+    try:
+        h = History(store, base=datetime.now(UTC) - timedelta(hours=30))
+        for sid in "abc":
+            h.poll(10, sid, "idle", created=0, credits=0)
+        h.poll(60, "c", "running")  # c finishes 28 hours ago: outside the day
+        h.poll(120, "c", "idle", completed=119, credits=4)
+        h.poll(600, "a", "running")
+        h.poll(700, "a", "idle", completed=690, credits=10)
+        h.poll(800, "b", "running")
+        h.poll(850, "b", "idle", credits=2)
+    finally:
+        store.close()
+    out, err = io.StringIO(), io.StringIO()
+    args = namespace(name="daily", window=None, json=False, db=None)
+    assert report_command(settings, args, out, err) == EX_OK
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Report daily: 1 finished, 1 interrupted, 2 started, 12 credits"
+    link = settings.factory.session_url
+    assert link is not None
+    assert f"  - task-a ({link.replace('{id}', 'a')})" in lines[lines.index("Finished (1):") :]
+    assert f"  - task-b ({link.replace('{id}', 'b')})" in lines[lines.index("Interrupted (1):") :]
+    assert not any("task-c" in line for line in lines)
+    assert not settings.state_path.exists()  # nothing read or made in SQLite
+    assert PASSWORD not in out.getvalue() + err.getvalue()
+
+
+def test_report_and_status_on_postgresql_show_the_report_runs(tmp_path: Path, pg_url: str) -> None:
+    """since_last starts at the stored run; `status` lists its last and next runs."""
+    daily = ReportSpec(name="daily", schedule="0 9 * * mon-fri", window=None)
+    settings = replace(pg_settings(tmp_path, pg_url), reports=(daily,))
+    last = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    store = open_store(settings)
+    try:
+        e = Event("report:daily", EventType.REPORT, last, None, {"report": "daily"})
+        store.record_report("daily", last, e, [(e, Route("report:daily", "hook"))], last)
+    finally:
+        store.close()
+    out = io.StringIO()
+    args = namespace(name="daily", window=None, json=True, db=None)
+    assert report_command(settings, args, out, io.StringIO()) == EX_OK
+    assert datetime.fromisoformat(json.loads(out.getvalue())["window"]["start"]) == last
+    shown = io.StringIO()
+    assert _postgres(namespace(command="status", json=True), settings, shown, io.StringIO()) == 0
+    (listed,) = json.loads(shown.getvalue())["reports"]
+    assert listed["last_run"] == last.isoformat()
+    assert listed["next_run"] is not None

@@ -419,7 +419,7 @@ RULES = FACTORY + SLACK + "rules:\n"
             "",
             [
                 "config.yaml: the top level must be a mapping of sections: factory, poll, "
-                "discover, state, sessions, targets, quiet_hours, rules, http, log_format"
+                "discover, state, sessions, targets, quiet_hours, rules, reports, http, log_format"
             ],
             id="empty-file",
         ),
@@ -427,7 +427,7 @@ RULES = FACTORY + SLACK + "rules:\n"
             "- factory\n",
             [
                 "config.yaml:1: the top level must be a mapping of sections: factory, poll, "
-                "discover, state, sessions, targets, quiet_hours, rules, http, log_format"
+                "discover, state, sessions, targets, quiet_hours, rules, reports, http, log_format"
             ],
             id="top-level-list",
         ),
@@ -489,7 +489,7 @@ def test_all_problems_are_reported_at_once_in_file_order() -> None:
         "session.long_running, session.usage_crossed",
         "config.yaml:14: rules[0].notify: unknown target 'v'; expected one of: w",
         "config.yaml:15: colour: unknown section 'colour'; expected one of: factory, poll, "
-        "discover, state, sessions, targets, quiet_hours, rules, http, log_format",
+        "discover, state, sessions, targets, quiet_hours, rules, reports, http, log_format",
     ]
 
 

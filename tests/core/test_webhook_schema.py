@@ -12,12 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.core.factories import T0, event, ref
+from tests.core.reportsim import END, History
 from tests.webhook_schema import schema_problems
 from watcher.core.model import Event, EventType
 from watcher.core.render import render_webhook
+from watcher.core.report import report_event
 from watcher.core.rulestate import digest_event
 from watcher.core.samples import sample_event, sample_events, with_answer
-from watcher.core.settings import WebhookTemplate
+from watcher.core.settings import ReportSpec, WebhookTemplate
 from watcher.core.template import render_webhook_template
 
 # Data as the producers make it (diff, lifecycle, rulestate, health).
@@ -53,7 +55,7 @@ def body_of(the_event: Event, rule: str = "r") -> Any:
 
 def test_every_catalog_type_is_in_the_table() -> None:
     """The table below covers every event type the watcher emits."""
-    assert set(DATA) | set(SESSIONLESS) | {EventType.DIGEST} == set(EventType)
+    assert set(DATA) | set(SESSIONLESS) | {EventType.DIGEST, EventType.REPORT} == set(EventType)
 
 
 @pytest.mark.parametrize("kind", list(DATA))
@@ -81,6 +83,55 @@ def test_digest_bodies_validate() -> None:
     body = body_of(digest, "quiet_hours:night")
     assert schema_problems(body) == []
     assert len(body["events"]) == len(DATA)
+
+
+def _report_bodies() -> list[Any]:
+    """Report bodies: the samples, and reports of a simulated day (grouped, filtered, empty)."""
+    events = [replace(e, sequence=4) for e in sample_events(EventType.REPORT)]
+    h = History()
+    h.labels = {"a": {"team": "platform"}}
+    for n, sid in enumerate("abcdefg"):
+        h.poll(30, sid, "idle", created=0, credits=1, assistant_active_ms=1000)
+        h.poll(100 + n, sid, "running")
+        h.poll(200 + n, sid, "idle", completed=199 + n, credits=5 + n, assistant_active_ms=9000)
+    h.poll(300, "a", "pending")
+    h.poll(300, "b", "running")
+    h.gone(400, "c")
+    h.poll(400, "d", archived_at="2026-12-01T06:00:00Z")
+    for spec in (
+        ReportSpec("daily", "0 9 * * *", "Europe/Berlin", group_by="team"),
+        ReportSpec("web", "0 9 * * *", labels={"team": "web"}),
+    ):
+        events.append(replace(report_event(spec, h.report(spec), END), sequence=5))
+    return [body_of(e, "report:daily") for e in events]
+
+
+def test_report_bodies_validate() -> None:
+    """A report's body (type `report`, data the document) follows the schema."""
+    bodies = _report_bodies()
+    assert {b["data"]["empty"] for b in bodies} == {True, False}
+    for body in bodies:
+        assert body["type"] == "report"
+        assert body["session"] is None
+        assert schema_problems(body) == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda b: b["data"].pop("counts"),
+        lambda b: b["data"]["counts"].update(finished=-1),
+        lambda b: b["data"]["sessions"]["finished"].append({"id": "x"}),
+        lambda b: b["data"]["longest_runs"].append({"session": None}),
+        lambda b: b["data"]["window"].update(start="yesterday"),
+        lambda b: b.update(session={"id": "s1"}),
+    ],
+)
+def test_the_schema_refuses_broken_report_bodies(change: Any) -> None:
+    """A report body missing what the document promises is refused."""
+    body = _report_bodies()[0]
+    change(body)
+    assert schema_problems(body)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.core.factories import T0, event, ref, snap
+from tests.store.conformance.test_reports import report
 from watcher.core.model import EventType
 from watcher.core.rules import Route
 from watcher.core.rulestate import MuteKind
@@ -389,3 +390,25 @@ def test_a_damaged_session_row_does_not_stop_the_flat_costs_step(tmp_path: Path)
     finally:
         store.close()
     assert version(path) == SCHEMA_VERSION
+
+
+def test_a_database_from_before_reports_keeps_its_rows_and_records_report_runs(
+    tmp_path: Path,
+) -> None:
+    """Step 9 on a version 8 file: its outbox stays as it was, and report runs can be recorded."""
+    path = built_with(tmp_path / "old.db", MIGRATIONS[:8])
+    old = SqliteStore(path, migrations=MIGRATIONS[:8])
+    e = event()
+    old.record("s1", snap(), [e], [(e, Route("r", "hook"))], T0)
+    old.close()
+    assert "report_runs" not in {r[0] for r in raw(path, "SELECT name FROM sqlite_master")}
+    store = SqliteStore(path)
+    try:
+        assert store.report_runs() == {}
+        run = report("daily", T0)
+        assert store.record_report("daily", T0, run, [(run, Route("daily", "hook"))], T0) == 1
+        assert store.report_runs() == {"daily": T0}
+        assert store.counts()[OutboxStatus.PENDING] == 2
+    finally:
+        store.close()
+    assert version(path) == SCHEMA_VERSION == 9

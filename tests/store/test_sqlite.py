@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.core.factories import T0, event, ref, snap
+from tests.store.conformance.test_reports import report
 from watcher.core.model import EventType, Gone
 from watcher.core.rules import Route
 from watcher.store import (
@@ -317,3 +318,26 @@ def test_opening_a_current_database_does_not_wait_for_the_writer(tmp_path: Path)
         writer.execute("COMMIT")
     finally:
         writer.close()
+
+
+def test_status_reads_each_reports_last_run(store: SqliteStore) -> None:
+    """`read_status` has the scheduled time each report last ran for."""
+    assert read_status(store.path, []).report_runs == {}
+    for name, at in (("daily", T0), ("hourly", T0 + timedelta(hours=1))):
+        run = report(name, at)
+        store.record_report(name, at, run, [(run, Route(name, "hook"))], at)
+    assert read_status(store.path, []).report_runs == {
+        "daily": T0,
+        "hourly": T0 + timedelta(hours=1),
+    }
+
+
+def test_status_reads_a_database_from_before_reports(tmp_path: Path) -> None:
+    """A file no build with reports has opened (no report_runs table) shows no report runs."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        migrate(db, str(path), MIGRATIONS[:8])
+    finally:
+        db.close()
+    assert read_status(str(path), []).report_runs == {}

@@ -1,8 +1,8 @@
 """The `factory-watcher` command line: the argument parser and the dispatch to each command.
 
 Each command's body lives in its own module in `watcher.commands` (`run`,
-`check`, `outbox`, `mute`, `explain`, `replay`, `render`, `operations`,
-`demo`), imported only when that command runs: importing the daemon, the
+`check`, `outbox`, `mute`, `explain`, `replay`, `render`, `report`,
+`operations`, `demo`), imported only when that command runs: importing the daemon, the
 notifiers (slack-sdk, aiohttp, httpx) or the config loader (pydantic) here
 made `--help` take half a second. tests/commands/test_cli_imports.py keeps
 them out; bench/startup.py measures the start-up time.
@@ -138,6 +138,20 @@ def _parser() -> argparse.ArgumentParser:
         help="copy the state database online to a new file",
     )
     backup.add_argument("path", type=Path, help="the new file (never overwritten)")
+    report = commands.add_parser(
+        "report",
+        parents=[config, database],
+        help="print a scheduled report made now, for its window ending now; sends nothing",
+    )
+    report.add_argument("name", help="report name from the config")
+    report.add_argument(
+        "--window",
+        default=None,
+        help="look back this long instead (e.g. 24h, 7d; default: the report's window)",
+    )
+    report.add_argument(
+        "--json", action="store_true", help="the report document, as a webhook's data carries it"
+    )
     return parser
 
 
@@ -206,6 +220,10 @@ def main(
         return check_command(settings, args.config, out)
     if args.command in RULE_COMMANDS:
         return _rule_command(settings, args, out, err)
+    if args.command == "report":
+        from watcher.commands.report import report_command
+
+        return report_command(settings, args, out, err)
     from watcher.commands.run import start_watching
 
     return start_watching(settings, args, out, err)

@@ -25,7 +25,7 @@ from watcher.commands.exits import (
 # Each command imports what it needs: `schema` loads pydantic's models but no
 # database code, `backup` no status report.
 if TYPE_CHECKING:
-    from watcher.core.settings import Settings, WatchedSession
+    from watcher.core.settings import ReportSpec, Settings, WatchedSession
 
 
 def operate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -36,6 +36,7 @@ def operate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(json.dumps(config_schema(), indent=2), file=out)
         return EX_OK
     configured: tuple[WatchedSession, ...] = ()
+    reports: tuple[ReportSpec, ...] = ()
     secrets: tuple[str, ...] = ()
     database: Path | None = args.db
     if database is None:
@@ -44,19 +45,20 @@ def operate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print("(--db PATH reads the state database without the config)", file=err)
             return EX_CONFIG
         database, configured = settings.state_path, settings.sessions
+        reports = settings.reports
         secrets = settings.secret_values()
         if settings.state_url is not None:
             return _postgres(args, settings, out, err)
     if args.command == "backup":
         return _backup(database, args.path, out, err)
-    return _status(database, configured, secrets, as_json=args.json, out=out, err=err)
+    return _status(database, configured, reports, secrets, as_json=args.json, out=out, err=err)
 
 
 def _postgres(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
     """`status` or `backup` of a PostgreSQL state (`state.url`): read-only, never the password."""
     from datetime import UTC, datetime
 
-    from watcher.commands.status import build_report, render_text, to_json
+    from watcher.commands.status import build_report, next_runs, render_text, to_json
     from watcher.core.secret import redact
     from watcher.store import StoreError
     from watcher.store.open import open_read_only_for, state_location
@@ -75,7 +77,9 @@ def _postgres(args: argparse.Namespace, settings: Settings, out: TextIO, err: Te
     except StoreError as error:
         print(redact(f"factory-watcher: {error}", secrets), file=err)
         return EX_FAILURE
-    report = build_report(rows, state_location(settings), settings.sessions, datetime.now(UTC))
+    now = datetime.now(UTC)
+    runs = next_runs(settings.reports, now)  # each report's next run, as SQLite's status shows
+    report = build_report(rows, state_location(settings), settings.sessions, now, runs)
     text = json.dumps(to_json(report), indent=2) if args.json else render_text(report)
     print(redact(text, secrets), file=out)
     return EX_OK
@@ -99,6 +103,7 @@ def _backup(database: Path, destination: Path, out: TextIO, err: TextIO) -> int:
 def _status(
     database: Path,
     configured: tuple[WatchedSession, ...],
+    reports: tuple[ReportSpec, ...],
     secrets: tuple[str, ...],
     *,
     as_json: bool,
@@ -109,7 +114,7 @@ def _status(
     from watcher.core.secret import redact
 
     try:
-        report = read_status(database, configured)
+        report = read_status(database, configured, reports=reports)
     except StatusError as error:
         print(f"factory-watcher: {error}", file=err)
         return EX_FAILURE

@@ -6,7 +6,9 @@ read transaction. In WAL mode a reader never blocks the daemon's writes, and
 the daemon never waits for this command. The daemon writes what only it
 knows (the watched set, last and next poll of each session, API state, a
 heartbeat) in one batch every few seconds, so what `status` shows is at most
-that old. This module builds the report from those rows and renders it.
+that old. Scheduled reports show their last run (stored with the run itself)
+and their next run (from the config's cron expression). This module builds
+the report from those rows and renders it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from watcher.core.settings import WatchedSession
+from watcher.config.cron import fire_times
+from watcher.core.settings import ReportSpec, WatchedSession
 from watcher.store import (
     LeaseRow,
     ReadOnlyStore,
@@ -94,6 +97,20 @@ class LeaseStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportStatus:
+    """A scheduled report: its last run (stored) and next run (from the config).
+
+    A report the store has run but the config no longer has shows `schedule` None.
+    """
+
+    name: str
+    schedule: str | None
+    timezone: str | None
+    last_run: datetime | None
+    next_run: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class StatusReport:
     """Everything `status` prints."""
 
@@ -109,6 +126,7 @@ class StatusReport:
     database_bytes: int | None = None
     rows_pruned: Mapping[str, int] = field(default_factory=dict)  # by table, over its life
     lease: LeaseStatus | None = None  # PostgreSQL: the leader lease (None: none, or SQLite)
+    reports: tuple[ReportStatus, ...] = ()
 
     @property
     def daemon_running(self) -> bool:
@@ -130,12 +148,14 @@ def read_status(
     *,
     now: datetime | None = None,
     opener: Callable[[Path], ReadOnlyStore] = open_read_only,
+    reports: Sequence[ReportSpec] = (),
 ) -> StatusReport:
     """Read the status report from the database at `path`.
 
     The watched set is the daemon's own (written on start and reload); before
     a daemon has written one, the configured sessions stand in for it.
-    `opener` opens the store read-only (SQLite unless told otherwise).
+    `opener` opens the store read-only (SQLite unless told otherwise);
+    `reports` are the configured reports, whose next runs are worked out here.
     """
     try:
         store = opener(path)
@@ -145,13 +165,25 @@ def read_status(
             store.close()
     except StoreError as error:
         raise StatusError(str(error)) from None
-    return build_report(rows, str(path), configured, now or datetime.now(UTC))
+    now = now or datetime.now(UTC)
+    return build_report(rows, str(path), configured, now, next_runs(reports, now))
+
+
+def next_runs(
+    reports: Sequence[ReportSpec], now: datetime
+) -> tuple[tuple[ReportSpec, datetime | None], ...]:
+    """Each configured report with its next scheduled time after `now` (None: never)."""
+    return tuple((spec, next(iter(fire_times(spec, now, 1)), None)) for spec in reports)
 
 
 def build_report(
-    rows: StatusRows, database: str, configured: Sequence[WatchedSession], now: datetime
+    rows: StatusRows,
+    database: str,
+    configured: Sequence[WatchedSession],
+    now: datetime,
+    reports: Sequence[tuple[ReportSpec, datetime | None]] = (),
 ) -> StatusReport:
-    """The report from what the store read (pure)."""
+    """The report from what the store read and the reports' next runs (pure)."""
     meta = rows.meta
     watched = watched_in(meta)  # the daemon's watched set; before it wrote one, the config's
     if watched is None:
@@ -202,6 +234,7 @@ def build_report(
         database_bytes=rows.database_bytes,
         rows_pruned=dict(rows.rows_pruned),
         lease=None if rows.lease is None else lease_status(rows.lease),
+        reports=_reports(rows.report_runs, reports),
     )
 
 
@@ -213,6 +246,21 @@ def lease_status(row: LeaseRow) -> LeaseStatus:
         expires_in=row.expires_in,
         acquired_at=row.acquired_at,
         renewed_at=row.renewed_at,
+    )
+
+
+def _reports(
+    runs: Mapping[str, datetime], configured: Sequence[tuple[ReportSpec, datetime | None]]
+) -> tuple[ReportStatus, ...]:
+    """The configured reports in config order, then those only the store knows, by name."""
+    known = {spec.name for spec, _ in configured}
+    return tuple(
+        ReportStatus(spec.name, spec.schedule, spec.timezone, runs.get(spec.name), next_run)
+        for spec, next_run in configured
+    ) + tuple(
+        ReportStatus(name, None, None, at, None)
+        for name, at in sorted(runs.items())
+        if name not in known
     )
 
 
@@ -279,6 +327,17 @@ def to_json(report: StatusReport) -> dict[str, Any]:
             "rows_pruned": dict(sorted(report.rows_pruned.items())),
         },
         "lease": None if report.lease is None else _lease_json(report.lease),
+        "reports": [
+            {
+                "name": r.name,
+                "schedule": r.schedule,
+                "timezone": r.timezone,
+                "configured": r.schedule is not None,
+                "last_run": _iso(r.last_run),
+                "next_run": _iso(r.next_run),
+            }
+            for r in report.reports
+        ],
     }
 
 
@@ -396,8 +455,28 @@ def render_text(report: StatusReport) -> str:
         ]
         header = ["ID", "TARGET", "EVENT", "SESSION", "FAILED", "ERROR"]
         lines += ["  " + line for line in _table(header, rows)]
+    if report.reports:
+        lines += ["", f"reports ({len(report.reports)}):"]
+        rows = [
+            [
+                r.name,
+                "not in the config" if r.schedule is None else f"{r.schedule} ({r.timezone})",
+                _when(r.last_run, now),
+                "-" if r.schedule is None else _when(r.next_run, now, none="never"),
+            ]
+            for r in report.reports
+        ]
+        header = ["REPORT", "SCHEDULE", "LAST RUN", "NEXT RUN"]
+        lines += ["  " + line for line in _table(header, rows)]
     lines += ["", storage_line(report)]
     return "\n".join(lines)
+
+
+def _when(value: datetime | None, now: datetime, none: str = "never") -> str:
+    """A scheduled time as a UTC time to the minute, and how far from now."""
+    if value is None:
+        return none
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({_ago(value, now)})"
 
 
 def _size(count: int) -> str:

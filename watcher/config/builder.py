@@ -1,7 +1,7 @@
 """The builder: interpolation, each section built by its part, cross-checks -> `Settings`.
 
 The parts: `sections` (factory, poll, discover, http, state, quiet_hours,
-sessions), `targets`, and `rules` (with their templates). They share one
+sessions), `targets`, `rules` (with their templates) and `reports`. They share one
 `ProblemLog`: every problem is collected rather than stopping at the first,
 and a problem found in one phase silences later phases at the same key.
 `Builder` is the one entry the loader uses.
@@ -18,6 +18,7 @@ from watcher.config import yamlsafe
 from watcher.config.models import SECTIONS, TopLevelValues
 from watcher.config.problemlog import ProblemLog
 from watcher.config.problems import unknown_name
+from watcher.config.reports import ReportBuilder
 from watcher.config.rules import RuleBuilder
 from watcher.config.secrets import SecretReader
 from watcher.config.sections import SectionBuilder
@@ -48,6 +49,7 @@ class Builder:
         self.sections = SectionBuilder(self.log, self.secrets, env)
         self.targets = TargetBuilder(self.log, self.secrets)
         self.rules = RuleBuilder(self.log)
+        self.reports = ReportBuilder(self.log, self.rules)
 
     def build(self) -> Settings:
         """Run the phases after parsing; raise ConfigError if anything was reported."""
@@ -69,6 +71,7 @@ class Builder:
         targets = self.targets.targets(data.get("targets"))
         quiet = sections.quiet_hours(data.get("quiet_hours"))
         rules = self.rules.rules(data.get("rules"), data.get("targets"), data.get("quiet_hours"))
+        reports = self.reports.reports(data.get("reports"), data.get("targets"))
         http = sections.http(data.get("http"))
         values = self.log.validate(
             TopLevelValues, {k: data[k] for k in TopLevelValues.model_fields if k in data}, ()
@@ -92,9 +95,11 @@ class Builder:
             quiet_hours=quiet,
             record_path=sections.record_path(data.get("state")),
             retention=sections.retention(data.get("state")),
+            reports=reports,
         )
         sections.check_budget(settings)
         self.rules.check_templates(settings)
+        self.reports.check_templates(settings)
         if self.log.problems:
             raise self.log.error()
         return settings

@@ -366,6 +366,61 @@ class RuleSection(Section):
     )
 
 
+def parse_window(value: Any) -> timedelta | str:
+    """A report's window: a duration (`24h`, `7d`) or `since_last`."""
+    if isinstance(value, str) and value.strip() == "since_last":
+        return "since_last"
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError("expected a duration such as 24h or 7d, or since_last") from None
+
+
+_Window = Annotated[
+    timedelta | Literal["since_last"],
+    BeforeValidator(pydantic_check("window", parse_window)),
+    WithJsonSchema(
+        {
+            "description": "how far back a report looks: a duration (24h, 7d), or since_last "
+            "(from the report's previous run)",
+            "anyOf": [
+                {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d)?|since_last)$"},
+                {"type": "integer", "exclusiveMinimum": 0},
+            ],
+        }
+    ),
+]
+
+
+class ReportSection(Section):
+    """A scheduled report (docs/reports.md)."""
+
+    name: _Text
+    schedule: Annotated[
+        _Text,
+        Field(
+            description='a cron expression: minute hour day month weekday, e.g. "0 9 * * mon-fri"'
+        ),
+    ]
+    timezone: _TimeZone = "UTC"
+    window: _Window = "since_last"
+    session: _Names | None = None
+    labels: dict[_Text, str] = Field(default_factory=dict)
+    title: _Names | None = None
+    tags: _Names | None = None
+    notify: _Names
+    template: RuleTemplateSection | None = None
+    group_by: _Text | None = Field(default=None, description="a label name: counts per value")
+    skip_empty: bool = Field(
+        default=False,
+        description="send nothing when nothing happened (default: one line saying so)",
+    )
+    misfire_grace: _Duration = Field(
+        default=timedelta(hours=1),
+        description="a run missed while the watcher was down is sent on start if this recent",
+    )
+
+
 class HttpSection(Section):
     """/metrics, /healthz and /readyz; off unless this section sets `listen`."""
 
@@ -430,6 +485,7 @@ class ConfigFile(Section):
     ) = None
     quiet_hours: dict[str, QuietHoursSection] | None = None
     rules: list[RuleSection] | None = None
+    reports: list[ReportSection] | None = None
     http: HttpSection | None = None
     log_format: LogFormatName = Field(
         default="text",
@@ -447,6 +503,7 @@ SECTIONS = (
     "targets",
     "quiet_hours",
     "rules",
+    "reports",
     "http",
     "log_format",
 )

@@ -24,6 +24,8 @@ from watcher.core.lifecycle import CONDITION_EVENTS, EDGE_EVENTS, USAGE_COUNTERS
 from watcher.core.model import EventType
 from watcher.core.settings import MessageTemplate, Rule, Settings, WebhookTemplate
 
+# Made by the watcher itself, never by a session: no rule listens for them.
+NOT_FOR_RULES = frozenset({EventType.DIGEST, EventType.REPORT})
 CHECK_TIME_LIMIT = 2.0  # seconds `check` gives one template for all its sample events
 _PART_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
@@ -165,7 +167,7 @@ class RuleBuilder:
         return ok
 
     def rule_events(self, rule: RuleSection, raw: Any, at: KeyPath) -> tuple[str, ...] | None:
-        known = [str(e) for e in EventType if e is not EventType.DIGEST]
+        known = [str(e) for e in EventType if e not in NOT_FOR_RULES]
         events: list[str] = []
         ok = True
         for where, value in _items(raw, (*at, "on"), rule.on):
@@ -215,7 +217,7 @@ class RuleBuilder:
         from watcher.core.sandbox import within  # noqa: PLC0415
         from watcher.core.template import check_template, suits  # noqa: PLC0415
 
-        every = [kind for kind in EventType if kind is not EventType.DIGEST]
+        every = [kind for kind in EventType if kind not in NOT_FOR_RULES]
         for name, target in settings.targets.items():
             if target.template is not None:
                 at: KeyPath = ("targets", name, "template")

@@ -18,6 +18,7 @@ from watcher.core.text import safe_json
 
 KNOWN_VERSIONS = (1,)
 DIGEST_BODY_TYPE = "digest"  # render.digest_payload
+REPORT_BODY_TYPE = "report"  # render.body_type
 
 
 class EventBodyError(ValueError):
@@ -145,6 +146,8 @@ def event_from_body(body: Any) -> Event:
     if kind == DIGEST_BODY_TYPE:
         kind = str(EventType.DIGEST)
         body = {**body, "data": _digest_data(body)}
+    elif kind == REPORT_BODY_TYPE:
+        kind = str(EventType.REPORT)
     try:
         event_type = EventType(kind)
     except ValueError:

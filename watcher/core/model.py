@@ -40,6 +40,8 @@ class EventType(StrEnum):
     USAGE_CROSSED = "session.usage_crossed"
     # Notifications held in quiet hours, released as one message per target.
     DIGEST = "watcher.digest"
+    # A scheduled report (watcher.core.report): one per report and scheduled time.
+    REPORT = "watcher.report"
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,6 +210,10 @@ def headline(event: Event) -> str:
         return ":white_check_mark: Factory API reachable again"
     if event.type is EventType.DIGEST:
         return _digest_headline(event)
+    if event.type is EventType.REPORT:
+        from watcher.core.reportview import report_headline  # noqa: PLC0415 (it imports us)
+
+        return report_headline(event.data)
     if event.session is None:
         return f"{event.type}"
     name = _session_label(event.session)
@@ -255,6 +259,10 @@ def answer_section(event: Event) -> dict[str, Any] | None:
 
 def render_slack(event: Event, rule: str) -> SlackMessage:
     """A Slack message: headline, session facts, and a plain `text` fallback."""
+    if event.type is EventType.REPORT:
+        from watcher.core.reportview import render_report_slack  # noqa: PLC0415 (it imports us)
+
+        return render_report_slack(event.data, rule, str(event.type))
     text = headline(event)
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION_TEXT_LIMIT)}}
@@ -301,6 +309,12 @@ def _iso(value: datetime) -> str:
 
 
 WEBHOOK_VERSION = 1  # docs/webhook-event.schema.json; fields may be added, never changed
+REPORT_BODY_TYPE = "report"  # a scheduled report's body `type` (its `data`: the document)
+
+
+def body_type(event: Event) -> str:
+    """The `type` of `event`'s webhook body: the event type, `report` for a report."""
+    return REPORT_BODY_TYPE if event.type is EventType.REPORT else str(event.type)
 
 
 def _session_body(session: SessionRef | None) -> dict[str, Any] | None:
@@ -337,7 +351,7 @@ def webhook_payload(event: Event, rule: str) -> dict[str, Any]:
     """
     return {
         "version": WEBHOOK_VERSION,
-        "type": str(event.type),
+        "type": body_type(event),
         "id": event.id,
         "sequence": event.sequence,
         "occurred_at": _iso(event.occurred_at),

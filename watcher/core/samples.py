@@ -12,8 +12,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from watcher.core.diff import event_id
-from watcher.core.lifecycle import RunStart, run_summary
+from watcher.core.lifecycle import RunStart, Track, run_summary
 from watcher.core.model import Event, EventType, JSONValue, SessionRef, Snapshot, TokenUsage
+from watcher.core.report import (
+    RecordedEvent,
+    ReportHistory,
+    StoredSession,
+    build_report,
+)
+from watcher.core.settings import ReportSpec
 
 SAMPLE_NOW = datetime(2026, 1, 15, 14, 30, tzinfo=UTC)
 SAMPLE_SEQUENCE = 7
@@ -92,6 +99,59 @@ def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
+def sample_report_documents(now: datetime) -> list[dict[str, JSONValue]]:
+    """Report documents as `build_report` makes them: a day with a finished run and a
+    session waiting, grouped by team; and a day when nothing happened.
+    """
+    session = sample_session("idle")
+    began = now - timedelta(hours=3)
+    started = Event(
+        "evt-sample-report-1",
+        EventType.STATUS_CHANGED,
+        began,
+        replace(session, status="running"),
+        {"from": "idle", "to": "running"},
+    )
+    finished = Event(
+        "evt-sample-report-2",
+        EventType.COMPLETED,
+        now - timedelta(hours=2),
+        session,
+        {
+            "completed_at": _iso(now - timedelta(hours=2)),
+            "run": sample_run(now - timedelta(hours=2)),
+        },
+    )
+    waiting = Snapshot(
+        session_id="sample-session-3b7d9e",
+        status="pending",
+        message_count=12,
+        created_at=now - timedelta(hours=5),
+        updated_at=now - timedelta(minutes=40),
+        title="Upgrade the payment SDK",
+    )
+    history = ReportHistory(
+        events=(
+            RecordedEvent(started, began),
+            RecordedEvent(finished, finished.occurred_at),
+        ),
+        sessions=(
+            StoredSession(
+                waiting.session_id,
+                waiting,
+                Track("pending", waiting.updated_at, waiting.updated_at),
+                SessionRef(waiting.session_id, waiting.title, "pending", labels={"team": "web"}),
+            ),
+        ),
+    )
+    spec = ReportSpec("daily", "0 9 * * mon-fri", "Europe/Berlin", group_by="team")
+    url = "https://app.factory.ai/sessions/{id}"
+    start = now - timedelta(days=1)
+    full = build_report(spec, history, start, now, now, url)
+    empty = build_report(spec, ReportHistory(), start, now, now, url)
+    return [dict(full.document), dict(empty.document)]
+
+
 def _data(kind: EventType, now: datetime) -> list[dict[str, JSONValue]]:
     """The data variants an event of `kind` can carry (conditions: firing, reminder, resolved)."""
     since = now - timedelta(minutes=20)
@@ -136,6 +196,8 @@ def _data(kind: EventType, now: datetime) -> list[dict[str, JSONValue]]:
             "data": {"completed_at": _iso(since), "duration_s": 1325.0, "between_polls": False},
         }
         return [{"window": "night", "count": 1, "items": [item]}]
+    if kind is EventType.REPORT:
+        return sample_report_documents(now)
     return [{}]
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeAlias
 
 from watcher.core.pgurl import url_passwords
 from watcher.core.secret import Secret
@@ -240,6 +241,33 @@ class Retention:
     forget_sessions_after: timedelta = timedelta(days=30)
 
 
+# A report's `window`: how far back it looks from its scheduled time, or None for
+# `since_last` (from the report's previous run; the first run looks back a day).
+ReportWindow: TypeAlias = timedelta | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSpec:
+    """A scheduled report (`reports:` in the config): what happened to the sessions it
+    watches in its window, sent to `notify` at each time the cron `schedule` gives in
+    `timezone`. The session filters are the rules' (`session`, `labels`, `title`, `tags`).
+    """
+
+    name: str
+    schedule: str  # cron expression, 5 fields, e.g. "0 9 * * mon-fri"
+    timezone: str = "UTC"  # IANA name
+    window: ReportWindow = None
+    session_globs: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    title_globs: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    notify: tuple[str, ...] = ()
+    template: MessageTemplate | None = None
+    group_by: str | None = None  # a label name
+    skip_empty: bool = False
+    misfire_grace: timedelta = timedelta(hours=1)
+
+
 class LogFormat(StrEnum):
     """How log records are written."""
 
@@ -300,6 +328,7 @@ class Settings:
     # PostgreSQL instead of SQLite at `state_path`: the libpq URL, password folded in.
     state_url: Secret | None = None
     ha: HaSettings = HaSettings()
+    reports: tuple[ReportSpec, ...] = ()
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret value in the configuration, for redaction.

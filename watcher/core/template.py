@@ -39,11 +39,13 @@ from watcher.core.model import Event, EventType, SessionRef
 from watcher.core.render import (
     SECTION_TEXT_LIMIT,
     WEBHOOK_VERSION,
+    body_type,
     format_duration,
     headline,
     render_for,
     truncate,
 )
+from watcher.core.report import REPORT_RULE_PREFIX
 from watcher.core.samples import CONDITIONS, sample_events, with_answer
 from watcher.core.sandbox import (
     RenderLimits,
@@ -56,6 +58,7 @@ from watcher.core.sandbox import (
 )
 from watcher.core.settings import (
     MessageTemplate,
+    ReportSpec,
     Rule,
     Settings,
     SlackTemplate,
@@ -295,7 +298,7 @@ def render_webhook_template(
         raise TemplateError("body", f"must render to a JSON object, not {kind}")
     out: dict[str, Any] = {
         "version": WEBHOOK_VERSION,
-        "type": str(event.type),
+        "type": body_type(event),
         "id": event.id,
         "sequence": event.sequence,
         # Marks the body as the template's shape (docs/webhook-event.schema.json).
@@ -319,6 +322,14 @@ def render_template(
     return render_slack_template(template, event, rule_name, rule, limits)
 
 
+def report_named(settings: Settings, rule_name: str) -> ReportSpec | None:
+    """The report whose outbox rows carry `rule_name`: `report:NAME` (`report_rule`), or
+    the bare name.
+    """
+    name = rule_name.removeprefix(REPORT_RULE_PREFIX)
+    return next((r for r in settings.reports if r.name == name), None)
+
+
 def rule_named(settings: Settings, name: str) -> Rule | None:
     """The rule called `name`, if the settings have one."""
     return next((r for r in settings.rules if r.name == name), None)
@@ -333,10 +344,16 @@ def template_for(
     settings: Settings, target: Target, rule_name: str, kind: EventType
 ) -> MessageTemplate | None:
     """The template an event of `kind` from `rule_name` uses at `target`: the rule's,
-    else the target's, else None (built-in). Digests always use the built-in rendering.
+    else the target's, else None (built-in). Digests always use the built-in rendering;
+    a report uses its own template, else the built-in one (a target's template is
+    written for session events).
     """
     if kind is EventType.DIGEST:
         return None
+    if kind is EventType.REPORT:
+        spec = report_named(settings, rule_name)
+        own = spec.template if spec is not None else None
+        return own if own is not None and suits(own, target.kind) else None
     rule = rule_named(settings, rule_name)
     template = rule.template if rule is not None and rule.template is not None else None
     template = template or target.template

@@ -5,7 +5,8 @@ The parts, each in its own module: the session book and backoff
 scheduler with its timetable, queue and workers (`scheduler`), API health
 (`health`), the discovery loop (`discovery`), the rule timer (`ruletimer`), the
 supervisor (`supervisor`: housekeeping, readiness, status, watchdog, HTTP
-routes), the pruner (`pruner`: retention) and the reloader (`reloader`); what
+routes), the pruner (`pruner`: retention), scheduled reports (`reports`) and
+the reloader (`reloader`); what
 they share lives in `live`. Delivery renders at send time
 (`watcher.delivery.rendering`) and adds the last answer
 (`watcher.delivery.answers`). `Watcher` keeps construction, the run's lifecycle
@@ -35,6 +36,7 @@ from watcher.daemon.live import Live, P, R, WatcherStats, Wiring
 from watcher.daemon.poller import Poller
 from watcher.daemon.pruner import Pruner
 from watcher.daemon.reloader import Reloader, client_for
+from watcher.daemon.reports import ReportPart
 from watcher.daemon.ruletimer import RULES_TICK, RuleTimer
 from watcher.daemon.scheduler import PollScheduler
 from watcher.daemon.supervisor import HEARTBEAT_PERIOD, STALL_AFTER, Supervisor
@@ -156,6 +158,7 @@ class Watcher:
         self.discovery = DiscoveryLoop(wiring, health=health, scheduler=scheduler)
         self.rules = RuleTimer(wiring)
         self.pruner = Pruner(wiring)
+        self.reports = ReportPart(wiring)
         self.supervisor = Supervisor(
             wiring, health=health, scheduler=scheduler, systemd=self.systemd
         )
@@ -168,6 +171,7 @@ class Watcher:
             notifiers=self.notifiers,
             supervisor=self.supervisor,
             make_notifier=make_notifier,
+            reports=self.reports,
         )
         self._db_limiter = anyio.CapacityLimiter(1)
         self._delivery_limiter = anyio.CapacityLimiter(1)
@@ -321,6 +325,7 @@ class Watcher:
         work.start_soon(self.scheduler.timetable.run)
         work.start_soon(self.rules.run)  # fixed ticks: plain loops that end with the run
         work.start_soon(self.pruner.run)
+        work.start_soon(self.reports.run)
         work.start_soon(self.supervisor.run_heartbeat)
         work.start_soon(self.supervisor.supervise)
         self.supervisor.mark_started()

@@ -50,6 +50,8 @@ def describe(event: Event) -> str:
     data = event.data
     if event.type is EventType.DIGEST:
         return f"window={data.get('window')} count={data.get('count')}"
+    if event.type is EventType.REPORT:
+        return f"report={data.get('report')} empty={data.get('empty')} counts={data.get('counts')}"
     if "from" in data:
         return f"{data['from']} -> {data['to']}"
     return " ".join(f"{k}={v}" for k, v in data.items())

@@ -4,7 +4,8 @@
 settings); `Reloader.apply` tells each part: the API client is replaced when
 the `factory:` section changed, targets whose definition changed get a new
 notifier, the request budget its new rate, the watch list and timetable their
-new sessions and cadence, and discovery its new filter at once. `http`,
+new sessions and cadence, discovery its new filter at once, and scheduled
+reports their new schedules. `http`,
 `log_format`, `state.path` and `state.record` take effect on the next restart,
 and a reload that changes them says so.
 
@@ -29,6 +30,7 @@ from watcher.core.settings import Settings, Target
 from watcher.core.text import describe_error
 from watcher.daemon.discovery import DiscoveryLoop
 from watcher.daemon.live import Wiring
+from watcher.daemon.reports import ReportPart
 from watcher.daemon.scheduler import PollScheduler
 from watcher.daemon.supervisor import Supervisor
 from watcher.delivery import DeliveryWorker
@@ -119,8 +121,10 @@ class Reloader:
         notifiers: dict[str, Notifier],
         supervisor: Supervisor,
         make_notifier: Callable[[Target], Notifier] = build_notifier,
+        reports: ReportPart | None = None,
     ) -> None:
         self.live = wiring.live
+        self.reports = reports
         self._read = read
         self._make_notifier = make_notifier
         self.book = wiring.book
@@ -200,6 +204,8 @@ class Reloader:
         if change.discovery:
             self.discovery.hurry()  # the new filter applies now, not a whole interval later
         self.discovery.start()
+        if self.reports is not None:
+            self.reports.reschedule()
 
     def _build(self, new: Settings, change: SettingsChange) -> Built:
         """The client and notifiers `new` needs anew; raises (closing what it built) if one

@@ -168,6 +168,19 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.reports_sent = Counter(
+            f"{PREFIX}_reports_sent",
+            "Scheduled report runs queued for delivery, by report (one per scheduled time).",
+            ["report"],
+            registry=registry,
+        )
+        self.reports_skipped = Counter(
+            f"{PREFIX}_reports_skipped",
+            "Scheduled report runs not sent, by report and reason (too_old: past its"
+            " misfire_grace; empty: nothing happened and skip_empty is set).",
+            ["report", "reason"],
+            registry=registry,
+        )
         # Gauges: set as the state changes.
         self.card_calls = Counter(
             f"{PREFIX}_card_calls",

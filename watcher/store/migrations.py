@@ -300,6 +300,24 @@ CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (target, id) WHERE status = 'de
     )
 
 
+def _report_runs(db: sqlite3.Connection) -> None:
+    """Scheduled reports: the last scheduled time each report ran for.
+
+    `record_report` writes a report's row in the transaction that stores its
+    event and outbox rows, so a run is recorded exactly when it is queued.
+    """
+    _run(
+        db,
+        """
+CREATE TABLE IF NOT EXISTS report_runs (
+    name TEXT PRIMARY KEY,
+    scheduled_at REAL NOT NULL,
+    recorded_at REAL NOT NULL
+);
+""",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "first release: meta, sessions, events, outbox", _first_release),
     Migration(2, "poll marks for `status` (polls)", _polls),
@@ -309,6 +327,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "live Slack cards (cards)", _cards),
     Migration(7, "retention: sessions.unwatched_since, cutoff indexes", _retention),
     Migration(8, "flat costs: session facts, sessions_set_aside, outbox indexes", _flat_costs),
+    Migration(9, "scheduled reports: the last run of each (report_runs)", _report_runs),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].number
 

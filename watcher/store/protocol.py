@@ -1,14 +1,14 @@
 """What the rest of the watcher may ask of the state store, as typed protocols.
 
 One protocol per role (sessions, events, rules, outbox, cards, admin,
-retention), two
+retention, reports), two
 combinations that name what a part uses (`IntakeStore`: sessions, events and
 rules; `DeliveryStore`: outbox and cards), and `Store` combining them all,
 which a backend implements whole (SQLite, PostgreSQL); tests/store/conformance/
 specifies every method here for any backend. `LeaderStore` adds what
 replicas sharing a PostgreSQL database need: fencing and claims.
-`ReadOnlyStore` is what `status` and `backup` read, from a database a daemon
-may be writing.
+`ReadOnlyStore` is what `status`, `backup` and `report NAME` read, from a
+database a daemon may be writing.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from watcher.store.rows import (
 )
 
 if TYPE_CHECKING:
+    from watcher.core.reporthistory import ReportHistory
     from watcher.core.rules import Route
     from watcher.core.rulestate import Evaluation, Mute, MuteKind, SessionMemory
 
@@ -225,6 +226,53 @@ class RetentionStore(Protocol):
         ...
 
 
+class ReportContentStore(Protocol):
+    """What a scheduled report's content is computed from (`watcher.core.report`)."""
+
+    def report_history(self, start: datetime, end: datetime) -> ReportHistory:
+        """The events recorded in `start < recorded_at <= end`, each of their sessions'
+        latest event recorded at or before `start` (the baseline of its counters), and
+        every stored session's current state, lifecycle track and watch mark.
+        """
+        ...
+
+
+class ReportRunStore(Protocol):
+    """The last run of each scheduled report, recorded with its outbox rows exactly once."""
+
+    def report_runs(self) -> dict[str, datetime]:
+        """The scheduled time of each report's last recorded run, by report name."""
+        ...
+
+    def record_report(
+        self,
+        name: str,
+        scheduled_at: datetime,
+        event: Event,
+        routes: Sequence[tuple[Event, Route]],
+        now: datetime,
+    ) -> int:
+        """Store the run of `name` for `scheduled_at`, its event and outbox rows (lane
+        `report:{name}`) in one transaction; 0 and nothing stored when the stored last run
+        is already at or after `scheduled_at` (exactly once). The new outbox rows.
+        """
+        ...
+
+
+class ReportStore(ReportContentStore, ReportRunStore, Protocol):
+    """Scheduled reports: their content and their runs."""
+
+
+class ReportReader(ReportContentStore, Protocol):
+    """What `report NAME` reads, from a database a daemon may be writing."""
+
+    def report_runs(self) -> dict[str, datetime]:
+        """The scheduled time of each report's last recorded run, by report name."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class IntakeStore(SessionStore, EventStore, RuleStore, Protocol):
     """What intake reads and records: a poll's or a timer tick's states, events and rules."""
 
@@ -233,7 +281,7 @@ class DeliveryStore(OutboxStore, CardStore, Protocol):
     """What the outbox worker reads and marks: due rows, lanes and cards."""
 
 
-class Store(IntakeStore, DeliveryStore, AdminStore, RetentionStore, Protocol):
+class Store(IntakeStore, DeliveryStore, AdminStore, RetentionStore, ReportStore, Protocol):
     """The whole state store: what the daemon and the commands use."""
 
 
@@ -260,8 +308,10 @@ class LeaderStore(Store, Protocol):
         ...
 
 
-class ReadOnlyStore(Protocol):
-    """A database opened only to read it while a daemon may write: `status` and `backup`."""
+class ReadOnlyStore(ReportReader, Protocol):
+    """A database opened only to read it while a daemon may write: `status`, `backup` and
+    `report NAME` (a report's history and runs, read as the daemon's store reads them).
+    """
 
     def read_status(self, configured: Sequence[str] = ()) -> StatusRows:
         """Everything `status` shows, read in one read transaction.

@@ -222,7 +222,8 @@ class StatusRows:
     `meta` is the daemon's own values as written (heartbeat, API state, watched
     set); `states` is each watched session's (last known status, gone?);
     `since` the time of its last status-changing event; `notified` its last
-    delivered notification (the maps hold watched sessions only).
+    delivered notification (the maps hold watched sessions only);
+    `report_runs` the scheduled time each report last ran for.
     """
 
     meta: Mapping[str, str]
@@ -235,6 +236,7 @@ class StatusRows:
     database_bytes: int | None = None  # the file's pages (None: not read)
     rows_pruned: Mapping[str, int] = field(default_factory=dict)  # by table, ever
     lease: LeaseRow | None = None  # PostgreSQL only: the leader lease (None: never taken)
+    report_runs: Mapping[str, datetime] = field(default_factory=dict)  # by report name
 
 
 def watched_in(meta: Mapping[str, str]) -> list[tuple[str, str | None]] | None:

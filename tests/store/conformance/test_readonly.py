@@ -8,9 +8,16 @@ import pytest
 
 from tests.core.factories import T0, event, ref, snap
 from tests.store.backends import Backend
-from watcher.core.model import EventType, Gone
+from watcher.core.model import Event, EventType, Gone
 from watcher.core.rules import Route
-from watcher.store import OutboxRow, OutboxStatus, PollMark, StatusRows, Store, StoreError
+from watcher.store import (
+    OutboxRow,
+    OutboxStatus,
+    PollMark,
+    StatusRows,
+    Store,
+    StoreError,
+)
 from watcher.store.rows import TargetBacklog
 
 
@@ -96,3 +103,26 @@ def test_a_damaged_watched_set_is_a_store_error(store: Store, backend: Backend, 
     store.record_housekeeping([], {"watched": value})
     with pytest.raises(StoreError, match="watched set in the state database cannot be read"):
         read_status(backend, ["s1"])
+
+
+def test_the_read_only_view_reads_report_runs_and_history_as_the_store_does(
+    store: Store, backend: Backend
+) -> None:
+    """`status` lists each report's last run; `report NAME` reads the store's history."""
+    assert read_status(backend, []).report_runs == {}
+    s = event(id="e1", session=ref(id="s1"), data={"from": "idle", "to": "running"})
+    store.record("s1", snap(), [s], [], T0)
+    done = event(id="e2", session=ref(id="s1"), data={"from": "running", "to": "idle"})
+    store.record("s1", snap(status="idle"), [done], [], T0 + timedelta(minutes=5))
+    r = Event("report:daily", EventType.REPORT, T0, None, {"report": "daily"})
+    store.record_report("daily", T0, r, [(r, Route("report:daily", "hook"))], T0)
+    assert read_status(backend, []).report_runs == {"daily": T0}
+    view = backend.read_only()
+    try:
+        assert view.report_runs() == {"daily": T0}
+        start, end = T0 + timedelta(minutes=1), T0 + timedelta(minutes=10)
+        assert view.report_history(start, end) == store.report_history(start, end)
+        assert [e.event.id for e in view.report_history(start, end).events] == ["e2"]
+        assert view.report_history(start, end).run_starts == {"s1": T0}
+    finally:
+        view.close()

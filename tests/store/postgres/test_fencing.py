@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from tests.core.factories import T0, event, ref, snap
+from watcher.core.model import Event, EventType
 from watcher.core.rules import Route
 from watcher.core.rulestate import Mute, MuteKind
 from watcher.store import FencedError, LeaderStore, OutboxRow, OutboxStatus, PollMark
@@ -65,6 +66,11 @@ def queue(store: LeaderStore, *pairs: tuple[str, str]) -> None:
         store.record_events([e], [(e, Route("r", "hook"))], T0 + timedelta(seconds=n))
 
 
+REPORT = Event(
+    id="report:daily", type=EventType.REPORT, occurred_at=T0, session=None, data={"report": "daily"}
+)
+DAILY = Route("report:daily", "hook")
+
 WRITES: list[tuple[str, Callable[[LeaderStore], Any]]] = [
     ("record", lambda s: s.record("s1", snap(), [event(id="x")], [], T0)),
     ("record_events", lambda s: s.record_events([event(id="x")], [], T0)),
@@ -73,6 +79,7 @@ WRITES: list[tuple[str, Callable[[LeaderStore], Any]]] = [
     ("note_watched", lambda s: s.note_watched({"s1"}, T0)),
     ("due", lambda s: s.due("hook", T0, 10)),
     ("mark_delivered", lambda s: s.mark_delivered(1, T0, None)),
+    ("record_report", lambda s: s.record_report("daily", T0, REPORT, [(REPORT, DAILY)], T0)),
 ]
 
 
@@ -92,6 +99,7 @@ def test_a_write_after_another_replica_took_the_lease_is_refused_and_counted(
     assert leader.fenced_writes == 1
     assert leader.counts() == before
     assert leader.load_state("s1") is None  # nothing of a refused write is stored
+    assert leader.report_runs() == {}
 
 
 def test_an_expired_lease_or_no_epoch_refuses_writes(leader: LeaderStore, pg_url: str) -> None:

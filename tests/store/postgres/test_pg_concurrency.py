@@ -1,5 +1,6 @@
 """Writers at once on one PostgreSQL database: per-session sequences stay strictly increasing,
-with no number given twice, and one transition recorded by two writers is queued once."""
+with no number given twice, and one transition (or one report's run) recorded by two writers
+is queued once."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from tests.core.factories import T0, event, ref, snap
+from watcher.core.model import Event, EventType
 from watcher.core.rules import Route
 from watcher.store import OutboxRow, OutboxStatus
 from watcher.store.postgres import PostgresStore
@@ -90,6 +92,30 @@ def test_one_transition_recorded_by_two_writers_at_once_is_queued_and_numbered_o
         (row,) = stores[0].list_outbox()
         assert isinstance(row, OutboxRow)
         assert row.event.sequence == 1
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_one_report_run_recorded_by_two_writers_at_once_is_queued_once(pg_url: str) -> None:
+    """Same report, same scheduled time, two stores at once: one run, one event, one row."""
+    stores = [PostgresStore(pg_url), PostgresStore(pg_url)]
+    new: list[int] = []
+
+    def job(store: PostgresStore, n: int) -> Callable[[], None]:
+        # Each writer makes its own event for the time, as two daemons would.
+        e = Event(f"report:daily:{n}", EventType.REPORT, T0, None, {"report": "daily"})
+        return lambda: new.append(
+            store.record_report("daily", T0, e, [(e, Route("report:daily", "hook"))], T0)
+        )
+
+    try:
+        assert run_at_once([job(s, n) for n, s in enumerate(stores)]) == []
+        assert sorted(new) == [0, 1]
+        assert stores[0].report_runs() == {"daily": T0}
+        (row,) = stores[0].list_outbox()
+        assert isinstance(row, OutboxRow)
+        assert row.event.type is EventType.REPORT
     finally:
         for store in stores:
             store.close()

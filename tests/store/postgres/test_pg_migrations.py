@@ -9,7 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from watcher.store import SCHEMA_VERSION, SchemaTooNewError, StoreError
+from tests.core.factories import T0, event, ref
+from watcher.core.rules import Route
+from watcher.store import SCHEMA_VERSION, OutboxStatus, SchemaTooNewError, StoreError
 from watcher.store.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from watcher.store.postgres import PostgresStore
 from watcher.store.postgres.migrations import MIGRATIONS, PgMigration
@@ -27,6 +29,7 @@ TABLES = {
     "mutes",
     "outbox",
     "polls",
+    "report_runs",
     "rule_memory",
     "sequences",
     "sessions",
@@ -147,3 +150,26 @@ def test_a_failing_step_leaves_the_database_as_it_was(pg_url: str) -> None:
     store = PostgresStore(pg_url)  # the real steps still apply afterwards
     store.close()
     assert meta(pg_url) == {"schema_version": str(SCHEMA_VERSION)}
+
+
+def test_a_database_of_the_previous_version_gains_report_runs_and_keeps_its_rows(
+    pg_url: str,
+) -> None:
+    """Step 9 on a version-8 database: report_runs is added, every stored row is kept."""
+    old = PostgresStore(pg_url, migrations=[m for m in MIGRATIONS if m.number < 9])
+    try:
+        e = event(id="e1", session=ref(id="s1"))
+        old.record_events([e], [(e, Route("finished", "hook"))], T0)
+    finally:
+        old.close()
+    assert "report_runs" not in tables(pg_url)
+    assert meta(pg_url)["schema_version"] == "8"
+    store = PostgresStore(pg_url)
+    try:
+        assert store.report_runs() == {}
+        assert store.counts()[OutboxStatus.PENDING] == 1
+        assert [r.id for r in store.recent_events("s1")] == ["e1"]
+    finally:
+        store.close()
+    assert tables(pg_url) == TABLES
+    assert meta(pg_url)["schema_version"] == "9"

@@ -2,7 +2,8 @@
 
 `base` holds the pool, the migration at open, transactions and the fence;
 each other module one concern's tables (sessions and discovery, events and
-sequences, rules, outbox and claims, cards, admin, retention), as a mixin
+sequences, rules, outbox and claims, cards, admin, retention, reports and
+their runs), as a mixin
 over that base, mirroring `watcher.store.sqlite`. `migrations` is the schema
 with the SQLite schema's step numbers; `readonly` the view `status` uses.
 """
@@ -15,6 +16,8 @@ from watcher.store.postgres.cards import CardTables
 from watcher.store.postgres.events import EventTables
 from watcher.store.postgres.outbox import OutboxTables
 from watcher.store.postgres.readonly import PostgresReadOnlyStore, pg_dump_advice
+from watcher.store.postgres.reportruns import ReportRunTables
+from watcher.store.postgres.reports import ReportTables
 from watcher.store.postgres.retention import RetentionTables
 from watcher.store.postgres.rules import RuleTables
 from watcher.store.postgres.sessions import SessionTables
@@ -30,6 +33,8 @@ class PostgresStore(
     CardTables,
     AdminTables,
     RetentionTables,
+    ReportTables,
+    ReportRunTables,
 ):
     """`Store` (and `LeaderStore`) on a PostgreSQL database, through a small connection pool.
 

@@ -51,8 +51,14 @@ def insert_events(
     events: Sequence[Event],
     routes: Sequence[tuple[Event, Route]],
     now: datetime,
+    *,
+    lane: str | None = None,
 ) -> int:
-    """Store `events` and queue `routes` (both kept as they are if already there); new rows."""
+    """Store `events` and queue `routes` (both kept as they are if already there); new rows.
+
+    Each row's lane is its event's session (none: ""), or `lane` when given
+    (a scheduled report's own lane, so reports never wait behind a session).
+    """
     stamp = seconds(now)
     if events:
         db.executemany(
@@ -78,7 +84,14 @@ def insert_events(
         " next_attempt_at) VALUES (%s, %s, %s, %s, 'pending', %s, %s)"
         " ON CONFLICT (event_id, target) DO NOTHING",
         [
-            (e.id, r.target, r.rule, e.session.id if e.session else "", stamp, stamp)
+            (
+                e.id,
+                r.target,
+                r.rule,
+                (e.session.id if e.session else "") if lane is None else lane,
+                stamp,
+                stamp,
+            )
             for e, r in routes
         ],
     )

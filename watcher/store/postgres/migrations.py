@@ -213,6 +213,14 @@ CREATE TRIGGER sessions_notified_at AFTER UPDATE OF status ON outbox FOR EACH RO
     EXECUTE FUNCTION fw_sessions_notified_at()
 """  # noqa: S608 (constant DDL)
 
+_REPORT_RUNS = """
+CREATE TABLE report_runs (
+    name TEXT PRIMARY KEY,
+    scheduled_at DOUBLE PRECISION NOT NULL,
+    recorded_at DOUBLE PRECISION NOT NULL
+)
+"""
+
 MIGRATIONS: tuple[PgMigration, ...] = (
     PgMigration(
         1, "first release: meta, sessions, events, outbox, leader_lease", _run(_FIRST_RELEASE)
@@ -226,6 +234,7 @@ MIGRATIONS: tuple[PgMigration, ...] = (
     PgMigration(
         8, "flat costs: session facts, sessions_set_aside, outbox indexes", _run(_FLAT_COSTS)
     ),
+    PgMigration(9, "scheduled reports: the last run of each (report_runs)", _run(_REPORT_RUNS)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].number
 

@@ -2,17 +2,21 @@
 
 One connection, no pool and no migration: `read_status` reads everything in
 one `REPEATABLE READ, READ ONLY` transaction, per watched session one row.
-`backup` of a PostgreSQL state is pg_dump's job: `copy_to` says so.
+`report_history` and `report_runs` are what `report NAME` reads, as the
+daemon's store reads them. `backup` of a PostgreSQL state is pg_dump's job:
+`copy_to` says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from watcher.core.reporthistory import ReportHistory
 from watcher.store.errors import StoreError
 from watcher.store.postgres.base import (
     CONNECT_TIMEOUT,
@@ -23,7 +27,9 @@ from watcher.store.postgres.base import (
     scrub,
 )
 from watcher.store.postgres.leaseview import read_lease
+from watcher.store.postgres.reports import fetch_report_rows, read_report_runs
 from watcher.store.postgres.retention import PRUNED_KEY
+from watcher.store.reportrows import decode_report_rows
 from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog, watched_in
 
 _TABLES = ("meta", "sessions", "events", "outbox", "polls")
@@ -94,6 +100,7 @@ class PostgresReadOnlyStore:
                 if key.startswith(PRUNED_KEY)
             },
             lease=read_lease(db),
+            report_runs=read_report_runs(db),
         )
 
     def _targets(self) -> tuple[TargetBacklog, ...]:
@@ -152,6 +159,21 @@ class PostgresReadOnlyStore:
             )
             for r in rows
         )
+
+    def report_history(self, start: datetime, end: datetime) -> ReportHistory:
+        """What a report of the window `(start, end]` reads (`report NAME`)."""
+        try:
+            rows = fetch_report_rows(self._db, start, end)
+        except psycopg.Error as error:
+            raise self._error(error) from None
+        return decode_report_rows(rows)
+
+    def report_runs(self) -> dict[str, datetime]:
+        """The scheduled time of each report's last recorded run."""
+        try:
+            return read_report_runs(self._db)
+        except psycopg.Error as error:
+            raise self._error(error) from None
 
     def copy_to(self, destination: Path) -> int:
         """Refused: a PostgreSQL state is backed up with pg_dump (StoreError says how)."""

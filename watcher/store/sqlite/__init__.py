@@ -2,8 +2,8 @@
 
 `base` holds the connection, the migration at open, the lock and the
 transaction; each other module one concern's tables (sessions and discovery,
-events and sequences, rules, outbox, cards, admin, retention), as a mixin over that
-base. `readonly` is the read-only view `status` and `backup` use.
+events and sequences, rules, outbox, cards, admin, retention, reports and their runs),
+as a mixin over that base. `readonly` is the read-only view `status` and `backup` use.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from watcher.store.sqlite.cards import CardTables
 from watcher.store.sqlite.events import EventTables
 from watcher.store.sqlite.outbox import OutboxTables
 from watcher.store.sqlite.readonly import SqliteReadOnlyStore
+from watcher.store.sqlite.reportruns import ReportRunTables
+from watcher.store.sqlite.reports import ReportTables
 from watcher.store.sqlite.retention import RetentionTables
 from watcher.store.sqlite.rules import RuleTables
 from watcher.store.sqlite.sessions import SessionTables
@@ -31,6 +33,8 @@ class SqliteStore(
     CardTables,
     AdminTables,
     RetentionTables,
+    ReportTables,
+    ReportRunTables,
 ):
     """`Store` on one SQLite file in WAL mode with `synchronous=FULL`.
 

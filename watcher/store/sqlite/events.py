@@ -51,8 +51,14 @@ def insert_events(
     events: Sequence[Event],
     routes: Sequence[tuple[Event, Route]],
     now: datetime,
+    *,
+    lane: str | None = None,
 ) -> int:
-    """Store `events` and queue `routes` (both kept as they are if already there); new rows."""
+    """Store `events` and queue `routes` (both kept as they are if already there); new rows.
+
+    Each row's lane is its event's session (none: ""), or `lane` when given
+    (a scheduled report's own lane, so reports never wait behind a session).
+    """
     stamp = seconds(now)
     db.executemany(
         "INSERT OR IGNORE INTO events(id, session_id, type, occurred_at, body, recorded_at)"
@@ -75,7 +81,14 @@ def insert_events(
         "INSERT OR IGNORE INTO outbox(event_id, target, rule, lane, status, created_at,"
         " next_attempt_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
         [
-            (e.id, r.target, r.rule, e.session.id if e.session else "", stamp, stamp)
+            (
+                e.id,
+                r.target,
+                r.rule,
+                (e.session.id if e.session else "") if lane is None else lane,
+                stamp,
+                stamp,
+            )
             for e, r in routes
         ],
     )

@@ -5,7 +5,8 @@ blocks the daemon's writes, and the daemon never waits for these commands.
 `read_status` reads everything in one read transaction, per watched session
 one row, so its cost does not grow with history; `copy_to` takes one
 consistent snapshot through SQLite's backup API and checks the copy whole.
-Neither migrates: an older database is read as it is.
+Neither migrates: an older database is read as it is. `report_history` and
+`report_runs` are what `report NAME` reads.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from watcher.core.reporthistory import ReportHistory
 from watcher.store.errors import StoreError
 from watcher.store.migrations import STATUS_CHANGES
 from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog, watched_in
 from watcher.store.sqlite.base import maybe_moment, moment
+from watcher.store.sqlite.reports import read_report_history, read_report_runs
 from watcher.store.sqlite.retention import PRUNED_KEY
 
 BUSY_TIMEOUT = 0.2  # seconds; the daemon's write transactions are short
@@ -114,6 +118,7 @@ class SqliteReadOnlyStore:
                 for key, value in meta.items()
                 if key.startswith(PRUNED_KEY)
             },
+            report_runs=read_report_runs(db),
         )
 
     def _targets(self) -> tuple[TargetBacklog, ...]:
@@ -174,6 +179,20 @@ class SqliteReadOnlyStore:
             )
             for r in rows
         )
+
+    def report_history(self, start: datetime, end: datetime) -> ReportHistory:
+        """What a report of the window `(start, end]` reads (`report NAME`)."""
+        try:
+            return read_report_history(self._db, start, end)
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"cannot read state database {self.path}: {error}") from None
+
+    def report_runs(self) -> dict[str, datetime]:
+        """The scheduled time of each report's last recorded run."""
+        try:
+            return read_report_runs(self._db)
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"cannot read state database {self.path}: {error}") from None
 
     def copy_to(self, destination: Path) -> int:
         """Copy the database to `destination` in one step (one consistent snapshot); its pages.

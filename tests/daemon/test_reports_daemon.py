@@ -1,0 +1,394 @@
+"""The report part with an injected clock, against a real SQLite store.
+
+Each turn is driven by moving the clock: a report fires at its time, missed
+times coalesce or are skipped past the grace, a reload adds, removes and
+reschedules, one failing report leaves the others alone, and a second part
+over the same state (a restart, a second daemon) never queues a time twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.core.reportsim import W0, History, at
+from tests.daemon.offline import IdleSource, offline_settings, offline_watcher
+from tests.rig import wait_for
+from watcher.core.model import EventType
+from watcher.core.report import Report
+from watcher.core.secret import Secret
+from watcher.core.settings import FactorySettings, ReportSpec, Settings
+from watcher.daemon import reports as part_module
+from watcher.daemon.live import Live, WatcherStats, Wiring
+from watcher.daemon.reports import RETRY_AFTER, ReportPart
+from watcher.ops.metrics import Metrics
+from watcher.poll.api import RequestBudget
+from watcher.poll.backoff import Backoff
+from watcher.poll.book import SessionBook
+from watcher.store import OutboxRow, SqliteStore
+
+pytestmark = pytest.mark.anyio
+M = timedelta(minutes=1)
+H = timedelta(hours=1)
+# Every ten minutes, and daily at 09:00 UTC (W0 is 2026-12-01 00:00 UTC).
+TENS = ReportSpec(name="tens", schedule="*/10 * * * *", notify=("hook", "slack"))
+DAILY = ReportSpec(name="daily", schedule="0 9 * * *", notify=("hook",))
+
+
+class Clock:
+    """The part's `now`, moved by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def inline(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The database hand-off, run on the spot (the store is real; only the thread is not)."""
+    return fn(*args, **kwargs)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """A SQLite store in a file, with one session that finished a run in the morning."""
+    opened = SqliteStore(tmp_path / "state.db")
+    history = History(opened)
+    history.poll(5, "a", "running", created=0)
+    history.poll(8, "a", "idle", completed=7, message_count=2)
+    yield opened
+    opened.close()
+
+
+class Part:
+    """A report part over a store, with what it woke and counted."""
+
+    def __init__(self, store: SqliteStore, clock: Clock, *reports: ReportSpec) -> None:
+        self.woken: list[set[str]] = []
+        settings = Settings(
+            factory=FactorySettings(api_key=Secret("k")),
+            state_path=Path(store.location),
+            reports=reports,
+        )
+        self.metrics = Metrics()
+        self.live = Live(settings, IdleSource())
+        self.part = ReportPart(
+            Wiring(
+                live=self.live,
+                book=SessionBook({}, backoff=Backoff(random.Random(1).random)),
+                store=store,
+                db=inline,
+                budget=RequestBudget(10.0),
+                stats=WatcherStats(),
+                metrics=self.metrics,
+                clock=clock,
+                wake=lambda targets: self.woken.append(set(targets)),
+            )
+        )
+
+    async def turn(self) -> datetime | None:
+        """One look at every report now."""
+        return await self.part.turn()
+
+    def reload(self, *reports: ReportSpec) -> None:
+        """A reload to settings with `reports`."""
+        self.live.settings = replace(self.live.settings, reports=reports)
+        self.part.reschedule()
+
+    def sent(self, report: str) -> float:
+        """factory_watcher_reports_sent_total of `report`."""
+        value = self.metrics.registry.get_sample_value(
+            "factory_watcher_reports_sent_total", {"report": report}
+        )
+        return value or 0.0
+
+    def skipped(self, report: str, reason: str) -> float:
+        """factory_watcher_reports_skipped_total of `report` for `reason`."""
+        value = self.metrics.registry.get_sample_value(
+            "factory_watcher_reports_skipped_total", {"report": report, "reason": reason}
+        )
+        return value or 0.0
+
+
+def queued(store: SqliteStore) -> list[tuple[str, str]]:
+    """(event id, target) of every outbox row of a report, oldest first."""
+    rows = [r for r in store.list_outbox() if isinstance(r, OutboxRow)]
+    return [
+        (r.event.id, r.target)
+        for r in sorted(rows, key=lambda r: r.id)
+        if r.event.type is EventType.REPORT
+    ]
+
+
+def rid(name: str, when: datetime) -> str:
+    """The event id of report `name`'s run for `when`."""
+    return f"report:{name}:{when.isoformat()}"
+
+
+async def test_a_report_fires_at_its_time_once(store: SqliteStore) -> None:
+    """Before its time it waits until then; at its time it queues one row per target, once."""
+    clock = Clock(at(59) + timedelta(seconds=59))
+    part = Part(store, clock, TENS)
+    await part.turn()  # 00:50 was within the grace of a report that never ran
+    assert queued(store) == [(rid("tens", at(50)), "hook"), (rid("tens", at(50)), "slack")]
+    assert await part.turn() == at(60)
+    clock.now = at(60)
+    assert await part.turn() == at(70)
+    assert queued(store)[2:] == [(rid("tens", at(60)), "hook"), (rid("tens", at(60)), "slack")]
+    assert store.report_runs() == {"tens": at(60)}
+    assert part.woken == [{"hook", "slack"}, {"hook", "slack"}]
+    assert part.sent("tens") == 2
+    clock.now = at(65)
+    await part.turn()
+    assert len(queued(store)) == 4
+
+
+async def test_the_report_carries_the_window_content(store: SqliteStore) -> None:
+    """The queued event is the report of its window, as `report_event` makes it."""
+    clock = Clock(at(60))
+    part = Part(store, clock, replace(TENS, window=H))
+    await part.turn()
+    (row, *_) = [r for r in store.list_outbox() if isinstance(r, OutboxRow)]
+    document = row.event.data
+    assert row.event.occurred_at == at(60)
+    assert document["empty"] is False
+    assert "a" in str(document)  # the session that finished in the window is named
+
+
+async def test_missed_times_coalesce_into_one_run(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Down from 01:00 to 01:35: one run, for 01:30, with 01:10 and 01:20 folded in."""
+    clock = Clock(at(60))
+    part = Part(store, clock, TENS)
+    await part.turn()
+    clock.now = at(95)
+    with caplog.at_level(logging.INFO, logger="watcher.daemon"):
+        assert await part.turn() == at(100)
+    assert [e for e, t in queued(store) if t == "hook"] == [
+        rid("tens", at(60)),
+        rid("tens", at(90)),
+    ]
+    assert "2 earlier missed time(s) folded into this run" in caplog.text
+    assert part.sent("tens") == 2
+
+
+async def test_a_time_past_its_grace_is_skipped_with_a_log_line(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Down over 09:00 until 10:30 (1h grace): skipped once, logged, counted; the next runs."""
+    clock = Clock(W0 + 9 * H)
+    part = Part(store, clock, DAILY)
+    assert await part.turn() == W0 + 33 * H
+    clock.now = W0 + 34 * H + 30 * M
+    with caplog.at_level(logging.INFO, logger="watcher.daemon"):
+        assert await part.turn() == W0 + 57 * H
+        await part.turn()
+    skips = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert skips == [
+        "report daily: skipped: 1 scheduled time missed, the latest"
+        " (2026-12-02T09:00:00+00:00) 90m late: past misfire_grace (1h)"
+    ]
+    assert part.skipped("daily", "too_old") == 1
+    assert queued(store) == [(rid("daily", W0 + 9 * H), "hook")]
+    clock.now = W0 + 57 * H
+    await part.turn()
+    assert queued(store)[-1] == (rid("daily", W0 + 57 * H), "hook")
+    assert store.report_runs() == {"daily": W0 + 57 * H}
+
+
+async def test_a_restart_within_the_grace_sends_the_missed_time_once(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """Down over 09:00, back at 09:40: a new part sends 09:00 at once, and only once."""
+    clock = Clock(W0 + 8 * H)
+    await Part(store, clock, DAILY).turn()
+    clock.now = W0 + 9 * H + 40 * M
+    again = Part(store, clock, DAILY)
+    await again.turn()
+    await again.turn()
+    assert queued(store) == [(rid("daily", W0 + 9 * H), "hook")]
+
+
+async def test_a_second_part_over_the_same_store_at_the_same_time_records_nothing(
+    store: SqliteStore,
+) -> None:
+    """Exactly once across a restart (or two daemons): the second finds the run and waits."""
+    clock = Clock(at(60))
+    first = Part(store, clock, TENS)
+    await first.turn()
+    reopened = SqliteStore(store.location)
+    try:
+        second = Part(reopened, clock, TENS)
+        assert await second.turn() == at(70)
+        assert second.woken == []
+        assert second.sent("tens") == 0
+    finally:
+        reopened.close()
+    assert [e for e, t in queued(store) if t == "hook"] == [rid("tens", at(60))]
+
+
+async def test_a_run_another_part_recorded_meanwhile_is_not_queued_again(
+    store: SqliteStore,
+) -> None:
+    """Both decided to run 01:00; the one that records second queues nothing."""
+    clock = Clock(at(60))
+    first, second = Part(store, clock, TENS), Part(store, clock, TENS)
+    runs = store.report_runs()
+    await first.turn()
+    store_runs = store.report_runs
+    store.report_runs = lambda: runs  # type: ignore[method-assign]  # read before first recorded
+    try:
+        await second.turn()
+    finally:
+        store.report_runs = store_runs  # type: ignore[method-assign]
+    assert [e for e, t in queued(store) if t == "hook"] == [rid("tens", at(60))]
+    assert (first.sent("tens"), second.sent("tens")) == (1, 0)
+    assert second.woken == []
+
+
+async def test_skip_empty_records_the_run_without_sending_it(store: SqliteStore) -> None:
+    """Nothing happened in the window: no row, the run recorded (not retried), counted."""
+    quiet = replace(TENS, window=5 * M, skip_empty=True)
+    clock = Clock(at(200))
+    part = Part(store, clock, quiet)
+    await part.turn()
+    await part.turn()
+    assert queued(store) == []
+    assert store.report_runs() == {"tens": at(200)}
+    assert part.skipped("tens", "empty") == 1
+    assert part.sent("tens") == 0
+
+
+async def test_an_empty_report_is_sent_when_not_skipped(store: SqliteStore) -> None:
+    """Without skip_empty, nothing happened is a report too ("nothing happened")."""
+    clock = Clock(at(200))
+    part = Part(store, clock, replace(TENS, window=5 * M))
+    await part.turn()
+    [(event_id, _), _] = queued(store)
+    (row,) = [r for r in store.list_outbox() if isinstance(r, OutboxRow) and r.target == "hook"]
+    assert row.event.data["empty"] is True
+    assert event_id == rid("tens", at(200))
+
+
+async def test_one_failing_report_leaves_the_others_and_is_retried(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in one report's content: logged, the other sent, the failed one retried later."""
+    build = part_module.build_report
+
+    def broken(spec: ReportSpec, *args: Any) -> Report:
+        if spec.name == "broken":
+            raise ValueError("a bug in this report")
+        return build(spec, *args)
+
+    monkeypatch.setattr(part_module, "build_report", broken)
+    clock = Clock(at(60))
+    part = Part(store, clock, replace(TENS, name="broken"), TENS)
+    with caplog.at_level(logging.INFO, logger="watcher.daemon"):
+        assert await part.turn() == at(60) + RETRY_AFTER
+    assert "report broken failed, trying again at 2026-12-01T01:00:30+00:00" in caplog.text
+    assert {e for e, _ in queued(store)} == {rid("tens", at(60))}
+    clock.now = at(60) + RETRY_AFTER / 2
+    await part.turn()  # not yet: the failed report waits its retry
+    monkeypatch.setattr(part_module, "build_report", build)
+    clock.now = at(60) + RETRY_AFTER
+    assert await part.turn() == at(70)
+    assert {e for e, _ in queued(store)} == {rid("tens", at(60)), rid("broken", at(60))}
+
+
+async def test_a_store_that_fails_is_retried_and_does_not_end_the_loop(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runs cannot be read: the loop logs, sleeps, and goes on until stopped."""
+    clock = Clock(at(60))
+    part = Part(store, clock, TENS)
+    failures: list[int] = []
+
+    def unreadable() -> dict[str, datetime]:
+        failures.append(1)
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(store, "report_runs", unreadable)
+    monkeypatch.setattr(part_module, "MIN_SLEEP", 0.0)
+    monkeypatch.setattr(part_module, "MAX_SLEEP", 0.0)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(part.part.run)
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: len(failures) >= 3))
+            part.live.stop()
+    assert queued(store) == []
+
+
+async def test_a_reload_adds_removes_and_reschedules_reports(store: SqliteStore) -> None:
+    """Added: from its next time (no catch-up); removed: no more runs; rescheduled: new times."""
+    clock = Clock(at(60))
+    part = Part(store, clock, TENS, DAILY)
+    await part.turn()
+    clock.now = at(65)
+    hourly = ReportSpec(name="hourly", schedule="5 * * * *", notify=("hook",))
+    part.reload(replace(TENS, schedule="*/15 * * * *"), hourly)  # daily removed
+    assert await part.turn() == at(75)  # 01:05 was before the reload: not caught up
+    clock.now = at(70)
+    await part.turn()  # 01:10 is no longer a time of `tens`
+    clock.now = at(75)
+    await part.turn()
+    clock.now = W0 + 9 * H
+    await part.turn()  # daily is gone; tens runs for 09:00, hourly for 08:05
+    hook = [e for e, t in queued(store) if t == "hook"]
+    assert hook == [
+        rid("tens", at(60)),
+        rid("tens", at(75)),
+        rid("tens", W0 + 9 * H),
+        rid("hourly", W0 + 8 * H + 5 * M),
+    ]
+    assert "daily" not in store.report_runs()
+
+
+async def test_a_reload_that_keeps_a_schedule_keeps_its_catch_up(store: SqliteStore) -> None:
+    """A reload that changes only a report's targets does not move its schedule."""
+    clock = Clock(at(60))
+    part = Part(store, clock, TENS)
+    await part.turn()
+    clock.now = at(75)
+    part.reload(replace(TENS, notify=("hook",)))
+    await part.turn()
+    assert queued(store)[-1] == (rid("tens", at(70)), "hook")
+
+
+async def test_the_watcher_runs_the_part_and_a_reload_wakes_it(tmp_path: Path) -> None:
+    """Composed by the root: the loop sleeps to the next time, and a reload wakes it early."""
+    now = [W0 + 8 * H]
+    settings = replace(offline_settings(tmp_path), reports=(DAILY,))
+    watcher = offline_watcher(settings, now)
+    ready = anyio.Event()
+    weekly = ReportSpec(name="weekly", schedule="0 9 * * tue", notify=("hook",))
+
+    async def drive() -> None:
+        await ready.wait()
+        await anyio.sleep(0.05)  # the loop now sleeps towards 09:00, a minute at most
+        now[0] = W0 + 9 * H + 5 * M
+        watcher.apply_settings(replace(settings, reports=(DAILY, weekly)))
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: "daily" in watcher.store.report_runs(), what="the run")
+        )
+        watcher.request_stop()
+
+    try:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(drive)
+                await watcher.run(on_ready=ready.set, handle_signals=False)
+        # weekly was added at 09:05: its 09:00 was before it existed, and is not caught up
+        assert queued(watcher.store) == [(rid("daily", W0 + 9 * H), "hook")]
+    finally:
+        watcher.store.close()
