@@ -76,6 +76,7 @@ factory:
   api_key: ${{BENCH_API_KEY}}
   timeout: 2s
   session_url: {session_url}
+  max_requests_per_second: 500  # every session polled every 500 ms: no step is missed
 poll:
   interval: 500ms
   jitter: 10%

@@ -194,7 +194,13 @@ class ReportPart:
         """Build the report for `run` and record it with its rows (once per time)."""
         settings = self.live.settings
         history = await self.db(self.store.report_history, run.start, run.end)
-        report = build_report(spec, history, run.start, run.end, now, settings.factory.session_url)
+        # Pure but not small (a day of a busy fleet's events): off the event loop, so
+        # polls and sends go on meanwhile, and off the database thread too.
+        report = await anyio.to_thread.run_sync(
+            partial(
+                build_report, spec, history, run.start, run.end, now, settings.factory.session_url
+            )
+        )
         event = report_event(spec, report, run.scheduled_at)
         empty = report.is_empty and spec.skip_empty
         routes = () if empty else tuple((event, Route(spec.name, t)) for t in spec.notify)
