@@ -153,12 +153,13 @@ async def test_a_report_fires_at_its_time_once(store: SqliteStore) -> None:
 
 
 async def test_the_report_carries_the_window_content(store: SqliteStore) -> None:
-    """The queued event is the report of its window, as `report_event` makes it."""
+    """The queued event is the report of its window, its rows' rule `report:NAME`."""
     clock = Clock(at(60))
     part = Part(store, clock, replace(TENS, window=H))
     await part.turn()
     (row, *_) = [r for r in store.list_outbox() if isinstance(r, OutboxRow)]
     document = row.event.data
+    assert row.rule == f"report:{TENS.name}"
     assert row.event.occurred_at == at(60)
     assert document["empty"] is False
     assert "a" in str(document)  # the session that finished in the window is named

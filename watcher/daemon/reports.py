@@ -29,7 +29,7 @@ from functools import partial
 import anyio
 
 from watcher.config.cron import fire_times, fire_times_between
-from watcher.core.report import build_report, report_event
+from watcher.core.report import build_report, report_event, report_rule
 from watcher.core.reportclock import Run, Skip, Wait, decide, scan_from
 from watcher.core.rules import Route
 from watcher.core.settings import ReportSpec
@@ -203,7 +203,8 @@ class ReportPart:
         )
         event = report_event(spec, report, run.scheduled_at)
         empty = report.is_empty and spec.skip_empty
-        routes = () if empty else tuple((event, Route(spec.name, t)) for t in spec.notify)
+        rule = report_rule(spec.name)  # bodies and the outbox say `report:NAME`
+        routes = () if empty else tuple((event, Route(rule, t)) for t in spec.notify)
         new = await self.db(
             self.store.record_report, spec.name, run.scheduled_at, event, routes, now
         )
