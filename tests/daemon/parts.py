@@ -2,8 +2,8 @@
 
 `Clock` and `wiring` serve tests that drive one part (pruner, health watch,
 report part) against a real store with the database hand-off run on the spot;
-`StepClock` and `clocked_rig` serve tests that run a whole watcher against the
-loopback rig with a simulator reading the same clock.
+`StepClock`, `clocked_rig` and `cycle` serve tests that run a whole watcher
+against the loopback rig, the simulator reading the same clock.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from tests.daemon.offline import IdleSource
 from tests.rig import Rig, running_rig
 from watcher.core.settings import Settings
+from watcher.daemon import Watcher
 from watcher.daemon.live import Live, WatcherStats, Wiring
 from watcher.ops.metrics import Metrics
 from watcher.poll.api import RequestBudget
@@ -99,3 +100,9 @@ def clocked_rig(tmp_path: Path, clock: StepClock, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(FactorySimulator, "__init__", with_clock)
     with running_rig(tmp_path) as running:
         yield running
+
+
+async def cycle(watcher: Watcher) -> None:
+    """One poll of every session and one delivery pass."""
+    await watcher.poll_all()
+    await watcher.deliver_due()

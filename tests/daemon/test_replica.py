@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from tests.leasedb import terminate
-from tests.rig import Rig, running_rig
+from tests.rig import Rig, completed, running_rig
 from tests.tcpproxy import TcpProxy
 from watcher.core.secret import Secret
 from watcher.core.settings import HaSettings, Settings
@@ -52,17 +52,6 @@ async def polled_twice_more(rig: Rig, session: str) -> None:
     leader now, so a transition from here on is a change against a stored state."""
     seen = rig.sim.request_count(session)
     await until(lambda: rig.sim.request_count(session) >= seen + 2, f"{session} polled")
-
-
-def completed(rig: Rig, session: str) -> int:
-    """How many `session.completed` webhooks for `session` the receiver accepted."""
-    return sum(
-        1
-        for r in rig.receiver.requests
-        if r.status < 300
-        and r.json["type"] == "session.completed"
-        and r.json["session"]["id"] == session
-    )
 
 
 async def until(condition: Callable[[], object], what: str) -> None:
