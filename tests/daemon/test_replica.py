@@ -76,6 +76,13 @@ class Cluster:
         leading = [r for r in self.replicas if r.leading()]
         return leading[0] if len(leading) == 1 else None
 
+    async def first_leader(self) -> Replica:
+        """Wait until exactly one replica leads; that one."""
+        await until(self.leader, "a leader")
+        first = self.leader()
+        assert first is not None
+        return first
+
     async def watch(self) -> None:
         """Sample every few milliseconds: never two leaders at once."""
         while True:
@@ -133,9 +140,7 @@ async def test_two_replicas_one_leads_and_a_stop_hands_over(rig: Rig, pg_url: st
     settings = ha_settings(rig, pg_url)
     a, b = replica(settings, "host-a:1:aaaa"), replica(settings, "host-b:2:bbbb")
     async with cluster(a, b) as running:
-        await until(running.leader, "a leader")
-        first = running.leader()
-        assert first is not None
+        first = await running.first_leader()
         await polled_twice_more(rig, "s1")
         rig.sim.complete_run("s1")
         await until(lambda: completed(rig, "s1") == 1, "s1 delivered")
@@ -161,9 +166,7 @@ async def test_a_leader_whose_lease_session_is_terminated_steps_down(rig: Rig, p
     settings = ha_settings(rig, pg_url)
     a, b = replica(settings, "host-a:1:aaaa"), replica(settings, "host-b:2:bbbb")
     async with cluster(a, b) as running:
-        await until(running.leader, "a leader")
-        first = running.leader()
-        assert first is not None
+        first = await running.first_leader()
         assert terminate(pg_url, application_name(first.holder)) == 1
         await until(lambda: changes(first, "connection") == 1, "the leader stepped down")
         await until(lambda: running.leader() not in (None, first), "the standby leads")
@@ -206,9 +209,7 @@ async def test_an_outage_shorter_than_the_lease_changes_nothing(rig: Rig, pg_url
         a = replica(settings, "host-a:1:aaaa", proxy.url_for(pg_url))
         b = replica(settings, "host-b:2:bbbb", proxy.url_for(pg_url))
         async with cluster(a, b) as running:
-            await until(running.leader, "a leader")
-            first = running.leader()
-            assert first is not None
+            first = await running.first_leader()
             await polled_twice_more(rig, "s1")
             proxy.pause()
             rig.sim.complete_run("s1")
