@@ -42,7 +42,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,6 +59,17 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as `python bench/ha.py`: bench.common is under the root
+
+from bench.common import (  # noqa: E402
+    Stopped,
+    config_accepted,
+    free_port,
+    parse_metrics,
+    stop_process,
+)
 
 PY = sys.executable
 API_KEY = "fk-ha-bench-key-0000"
@@ -92,31 +102,7 @@ class HarnessError(Exception):
     """The run itself failed: a process did not start, no leader, no database."""
 
 
-class Stopped(Exception):  # noqa: N818 - a signal, not a fault
-    """SIGTERM or SIGINT: stop everything and end the run."""
-
-
 # --- pure: metrics text, sweeps, the ledger, the verdict -----------------------------------
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text as `name` -> sum over its series, plus `name{labels}` per series."""
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        series, _, rest = line.rpartition(" ")
-        if not series:
-            continue
-        try:
-            value = float(rest)
-        except ValueError:
-            continue
-        name = series.split("{", 1)[0]
-        found[name] = found.get(name, 0.0) + value
-        if "{" in series:
-            found[series] = value
-    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,25 +499,6 @@ class Database:
 
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the replica binds it a moment later)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
-    """SIGCONT (in case it is stopped), SIGTERM, then SIGKILL after `grace` seconds."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGCONT)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Simulator:
@@ -970,15 +937,9 @@ class Run:
 
     def check_config(self, config: Path) -> None:
         """`factory-watcher check` must accept the replicas' config."""
-        done = subprocess.run(
-            [PY, "-m", "watcher", "check", "-c", str(config)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-        if done.returncode != 0:
-            raise HarnessError(f"the replicas' config is refused:\n{done.stdout}{done.stderr}")
+        accepted, said = config_accepted(config)
+        if not accepted:
+            raise HarnessError(f"the replicas' config is refused:\n{said}")
 
     def stop_replicas(self) -> None:
         """Stop every replica (those still running)."""

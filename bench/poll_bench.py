@@ -56,14 +56,18 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as `python bench/poll_bench.py`: bench.common is under the root
+
+from bench.common import (  # noqa: E402
+    BenchError,
+    config_accepted,
+    proc_cpu,
+    proc_rss_mib,
+)
+
 PY = sys.executable
 API_KEY = "fk-bench-key-0000"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_BUDGET = 10_000.0  # the highest factory.max_requests_per_second the config accepts
-
-
-class BenchError(Exception):
-    """The benchmark itself could not run (a process did not start, a wait timed out)."""
 
 
 # --- processes -----------------------------------------------------------------------
@@ -76,22 +80,6 @@ def wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise BenchError(f"timed out after {within:.0f} s waiting for {what}")
         time.sleep(0.05)
-
-
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process, all threads (/proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss_mib(pid: int) -> float:
-    """Resident set size of a process in MiB (/proc/<pid>/status VmRSS)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise BenchError(f"no VmRSS for pid {pid}")
 
 
 class FakeApi:
@@ -187,18 +175,6 @@ def write_config(
     path.write_text("\n".join(line for line in lines if line) + "\n")
     path.chmod(0o600)  # the API key is written literally
     return path
-
-
-def config_accepted(config: Path) -> tuple[bool, str]:
-    """Whether `factory-watcher check` accepts the config, and what it said."""
-    done = subprocess.run(
-        [PY, "-m", "watcher", "check", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    return done.returncode == 0, (done.stdout + done.stderr).strip()
 
 
 class Daemon:

@@ -44,7 +44,6 @@ import os
 import queue
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -56,52 +55,36 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as `python bench/soak.py`: bench.common is under the root
+
+from bench.common import (  # noqa: E402
+    BenchError,
+    Stopped,
+    config_accepted,
+    free_port,
+    parse_metrics,
+    proc_cpu,
+    proc_rss_mib,
+    stop_process,
+)
+
 PY = sys.executable
 API_KEY = "fk-soak-key-0000"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_GROWTH = 0.10  # "flat": under 10% over the second half of the run
 MAX_ACTIONS_PER_TICK = 500  # the churn catches up in bounded steps
 CONTROL_FAILURES_ALLOWED = 20  # consecutive failed control calls end the run
 RETENTION_KEYS = ("keep_delivered", "keep_dead", "forget_sessions_after")
 
 
-class SoakError(Exception):
+class SoakError(BenchError):
     """The soak itself could not run (a process did not start or died, a wait timed out)."""
 
 
-class Stopped(Exception):  # noqa: N818 - a signal, not a fault
-    """SIGTERM or SIGINT: stop every process and end the run."""
-
-
 # --- pure helpers: metrics text, the line fit, the judgement -----------------------------
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text as `name` -> sum over every series, plus `name{k="v"}` per series.
-
-    Only what the soak reads: comments skipped, values summed per name so that
-    `factory_watcher_polls_total` is every outcome together.
-    """
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        series, _, rest = line.rpartition(" ")
-        if not series:
-            continue
-        try:
-            value = float(rest)
-        except ValueError:
-            continue
-        name = series.split("{", 1)[0]
-        found[name] = found.get(name, 0.0) + value
-        if "{" in series:
-            found[series] = value
-    return found
 
 
 def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
@@ -233,43 +216,9 @@ def plan_session(
 # --- processes ---------------------------------------------------------------------------
 
 
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process, all threads (/proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss_mib(pid: int) -> float:
-    """Resident set size in MiB (/proc/<pid>/status VmRSS)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise SoakError(f"no VmRSS for pid {pid}")
-
-
 def proc_fds(pid: int) -> int:
     """Open file descriptors of a process (/proc/<pid>/fd)."""
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the daemon binds it a moment later)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
-    """SIGTERM, then SIGKILL after `grace` seconds."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Child:
@@ -487,18 +436,6 @@ def retention_unknown(said: str) -> bool:
         "unknown key" in line and any(key in line for key in RETENTION_KEYS)
         for line in said.splitlines()
     )
-
-
-def check_config(config: Path) -> tuple[bool, str]:
-    """Whether `factory-watcher check` accepts the config, and what it said."""
-    done = subprocess.run(
-        [PY, "-m", "watcher", "check", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    return done.returncode == 0, (done.stdout + done.stderr).strip()
 
 
 # --- sampling ----------------------------------------------------------------------------
@@ -780,7 +717,7 @@ def configure(plan: Plan, sim: Simulator, receiver: Receiver, port: int) -> tupl
     """Write the config, with retention when `check` accepts it; (config, retention on)."""
     config = plan.workdir / "soak.yaml"
     write_config(plan, config, sim.url, receiver.url, port, retention=True)
-    accepted, said = check_config(config)
+    accepted, said = config_accepted(config)
     if accepted:
         print("retention: " + ", ".join(line.strip() for line in retention_lines(plan)))
         for line in said.splitlines():
@@ -790,7 +727,7 @@ def configure(plan: Plan, sim: Simulator, receiver: Receiver, port: int) -> tupl
     if not retention_unknown(said):
         raise SoakError(f"`check` rejects the soak's config:\n{said}")
     write_config(plan, config, sim.url, receiver.url, port, retention=False)
-    accepted, said_without = check_config(config)
+    accepted, said_without = config_accepted(config)
     if not accepted:
         raise SoakError(f"`check` rejects the soak's config:\n{said_without}")
     print(
@@ -934,7 +871,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with signals_stop():
             outcome = run(plan)
-    except (SoakError, Stopped, httpx.HTTPError, OSError) as error:
+    except (BenchError, Stopped, httpx.HTTPError, OSError) as error:
         print(f"soak failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     finally:

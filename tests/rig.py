@@ -78,6 +78,17 @@ class Rig:
         return self.settings
 
 
+def completed(rig: Rig, session: str) -> int:
+    """How many `session.completed` webhooks for `session` the receiver accepted."""
+    return sum(
+        1
+        for r in rig.receiver.requests
+        if r.status < 300
+        and r.json["type"] == "session.completed"
+        and r.json["session"]["id"] == session
+    )
+
+
 def make_settings(
     sim_url: str, slack_url: str, hook_url: str, receiver_url: str, state: Path
 ) -> Settings:

@@ -19,7 +19,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.process import Daemon, secret_env, start_daemon, write_config
-from tests.rig import Rig, running_rig, wait_for
+from tests.rig import Rig, completed, running_rig, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -104,17 +104,6 @@ def metric(daemon: Daemon, name: str) -> float:
         if line.startswith(f"{name} "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in /metrics")
-
-
-def completed(rig: Rig, session: str) -> int:
-    """Accepted `session.completed` webhooks for `session`."""
-    return sum(
-        1
-        for r in rig.receiver.requests
-        if r.status < 300
-        and r.json["type"] == "session.completed"
-        and r.json["session"]["id"] == session
-    )
 
 
 def two_replicas(rig: Rig, config: Path) -> tuple[Daemon, Daemon]:

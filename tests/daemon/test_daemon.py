@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from tests.daemon.answerlog import AnswerLog
+from tests.daemon.parts import cycle
 from tests.rig import CHANNEL, Rig, running_rig, wait_for
 from watcher.core.message import Message, SendOutcome, WebhookMessage
 from watcher.core.model import Event, EventType, SessionRef, SessionState
@@ -40,12 +41,6 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     """Simulator and sinks on loopback."""
     with running_rig(tmp_path) as running:
         yield running
-
-
-async def cycle(watcher: Watcher) -> None:
-    """One poll of every session and one delivery pass."""
-    await watcher.poll_all()
-    await watcher.deliver_due()
 
 
 def webhook_types(rig: Rig) -> list[tuple[str, str]]:

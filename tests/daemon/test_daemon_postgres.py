@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.daemon.parts import cycle
 from tests.rig import CHANNEL, Rig, running_rig
 from watcher.core.secret import Secret
 from watcher.daemon import Watcher
@@ -23,12 +24,6 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     """Simulator and sinks on loopback."""
     with running_rig(tmp_path) as running:
         yield running
-
-
-async def cycle(watcher: Watcher) -> None:
-    """One poll of every session and one delivery pass."""
-    await watcher.poll_all()
-    await watcher.deliver_due()
 
 
 def webhooks(rig: Rig) -> list[tuple[str, str, int]]:

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.core.factories import T0
-from tests.daemon.offline import IdleSource
+from tests.daemon.parts import wiring
 from watcher.core.model import Event, EventType
 from watcher.core.poll import FetchFailed, FetchFailureKind, NotFound
 from watcher.core.rules import Route
 from watcher.core.secret import Secret
 from watcher.core.settings import FactorySettings, Rule, Settings
 from watcher.daemon.health import HealthWatch
-from watcher.daemon.live import Live, WatcherStats, Wiring
-from watcher.ops.metrics import Metrics
-from watcher.poll.api import RequestBudget
-from watcher.poll.backoff import Backoff
-from watcher.poll.book import SessionBook
 from watcher.store import OutboxStatus, SqliteStore, StoreError
 
 pytestmark = pytest.mark.anyio
@@ -41,11 +34,6 @@ class FlakyStore(SqliteStore):
         if self.broken:
             raise StoreError("database or disk is full")
         return super().record_events(events, routes, now)
-
-
-async def inline(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """The database hand-off, run on the spot."""
-    return fn(*args, **kwargs)
 
 
 @pytest.fixture
@@ -69,19 +57,8 @@ def watch(store: FlakyStore, woken: list[set[str]]) -> HealthWatch:
             ),
         ),
     )
-    book = SessionBook({}, backoff=Backoff(random.Random(1).random))
     return HealthWatch(
-        Wiring(
-            live=Live(settings, IdleSource()),
-            book=book,
-            store=store,
-            db=inline,
-            budget=RequestBudget(10.0),
-            stats=WatcherStats(),
-            metrics=Metrics(),
-            clock=lambda: T0,
-            wake=lambda targets: woken.append(set(targets)),
-        )
+        wiring(settings, store, lambda: T0, wake=lambda targets: woken.append(set(targets)))
     )
 
 

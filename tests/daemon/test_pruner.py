@@ -17,35 +17,20 @@ from typing import Any
 import pytest
 
 from tests.core.factories import T0, event, ref, snap
-from tests.daemon.offline import IdleSource
+from tests.daemon.parts import Clock
+from tests.daemon.parts import wiring as part_wiring
 from watcher.core.rules import Route
 from watcher.core.secret import Secret
 from watcher.core.settings import FactorySettings, Retention, Settings, WatchedSession
-from watcher.daemon.live import Live, WatcherStats, Wiring
+from watcher.daemon.live import Wiring
 from watcher.daemon.pruner import Pruner
 from watcher.ops.metrics import Metrics
-from watcher.poll.api import RequestBudget
 from watcher.poll.backoff import Backoff
 from watcher.poll.book import SessionBook
 from watcher.store import OutboxStatus, Pruned, SqliteStore
 
 D = timedelta(days=1)
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    """The pruner's `now`, moved by the test."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-async def inline(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """The database hand-off, run on the spot (the store is real; only the thread is not)."""
-    return fn(*args, **kwargs)
 
 
 @pytest.fixture
@@ -66,17 +51,7 @@ def wiring(store: SqliteStore, clock: Clock, *watched: str, retention: Retention
     )
     book = SessionBook({}, backoff=Backoff(random.Random(1).random))
     book.watch(settings)
-    return Wiring(
-        live=Live(settings, IdleSource()),
-        book=book,
-        store=store,
-        db=inline,
-        budget=RequestBudget(10.0),
-        stats=WatcherStats(),
-        metrics=Metrics(),
-        clock=clock,
-        wake=lambda _targets: None,
-    )
+    return part_wiring(settings, store, clock, book=book)
 
 
 def delivered(store: SqliteStore, count: int, at: datetime) -> None:

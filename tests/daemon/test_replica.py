@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from tests.leasedb import terminate
-from tests.rig import Rig, running_rig
+from tests.rig import Rig, completed, running_rig
 from tests.tcpproxy import TcpProxy
 from watcher.core.secret import Secret
 from watcher.core.settings import HaSettings, Settings
@@ -54,17 +54,6 @@ async def polled_twice_more(rig: Rig, session: str) -> None:
     await until(lambda: rig.sim.request_count(session) >= seen + 2, f"{session} polled")
 
 
-def completed(rig: Rig, session: str) -> int:
-    """How many `session.completed` webhooks for `session` the receiver accepted."""
-    return sum(
-        1
-        for r in rig.receiver.requests
-        if r.status < 300
-        and r.json["type"] == "session.completed"
-        and r.json["session"]["id"] == session
-    )
-
-
 async def until(condition: Callable[[], object], what: str) -> None:
     """Wait until `condition()` holds, or fail after `DEADLINE` seconds."""
     with anyio.fail_after(DEADLINE):
@@ -86,6 +75,13 @@ class Cluster:
         """The one replica that leads now, if exactly one does."""
         leading = [r for r in self.replicas if r.leading()]
         return leading[0] if len(leading) == 1 else None
+
+    async def first_leader(self) -> Replica:
+        """Wait until exactly one replica leads; that one."""
+        await until(self.leader, "a leader")
+        first = self.leader()
+        assert first is not None
+        return first
 
     async def watch(self) -> None:
         """Sample every few milliseconds: never two leaders at once."""
@@ -144,9 +140,7 @@ async def test_two_replicas_one_leads_and_a_stop_hands_over(rig: Rig, pg_url: st
     settings = ha_settings(rig, pg_url)
     a, b = replica(settings, "host-a:1:aaaa"), replica(settings, "host-b:2:bbbb")
     async with cluster(a, b) as running:
-        await until(running.leader, "a leader")
-        first = running.leader()
-        assert first is not None
+        first = await running.first_leader()
         await polled_twice_more(rig, "s1")
         rig.sim.complete_run("s1")
         await until(lambda: completed(rig, "s1") == 1, "s1 delivered")
@@ -172,9 +166,7 @@ async def test_a_leader_whose_lease_session_is_terminated_steps_down(rig: Rig, p
     settings = ha_settings(rig, pg_url)
     a, b = replica(settings, "host-a:1:aaaa"), replica(settings, "host-b:2:bbbb")
     async with cluster(a, b) as running:
-        await until(running.leader, "a leader")
-        first = running.leader()
-        assert first is not None
+        first = await running.first_leader()
         assert terminate(pg_url, application_name(first.holder)) == 1
         await until(lambda: changes(first, "connection") == 1, "the leader stepped down")
         await until(lambda: running.leader() not in (None, first), "the standby leads")
@@ -217,9 +209,7 @@ async def test_an_outage_shorter_than_the_lease_changes_nothing(rig: Rig, pg_url
         a = replica(settings, "host-a:1:aaaa", proxy.url_for(pg_url))
         b = replica(settings, "host-b:2:bbbb", proxy.url_for(pg_url))
         async with cluster(a, b) as running:
-            await until(running.leader, "a leader")
-            first = running.leader()
-            assert first is not None
+            first = await running.first_leader()
             await polled_twice_more(rig, "s1")
             proxy.pause()
             rig.sim.complete_run("s1")

@@ -13,52 +13,30 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.rig import Rig, running_rig
+from tests.daemon.parts import StepClock, clocked_rig
+from tests.rig import Rig
 from watcher.core.report import build_report, report_event, report_rule
 from watcher.core.rules import Route
 from watcher.core.settings import ReportSpec, Settings, SlackTemplate, WatchedSession
 from watcher.daemon import Watcher
 from watcher.store import OutboxStatus
-from watcher.testing.sim import FactorySimulator
 
 START = datetime(2026, 12, 1, 8, 0, tzinfo=UTC).timestamp()
-
-
-class StepClock:
-    """Seconds shared by the simulator and the watcher; moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def seconds(self) -> float:
-        """For the simulator."""
-        return self.now
-
-    def utc(self) -> datetime:
-        """For the watcher."""
-        return datetime.fromtimestamp(self.now, tz=UTC)
 
 
 @pytest.fixture
 def clock() -> StepClock:
     """A clock at START."""
-    return StepClock()
+    return StepClock(START)
 
 
 @pytest.fixture
 def rig(tmp_path: Path, clock: StepClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     """The loopback rig whose simulator reads the test's clock."""
-    original = FactorySimulator.__init__
-
-    def with_clock(self: FactorySimulator, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, clock=clock.seconds, **kwargs)
-
-    monkeypatch.setattr(FactorySimulator, "__init__", with_clock)
-    with running_rig(tmp_path) as running:
+    with clocked_rig(tmp_path, clock, monkeypatch) as running:
         yield running
 
 

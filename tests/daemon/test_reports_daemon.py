@@ -9,8 +9,7 @@ over the same state (a restart, a second daemon) never queues a time twice.
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,19 +19,16 @@ import anyio
 import pytest
 
 from tests.core.reportsim import W0, History, at
-from tests.daemon.offline import IdleSource, offline_settings, offline_watcher
+from tests.daemon.offline import offline_settings, offline_watcher
+from tests.daemon.parts import Clock, wiring
 from tests.rig import wait_for
 from watcher.core.model import EventType
 from watcher.core.report import Report
 from watcher.core.secret import Secret
 from watcher.core.settings import FactorySettings, ReportSpec, Settings
 from watcher.daemon import reports as part_module
-from watcher.daemon.live import Live, WatcherStats, Wiring
 from watcher.daemon.reports import RETRY_AFTER, ReportPart
 from watcher.ops.metrics import Metrics
-from watcher.poll.api import RequestBudget
-from watcher.poll.backoff import Backoff
-from watcher.poll.book import SessionBook
 from watcher.store import OutboxRow, SqliteStore
 
 pytestmark = pytest.mark.anyio
@@ -41,21 +37,6 @@ H = timedelta(hours=1)
 # Every ten minutes, and daily at 09:00 UTC (W0 is 2026-12-01 00:00 UTC).
 TENS = ReportSpec(name="tens", schedule="*/10 * * * *", notify=("hook", "slack"))
 DAILY = ReportSpec(name="daily", schedule="0 9 * * *", notify=("hook",))
-
-
-class Clock:
-    """The part's `now`, moved by the test."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-async def inline(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """The database hand-off, run on the spot (the store is real; only the thread is not)."""
-    return fn(*args, **kwargs)
 
 
 @pytest.fixture
@@ -80,20 +61,15 @@ class Part:
             reports=reports,
         )
         self.metrics = Metrics()
-        self.live = Live(settings, IdleSource())
-        self.part = ReportPart(
-            Wiring(
-                live=self.live,
-                book=SessionBook({}, backoff=Backoff(random.Random(1).random)),
-                store=store,
-                db=inline,
-                budget=RequestBudget(10.0),
-                stats=WatcherStats(),
-                metrics=self.metrics,
-                clock=clock,
-                wake=lambda targets: self.woken.append(set(targets)),
-            )
+        wired = wiring(
+            settings,
+            store,
+            clock,
+            wake=lambda targets: self.woken.append(set(targets)),
+            metrics=self.metrics,
         )
+        self.live = wired.live
+        self.part = ReportPart(wired)
 
     async def turn(self) -> datetime | None:
         """One look at every report now."""

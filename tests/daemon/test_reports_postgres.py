@@ -13,18 +13,17 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.daemon.test_report_delivery import StepClock, _day, _settings
-from tests.rig import Rig, running_rig
+from tests.daemon.parts import StepClock, clocked_rig
+from tests.daemon.test_report_delivery import START, _day, _settings
+from tests.rig import Rig
 from watcher.core.secret import Secret
 from watcher.core.settings import ReportSpec
 from watcher.daemon import Watcher
 from watcher.store import OutboxStatus
 from watcher.store.postgres import PostgresStore
-from watcher.testing.sim import FactorySimulator
 
 pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
 TENS = ReportSpec("tens", "*/10 * * * *", notify=("ci",))
@@ -33,19 +32,13 @@ TENS = ReportSpec("tens", "*/10 * * * *", notify=("ci",))
 @pytest.fixture
 def clock() -> StepClock:
     """The clock the simulator and the watcher share, at 08:00 UTC."""
-    return StepClock()
+    return StepClock(START)
 
 
 @pytest.fixture
 def rig(tmp_path: Path, clock: StepClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     """The loopback rig whose simulator reads the test's clock."""
-    original = FactorySimulator.__init__
-
-    def with_clock(self: FactorySimulator, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, clock=clock.seconds, **kwargs)
-
-    monkeypatch.setattr(FactorySimulator, "__init__", with_clock)
-    with running_rig(tmp_path) as running:
+    with clocked_rig(tmp_path, clock, monkeypatch) as running:
         yield running
 
 

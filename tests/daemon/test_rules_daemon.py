@@ -11,50 +11,25 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.rig import Rig, running_rig, wait_for
+from tests.daemon.parts import StepClock, clocked_rig
+from tests.rig import Rig, wait_for
 from watcher.core.model import Snapshot, TokenUsage
 from watcher.core.settings import QuietHours, Rule, Settings, WatchedSession
 from watcher.daemon import Watcher
-from watcher.testing.sim import FactorySimulator
 
 START = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()  # a Monday, 13:00 in Berlin
-
-
-class StepClock:
-    """Wall-clock seconds shared by the simulator and the watcher; moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def seconds(self) -> float:
-        """For the simulator's timestamps."""
-        return self.now
-
-    def utc(self) -> datetime:
-        """For the watcher."""
-        return datetime.fromtimestamp(self.now, tz=UTC)
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.now += seconds
 
 
 @pytest.fixture
 def clock() -> StepClock:
     """A clock at START."""
-    return StepClock()
+    return StepClock(START)
 
 
 @pytest.fixture
 def rig(tmp_path: Path, clock: StepClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     """The loopback rig whose simulator reads the test's clock."""
-    original = FactorySimulator.__init__
-
-    def with_clock(self: FactorySimulator, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, clock=clock.seconds, **kwargs)
-
-    monkeypatch.setattr(FactorySimulator, "__init__", with_clock)
-    with running_rig(tmp_path) as running:
+    with clocked_rig(tmp_path, clock, monkeypatch) as running:
         yield running
 
 

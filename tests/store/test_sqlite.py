@@ -11,17 +11,15 @@ import pytest
 
 from tests.core.factories import T0, event, ref, snap
 from tests.store.conformance.test_reports import report
-from watcher.core.model import EventType, Gone
+from watcher.core.model import Gone
 from watcher.core.rules import Route
 from watcher.store import (
-    OutboxRow,
     OutboxStatus,
     PollMark,
     SqliteReadOnlyStore,
     SqliteStore,
     StatusRows,
     StoreError,
-    TargetBacklog,
     state_to_json,
 )
 from watcher.store.migrations import MIGRATIONS, migrate
@@ -154,48 +152,6 @@ def read_status(path: str, configured: list[str]) -> StatusRows:
         return view.read_status(configured)
     finally:
         view.close()
-
-
-def test_the_status_figures_follow_writes_retries_dead_letters_and_deletes(
-    store: SqliteStore,
-) -> None:
-    """States, since, last notified and backlogs follow each write; deleting rows keeps them."""
-    sec = timedelta(seconds=1)
-    store.record("s1", snap(), [], [], T0)
-    store.record("s2", Gone("s2", snap(session_id="s2", status="idle")), [], [], T0)
-    store.record("s3", Gone("s3", None), [], [], T0)
-    events = [
-        event(id="e1", occurred_at=T0),
-        event(EventType.ARCHIVED, id="e2", occurred_at=T0 + 9 * sec),  # changes no status
-        event(EventType.DELETED, id="e3", occurred_at=T0 + 5 * sec, session=ref(id="s2")),
-        event(id="e4", occurred_at=T0 + 3 * sec),
-    ]
-    store.record_events(events, [(e, Route("r", "hook")) for e in events], T0)
-    ids = {r.event.id: r.id for r in store.list_outbox() if isinstance(r, OutboxRow)}
-    watched = ["s1", "s2", "s3"]
-    rows = read_status(store.path, watched)
-    assert rows.states == {"s1": ("running", False), "s2": ("idle", True), "s3": (None, True)}
-    assert rows.since == {"s1": T0 + 3 * sec, "s2": T0 + 5 * sec}
-    assert rows.notified == {}
-    assert rows.targets == (TargetBacklog("hook", 4, 0, None, 0, None),)
-    store.mark_retry(ids["e1"], T0 + 60 * sec, "HTTP 503")
-    store.mark_delivered(ids["e3"], T0 + 7 * sec, None)
-    store.mark_dead(ids["e2"], T0 + 8 * sec, "HTTP 410")
-    rows = read_status(store.path, watched)
-    assert rows.notified == {"s2": T0 + 7 * sec}
-    assert rows.targets == (TargetBacklog("hook", 2, 1, T0 + 60 * sec, 1, "HTTP 410"),)
-    assert [d.id for d in rows.dead_letters] == [ids["e2"]]
-    store.mark_delivered(ids["e1"], T0 + 20 * sec, None)
-    store.purge(OutboxStatus.DEAD)
-    store.record("s1", snap(status="idle"), [], [], T0 + 30 * sec)
-    rows = read_status(store.path, watched)
-    assert rows.states["s1"] == ("idle", False)
-    assert rows.notified == {"s1": T0 + 20 * sec, "s2": T0 + 7 * sec}
-    assert rows.targets == (TargetBacklog("hook", 1, 0, None, 0, None),)
-    assert rows.dead_letters == ()
-    store.purge(OutboxStatus.DELIVERED)  # deleting history keeps what it told
-    after = read_status(store.path, watched)
-    assert (after.notified, after.since) == (rows.notified, rows.since)
 
 
 def test_status_reads_the_daemons_watched_set_before_the_configured_one(

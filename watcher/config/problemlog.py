@@ -8,6 +8,7 @@ missing `${VAR}` is reported once, not again as a malformed duration.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,6 +68,27 @@ class ProblemLog:
             self.report(at, f"duplicate {what} '{value}' (first on line {seen[value]})")
         else:
             seen[value] = line
+
+    def named_items(
+        self, model: type[_Model], raw: Any, at: KeyPath, what: str
+    ) -> Iterator[tuple[int, Any, _Model]]:
+        """Each valid item of the list of `what`s at `at`, with its index and raw form.
+
+        A value that is not a list, a name used twice and an item `model` refuses
+        are reported here; the caller sees only the items that validated.
+        """
+        if raw is None:
+            return
+        if not isinstance(raw, list):
+            self.report(at, f"expected a list of {what}s")
+            return
+        names: dict[str, int] = {}
+        for index, item in enumerate(raw):
+            here = (*at, index)
+            self.unique(names, item, (*here, "name"), f"{what} name")
+            section = self.validate(model, item, here)
+            if section is not None:
+                yield index, item, section
 
     def error(self) -> ConfigError:
         """Every problem so far, in file order (problems without a line first)."""

@@ -13,21 +13,47 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypedDict
 
-from watcher.config.models import RuleSection, RuleTemplateSection, SlackTemplateSection
+from watcher.config.models import (
+    ReportSection,
+    RuleSection,
+    RuleTemplateSection,
+    SlackTemplateSection,
+    WhenSection,
+)
 from watcher.config.problemlog import ProblemLog
 from watcher.config.problems import unknown_name
 from watcher.config.targets import slack_template
 from watcher.config.yamlsafe import KeyPath
 from watcher.core.lifecycle import CONDITION_EVENTS, EDGE_EVENTS, USAGE_COUNTERS
 from watcher.core.model import EventType
-from watcher.core.settings import MessageTemplate, Rule, Settings, WebhookTemplate
+from watcher.core.settings import MessageTemplate, Rule, Settings, Target, WebhookTemplate
 
 # Made by the watcher itself, never by a session: no rule listens for them.
 NOT_FOR_RULES = frozenset({EventType.DIGEST, EventType.REPORT})
 CHECK_TIME_LIMIT = 2.0  # seconds `check` gives one template for all its sample events
 _PART_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+class SessionFilters(TypedDict):
+    """The session filters a rule and a report share, as `Rule` and `ReportSpec` take them."""
+
+    session_globs: tuple[str, ...]
+    labels: Mapping[str, str]
+    title_globs: tuple[str, ...]
+    tags: tuple[str, ...]
+
+
+def session_filters(section: WhenSection | ReportSection) -> SessionFilters:
+    """The `session`, `labels`, `title` and `tags` filters of a rule's `when` or a report."""
+    return SessionFilters(
+        session_globs=section.session or (),
+        labels=dict(section.labels),
+        title_globs=section.title or (),
+        tags=section.tags or (),
+    )
 
 
 class RuleBuilder:
@@ -39,25 +65,15 @@ class RuleBuilder:
 
     def rules(self, raw: Any, raw_targets: Any, raw_quiet: Any = None) -> tuple[Rule, ...]:
         at: KeyPath = ("rules",)
-        if raw is None:
-            return ()
-        if not isinstance(raw, list):
-            self.log.report(at, "expected a list of rules")
-            return ()
         # Names declared in the file, valid or not, so one broken target does not
         # also turn every rule that uses it into an "unknown target" problem.
         target_names = list(raw_targets) if isinstance(raw_targets, dict) else []
-        names: dict[str, int] = {}
         out: list[Rule] = []
-        for index, item in enumerate(raw):
+        for index, item, rule in self.log.named_items(RuleSection, raw, at, "rule"):
             here = (*at, index)
-            self.log.unique(names, item, (*here, "name"), "rule name")
-            rule = self.log.validate(RuleSection, item, here)
-            if rule is None:
-                continue
             self.rule_index.setdefault(rule.name, index)
             events = self.rule_events(rule, item, here)
-            notify = self.rule_targets(rule, item, here, target_names)
+            notify = self.targets(rule.notify, item, here, target_names)
             if events is None or notify is None:
                 continue
             windows = list(raw_quiet) if isinstance(raw_quiet, dict) else []
@@ -71,10 +87,7 @@ class RuleBuilder:
                     notify=notify,
                     from_status=rule.when.from_ or (),
                     to_status=rule.when.to or (),
-                    session_globs=rule.when.session or (),
-                    labels=dict(rule.when.labels),
-                    title_globs=rule.when.title or (),
-                    tags=rule.when.tags or (),
+                    **session_filters(rule.when),
                     model_globs=rule.when.model or (),
                     settle=rule.settle,
                     hold_for=rule.for_,
@@ -191,12 +204,13 @@ class RuleBuilder:
                     ok = False
         return tuple(events) if ok else None
 
-    def rule_targets(
-        self, rule: RuleSection, raw: Any, at: KeyPath, target_names: list[str]
+    def targets(
+        self, values: tuple[str, ...], raw: Any, at: KeyPath, target_names: list[str]
     ) -> tuple[str, ...] | None:
+        """The `notify` targets of the rule or report `raw`, or None if one is unknown or twice."""
         notify: list[str] = []
         ok = True
-        for where, value in _items(raw, (*at, "notify"), rule.notify):
+        for where, value in _items(raw, (*at, "notify"), values):
             if value not in target_names:
                 self.log.report(where, unknown_name("target", value, target_names))
                 ok = False
@@ -213,43 +227,66 @@ class RuleBuilder:
             r.template for r in settings.rules
         ):
             return
-        # Imported here: Jinja2 loads only for a config that has templates.
-        from watcher.core.sandbox import within  # noqa: PLC0415
-        from watcher.core.template import check_template, suits  # noqa: PLC0415
-
         every = [kind for kind in EventType if kind not in NOT_FOR_RULES]
         for name, target in settings.targets.items():
             if target.template is not None:
-                at: KeyPath = ("targets", name, "template")
-                limits = within(CHECK_TIME_LIMIT, time.monotonic)
-                for problem in check_template(target.template, every, None, limits):
-                    self.report_template(at, problem.part, problem.line, problem.message)
+                self.check_template(("targets", name, "template"), target.template, every)
         for rule in settings.rules:
             if rule.template is None:
                 continue
-            at = ("rules", self.rule_index.get(rule.name, 0), "template")
-            wrong = [
-                settings.targets[n]
-                for n in rule.notify
-                if n in settings.targets and not suits(rule.template, settings.targets[n].kind)
-            ]
-            if wrong:
-                given = (
-                    "'body' is for webhook"
-                    if isinstance(rule.template, WebhookTemplate)
-                    else ("'text'/'blocks' are for Slack")
-                )
-                names = ", ".join(f"'{t.name}' ({t.kind})" for t in wrong)
-                self.log.report(
-                    at,
-                    f"this template does not suit every target the rule notifies: {given} "
-                    f"targets, not {names}; split the rule, or give each target its own template",
-                )
-                continue
-            kinds = [EventType(kind) for kind in rule.on]
-            limits = within(CHECK_TIME_LIMIT, time.monotonic)
-            for problem in check_template(rule.template, kinds, rule, limits):
-                self.report_template(at, problem.part, problem.line, problem.message)
+            at: KeyPath = ("rules", self.rule_index.get(rule.name, 0), "template")
+            advice = "split the rule, or give each target its own template"
+            targets = settings.targets
+            if self.template_suits(at, rule.template, rule.notify, targets, "rule", advice):
+                kinds = [EventType(kind) for kind in rule.on]
+                self.check_template(at, rule.template, kinds, rule)
+
+    def template_suits(
+        self,
+        at: KeyPath,
+        template: MessageTemplate,
+        notify: tuple[str, ...],
+        targets: Mapping[str, Target],
+        what: str,
+        advice: str,
+    ) -> bool:
+        """Whether `template` suits every target notified; if not, one problem naming those."""
+        # Imported here: Jinja2 loads only for a config that has templates.
+        from watcher.core.template import suits  # noqa: PLC0415
+
+        wrong = [
+            targets[n] for n in notify if n in targets and not suits(template, targets[n].kind)
+        ]
+        if not wrong:
+            return True
+        given = (
+            "'body' is for webhook"
+            if isinstance(template, WebhookTemplate)
+            else "'text'/'blocks' are for Slack"
+        )
+        names = ", ".join(f"'{t.name}' ({t.kind})" for t in wrong)
+        self.log.report(
+            at,
+            f"this template does not suit every target the {what} notifies: {given} "
+            f"targets, not {names}; {advice}",
+        )
+        return False
+
+    def check_template(
+        self,
+        at: KeyPath,
+        template: MessageTemplate,
+        kinds: Iterable[EventType],
+        rule: Rule | None = None,
+    ) -> None:
+        """`template` renders a sample of each of `kinds` in time; each problem at its line."""
+        # Imported here: Jinja2 loads only for a config that has templates.
+        from watcher.core.sandbox import within  # noqa: PLC0415
+        from watcher.core.template import check_template  # noqa: PLC0415
+
+        limits = within(CHECK_TIME_LIMIT, time.monotonic)
+        for problem in check_template(template, kinds, rule, limits):
+            self.report_template(at, problem.part, problem.line, problem.message)
 
     def report_template(self, at: KeyPath, part: str, line: int | None, message: str) -> None:
         """A template problem at the file line of the template's own `line` in `part`."""
