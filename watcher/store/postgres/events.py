@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from watcher.core.model import Event
-from watcher.store.codec import event_from_json, event_to_json
+from watcher.store.codec import event_to_json
 from watcher.store.postgres.base import PostgresBase, seconds
+from watcher.store.tables.events import EventTables as SharedEventTables
 
 if TYPE_CHECKING:
     from watcher.core.rules import Route
@@ -98,21 +99,19 @@ def insert_events(
     return max(db.rowcount, 0)
 
 
-class EventTables(PostgresBase):
-    """The events table: the watcher's own events, and a session's latest for `explain`."""
+class EventTables(SharedEventTables, PostgresBase):
+    """The events table, written by this backend's `number` and `insert_events`."""
 
-    def record_events(
-        self, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime
+    _INSERTION_ORDER = "pos"
+
+    def _number(self, db: psycopg.Cursor[Any], events: Sequence[Event]) -> None:
+        number(db, events)
+
+    def _insert_events(
+        self,
+        db: psycopg.Cursor[Any],
+        events: Sequence[Event],
+        routes: Sequence[tuple[Event, Route]],
+        now: datetime,
     ) -> int:
-        """Store events that belong to no session state (the watcher's own)."""
-        with self._transaction() as db:
-            return insert_events(db, events, routes, now)
-
-    def recent_events(self, session_id: str, limit: int = 20) -> list[Event]:
-        """The latest stored events of a session, oldest first."""
-        rows = self._read_all(
-            "SELECT body, sequence FROM events WHERE session_id = %s"
-            " ORDER BY recorded_at DESC, pos DESC LIMIT %s",
-            (session_id, limit),
-        )
-        return [event_from_json(r[0], r[1]) for r in reversed(rows)]
+        return insert_events(db, events, routes, now)

@@ -13,8 +13,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from watcher.core.model import Event
-from watcher.store.codec import event_from_json, event_to_json
+from watcher.store.codec import event_to_json
 from watcher.store.sqlite.base import SqliteBase, seconds
+from watcher.store.tables.events import EventTables as SharedEventTables
 
 if TYPE_CHECKING:
     from watcher.core.rules import Route
@@ -95,21 +96,19 @@ def insert_events(
     return db.total_changes - before
 
 
-class EventTables(SqliteBase):
-    """The events table: the watcher's own events, and a session's latest for `explain`."""
+class EventTables(SharedEventTables, SqliteBase):
+    """The events table, written by this backend's `number` and `insert_events`."""
 
-    def record_events(
-        self, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime
+    _INSERTION_ORDER = "rowid"
+
+    def _number(self, db: sqlite3.Connection, events: Sequence[Event]) -> None:
+        number(db, events)
+
+    def _insert_events(
+        self,
+        db: sqlite3.Connection,
+        events: Sequence[Event],
+        routes: Sequence[tuple[Event, Route]],
+        now: datetime,
     ) -> int:
-        """Store events that belong to no session state (the watcher's own)."""
-        with self._transaction() as db:
-            return insert_events(db, events, routes, now)
-
-    def recent_events(self, session_id: str, limit: int = 20) -> list[Event]:
-        """The latest stored events of a session, oldest first."""
-        rows = self._read_all(
-            "SELECT body, sequence FROM events WHERE session_id=?"
-            " ORDER BY recorded_at DESC, rowid DESC LIMIT ?",
-            (session_id, limit),
-        )
-        return [event_from_json(r[0], r[1]) for r in reversed(rows)]
+        return insert_events(db, events, routes, now)
