@@ -165,6 +165,8 @@ class PostgresBase(TableBase):
 
     _ANY_ID = "= ANY(?::bigint[])"
     _ANY_TEXT = "= ANY(?::text[])"
+    # A mark ends the row's claim (see `watcher.store.postgres.outbox`).
+    _MARK_RESETS = ", claimed_epoch = NULL"
 
     @staticmethod
     def _list(values: Iterable[Any]) -> list[Any]:

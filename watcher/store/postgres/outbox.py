@@ -36,7 +36,7 @@ _CLAIM = (
 class OutboxTables(SharedOutboxTables, PostgresBase):
     """The outbox table, read in lane order and marked one row at a time; claimed if fenced."""
 
-    _OUTBOX = outbox_sql(_HEADS, PostgresBase._ANY_ID, ", claimed_epoch = NULL")
+    _OUTBOX = outbox_sql(_HEADS, PostgresBase._ANY_ID, PostgresBase._MARK_RESETS)
 
     def due(self, target: str, now: datetime, limit: int) -> list[OutboxRow | UnreadableRow]:
         """Pending lane heads of `target` that may be sent now, oldest first (claimed if fenced).

@@ -32,11 +32,13 @@ class TableBase:
     """The interface both backends' bases implement; the shared mixins use only this.
 
     `column + _ANY_ID` (or `_ANY_TEXT`) is a condition true when the column is
-    one of a list given as a single parameter, made by `_list`.
+    one of a list given as a single parameter, made by `_list`. `_MARK_RESETS`
+    is what else (`, column = value`) marking an outbox row sets.
     """
 
     _ANY_ID: ClassVar[str]
     _ANY_TEXT: ClassVar[str]
+    _MARK_RESETS: ClassVar[str]
 
     @staticmethod
     def _list(values: Iterable[Any]) -> Any:
