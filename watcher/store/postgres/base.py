@@ -166,6 +166,7 @@ class PostgresBase(TableBase):
     _ANY_ID = "= ANY(?::bigint[])"
     _ANY_TEXT = "= ANY(?::text[])"
     # A mark ends the row's claim (see `watcher.store.postgres.outbox`).
+    _INSERTION_ORDER = "pos"
     _MARK_RESETS = ", claimed_epoch = NULL"
 
     @staticmethod

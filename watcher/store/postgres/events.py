@@ -17,12 +17,11 @@ import psycopg
 from watcher.core.model import Event
 from watcher.store.codec import event_to_json
 from watcher.store.postgres.base import PostgresBase, seconds
+from watcher.store.tables.base import SEQUENCE_FLOOR
 from watcher.store.tables.events import EventTables as SharedEventTables
 
 if TYPE_CHECKING:
     from watcher.core.rules import Route
-
-SEQUENCE_FLOOR = "sequence_floor"  # meta: the highest `last` of a deleted lane
 
 
 def number(db: psycopg.Cursor[Any], events: Sequence[Event]) -> None:
@@ -101,8 +100,6 @@ def insert_events(
 
 class EventTables(SharedEventTables, PostgresBase):
     """The events table, written by this backend's `number` and `insert_events`."""
-
-    _INSERTION_ORDER = "pos"
 
     def _number(self, db: psycopg.Cursor[Any], events: Sequence[Event]) -> None:
         number(db, events)

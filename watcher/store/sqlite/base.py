@@ -35,6 +35,7 @@ class SqliteBase(TableBase):
     # A list travels as one JSON text, unpacked by json_each.
     _ANY_ID = "IN (SELECT value FROM json_each(?))"
     _ANY_TEXT = _ANY_ID
+    _INSERTION_ORDER = "rowid"
     _MARK_RESETS = ""
 
     @staticmethod

@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING
 from watcher.core.model import Event
 from watcher.store.codec import event_to_json
 from watcher.store.sqlite.base import SqliteBase, seconds
+from watcher.store.tables.base import SEQUENCE_FLOOR
 from watcher.store.tables.events import EventTables as SharedEventTables
 
 if TYPE_CHECKING:
     from watcher.core.rules import Route
-
-
-SEQUENCE_FLOOR = "sequence_floor"  # meta: the highest `last` of a deleted lane
 
 
 def number(db: sqlite3.Connection, events: Sequence[Event]) -> None:
@@ -98,8 +96,6 @@ def insert_events(
 
 class EventTables(SharedEventTables, SqliteBase):
     """The events table, written by this backend's `number` and `insert_events`."""
-
-    _INSERTION_ORDER = "rowid"
 
     def _number(self, db: sqlite3.Connection, events: Sequence[Event]) -> None:
         number(db, events)

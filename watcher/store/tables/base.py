@@ -12,6 +12,8 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+SEQUENCE_FLOOR = "sequence_floor"  # meta: the highest `last` of a deleted lane
+
 
 def seconds(value: datetime) -> float:
     """A time as stored: Unix seconds."""
@@ -33,12 +35,14 @@ class TableBase:
 
     `column + _ANY_ID` (or `_ANY_TEXT`) is a condition true when the column is
     one of a list given as a single parameter, made by `_list`. `_MARK_RESETS`
-    is what else (`, column = value`) marking an outbox row sets.
+    is what else (`, column = value`) marking an outbox row sets;
+    `_INSERTION_ORDER` the events' column that orders rows stored in one instant.
     """
 
     _ANY_ID: ClassVar[str]
     _ANY_TEXT: ClassVar[str]
     _MARK_RESETS: ClassVar[str]
+    _INSERTION_ORDER: ClassVar[str]
 
     @staticmethod
     def _list(values: Iterable[Any]) -> Any:

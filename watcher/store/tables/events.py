@@ -1,14 +1,13 @@
 """The events table's reads and the watcher's own events, over a backend's `EventWriter`.
 
-A backend numbers and stores events its own way (`_number`, `_insert_events`);
-`_INSERTION_ORDER` is the column that orders events stored in the same instant.
+A backend numbers and stores events its own way (`_number`, `_insert_events`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from watcher.core.model import Event
 from watcher.store.codec import event_from_json
@@ -20,8 +19,6 @@ if TYPE_CHECKING:
 
 class EventTables(EventWriter):
     """The events table: the watcher's own events, and a session's latest for `explain`."""
-
-    _INSERTION_ORDER: ClassVar[str]
 
     def record_events(
         self, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime
