@@ -1,0 +1,76 @@
+"""What `status` reads of the outbox, on either backend's read-only connection.
+
+Pending and dead rows only, each through its partial index, so `status` costs
+the same however many rows were ever delivered. No placeholders: the SQL runs
+as it is on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from watcher.store.rows import DeadLetterRow, TargetBacklog
+from watcher.store.tables.base import maybe_moment, moment
+
+
+def read_targets(db: Any) -> tuple[TargetBacklog, ...]:
+    """Each target's backlog: pending, retrying, next attempt, dead letters, last error."""
+    # Pending and dead rows only, each through its partial index (never delivered ones).
+    counts: dict[str, dict[str, Any]] = {}
+
+    def backlog(target: str) -> dict[str, Any]:
+        return counts.setdefault(target, {"pending": 0, "retrying": 0, "next": None, "dead": 0})
+
+    for target, retrying, count, next_at in db.execute(
+        "SELECT target, attempts > 0, COUNT(*), MIN(next_attempt_at) FROM outbox"
+        " WHERE status = 'pending' GROUP BY target, attempts > 0"
+    ).fetchall():
+        backlog(target)["pending"] += count
+        if retrying:
+            backlog(target)["retrying"] += count
+            backlog(target)["next"] = next_at
+    for target, count in db.execute(
+        "SELECT target, COUNT(*) FROM outbox WHERE status = 'dead' GROUP BY target"
+    ).fetchall():
+        backlog(target)["dead"] += count
+    last_errors = dict(
+        db.execute(
+            "SELECT target, last_error FROM outbox o WHERE status = 'dead' AND id ="
+            " (SELECT MAX(id) FROM outbox WHERE target = o.target AND status = 'dead')"
+        ).fetchall()
+    )
+    return tuple(
+        TargetBacklog(
+            target=target,
+            pending=entry["pending"],
+            retrying=entry["retrying"],
+            next_attempt=maybe_moment(entry["next"]),
+            dead=entry["dead"],
+            last_error=last_errors.get(target),
+        )
+        for target, entry in sorted(counts.items())
+    )
+
+
+def read_dead_letters(db: Any) -> tuple[DeadLetterRow, ...]:
+    """The dead letters, oldest first."""
+    rows = db.execute(
+        "SELECT o.id, o.target, o.rule, e.type, e.session_id, o.attempts, o.created_at,"
+        " o.finished_at, o.last_error FROM outbox o JOIN events e ON e.id = o.event_id"
+        # The ids through the dead letters' partial index: never a scan of the outbox.
+        " WHERE o.id IN (SELECT id FROM outbox WHERE status = 'dead') ORDER BY o.id"
+    ).fetchall()
+    return tuple(
+        DeadLetterRow(
+            id=r[0],
+            target=r[1],
+            rule=r[2],
+            event_type=r[3],
+            session_id=r[4],
+            attempts=r[5],
+            created_at=moment(r[6]),
+            failed_at=maybe_moment(r[7]),
+            last_error=r[8],
+        )
+        for r in rows
+    )
