@@ -84,13 +84,18 @@ class QmarkCursor(psycopg.Cursor[Any]):
         # The overloads split templates (which take no params) from the rest; passed on as given.
         return super().execute(query, params, prepare=prepare, binary=binary)  # type: ignore[arg-type,misc]
 
-    def executemany(
+    def executemany(  # type: ignore[override]  # returns itself where psycopg's gives None
         self, query: Query, params_seq: Iterable[Params], *, returning: bool = False
-    ) -> None:
-        """`psycopg.Cursor.executemany`, `?` placeholders taken as `%s`."""
+    ) -> Self:
+        """`psycopg.Cursor.executemany`, `?` placeholders taken as `%s`; the cursor itself.
+
+        Returned, as sqlite3's `executemany` returns its cursor, so the shared
+        tables read `rowcount` the same way on both backends.
+        """
         if isinstance(query, str):
             query = _pyformat(query)
         super().executemany(query, params_seq, returning=returning)
+        return self
 
 
 def display(url: str) -> str:

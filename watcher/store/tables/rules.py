@@ -2,7 +2,7 @@
 
 The rule engine's types are imported where a row is built, not at module
 level: `outbox list` opens the store and should not pay for the rule engine.
-A backend gives `_number` and `_insert_events`: how it numbers and stores events.
+Events are numbered and stored through the backend's `EventWriter`.
 """
 
 from __future__ import annotations
@@ -10,76 +10,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from watcher.core.model import Event
 from watcher.core.text import describe_error
-from watcher.store.codec import event_from_json, memory_from_json, memory_to_json
+from watcher.store.codec import event_from_json, memory_from_json
 from watcher.store.rows import DecisionRow, HeldRow
-from watcher.store.tables.base import TableBase, maybe_moment, moment, seconds
+from watcher.store.tables.base import maybe_moment, moment, seconds
+from watcher.store.tables.events import DECISIONS_KEPT_PER_SESSION, EventWriter
+
+__all__ = ["DECISIONS_KEPT_PER_SESSION", "RuleTables"]
 
 if TYPE_CHECKING:
     from watcher.core.rules import Route
     from watcher.core.rulestate import Evaluation, Mute, MuteKind, SessionMemory
 
 log = logging.getLogger("watcher.store")
-
-DECISIONS_KEPT_PER_SESSION = 200
-
-
-class EventWriter(TableBase):
-    """How a backend stores events and numbers them; the shared mixins write through it."""
-
-    def _number(self, db: Any, events: Sequence[Event]) -> None:
-        """Give each unnumbered event the next sequence number of its session's lane."""
-        raise NotImplementedError
-
-    def _insert_events(
-        self, db: Any, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime
-    ) -> int:
-        """Store events and their outbox rows (stored ones kept as they are); how many are new."""
-        raise NotImplementedError
-
-    def _write_evaluation(
-        self, db: Any, session_id: str, evaluation: Evaluation, now: datetime
-    ) -> None:
-        """Store a rule evaluation's memory, held notifications and decisions (capped)."""
-        db.execute(
-            "INSERT INTO rule_memory(session_id, memory, wake_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (session_id) DO UPDATE SET memory = EXCLUDED.memory,"
-            " wake_at = EXCLUDED.wake_at",
-            (
-                session_id,
-                memory_to_json(evaluation.memory),
-                None if evaluation.wake_at is None else seconds(evaluation.wake_at),
-            ),
-        )
-        stamp = seconds(now)
-        if evaluation.held:
-            self._number(db, [h.event for h in evaluation.held])
-            db.executemany(
-                "INSERT INTO held(target, quiet_window, release_at, event_id, rule, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, target) DO NOTHING",
-                [
-                    (h.target, h.window, seconds(h.release_at), h.event.id, h.rule, stamp)
-                    for h in evaluation.held
-                ],
-            )
-        if not evaluation.decisions:
-            return
-        db.executemany(
-            "INSERT INTO decisions(session_id, rule, event_id, event_type, outcome, reason, at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (session_id, d.rule, d.event.id, str(d.event.type), str(d.outcome), d.reason, stamp)
-                for d in evaluation.decisions
-            ],
-        )
-        db.execute(
-            "DELETE FROM decisions WHERE session_id = ? AND id <= (SELECT id FROM decisions"
-            " WHERE session_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            (session_id, session_id, DECISIONS_KEPT_PER_SESSION),
-        )
 
 
 class RuleTables(EventWriter):

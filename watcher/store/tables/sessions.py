@@ -19,7 +19,7 @@ from watcher.core.text import describe_error
 from watcher.store.codec import state_from_json, state_to_json
 from watcher.store.rows import Discovered, Recorded, StoredStates, UnreadableState
 from watcher.store.tables.base import maybe_moment, seconds
-from watcher.store.tables.rules import EventWriter
+from watcher.store.tables.events import EventWriter
 
 if TYPE_CHECKING:
     from watcher.core.rules import Route
