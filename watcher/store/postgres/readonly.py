@@ -27,10 +27,9 @@ from watcher.store.postgres.base import (
 )
 from watcher.store.postgres.leaseview import read_lease
 from watcher.store.postgres.reports import fetch_report_rows, read_report_runs
-from watcher.store.postgres.retention import PRUNED_KEY
 from watcher.store.reportrows import decode_report_rows
 from watcher.store.rows import PollMark, StatusRows, watched_in
-from watcher.store.tables.status import read_dead_letters, read_targets
+from watcher.store.tables.status import status_rows
 
 _TABLES = ("meta", "sessions", "events", "outbox", "polls")
 
@@ -85,22 +84,14 @@ class PostgresReadOnlyStore:
             (watched,),
         ).fetchall()
         size = db.execute("SELECT pg_database_size(current_database())").fetchone()
-        return StatusRows(
-            meta=meta,
-            states={sid: (status, bool(gone)) for sid, status, gone, _, _ in rows},
-            since={sid: moment(at) for sid, _, _, at, _ in rows if at is not None},
-            polls=polls,
-            notified={sid: moment(at) for sid, _, _, _, at in rows if at is not None},
-            targets=read_targets(db),
-            dead_letters=read_dead_letters(db),
+        return status_rows(
+            db,
+            meta,
+            polls,
+            rows,
             database_bytes=None if size is None else int(size[0]),
-            rows_pruned={
-                key.removeprefix(PRUNED_KEY): int(value)
-                for key, value in meta.items()
-                if key.startswith(PRUNED_KEY)
-            },
-            lease=read_lease(db),
             report_runs=read_report_runs(db),
+            lease=read_lease(db),
         )
 
     def report_history(self, start: datetime, end: datetime) -> ReportHistory:

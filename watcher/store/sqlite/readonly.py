@@ -24,8 +24,7 @@ from watcher.store.migrations import STATUS_CHANGES
 from watcher.store.rows import PollMark, StatusRows, watched_in
 from watcher.store.sqlite.base import maybe_moment, moment
 from watcher.store.sqlite.reports import read_report_history, read_report_runs
-from watcher.store.sqlite.retention import PRUNED_KEY
-from watcher.store.tables.status import read_dead_letters, read_targets
+from watcher.store.tables.status import status_rows
 
 BUSY_TIMEOUT = 0.2  # seconds; the daemon's write transactions are short
 # What `status` shows of each watched session, from its row (columns kept on write).
@@ -103,21 +102,13 @@ class SqliteReadOnlyStore:
             sql + " WHERE session_id IN (SELECT value FROM json_each(?))",  # noqa: S608 (constant)
             (ids,),
         ).fetchall()
-        return StatusRows(
-            meta=meta,
-            states={sid: (status, bool(gone)) for sid, status, gone, _, _ in rows},
-            since={sid: moment(at) for sid, _, _, at, _ in rows if at is not None},
-            polls=polls,
-            notified={sid: moment(at) for sid, _, _, _, at in rows if at is not None},
-            targets=read_targets(db),
-            dead_letters=read_dead_letters(db),
+        return status_rows(
+            db,
+            meta,
+            polls,
+            rows,
             database_bytes=int(db.execute("PRAGMA page_count").fetchone()[0])
             * int(db.execute("PRAGMA page_size").fetchone()[0]),
-            rows_pruned={
-                key.removeprefix(PRUNED_KEY): int(value)
-                for key, value in meta.items()
-                if key.startswith(PRUNED_KEY)
-            },
             report_runs=read_report_runs(db),
         )
 

@@ -1,16 +1,51 @@
-"""What `status` reads of the outbox, on either backend's read-only connection.
+"""What `status` reads, on either backend's read-only connection, and its rows assembled.
 
-Pending and dead rows only, each through its partial index, so `status` costs
-the same however many rows were ever delivered. No placeholders: the SQL runs
-as it is on SQLite and PostgreSQL.
+The outbox: pending and dead rows only, each through its partial index, so
+`status` costs the same however many rows were ever delivered. No
+placeholders: the SQL runs as it is on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from watcher.store.rows import DeadLetterRow, TargetBacklog
+from watcher.store.rows import DeadLetterRow, LeaseRow, PollMark, StatusRows, TargetBacklog
 from watcher.store.tables.base import maybe_moment, moment
+from watcher.store.tables.retention import PRUNED_KEY
+
+
+def status_rows(
+    db: Any,
+    meta: Mapping[str, str],
+    polls: Mapping[str, PollMark],
+    facts: Sequence[Sequence[Any]],
+    *,
+    database_bytes: int | None,
+    report_runs: Mapping[str, datetime],
+    lease: LeaseRow | None = None,
+) -> StatusRows:
+    """`status`'s rows from what the backend read (`facts`: per watched session its id,
+    status, gone, changed_at and notified_at), with the outbox read here on `db`.
+    """
+    return StatusRows(
+        meta=meta,
+        states={sid: (status, bool(gone)) for sid, status, gone, _, _ in facts},
+        since={sid: moment(at) for sid, _, _, at, _ in facts if at is not None},
+        polls=polls,
+        notified={sid: moment(at) for sid, _, _, _, at in facts if at is not None},
+        targets=read_targets(db),
+        dead_letters=read_dead_letters(db),
+        database_bytes=database_bytes,
+        rows_pruned={
+            key.removeprefix(PRUNED_KEY): int(value)
+            for key, value in meta.items()
+            if key.startswith(PRUNED_KEY)
+        },
+        lease=lease,
+        report_runs=report_runs,
+    )
 
 
 def read_targets(db: Any) -> tuple[TargetBacklog, ...]:
