@@ -4,7 +4,8 @@
 each other module one concern's tables (sessions and discovery, events and
 sequences, rules, outbox and claims, cards, admin, retention, reports and
 their runs), as a mixin
-over that base, mirroring `watcher.store.sqlite`. `migrations` is the schema
+over that base, mirroring `watcher.store.sqlite`; the queries both share live in
+`watcher.store.tables`. `migrations` is the schema
 with the SQLite schema's step numbers; `readonly` the view `status` uses.
 """
 

@@ -16,18 +16,31 @@ takeover's acquire waits for the transaction to end); a stale epoch raises
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, Self
 from urllib.parse import quote
 
 import psycopg
+from psycopg.abc import Params, Query
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from watcher.store.errors import FencedError, StoreError
 from watcher.store.postgres.migrations import MIGRATIONS, PgMigration, migrate
+from watcher.store.tables.base import TableBase, maybe_moment, moment, seconds
+
+__all__ = [
+    "Fence",
+    "PostgresBase",
+    "QmarkCursor",
+    "display",
+    "maybe_moment",
+    "moment",
+    "scrub",
+    "seconds",
+]
 
 CONNECT_TIMEOUT = 5  # seconds; libpq's connect_timeout
 POOL_MAX = 4  # the daemon's worker threads share a few connections
@@ -45,19 +58,44 @@ _FENCE = (
 )
 
 
-def seconds(value: datetime) -> float:
-    """A time as stored: Unix seconds."""
-    return value.timestamp()
+@lru_cache(maxsize=1024)
+def _pyformat(sql: str) -> str:
+    return sql.replace("?", "%s")
 
 
-def moment(value: float) -> datetime:
-    """A stored time back as an aware UTC datetime."""
-    return datetime.fromtimestamp(value, tz=UTC)
+class QmarkCursor(psycopg.Cursor[Any]):
+    """A cursor that also takes the shared tables' `?` placeholders (as `%s`).
 
+    Each statement text is translated once (cached); SQL already written with
+    `%s` has no `?` and passes through unchanged.
+    """
 
-def maybe_moment(value: float | None) -> datetime | None:
-    """`moment`, keeping None."""
-    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+    def execute(
+        self,
+        query: Query,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> Self:
+        """`psycopg.Cursor.execute`, `?` placeholders taken as `%s`."""
+        if isinstance(query, str):
+            query = _pyformat(query)
+        # The overloads split templates (which take no params) from the rest; passed on as given.
+        return super().execute(query, params, prepare=prepare, binary=binary)  # type: ignore[arg-type,misc]
+
+    def executemany(  # type: ignore[override]  # returns itself where psycopg's gives None
+        self, query: Query, params_seq: Iterable[Params], *, returning: bool = False
+    ) -> Self:
+        """`psycopg.Cursor.executemany`, `?` placeholders taken as `%s`; the cursor itself.
+
+        Returned, as sqlite3's `executemany` returns its cursor, so the shared
+        tables read `rowcount` the same way on both backends.
+        """
+        if isinstance(query, str):
+            query = _pyformat(query)
+        super().executemany(query, params_seq, returning=returning)
+        return self
 
 
 def display(url: str) -> str:
@@ -122,13 +160,23 @@ def _end_stuck_transactions(db: psycopg.Connection[Any]) -> None:
     db.autocommit = False
 
 
-class PostgresBase:
+class PostgresBase(TableBase):
     """A small pool of connections to one database, migrated at open.
 
     `url` is a libpq URL (with its password, if any); `fenced` makes every
     write check the lease first (see the module); `migrations` are the
     schema's steps (a test passes its own).
     """
+
+    _ANY_ID = "= ANY(?::bigint[])"
+    _ANY_TEXT = "= ANY(?::text[])"
+    # A mark ends the row's claim (see `watcher.store.postgres.outbox`).
+    _INSERTION_ORDER = "pos"
+    _MARK_RESETS = ", claimed_epoch = NULL"
+
+    @staticmethod
+    def _list(values: Iterable[Any]) -> list[Any]:
+        return list(values)
 
     def __init__(
         self,
@@ -155,7 +203,7 @@ class PostgresBase:
             raise self._error("cannot open", error) from None
         self._pool: ConnectionPool = ConnectionPool(
             url,
-            kwargs=self._kwargs,
+            kwargs={**self._kwargs, "cursor_factory": QmarkCursor},
             min_size=1,
             max_size=pool_max,
             open=True,
@@ -204,6 +252,11 @@ class PostgresBase:
                 if epoch is None or cursor.execute(_FENCE, (epoch,)).fetchone() is None:
                     raise self._fence.refuse()
             yield cursor
+
+    @contextmanager
+    def _reading(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._connection("cannot read") as db:
+            yield db
 
     def _read_all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._connection("cannot read") as db:

@@ -1,27 +1,22 @@
-"""Events and their per-session sequence numbers, and the outbox rows that route them.
+"""Events' per-session sequence numbers on this backend.
 
-`insert_events` is the one write path for events and new outbox rows, used
-by every transaction that records a poll, a timer evaluation, a discovery or
-a digest. Two writers never share a number: the event row is locked before
+Events and outbox rows are written by `watcher.store.tables.events.EventWriter`;
+this module numbers them, as this backend must.
+Two writers never share a number: the event row is locked before
 it is numbered, and a lane's counter is bumped by one atomic upsert.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
 from watcher.core.model import Event
-from watcher.store.codec import event_from_json, event_to_json
-from watcher.store.postgres.base import PostgresBase, seconds
-
-if TYPE_CHECKING:
-    from watcher.core.rules import Route
-
-SEQUENCE_FLOOR = "sequence_floor"  # meta: the highest `last` of a deleted lane
+from watcher.store.postgres.base import PostgresBase
+from watcher.store.tables.base import SEQUENCE_FLOOR
+from watcher.store.tables.events import EventTables as SharedEventTables
 
 
 def number(db: psycopg.Cursor[Any], events: Sequence[Event]) -> None:
@@ -46,73 +41,8 @@ def number(db: psycopg.Cursor[Any], events: Sequence[Event]) -> None:
         )
 
 
-def insert_events(
-    db: psycopg.Cursor[Any],
-    events: Sequence[Event],
-    routes: Sequence[tuple[Event, Route]],
-    now: datetime,
-    *,
-    lane: str | None = None,
-) -> int:
-    """Store `events` and queue `routes` (both kept as they are if already there); new rows.
+class EventTables(SharedEventTables, PostgresBase):
+    """The events table, its events numbered by this backend's `number`."""
 
-    Each row's lane is its event's session (none: ""), or `lane` when given
-    (a scheduled report's own lane, so reports never wait behind a session).
-    """
-    stamp = seconds(now)
-    if events:
-        db.executemany(
-            "INSERT INTO events(id, session_id, type, occurred_at, body, recorded_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-            [
-                (
-                    e.id,
-                    e.session.id if e.session else None,
-                    str(e.type),
-                    seconds(e.occurred_at),
-                    event_to_json(e),
-                    stamp,
-                )
-                for e in events
-            ],
-        )
-    if not routes:
-        return 0
-    number(db, [e for e, _ in routes])
-    db.executemany(
-        "INSERT INTO outbox(event_id, target, rule, lane, status, created_at,"
-        " next_attempt_at) VALUES (%s, %s, %s, %s, 'pending', %s, %s)"
-        " ON CONFLICT (event_id, target) DO NOTHING",
-        [
-            (
-                e.id,
-                r.target,
-                r.rule,
-                (e.session.id if e.session else "") if lane is None else lane,
-                stamp,
-                stamp,
-            )
-            for e, r in routes
-        ],
-    )
-    return max(db.rowcount, 0)
-
-
-class EventTables(PostgresBase):
-    """The events table: the watcher's own events, and a session's latest for `explain`."""
-
-    def record_events(
-        self, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime
-    ) -> int:
-        """Store events that belong to no session state (the watcher's own)."""
-        with self._transaction() as db:
-            return insert_events(db, events, routes, now)
-
-    def recent_events(self, session_id: str, limit: int = 20) -> list[Event]:
-        """The latest stored events of a session, oldest first."""
-        rows = self._read_all(
-            "SELECT body, sequence FROM events WHERE session_id = %s"
-            " ORDER BY recorded_at DESC, pos DESC LIMIT %s",
-            (session_id, limit),
-        )
-        return [event_from_json(r[0], r[1]) for r in reversed(rows)]
+    def _number(self, db: psycopg.Cursor[Any], events: Sequence[Event]) -> None:
+        number(db, events)

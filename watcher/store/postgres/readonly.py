@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
@@ -28,9 +27,9 @@ from watcher.store.postgres.base import (
 )
 from watcher.store.postgres.leaseview import read_lease
 from watcher.store.postgres.reports import fetch_report_rows, read_report_runs
-from watcher.store.postgres.retention import PRUNED_KEY
 from watcher.store.reportrows import decode_report_rows
-from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog, watched_in
+from watcher.store.rows import PollMark, StatusRows, watched_in
+from watcher.store.tables.status import status_rows
 
 _TABLES = ("meta", "sessions", "events", "outbox", "polls")
 
@@ -85,79 +84,14 @@ class PostgresReadOnlyStore:
             (watched,),
         ).fetchall()
         size = db.execute("SELECT pg_database_size(current_database())").fetchone()
-        return StatusRows(
-            meta=meta,
-            states={sid: (status, bool(gone)) for sid, status, gone, _, _ in rows},
-            since={sid: moment(at) for sid, _, _, at, _ in rows if at is not None},
-            polls=polls,
-            notified={sid: moment(at) for sid, _, _, _, at in rows if at is not None},
-            targets=self._targets(),
-            dead_letters=self._dead_letters(),
+        return status_rows(
+            db,
+            meta,
+            polls,
+            rows,
             database_bytes=None if size is None else int(size[0]),
-            rows_pruned={
-                key.removeprefix(PRUNED_KEY): int(value)
-                for key, value in meta.items()
-                if key.startswith(PRUNED_KEY)
-            },
-            lease=read_lease(db),
             report_runs=read_report_runs(db),
-        )
-
-    def _targets(self) -> tuple[TargetBacklog, ...]:
-        counts: dict[str, dict[str, Any]] = {}
-
-        def backlog(target: str) -> dict[str, Any]:
-            return counts.setdefault(target, {"pending": 0, "retrying": 0, "next": None, "dead": 0})
-
-        for target, retrying, count, next_at in self._db.execute(
-            "SELECT target, attempts > 0, COUNT(*), MIN(next_attempt_at) FROM outbox"
-            " WHERE status = 'pending' GROUP BY target, attempts > 0"
-        ).fetchall():
-            backlog(target)["pending"] += count
-            if retrying:
-                backlog(target)["retrying"] += count
-                backlog(target)["next"] = next_at
-        for target, count in self._db.execute(
-            "SELECT target, COUNT(*) FROM outbox WHERE status = 'dead' GROUP BY target"
-        ).fetchall():
-            backlog(target)["dead"] += count
-        last_errors = dict(
-            self._db.execute(
-                "SELECT DISTINCT ON (target) target, last_error FROM outbox"
-                " WHERE status = 'dead' ORDER BY target, id DESC"
-            ).fetchall()
-        )
-        return tuple(
-            TargetBacklog(
-                target=target,
-                pending=entry["pending"],
-                retrying=entry["retrying"],
-                next_attempt=maybe_moment(entry["next"]),
-                dead=entry["dead"],
-                last_error=last_errors.get(target),
-            )
-            for target, entry in sorted(counts.items())
-        )
-
-    def _dead_letters(self) -> tuple[DeadLetterRow, ...]:
-        rows = self._db.execute(
-            "SELECT o.id, o.target, o.rule, e.type, e.session_id, o.attempts, o.created_at,"
-            " o.finished_at, o.last_error FROM outbox o JOIN events e ON e.id = o.event_id"
-            " WHERE o.status = 'dead' ORDER BY o.id"
-        ).fetchall()
-        return tuple(
-            DeadLetterRow(
-                id=r[0],
-                target=r[1],
-                rule=r[2],
-                event_type=r[3],
-                session_id=r[4],
-                attempts=r[5],
-                created_at=moment(r[6]),
-                failed_at=maybe_moment(r[7]),
-                last_error=r[8],
-            )
-            for r in rows
+            lease=read_lease(db),
         )
 
     def report_history(self, start: datetime, end: datetime) -> ReportHistory:

@@ -3,7 +3,9 @@
 `base` holds the connection, the migration at open, the lock and the
 transaction; each other module one concern's tables (sessions and discovery,
 events and sequences, rules, outbox, cards, admin, retention, reports and their runs),
-as a mixin over that base. `readonly` is the read-only view `status` and `backup` use.
+as a mixin over that base: the queries both stores share live in
+`watcher.store.tables`, and these modules keep only what SQLite does its own
+way. `readonly` is the read-only view `status` and `backup` use.
 """
 
 from __future__ import annotations

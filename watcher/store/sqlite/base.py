@@ -7,42 +7,40 @@ them. Times are stored as Unix seconds (REAL).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from watcher.store.errors import StoreError
 from watcher.store.migrations import MIGRATIONS, Migration, migrate
+from watcher.store.tables.base import TableBase, maybe_moment, moment, seconds
+
+__all__ = ["MEMORY", "SqliteBase", "maybe_moment", "moment", "seconds"]
 
 MEMORY = ":memory:"
 
 
-def seconds(value: datetime) -> float:
-    """A time as stored: Unix seconds."""
-    return value.timestamp()
-
-
-def moment(value: float) -> datetime:
-    """A stored time back as an aware UTC datetime."""
-    return datetime.fromtimestamp(value, tz=UTC)
-
-
-def maybe_moment(value: float | None) -> datetime | None:
-    """`moment`, keeping None."""
-    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
-
-
-class SqliteBase:
+class SqliteBase(TableBase):
     """One SQLite connection in WAL mode, migrated at open, its calls serialised by a lock.
 
     `synchronous=FULL` by default; `durable=False` gives `synchronous=NORMAL`
     (see `SqliteStore`). `":memory:"` gives a throwaway database. `migrations`
     are the schema's steps (`watcher.store.migrations`; a test passes its own).
     """
+
+    # A list travels as one JSON text, unpacked by json_each.
+    _ANY_ID = "IN (SELECT value FROM json_each(?))"
+    _ANY_TEXT = _ANY_ID
+    _INSERTION_ORDER = "rowid"
+    _MARK_RESETS = ""
+
+    @staticmethod
+    def _list(values: Iterable[Any]) -> str:
+        return json.dumps(list(values))
 
     def __init__(
         self,
@@ -88,6 +86,11 @@ class SqliteBase:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._db
 
     def _read_all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:

@@ -1,26 +1,18 @@
-"""Events and their per-session sequence numbers, and the outbox rows that route them.
+"""Events' per-session sequence numbers on this backend.
 
-`insert_events` is the one write path for events and new outbox rows, used
-by every transaction that records a poll, a timer evaluation, a discovery or
-a digest.
+Events and outbox rows are written by `watcher.store.tables.events.EventWriter`;
+this module numbers them, as this backend must.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING
 
 from watcher.core.model import Event
-from watcher.store.codec import event_from_json, event_to_json
-from watcher.store.sqlite.base import SqliteBase, seconds
-
-if TYPE_CHECKING:
-    from watcher.core.rules import Route
-
-
-SEQUENCE_FLOOR = "sequence_floor"  # meta: the highest `last` of a deleted lane
+from watcher.store.sqlite.base import SqliteBase
+from watcher.store.tables.base import SEQUENCE_FLOOR
+from watcher.store.tables.events import EventTables as SharedEventTables
 
 
 def number(db: sqlite3.Connection, events: Sequence[Event]) -> None:
@@ -46,70 +38,8 @@ def number(db: sqlite3.Connection, events: Sequence[Event]) -> None:
         db.execute("UPDATE events SET sequence=? WHERE id=?", (sequence, e.id))
 
 
-def insert_events(
-    db: sqlite3.Connection,
-    events: Sequence[Event],
-    routes: Sequence[tuple[Event, Route]],
-    now: datetime,
-    *,
-    lane: str | None = None,
-) -> int:
-    """Store `events` and queue `routes` (both kept as they are if already there); new rows.
+class EventTables(SharedEventTables, SqliteBase):
+    """The events table, its events numbered by this backend's `number`."""
 
-    Each row's lane is its event's session (none: ""), or `lane` when given
-    (a scheduled report's own lane, so reports never wait behind a session).
-    """
-    stamp = seconds(now)
-    db.executemany(
-        "INSERT OR IGNORE INTO events(id, session_id, type, occurred_at, body, recorded_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        [
-            (
-                e.id,
-                e.session.id if e.session else None,
-                str(e.type),
-                seconds(e.occurred_at),
-                event_to_json(e),
-                stamp,
-            )
-            for e in events
-        ],
-    )
-    number(db, [e for e, _ in routes])
-    before = db.total_changes
-    db.executemany(
-        "INSERT OR IGNORE INTO outbox(event_id, target, rule, lane, status, created_at,"
-        " next_attempt_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-        [
-            (
-                e.id,
-                r.target,
-                r.rule,
-                (e.session.id if e.session else "") if lane is None else lane,
-                stamp,
-                stamp,
-            )
-            for e, r in routes
-        ],
-    )
-    return db.total_changes - before
-
-
-class EventTables(SqliteBase):
-    """The events table: the watcher's own events, and a session's latest for `explain`."""
-
-    def record_events(
-        self, events: Sequence[Event], routes: Sequence[tuple[Event, Route]], now: datetime
-    ) -> int:
-        """Store events that belong to no session state (the watcher's own)."""
-        with self._transaction() as db:
-            return insert_events(db, events, routes, now)
-
-    def recent_events(self, session_id: str, limit: int = 20) -> list[Event]:
-        """The latest stored events of a session, oldest first."""
-        rows = self._read_all(
-            "SELECT body, sequence FROM events WHERE session_id=?"
-            " ORDER BY recorded_at DESC, rowid DESC LIMIT ?",
-            (session_id, limit),
-        )
-        return [event_from_json(r[0], r[1]) for r in reversed(rows)]
+    def _number(self, db: sqlite3.Connection, events: Sequence[Event]) -> None:
+        number(db, events)

@@ -16,16 +16,15 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from watcher.core.reporthistory import ReportHistory
 from watcher.store.errors import StoreError
 from watcher.store.migrations import STATUS_CHANGES
-from watcher.store.rows import DeadLetterRow, PollMark, StatusRows, TargetBacklog, watched_in
+from watcher.store.rows import PollMark, StatusRows, watched_in
 from watcher.store.sqlite.base import maybe_moment, moment
 from watcher.store.sqlite.reports import read_report_history, read_report_runs
-from watcher.store.sqlite.retention import PRUNED_KEY
+from watcher.store.tables.status import status_rows
 
 BUSY_TIMEOUT = 0.2  # seconds; the daemon's write transactions are short
 # What `status` shows of each watched session, from its row (columns kept on write).
@@ -103,81 +102,14 @@ class SqliteReadOnlyStore:
             sql + " WHERE session_id IN (SELECT value FROM json_each(?))",  # noqa: S608 (constant)
             (ids,),
         ).fetchall()
-        return StatusRows(
-            meta=meta,
-            states={sid: (status, bool(gone)) for sid, status, gone, _, _ in rows},
-            since={sid: moment(at) for sid, _, _, at, _ in rows if at is not None},
-            polls=polls,
-            notified={sid: moment(at) for sid, _, _, _, at in rows if at is not None},
-            targets=self._targets(),
-            dead_letters=self._dead_letters(),
+        return status_rows(
+            db,
+            meta,
+            polls,
+            rows,
             database_bytes=int(db.execute("PRAGMA page_count").fetchone()[0])
             * int(db.execute("PRAGMA page_size").fetchone()[0]),
-            rows_pruned={
-                key.removeprefix(PRUNED_KEY): int(value)
-                for key, value in meta.items()
-                if key.startswith(PRUNED_KEY)
-            },
             report_runs=read_report_runs(db),
-        )
-
-    def _targets(self) -> tuple[TargetBacklog, ...]:
-        # Pending and dead rows only, each through its partial index (never delivered ones).
-        counts: dict[str, dict[str, Any]] = {}
-
-        def backlog(target: str) -> dict[str, Any]:
-            return counts.setdefault(target, {"pending": 0, "retrying": 0, "next": None, "dead": 0})
-
-        for target, retrying, count, next_at in self._db.execute(
-            "SELECT target, attempts > 0, COUNT(*), MIN(next_attempt_at) FROM outbox"
-            " WHERE status='pending' GROUP BY target, attempts > 0"
-        ):
-            backlog(target)["pending"] += count
-            if retrying:
-                backlog(target)["retrying"] += count
-                backlog(target)["next"] = next_at
-        for target, count in self._db.execute(
-            "SELECT target, COUNT(*) FROM outbox WHERE status='dead' GROUP BY target"
-        ):
-            backlog(target)["dead"] += count
-        last_errors = dict(
-            self._db.execute(
-                "SELECT target, last_error FROM outbox o WHERE status='dead' AND id ="
-                " (SELECT MAX(id) FROM outbox WHERE target=o.target AND status='dead')"
-            ).fetchall()
-        )
-        return tuple(
-            TargetBacklog(
-                target=target,
-                pending=entry["pending"],
-                retrying=entry["retrying"],
-                next_attempt=maybe_moment(entry["next"]),
-                dead=entry["dead"],
-                last_error=last_errors.get(target),
-            )
-            for target, entry in sorted(counts.items())
-        )
-
-    def _dead_letters(self) -> tuple[DeadLetterRow, ...]:
-        rows = self._db.execute(
-            "SELECT o.id, o.target, o.rule, e.type, e.session_id, o.attempts, o.created_at,"
-            " o.finished_at, o.last_error FROM outbox o JOIN events e ON e.id = o.event_id"
-            # The ids through the dead letters' partial index: never a scan of the outbox.
-            " WHERE o.id IN (SELECT id FROM outbox WHERE status='dead') ORDER BY o.id"
-        ).fetchall()
-        return tuple(
-            DeadLetterRow(
-                id=r[0],
-                target=r[1],
-                rule=r[2],
-                event_type=r[3],
-                session_id=r[4],
-                attempts=r[5],
-                created_at=moment(r[6]),
-                failed_at=maybe_moment(r[7]),
-                last_error=r[8],
-            )
-            for r in rows
         )
 
     def report_history(self, start: datetime, end: datetime) -> ReportHistory:
