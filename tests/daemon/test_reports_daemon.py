@@ -8,6 +8,9 @@ over the same state (a restart, a second daemon) never queues a time twice.
 
 from __future__ import annotations
 
+import argparse
+import io
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,6 +25,7 @@ from tests.core.reportsim import W0, History, at
 from tests.daemon.offline import offline_settings, offline_watcher
 from tests.daemon.parts import Clock, wiring
 from tests.rig import wait_for
+from watcher.commands.report import report_command
 from watcher.core.model import EventType
 from watcher.core.report import Report
 from watcher.core.secret import Secret
@@ -369,3 +373,19 @@ async def test_the_watcher_runs_the_part_and_a_reload_wakes_it(tmp_path: Path) -
         assert queued(watcher.store) == [(rid("daily", W0 + 9 * H), "hook")]
     finally:
         watcher.store.close()
+
+
+@pytest.mark.parametrize("spec", [replace(TENS, window=H), TENS], ids=["window", "since_last"])
+async def test_report_command_prints_what_the_scheduled_run_queued(
+    store: SqliteStore, spec: ReportSpec
+) -> None:
+    """`report NAME --json` made at the scheduled time prints the very document the run sent."""
+    clock = Clock(at(60))
+    part = Part(store, clock, spec)
+    await part.turn()
+    (row, *_) = [r for r in store.list_outbox() if isinstance(r, OutboxRow)]
+    settings = replace(part.live.settings, state_path=Path(store.location))
+    args = argparse.Namespace(name=spec.name, window=None, json=True, db=None)
+    out, err = io.StringIO(), io.StringIO()
+    assert report_command(settings, args, out, err, now=at(60)) == 0, err.getvalue()
+    assert json.loads(out.getvalue()) == row.event.data
