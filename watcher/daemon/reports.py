@@ -193,9 +193,13 @@ class ReportPart:
     async def _run(self, spec: ReportSpec, run: Run, now: datetime) -> None:
         """Build the report for `run` and record it with its rows (once per time)."""
         settings = self.live.settings
-        history = await self.db(self.store.report_history, run.start, run.end)
-        # Pure but not small (a day of a busy fleet's events): off the event loop, so
-        # polls and sends go on meanwhile, and off the database thread too.
+        # Read on a thread of its own, not the database thread: the store serialises the
+        # read itself (SQLite's lock, PostgreSQL's pool), and decoding a busy day's
+        # events (about a second for 50,000) then holds back no poll.
+        history = await anyio.to_thread.run_sync(
+            partial(self.store.report_history, run.start, run.end)
+        )
+        # Pure but not small: off the event loop, so polls and sends go on meanwhile.
         report = await anyio.to_thread.run_sync(
             partial(
                 build_report, spec, history, run.start, run.end, now, settings.factory.session_url
