@@ -1,23 +1,14 @@
 """The lease table for tests that run before (or without) the PostgreSQL store's migrations.
 
-The DDL is the issue 17 contract's, which the store's first PostgreSQL migration
-also runs (`IF NOT EXISTS`: either may come first).
+The DDL is the store's own (`LEASE_DDL`, the issue 17 contract's), which its first
+PostgreSQL migration runs (`IF NOT EXISTS`: either may come first).
 """
 
 from __future__ import annotations
 
 import psycopg
 
-LEASE_DDL = """
-CREATE TABLE IF NOT EXISTS leader_lease (
-    name        TEXT PRIMARY KEY,
-    holder      TEXT NOT NULL,
-    epoch       BIGINT NOT NULL,
-    acquired_at TIMESTAMPTZ NOT NULL,
-    renewed_at  TIMESTAMPTZ NOT NULL,
-    expires_at  TIMESTAMPTZ NOT NULL
-)
-"""
+from watcher.store.postgres.migrations import LEASE_DDL
 
 
 def create_lease_table(url: str) -> None:

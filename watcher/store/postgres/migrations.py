@@ -46,6 +46,19 @@ def _run(script: str) -> Callable[[psycopg.Connection[Any]], None]:
     return apply
 
 
+# The leader lease (issue 17's DDL). `IF NOT EXISTS`: tests that need the lease
+# before (or without) the store's migrations create it with this very text.
+LEASE_DDL = """
+CREATE TABLE IF NOT EXISTS leader_lease (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    epoch       BIGINT NOT NULL,
+    acquired_at TIMESTAMPTZ NOT NULL,
+    renewed_at  TIMESTAMPTZ NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL
+)
+"""
+
 _FIRST_RELEASE = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE sessions (
@@ -80,14 +93,6 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_pending ON outbox (target, status, lane, id);
 CREATE INDEX outbox_event ON outbox (event_id);
-CREATE TABLE IF NOT EXISTS leader_lease (
-    name        TEXT PRIMARY KEY,
-    holder      TEXT NOT NULL,
-    epoch       BIGINT NOT NULL,
-    acquired_at TIMESTAMPTZ NOT NULL,
-    renewed_at  TIMESTAMPTZ NOT NULL,
-    expires_at  TIMESTAMPTZ NOT NULL
-)
 """
 
 _POLLS = """
@@ -223,7 +228,9 @@ CREATE TABLE report_runs (
 
 MIGRATIONS: tuple[PgMigration, ...] = (
     PgMigration(
-        1, "first release: meta, sessions, events, outbox, leader_lease", _run(_FIRST_RELEASE)
+        1,
+        "first release: meta, sessions, events, outbox, leader_lease",
+        _run(_FIRST_RELEASE + LEASE_DDL),
     ),
     PgMigration(2, "poll marks for `status` (polls)", _run(_POLLS)),
     PgMigration(3, "rule state: rule_memory, held, mutes, decisions", _run(_RULE_STATE)),
