@@ -193,6 +193,17 @@ def test_a_database_gone_away_mid_life_is_a_store_error(pg_url: str) -> None:
         store.close()
 
 
+@pytest.mark.postgres
+def test_the_pools_own_errors_are_store_errors_too(pg_url: str) -> None:
+    """A call on a closed pool (psycopg_pool's PoolClosed) is a StoreError naming the database."""
+    store = PostgresStore(pg_url)
+    store.close()
+    with pytest.raises(StoreError, match=r"cannot read state database postgresql://"):
+        store.load_state("s1")
+    with pytest.raises(StoreError, match=r"cannot write to state database postgresql://"):
+        store.record("s1", snap(), [], [], T0)
+
+
 @pytest.mark.parametrize("password", ["p@ss:w/rd%", "plain-password"])
 def test_scrubbing_masks_the_password_in_every_form_it_takes(password: str) -> None:
     """Decoded or percent-encoded, and the URL whole, never survive into a message."""

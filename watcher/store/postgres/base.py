@@ -25,7 +25,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg.abc import Params, Query
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from watcher.store.errors import FencedError, StoreError
 from watcher.store.postgres.migrations import MIGRATIONS, PgMigration, migrate
@@ -234,13 +234,12 @@ class PostgresBase(TableBase):
 
     @contextmanager
     def _connection(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
-        # The pool commits on a clean exit and rolls back on an exception.
+        # The pool commits on a clean exit and rolls back on an exception. Its
+        # own errors (PoolTimeout, PoolClosed) are psycopg errors too.
         try:
             with self._pool.connection() as db:
                 yield db
         except psycopg.Error as error:
-            raise self._error(doing, error) from None
-        except PoolTimeout as error:
             raise self._error(doing, error) from None
 
     @contextmanager
