@@ -213,3 +213,13 @@ def test_recent_events_are_the_latest_of_one_session_oldest_first(store: Store) 
     assert [e.id for e in store.recent_events("s1", limit=3)] == ["e2", "e3", "e4"]
     assert [e.sequence for e in store.recent_events("s1")] == [0] * 5  # never routed
     assert store.recent_events("nobody") == []
+
+
+def test_an_unreadable_recent_event_is_left_out_never_raised(
+    store: Store, backend: Backend
+) -> None:
+    """`explain`'s read: a damaged event body drops that event only; the others still load."""
+    for n in range(3):
+        store.record_events([event(id=f"e{n}")], [], T0 + timedelta(seconds=n))
+    backend.overwrite_event_body("e1", "{not json")
+    assert [e.id for e in store.recent_events("s1")] == ["e0", "e2"]

@@ -8,17 +8,21 @@ its own way (`_number`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from watcher.core.model import Event
+from watcher.core.text import describe_error
 from watcher.store.codec import event_from_json, event_to_json, memory_to_json
 from watcher.store.tables.base import TableBase, seconds
 
 if TYPE_CHECKING:
     from watcher.core.rules import Route
     from watcher.core.rulestate import Evaluation
+
+log = logging.getLogger("watcher.store")
 
 DECISIONS_KEPT_PER_SESSION = 200
 
@@ -135,10 +139,17 @@ class EventTables(EventWriter):
             return self._insert_events(db, events, routes, now)
 
     def recent_events(self, session_id: str, limit: int = 20) -> list[Event]:
-        """The latest stored events of a session, oldest first."""
+        """The latest stored events of a session, oldest first; unreadable ones left out, logged."""
         rows = self._read_all(
-            "SELECT body, sequence FROM events WHERE session_id = ?"  # noqa: S608 (a dialect constant)
+            "SELECT id, body, sequence FROM events WHERE session_id = ?"  # noqa: S608 (a dialect constant)
             f" ORDER BY recorded_at DESC, {self._INSERTION_ORDER} DESC LIMIT ?",
             (session_id, limit),
         )
-        return [event_from_json(r[0], r[1]) for r in reversed(rows)]
+        events: list[Event] = []
+        for event_id, body, sequence in reversed(rows):
+            try:
+                events.append(event_from_json(body, sequence))
+            except Exception as error:  # any stored body, however broken, is one bad row
+                # `explain` must still show the rest of the session.
+                log.warning("stored event %s cannot be read (%s)", event_id, describe_error(error))
+        return events
