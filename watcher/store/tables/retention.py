@@ -17,8 +17,8 @@ from the daemon's watch set: a session in the set is watched whether or not
 it is polled. Every call is one short transaction deleting at most about
 `limit` rows, so a poll never waits long for the write lock; the running
 totals per table are kept in `meta` (`rows_pruned.<table>`) in the same
-transaction as the deletes. A backend gives `pruned_totals` and
-`database_bytes`, which read its own way.
+transaction as the deletes (`pruned_in` reads them). A backend gives
+`database_bytes`, which it reads its own way.
 """
 
 from __future__ import annotations
@@ -58,12 +58,26 @@ def _add_totals(db: Any, counts: Mapping[str, int]) -> None:
         )
 
 
+def pruned_in(meta: Mapping[str, str]) -> dict[str, int]:
+    """The running totals of pruned rows per table, from the `meta` rows."""
+    return {
+        key.removeprefix(PRUNED_KEY): int(value)
+        for key, value in meta.items()
+        if key.startswith(PRUNED_KEY)
+    }
+
+
 def _nonzero(counts: Mapping[str, int]) -> dict[str, int]:
     return {table: n for table, n in sorted(counts.items()) if n}
 
 
 class RetentionTables(TableBase):
     """Pruning batches, the watch set's marks, and the figures they leave behind."""
+
+    def pruned_totals(self) -> dict[str, int]:
+        """Rows pruned so far per table, over the database's whole life."""
+        # meta is a few keys: read whole, decoded as `status` decodes it.
+        return pruned_in(dict(self._read_all("SELECT key, value FROM meta")))
 
     def note_watched(self, session_ids: Collection[str], now: datetime) -> None:
         """The watch set is `session_ids`: others are unwatched from `now` on (unless they

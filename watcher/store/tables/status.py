@@ -13,7 +13,7 @@ from typing import Any
 
 from watcher.store.rows import DeadLetterRow, LeaseRow, PollMark, StatusRows, TargetBacklog
 from watcher.store.tables.base import maybe_moment, moment
-from watcher.store.tables.retention import PRUNED_KEY
+from watcher.store.tables.retention import pruned_in
 
 
 def status_rows(
@@ -38,11 +38,7 @@ def status_rows(
         targets=read_targets(db),
         dead_letters=read_dead_letters(db),
         database_bytes=database_bytes,
-        rows_pruned={
-            key.removeprefix(PRUNED_KEY): int(value)
-            for key, value in meta.items()
-            if key.startswith(PRUNED_KEY)
-        },
+        rows_pruned=pruned_in(meta),
         lease=lease,
         report_runs=report_runs,
     )
