@@ -78,7 +78,7 @@ async def test_resign_expires_the_lease_and_wakes_a_waiting_standby(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(standby)
-        await anyio.sleep(0.1)  # let b block in its wait
+        await anyio.wait_all_tasks_blocked()  # b is blocked in its wait, no guessed delay
         assert await a.resign(1) is True
     assert woken == [True]
     assert (await b.acquire()).epoch == 2
