@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from watcher.core.lifecycle import condition_since
+from watcher.core.lifecycle import condition_since, json_number
 from watcher.core.model import (
     Event,
     EventType,
@@ -174,10 +174,6 @@ def _item(ref: SessionRef, session_url: str | None) -> dict[str, JSONValue]:
         "url": _link(ref, session_url),
         "status": ref.status or None,
     }
-
-
-def _amount(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else round(value, 4)
 
 
 def _walk(
@@ -486,7 +482,7 @@ def build_report(
             "session": _item(refs[r.session_id], session_url),
             "started_at": _iso(r.started_at),
             "ended_at": _iso(r.ended_at),
-            "duration_s": _amount(round(r.duration_s, 3)),
+            "duration_s": json_number(round(r.duration_s, 3)),
             "outcome": r.outcome,
         }
         for r in runs[:TOP]
@@ -497,7 +493,7 @@ def build_report(
         key=lambda c: (-(c[1] or 0.0), c[0]),
     )
     top = [
-        {"session": _item(refs[sid], session_url), "credits": _amount(credits or 0.0)}
+        {"session": _item(refs[sid], session_url), "credits": json_number(credits or 0.0)}
         for sid, credits in by_credits[:TOP]
     ]
     happened = any(members[k] for k in KINDS) or bool(runs)
@@ -507,7 +503,7 @@ def build_report(
         "window": {
             "start": _iso(start),
             "end": _iso(end),
-            "seconds": _amount(round((end - start).total_seconds(), 3)),
+            "seconds": json_number(round((end - start).total_seconds(), 3)),
             "timezone": spec.timezone,
         },
         "generated_at": _iso(now),
@@ -536,9 +532,9 @@ def _totals(uses: Iterable[_Use]) -> dict[str, Any]:
             credits = (credits or 0.0) + use.credits
     keys = ("input", "output", "cache", "thinking", "total")
     return {
-        "active_s": _amount(round(active, 3)),
-        "tokens": {k: _amount(tokens[k]) for k in keys},
-        "credits": None if credits is None else _amount(credits),
+        "active_s": json_number(round(active, 3)),
+        "tokens": {k: json_number(tokens[k]) for k in keys},
+        "credits": None if credits is None else json_number(credits),
     }
 
 
