@@ -268,11 +268,7 @@ def _batch(
             and data.get("to") == KnownStatus.IDLE
             and not completions
         ):
-            began = tally.run_start or before
-            run = None
-            if began is not None and began <= event.occurred_at:
-                duration = (event.occurred_at - began).total_seconds()
-                run = _Run(sid, began, event.occurred_at, duration, "interrupted")
+            run = _ended(sid, tally.run_start or before, event.occurred_at, "interrupted")
             tally.pending = (at, run)
             tally.run_start = None
     for event in completions:
@@ -282,13 +278,18 @@ def _batch(
             tally.times["finished"] += 1
         summary = event.data.get("run")
         began = _when(summary.get("started_at")) if isinstance(summary, Mapping) else None
-        began = tally.run_start or began or before
-        if began is not None and began <= event.occurred_at:
-            duration = (event.occurred_at - began).total_seconds()
-            outcome = "finished" if idle else "completed"
-            runs.append(_Run(sid, began, event.occurred_at, duration, outcome))
+        outcome = "finished" if idle else "completed"
+        run = _ended(sid, tally.run_start or began or before, event.occurred_at, outcome)
+        runs += [] if run is None else [run]
         tally.run_start = None
     return runs
+
+
+def _ended(sid: str, began: datetime | None, ended: datetime, outcome: str) -> _Run | None:
+    """The run that began at `began` and ended at `ended` (None: its start is not known)."""
+    if began is None or began > ended:
+        return None
+    return _Run(sid, began, ended, (ended - began).total_seconds(), outcome)
 
 
 def _when(value: object) -> datetime | None:
@@ -457,11 +458,9 @@ def build_report(
                 tallies.get(sid), stored.get(sid), history.baselines.get(sid), start, end
             )
     members: dict[str, list[str]] = {kind: [] for kind in KINDS}
-    times: dict[str, Counter[str]] = {}
     for sid in sorted(tallies, key=lambda s: refs[s].display_name.lower()):
         if not wanted(sid):
             continue
-        times[sid] = tallies[sid].times
         for kind in HAPPENED:
             if tallies[sid].times[kind]:
                 members[kind].append(sid)
@@ -471,7 +470,7 @@ def build_report(
     def entry(sid: str, kind: str) -> dict[str, JSONValue]:
         body = _item(refs[sid], session_url)
         if kind in HAPPENED:
-            body["times"] = times[sid][kind]
+            body["times"] = tallies[sid].times[kind]
         else:
             body["since"] = _iso(conditions[sid][1])
         return body
