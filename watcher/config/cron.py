@@ -26,8 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from watcher.config.values import parse_timezone
 from watcher.core.settings import ReportSpec
 
 if TYPE_CHECKING:
@@ -138,7 +139,11 @@ def _apscheduler_field(field: _Field, values: set[int]) -> str:
 
 def parse_calendar(expression: str, timezone: str) -> Calendar:
     """Check a cron expression and an IANA timezone; CronError says what is wrong."""
-    zone = parse_timezone(timezone)
+    try:
+        # The config's one timezone check (the `timezone` key has passed it already).
+        zone = ZoneInfo(parse_timezone(timezone))
+    except ValueError as error:
+        raise CronError(str(error)) from None
     parts = expression.split()
     if len(parts) != len(_FIELDS):
         raise CronError(
@@ -170,14 +175,6 @@ def parse_calendar(expression: str, timezone: str) -> Calendar:
     ):
         raise CronError(f'"{expression}" never fires: no date matches it')
     return calendar
-
-
-def parse_timezone(name: str) -> ZoneInfo:
-    """The IANA zone `name`; CronError when there is none by that name."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise CronError(f'"{name}" is not an IANA timezone (like UTC or Europe/Berlin)') from error
 
 
 def _next_wall(calendar: Calendar, after: datetime, until: datetime) -> datetime | None:

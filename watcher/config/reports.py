@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from watcher.config.cron import CronError, parse_calendar, parse_timezone
+from watcher.config.cron import CronError, parse_calendar
 from watcher.config.models import ReportSection
 from watcher.config.problemlog import ProblemLog
 from watcher.config.rules import RuleBuilder, session_filters
@@ -60,12 +60,7 @@ class ReportBuilder:
         return tuple(out)
 
     def _schedule(self, section: ReportSection, at: KeyPath) -> bool:
-        """The cron expression and timezone can be used; each problem at its own key."""
-        try:
-            parse_timezone(section.timezone)
-        except CronError as error:
-            self.log.report((*at, "timezone"), str(error))
-            return False
+        """The cron expression can be used (the timezone was checked with the section)."""
         try:
             parse_calendar(section.schedule, section.timezone)
         except CronError as error:

@@ -139,7 +139,7 @@ def run_baseline(track: Track | None, previous: SessionState | None) -> RunStart
     return baseline_of(last, None, partial=track is not None and _busy(track.status))
 
 
-def _amount(value: float) -> int | float:
+def json_number(value: float) -> int | float:
     """A JSON-simple number: whole values as int, others rounded."""
     return int(value) if float(value).is_integer() else round(value, 4)
 
@@ -147,7 +147,7 @@ def _amount(value: float) -> int | float:
 def _delta(after: float | None, before: float | None) -> int | float | None:
     if after is None or before is None:
         return None
-    return _amount(max(0.0, after - before))
+    return json_number(max(0.0, after - before))
 
 
 def run_summary(start: RunStart, current: Snapshot, ended_at: datetime) -> dict[str, JSONValue]:
@@ -180,8 +180,8 @@ def run_summary(start: RunStart, current: Snapshot, ended_at: datetime) -> dict[
     return {
         "started_at": None if start.started_at is None else start.started_at.isoformat(),
         "ended_at": ended_at.isoformat(),
-        "duration_s": None if duration is None else _amount(round(duration, 3)),
-        "active_s": None if active_s is None else _amount(round(active_s, 3)),
+        "duration_s": None if duration is None else json_number(round(duration, 3)),
+        "active_s": None if active_s is None else json_number(round(active_s, 3)),
         "active_share": share,
         "tokens": tokens,
         "credits": credits,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from watcher.core.lifecycle import condition_since
+from watcher.core.lifecycle import condition_since, json_number
 from watcher.core.model import (
     Event,
     EventType,
@@ -176,10 +176,6 @@ def _item(ref: SessionRef, session_url: str | None) -> dict[str, JSONValue]:
     }
 
 
-def _amount(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else round(value, 4)
-
-
 def _walk(
     history: ReportHistory, start: datetime, end: datetime, tallies: dict[str, _Tally]
 ) -> list[_Run]:
@@ -272,11 +268,7 @@ def _batch(
             and data.get("to") == KnownStatus.IDLE
             and not completions
         ):
-            began = tally.run_start or before
-            run = None
-            if began is not None and began <= event.occurred_at:
-                duration = (event.occurred_at - began).total_seconds()
-                run = _Run(sid, began, event.occurred_at, duration, "interrupted")
+            run = _ended(sid, tally.run_start or before, event.occurred_at, "interrupted")
             tally.pending = (at, run)
             tally.run_start = None
     for event in completions:
@@ -286,13 +278,18 @@ def _batch(
             tally.times["finished"] += 1
         summary = event.data.get("run")
         began = _when(summary.get("started_at")) if isinstance(summary, Mapping) else None
-        began = tally.run_start or began or before
-        if began is not None and began <= event.occurred_at:
-            duration = (event.occurred_at - began).total_seconds()
-            outcome = "finished" if idle else "completed"
-            runs.append(_Run(sid, began, event.occurred_at, duration, outcome))
+        outcome = "finished" if idle else "completed"
+        run = _ended(sid, tally.run_start or began or before, event.occurred_at, outcome)
+        runs += [] if run is None else [run]
         tally.run_start = None
     return runs
+
+
+def _ended(sid: str, began: datetime | None, ended: datetime, outcome: str) -> _Run | None:
+    """The run that began at `began` and ended at `ended` (None: its start is not known)."""
+    if began is None or began > ended:
+        return None
+    return _Run(sid, began, ended, (ended - began).total_seconds(), outcome)
 
 
 def _when(value: object) -> datetime | None:
@@ -461,11 +458,9 @@ def build_report(
                 tallies.get(sid), stored.get(sid), history.baselines.get(sid), start, end
             )
     members: dict[str, list[str]] = {kind: [] for kind in KINDS}
-    times: dict[str, Counter[str]] = {}
     for sid in sorted(tallies, key=lambda s: refs[s].display_name.lower()):
         if not wanted(sid):
             continue
-        times[sid] = tallies[sid].times
         for kind in HAPPENED:
             if tallies[sid].times[kind]:
                 members[kind].append(sid)
@@ -475,7 +470,7 @@ def build_report(
     def entry(sid: str, kind: str) -> dict[str, JSONValue]:
         body = _item(refs[sid], session_url)
         if kind in HAPPENED:
-            body["times"] = times[sid][kind]
+            body["times"] = tallies[sid].times[kind]
         else:
             body["since"] = _iso(conditions[sid][1])
         return body
@@ -486,7 +481,7 @@ def build_report(
             "session": _item(refs[r.session_id], session_url),
             "started_at": _iso(r.started_at),
             "ended_at": _iso(r.ended_at),
-            "duration_s": _amount(round(r.duration_s, 3)),
+            "duration_s": json_number(round(r.duration_s, 3)),
             "outcome": r.outcome,
         }
         for r in runs[:TOP]
@@ -497,7 +492,7 @@ def build_report(
         key=lambda c: (-(c[1] or 0.0), c[0]),
     )
     top = [
-        {"session": _item(refs[sid], session_url), "credits": _amount(credits or 0.0)}
+        {"session": _item(refs[sid], session_url), "credits": json_number(credits or 0.0)}
         for sid, credits in by_credits[:TOP]
     ]
     happened = any(members[k] for k in KINDS) or bool(runs)
@@ -507,7 +502,7 @@ def build_report(
         "window": {
             "start": _iso(start),
             "end": _iso(end),
-            "seconds": _amount(round((end - start).total_seconds(), 3)),
+            "seconds": json_number(round((end - start).total_seconds(), 3)),
             "timezone": spec.timezone,
         },
         "generated_at": _iso(now),
@@ -536,9 +531,9 @@ def _totals(uses: Iterable[_Use]) -> dict[str, Any]:
             credits = (credits or 0.0) + use.credits
     keys = ("input", "output", "cache", "thinking", "total")
     return {
-        "active_s": _amount(round(active, 3)),
-        "tokens": {k: _amount(tokens[k]) for k in keys},
-        "credits": None if credits is None else _amount(credits),
+        "active_s": json_number(round(active, 3)),
+        "tokens": {k: json_number(tokens[k]) for k in keys},
+        "credits": None if credits is None else json_number(credits),
     }
 
 

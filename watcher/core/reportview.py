@@ -70,12 +70,17 @@ def summary(doc: Mapping[str, Any]) -> str:
     """The counts in one plain phrase, or `nothing happened`."""
     if doc.get("empty"):
         return "nothing happened"
-    counts = doc.get("counts", {})
+    return _counts_phrase(doc) or "no session changed; some work was done"
+
+
+def _counts_phrase(part: Mapping[str, Any]) -> str:
+    """`2 finished, 1 stuck, 3.5 credits` from the counts and credits of a document or group."""
+    counts = part.get("counts", {})
     parts = [f"{counts[k]} {TITLES[k].lower()}" for k in SUMMARY if counts.get(k)]
-    credits = doc.get("credits")
+    credits = part.get("credits")
     if isinstance(credits, int | float) and credits:
         parts.append(f"{format_number(credits)} credits")
-    return ", ".join(parts) or "no session changed; some work was done"
+    return ", ".join(parts)
 
 
 def report_headline(doc: Mapping[str, Any]) -> str:
@@ -109,7 +114,7 @@ def _run_line(run: Mapping[str, Any], linked: bool) -> str:
     return f"{_session_text(run.get('session', {}), linked)}: {took} ({outcome})"
 
 
-def _use_lines(doc: Mapping[str, Any], linked: bool) -> list[str]:
+def _use_lines(doc: Mapping[str, Any]) -> list[str]:
     lines = []
     active = doc.get("active_s")
     if isinstance(active, int | float) and active:
@@ -128,13 +133,8 @@ def _use_lines(doc: Mapping[str, Any], linked: bool) -> list[str]:
 
 def _group_line(group: Mapping[str, Any]) -> str:
     value = group.get("value")
-    counts = group.get("counts", {})
-    parts = [f"{counts[k]} {TITLES[k].lower()}" for k in SUMMARY if counts.get(k)]
-    credits = group.get("credits")
-    if isinstance(credits, int | float) and credits:
-        parts.append(f"{format_number(credits)} credits")
     label = "(no label)" if value is None else str(value)
-    return f"{label}: {', '.join(parts) or 'no change'}"
+    return f"{label}: {_counts_phrase(group) or 'no change'}"
 
 
 def sections(doc: Mapping[str, Any], *, linked: bool) -> list[tuple[str, list[str], int]]:
@@ -153,7 +153,7 @@ def sections(doc: Mapping[str, Any], *, linked: bool) -> list[tuple[str, list[st
     runs = doc.get("longest_runs", [])
     if runs:
         out.append(("Longest runs", [_run_line(r, linked) for r in runs], 0))
-    use = _use_lines(doc, linked)
+    use = _use_lines(doc)
     if use:
         out.append(("Use", use, 0))
     top = [
