@@ -64,6 +64,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as `python bench/ha.py`: bench.common is under the root
 
 from bench.common import (  # noqa: E402
+    BenchError,
+    Child,
     Stopped,
     config_accepted,
     free_port,
@@ -98,7 +100,7 @@ class Limits:
     duplicates_per_failover: int = 2
 
 
-class HarnessError(Exception):
+class HarnessError(BenchError):
     """The run itself failed: a process did not start, no leader, no database."""
 
 
@@ -501,21 +503,12 @@ class Database:
 # --- processes ---------------------------------------------------------------------------
 
 
-class Simulator:
+class Simulator(Child):
     """`python -m watcher.testing.sim` in its own process, and its `/_sim/` routes."""
 
     def __init__(self) -> None:
         cmd = [PY, "-m", "watcher.testing.sim", "--port", "0", "--sessions", "0"]
-        self.proc = subprocess.Popen(
-            [*cmd, "--api-key", API_KEY], stdout=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()
-        if not first.startswith("listening on "):
-            stop_process(self.proc, 5)
-            raise HarnessError(f"the simulator did not start (first line: {first!r})")
-        self.url = first.removeprefix("listening on ").strip()
-        # Nothing more is printed (no sessions at start): the pipe cannot fill up.
+        super().__init__([*cmd, "--api-key", API_KEY], "simulator")
         self.http = httpx.Client(base_url=self.url, timeout=5, trust_env=False)
 
     def create(self, session_id: str) -> None:
@@ -530,7 +523,7 @@ class Simulator:
     def stop(self) -> None:
         """Stop the simulator."""
         self.http.close()
-        stop_process(self.proc, 5)
+        super().stop()
 
 
 class Storm:
@@ -1105,7 +1098,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = Run(plan, workdir)
     try:
         outcome = run.execute()
-    except HarnessError as error:
+    except BenchError as error:  # HarnessError, or a helper process that did not start
         print(f"ha: {error}\n(logs in {workdir})", file=sys.stderr)
         for replica in run.replicas:
             print(f"--- {replica.name}:\n{replica.tail()}", file=sys.stderr)

@@ -43,7 +43,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -60,9 +59,8 @@ sys.path.insert(0, str(ROOT))  # run as `python bench/poll_bench.py`: bench.comm
 
 from bench.common import (  # noqa: E402
     BenchError,
+    Daemon,
     config_accepted,
-    proc_cpu,
-    proc_rss_mib,
 )
 
 PY = sys.executable
@@ -175,41 +173,6 @@ def write_config(
     path.write_text("\n".join(line for line in lines if line) + "\n")
     path.chmod(0o600)  # the API key is written literally
     return path
-
-
-class Daemon:
-    """`python -m watcher run` in a child process; its log goes to a file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log = log
-        self._log_file = log.open("w")
-        self.proc = subprocess.Popen(
-            [PY, "-m", "watcher", "--log-level", "WARNING", "run", "-c", str(config)],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "NO_PROXY": "127.0.0.1"},
-        )
-
-    def cpu(self) -> float:
-        return proc_cpu(self.proc.pid)
-
-    def rss(self) -> float:
-        return proc_rss_mib(self.proc.pid)
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.log.read_text()[-2000:]
-            raise BenchError(f"the daemon exited with {self.proc.returncode}:\n{tail}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log_file.close()
 
 
 @contextlib.contextmanager

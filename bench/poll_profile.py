@@ -44,12 +44,10 @@ import json
 import math
 import os
 import pstats
-import queue
 import random
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -60,12 +58,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
+# Run as `python bench/poll_profile.py`: bench.common is under the root.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import BenchError, Child, stat_cpu
 from watcher.core.poll import Answer
 from watcher.core.secret import Secret
 from watcher.core.settings import (
@@ -91,13 +93,8 @@ CPU_BUDGET_MS = 1.5
 BURST_SLACK_S = 5.0  # delivery allowance on top of one poll period
 TARGET = "bench"
 COMPLETED = "session.completed"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 SAMPLE_BYTES = 32  # a float object and its list slot
-
-
-class BenchError(Exception):
-    """The benchmark could not run to the end (not a missed target)."""
 
 
 # --- options ---------------------------------------------------------------------------
@@ -204,76 +201,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
 # --- the simulator in its own process -----------------------------------------------------
 
 
-def process_cpu(stat_path: str) -> float:
-    """User + system CPU seconds from a /proc stat file (10 ms resolution)."""
-    stat = Path(stat_path).read_text()
-    # Fields 14 and 15 (utime, stime), counted after the parenthesised command name.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-class ChildProcess:
-    """A helper process that prints `listening on URL` first, then lines we collect."""
-
-    def __init__(self, cmd: Sequence[str], what: str) -> None:
-        self.cmd = list(cmd)
-        self.what = what
-        self.url = ""
-        self._proc: subprocess.Popen[str] | None = None
-        self._first: queue.Queue[str | None] = queue.Queue()
-
-    def __enter__(self) -> Self:
-        self._proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, text=True)
-        # Read every line: a child blocked on a full pipe would stall the benchmark.
-        threading.Thread(target=self._drain, name=f"{self.what}-stdout", daemon=True).start()
-        try:
-            first = self._first.get(timeout=60)
-        except queue.Empty:
-            first = None
-        if first is None or not first.startswith("listening on "):
-            self.__exit__(None, None, None)
-            raise BenchError(f"the {self.what} did not start (first line: {first!r})")
-        self.url = first.removeprefix("listening on ").strip()
-        return self
-
-    def _drain(self) -> None:
-        assert self._proc is not None
-        assert self._proc.stdout is not None
-        first = True
-        for line in self._proc.stdout:
-            if first:
-                self._first.put(line)
-                first = False
-            else:
-                self.on_line(line)
-        self._first.put(None)
-
-    def on_line(self, line: str) -> None:
-        """Handle one line after the first (ignored by default)."""
-
-    def __exit__(self, *exc: object) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-
-    @property
-    def pid(self) -> int:
-        """The child's process id."""
-        assert self._proc is not None
-        return self._proc.pid
-
-    def cpu(self) -> float:
-        """CPU seconds the child has used so far."""
-        return process_cpu(f"/proc/{self.pid}/stat")
-
-
-class SimProcess(ChildProcess):
+class SimProcess(Child):
     """`python -m watcher.testing.sim` in a child process, and its `/_sim/` control routes."""
 
     def __init__(self, sessions: int, api_key: str) -> None:
@@ -314,15 +242,15 @@ class Receipt:
     received: float
 
 
-class ReceiverProcess(ChildProcess):
+class ReceiverProcess(Child):
     """A `WebhookReceiver` in its own process (see `serve_receiver`), so that its
     request threads do not compete with the watcher for this process's GIL.
     """
 
     def __init__(self) -> None:
-        super().__init__([sys.executable, __file__, "--serve-receiver"], "webhook receiver")
         self._lock = threading.Lock()
         self._receipts: list[Receipt] = []
+        super().__init__([sys.executable, __file__, "--serve-receiver"], "webhook receiver")
 
     def on_line(self, line: str) -> None:
         """Collect one receipt line."""
@@ -450,7 +378,7 @@ def thread_cpu() -> dict[int, tuple[str, float]]:
     found: dict[int, tuple[str, float]] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
-            cpu = process_cpu(f"/proc/self/task/{tid}/stat")
+            cpu = stat_cpu(f"/proc/self/task/{tid}/stat")
         except FileNotFoundError:
             continue  # the thread ended between listing and reading
         found[int(tid)] = (thread_group(names.get(int(tid), "other")), cpu)

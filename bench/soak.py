@@ -41,11 +41,9 @@ import contextlib
 import heapq
 import math
 import os
-import queue
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -63,13 +61,14 @@ sys.path.insert(0, str(ROOT))  # run as `python bench/soak.py`: bench.common is 
 
 from bench.common import (  # noqa: E402
     BenchError,
+    Child,
+    Daemon,
     Stopped,
     config_accepted,
     free_port,
     parse_metrics,
     proc_cpu,
     proc_rss_mib,
-    stop_process,
 )
 
 PY = sys.executable
@@ -221,48 +220,6 @@ def proc_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-class Child:
-    """A helper process that prints `listening on URL` first; later lines go to `on_line`."""
-
-    def __init__(self, cmd: Sequence[str], what: str) -> None:
-        self.what = what
-        self.proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, text=True)
-        self._first: queue.Queue[str | None] = queue.Queue()
-        # Every line is read: a child blocked on a full pipe would stall the soak.
-        threading.Thread(target=self._drain, name=f"{what}-stdout", daemon=True).start()
-        try:
-            first = self._first.get(timeout=60)
-        except queue.Empty:
-            first = None
-        if first is None or not first.startswith("listening on "):
-            self.stop()
-            raise SoakError(f"the {what} did not start (first line: {first!r})")
-        self.url = first.removeprefix("listening on ").strip()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        first = True
-        for line in self.proc.stdout:
-            if first:
-                self._first.put(line)
-                first = False
-            else:
-                self.on_line(line)
-        self._first.put(None)
-
-    def on_line(self, line: str) -> None:
-        """One line after the first (ignored unless a subclass reads them)."""
-
-    def check_alive(self) -> None:
-        """Raise SoakError if the process has exited."""
-        if self.proc.poll() is not None:
-            raise SoakError(f"the {self.what} exited with {self.proc.returncode}")
-
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, SIGKILL after 10 s)."""
-        stop_process(self.proc, 10)
-
-
 class Simulator(Child):
     """`python -m watcher.testing.sim` and its `/_sim/` control routes."""
 
@@ -329,31 +286,6 @@ def serve_sink() -> int:
         print(f"listening on {receiver.url}", flush=True)
         stop.wait()
     return 0
-
-
-class Daemon:
-    """`python -m watcher run`; its log goes to a file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log = log
-        self._log_file = log.open("w")
-        self.proc = subprocess.Popen(
-            [PY, "-m", "watcher", "--log-level", "WARNING", "run", "-c", str(config)],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "NO_PROXY": "127.0.0.1"},
-        )
-
-    def check_alive(self) -> None:
-        """Raise SoakError, with the log's tail, if the daemon has exited."""
-        if self.proc.poll() is not None:
-            tail = self.log.read_text()[-2000:]
-            raise SoakError(f"the daemon exited with {self.proc.returncode}:\n{tail}")
-
-    def stop(self) -> None:
-        """SIGTERM, SIGKILL after 20 s."""
-        stop_process(self.proc, 20)
-        self._log_file.close()
 
 
 # --- the config --------------------------------------------------------------------------
@@ -803,7 +735,7 @@ def run(plan: Plan) -> Outcome:
         port = free_port()
         config, retention = configure(plan, sim, receiver, port)
         started = time.monotonic()
-        daemon = Daemon(config, plan.workdir / "daemon.log")
+        daemon = Daemon(config, plan.workdir / "daemon.log", grace=20)
         parts.append(daemon)
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         sampler = Sampler(daemon, plan.workdir / "state.db", metrics_url, started)

@@ -28,7 +28,6 @@ import aiohttp
 import anyio
 import httpx
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from watcher import USER_AGENT
@@ -64,8 +63,9 @@ from watcher.core.settings import (
     Target,
     WebhookTarget,
 )
-from watcher.notifiers.base import SdkSession, sdk_options, transport_reason
-from watcher.notifiers.slack import DEFAULT_API_URL
+from watcher.notifiers.base import transport_reason
+from watcher.notifiers.slack import slack_client
+from watcher.notifiers.webhook import verify_context
 from watcher.poll.api import env_proxy
 from watcher.store import SqliteStore, StoreError
 from watcher.store.open import open_store, state_location
@@ -220,9 +220,7 @@ async def check_target(target: Target) -> tuple[list[Finding], str | None]:
         answer = await _http("POST", url, request_timeout=PROBE_TIMEOUT, json={})
         return [slack_webhook_finding(target.name, _host(url), answer)], None
     assert isinstance(target, WebhookTarget)
-    verify: ssl.SSLContext | bool = True
-    if target.ca_file is not None:
-        verify = ssl.create_default_context(cafile=str(target.ca_file))
+    verify = verify_context(target)
     answer = await _http("GET", target.url, request_timeout=PROBE_TIMEOUT, verify=verify)
     return [webhook_finding(target.name, _origin(target.url), answer)], None
 
@@ -231,11 +229,7 @@ async def probe_slack(
     target: SlackTarget,
 ) -> tuple[SlackReply | NoAnswer, SlackReply | NoAnswer | None]:
     """`auth.test`, then (with a valid token) `conversations.info` for the target's channel."""
-    api_url = target.api_url or DEFAULT_API_URL
-    client = AsyncWebClient(
-        token=target.token.reveal(), base_url=api_url, **sdk_options(PROBE_TIMEOUT)
-    )
-    session = SdkSession(client, api_url, PROBE_TIMEOUT)
+    client, session = slack_client(target, PROBE_TIMEOUT)
     session.ensure_open()
     try:
         auth = await _slack_call(client.auth_test)

@@ -19,26 +19,21 @@ from typing import TextIO
 from watcher.commands.exits import EX_OK, EX_USAGE, store_error_exit
 from watcher.config.values import parse_duration
 from watcher.core.report import build_report
+from watcher.core.reportclock import window
 from watcher.core.reportview import report_text
 from watcher.core.settings import ReportSpec, Settings
 from watcher.store import ReportReader, StoreError, open_read_only
 from watcher.store.open import open_read_only_for
 
-FIRST_WINDOW = timedelta(hours=24)  # since_last before a report's first run
-
 
 def report_window(
     spec: ReportSpec, store: ReportReader, now: datetime, given: timedelta | None
 ) -> tuple[datetime, datetime]:
-    """The window `(start, now]` the report covers when made at `now`."""
+    """The window `(start, now]` the report covers when made at `now`: `given`, else
+    what a scheduled run at `now` would cover (watcher.core.reportclock.window)."""
     if given is not None:
         return now - given, now
-    if spec.window is not None:
-        return now - spec.window, now
-    last = store.report_runs().get(spec.name)
-    if last is not None and last < now:
-        return last, now
-    return now - FIRST_WINDOW, now
+    return window(spec, store.report_runs().get(spec.name), now)
 
 
 def report_command(

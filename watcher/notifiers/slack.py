@@ -134,6 +134,13 @@ def _api_error_outcome(
     )
 
 
+def slack_client(target: SlackTarget, timeout: float) -> tuple[AsyncWebClient, SdkSession]:
+    """A Web API client with the target's token and `api_url` (else Slack's), and its session."""
+    api_url = target.api_url or DEFAULT_API_URL
+    client = AsyncWebClient(token=target.token.reveal(), base_url=api_url, **sdk_options(timeout))
+    return client, SdkSession(client, api_url, timeout)
+
+
 class SlackNotifier:
     """Posts `SlackMessage`s to one channel with a bot token."""
 
@@ -143,12 +150,8 @@ class SlackNotifier:
         self.target_name = target.name
         self._channel = target.channel
         self._token = target.token
-        api_url = target.api_url or DEFAULT_API_URL
-        self._client = AsyncWebClient(
-            token=target.token.reveal(), base_url=api_url, **sdk_options(timeout)
-        )
-        self._session = SdkSession(self._client, api_url, timeout)
-        self._usable_url = is_http_url(api_url)
+        self._client, self._session = slack_client(target, timeout)
+        self._usable_url = is_http_url(target.api_url or DEFAULT_API_URL)
 
     def __repr__(self) -> str:
         return f"SlackNotifier(target_name={self.target_name!r}, channel={self._channel!r})"

@@ -78,7 +78,8 @@ def _checked_url(raw: str, *, allow_http: bool) -> httpx.URL | SendFailed:
     return url
 
 
-def _verify_context(target: WebhookTarget) -> ssl.SSLContext | bool:
+def verify_context(target: WebhookTarget) -> ssl.SSLContext | bool:
+    """What to verify the target's TLS with: the default roots, or its `ca_file`'s."""
     # Verification is never optional; a ca_file only changes which roots are trusted.
     if target.ca_file is None:
         return True
@@ -115,7 +116,7 @@ class WebhookNotifier:
         self._client = httpx.AsyncClient(
             timeout=timeout,
             follow_redirects=False,
-            verify=_verify_context(target),
+            verify=verify_context(target),
             transport=transport,
         )
 
