@@ -254,7 +254,7 @@ async def test_the_send_gate_waits_for_a_renewal_when_the_window_is_short(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(send)
-        await anyio.sleep(0.05)
+        await anyio.wait_all_tasks_blocked()  # the send is parked at the gate, or passed it
         assert passed == []
         r.trust = Trust(1, 100.0, times)  # renewed
         r._renewed.set()
