@@ -24,7 +24,7 @@ import pytest
 from tests.core.reportsim import W0, History, at
 from tests.daemon.offline import offline_settings, offline_watcher
 from tests.daemon.parts import Clock, wiring
-from tests.rig import wait_for
+from tests.rig import run_driven, wait_for
 from watcher.commands.report import report_command
 from watcher.core.model import EventType
 from watcher.core.report import Report
@@ -371,10 +371,7 @@ async def test_the_watcher_runs_the_part_and_a_reload_wakes_it(tmp_path: Path) -
         watcher.request_stop()
 
     try:
-        with anyio.fail_after(20):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(drive)
-                await watcher.run(handle_signals=False)
+        await run_driven(watcher, drive, within=20)
         # weekly was added at 09:05: its 09:00 was before it existed, and is not caught up
         assert queued(watcher.store) == [(rid("daily", W0 + 9 * H), "hook")]
     finally:
