@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from tests.webhook_schema import BodyChecker
 from watcher.core.secret import Secret
@@ -23,6 +25,7 @@ from watcher.core.settings import (
     WatchedSession,
     WebhookTarget,
 )
+from watcher.daemon import Watcher
 from watcher.testing.sim import FactorySimulator
 from watcher.testing.sinks import FakeSlack, FakeSlackWebhook, WebhookReceiver
 
@@ -76,6 +79,20 @@ class Rig:
         sessions = tuple(WatchedSession(id=i, labels=dict(labels)) for i in ids)
         self.settings = replace(self.settings, sessions=sessions)
         return self.settings
+
+
+async def run_driven(
+    watcher: Watcher,
+    drive: Callable[[], Awaitable[None]],
+    *,
+    within: float,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run `watcher` with `drive` beside it until `drive` stops it; fail after `within` s."""
+    with anyio.fail_after(within):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await watcher.run(on_ready=on_ready, handle_signals=False)
 
 
 def completed(rig: Rig, session: str) -> int:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.daemon.answerlog import AnswerLog
 from tests.daemon.parts import cycle
-from tests.rig import CHANNEL, Rig, running_rig, wait_for
+from tests.rig import CHANNEL, Rig, run_driven, running_rig, wait_for
 from watcher.core.message import Message, SendOutcome, WebhookMessage
 from watcher.core.model import Event, EventType, SessionRef, SessionState
 from watcher.core.poll import Answer
@@ -172,10 +172,7 @@ async def test_run_polls_on_schedule_and_stops_cleanly(rig: Rig) -> None:
         )
         watcher.request_stop()
 
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(on_ready=ready.set, handle_signals=False)
+    await run_driven(watcher, drive, within=20, on_ready=ready.set)
     assert "stopped running" in rig.slack.messages[0].text
     counts = watcher.store_counts()
     assert counts[OutboxStatus.DELIVERED] == 2  # slack + completed webhook
@@ -245,10 +242,7 @@ async def test_rate_limited_api_is_not_polled_before_retry_after(rig: Rig) -> No
         )
         watcher.request_stop()
 
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(handle_signals=False)
+    await run_driven(watcher, drive, within=20)
     records = [r for s in ("s1", "s2", "s3") for r in rig.sim.session_requests(s)]
     limited_at = next(r.at for r in rig.sim.session_requests("s2") if r.status == 429)
     # Polls already in flight when the 429 was answered may land just after it.
@@ -297,10 +291,7 @@ async def test_a_slow_poll_never_stacks_up(rig: Rig) -> None:
         assert rig.sim.request_count("s1") == during[0]
         watcher.request_stop()
 
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(handle_signals=False)
+    await run_driven(watcher, drive, within=20)
 
 
 @pytest.mark.anyio
@@ -362,10 +353,7 @@ async def test_reload_applies_sessions_rules_and_targets_without_losing_queued_w
         )
         watcher.request_stop()
 
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(handle_signals=False)
+    await run_driven(watcher, drive, within=30)
     delivered = [r.json["type"] for r in rig.receiver.requests if r.status < 300]
     assert delivered == ["session.completed"]
 
@@ -406,10 +394,7 @@ async def test_a_watcher_without_targets_stays_healthy_and_can_gain_one(rig: Rig
         await anyio.to_thread.run_sync(lambda: wait_for(lambda: rig.slack.messages))
         watcher.request_stop()
 
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(handle_signals=False)
+    await run_driven(watcher, drive, within=20)
     assert "stopped running" in rig.slack.messages[0].text
 
 
@@ -481,10 +466,7 @@ async def test_poisoned_bodies_next_to_good_sessions(
         assert watcher.supervisor.progress.healthy(time.monotonic())[0]
         watcher.request_stop()
 
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(handle_signals=False)
+    await run_driven(watcher, drive, within=30)
     no_tracebacks(caplog)
     assert sorted(webhook_types(rig)) == sorted(("session.completed", s) for s in GOOD)
     assert sorted(m.text.split(" stopped")[0] for m in rig.slack.messages) == sorted(
@@ -604,10 +586,7 @@ async def test_a_restart_with_damaged_rows_queued_comes_up_and_goes_on(
         )
         watcher.request_stop()
 
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(handle_signals=False)
+    await run_driven(watcher, drive, within=20)
     assert sorted(webhook_types(rig)) == [("session.completed", "old"), ("session.completed", "s1")]
     old = next(r.json for r in rig.receiver.requests if r.json["session"]["id"] == "old")
     assert old["session"]["title"] == "\ufffd T"
@@ -694,10 +673,7 @@ async def test_a_failure_injected_at_each_stage_stops_only_its_own_work(
         assert watcher.supervisor.progress.healthy(time.monotonic())[0]
         watcher.request_stop()
 
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(on_ready=ready.set, handle_signals=False)
+    await run_driven(watcher, drive, within=20, on_ready=ready.set)
     assert sorted(m.text for m in rig.slack.messages) == sorted(
         f":pause_button: Title of {s} stopped running (running → idle)"
         for s in ("good", "notify-bug")

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.rig import Rig, running_rig, wait_for
+from tests.rig import Rig, run_driven, running_rig, wait_for
 from watcher.daemon import Watcher
 from watcher.store import OutboxStatus, SqliteStore
 from watcher.testing.fakehttp import Fault, FaultRule
@@ -91,10 +91,7 @@ async def test_every_notification_survives_every_fault_exactly_once(rig: Rig) ->
         )
         watcher.request_stop()
 
-    with anyio.fail_after(90):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(handle_signals=False)
+    await run_driven(watcher, drive, within=90)
 
     assert {f for _, f in rig.slack.faults.applied} == set(ALL_FAULTS)
     assert {f for _, f in rig.slack_hook.faults.applied} == set(SLACK_HOOK_FAULTS)

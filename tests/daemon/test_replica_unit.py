@@ -1,5 +1,6 @@
 """The replica's lifecycle on FakeLease (in memory): standby answers, taking the lead,
-losing it, a fenced write ending the term, the send gate, resigning on stop.
+losing it, a fenced write ending the term, the send gate, resigning on stop, a lease
+answer that cannot be read.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from watcher.daemon.replica import Replica, Role, RoleNotifier
 from watcher.ops.endpoint import Request
 from watcher.store.errors import FencedError
 from watcher.store.postgres.fakelease import FakeLease, FakeLeaseTable
+from watcher.store.postgres.lease import Acquisition
 from watcher.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
@@ -252,7 +254,7 @@ async def test_the_send_gate_waits_for_a_renewal_when_the_window_is_short(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(send)
-        await anyio.sleep(0.05)
+        await anyio.wait_all_tasks_blocked()  # the send is parked at the gate, or passed it
         assert passed == []
         r.trust = Trust(1, 100.0, times)  # renewed
         r._renewed.set()
@@ -305,3 +307,43 @@ async def test_a_watcher_on_sqlite_leads_alone_without_a_lease(rig: Rig) -> None
     finally:
         await watcher.aclose()
         watcher.store.close()
+
+
+class GarbledLease(FakeLease):
+    """A FakeLease whose answers cannot be decoded while `garbled` is set."""
+
+    garbled = True
+
+    async def acquire(self) -> Acquisition:
+        """Raise as a lease row with a NULL column would, while garbled."""
+        if self.garbled:
+            raise TypeError("int() argument must be a string or a number, not 'NoneType'")
+        return await super().acquire()
+
+    async def resign(self, epoch: int) -> bool:
+        """Raise while garbled (the lease then expires on its own)."""
+        if self.garbled:
+            raise ValueError("garbled resign answer")
+        return await super().resign(epoch)
+
+
+async def test_a_lease_answer_that_cannot_be_read_is_a_failed_try_not_an_exit(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """An acquire or resign that raises (an undecodable lease row) is noted as the
+    standby's problem and the replica carries on: it leads once the answers read again,
+    and a resign that raises still ends the run cleanly."""
+    table = FakeLeaseTable()
+    r = make(settings_for(rig), table, "me:1:aaaa", tmp_path)
+    lease = GarbledLease(table, "me:1:aaaa", TTL)
+    r.lease = lease
+    async with running(r):
+        await until(lambda: r.problem is not None, "the failure noted")
+        assert r.problem is not None
+        assert "unreadable lease answer: TypeError" in r.problem
+        assert answer(r, "/readyz")[0] == 503
+        lease.garbled = False
+        await until(lambda: r.watcher is not None, "leading once the answers read")
+        lease.garbled = True
+    assert changes(r, "resigned") == 1
+    assert r.role is Role.STANDBY

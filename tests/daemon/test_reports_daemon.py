@@ -24,7 +24,7 @@ import pytest
 from tests.core.reportsim import W0, History, at
 from tests.daemon.offline import offline_settings, offline_watcher
 from tests.daemon.parts import Clock, wiring
-from tests.rig import wait_for
+from tests.rig import run_driven, wait_for
 from watcher.commands.report import report_command
 from watcher.core.model import EventType
 from watcher.core.report import Report
@@ -351,12 +351,18 @@ async def test_the_watcher_runs_the_part_and_a_reload_wakes_it(tmp_path: Path) -
     now = [W0 + 8 * H]
     settings = replace(offline_settings(tmp_path), reports=(DAILY,))
     watcher = offline_watcher(settings, now)
-    ready = anyio.Event()
+    asleep = anyio.Event()
     weekly = ReportSpec(name="weekly", schedule="0 9 * * tue", notify=("hook",))
+    sleep = watcher.reports._sleep
+
+    async def noted_sleep(seconds: float) -> None:
+        asleep.set()  # no checkpoint before the sleep below parks the loop
+        await sleep(seconds)
+
+    watcher.reports._sleep = noted_sleep  # type: ignore[method-assign]
 
     async def drive() -> None:
-        await ready.wait()
-        await anyio.sleep(0.05)  # the loop now sleeps towards 09:00, a minute at most
+        await asleep.wait()  # the loop now sleeps towards 09:00, a minute at most
         now[0] = W0 + 9 * H + 5 * M
         watcher.apply_settings(replace(settings, reports=(DAILY, weekly)))
         await anyio.to_thread.run_sync(
@@ -365,10 +371,7 @@ async def test_the_watcher_runs_the_part_and_a_reload_wakes_it(tmp_path: Path) -
         watcher.request_stop()
 
     try:
-        with anyio.fail_after(20):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(drive)
-                await watcher.run(on_ready=ready.set, handle_signals=False)
+        await run_driven(watcher, drive, within=20)
         # weekly was added at 09:05: its 09:00 was before it existed, and is not caught up
         assert queued(watcher.store) == [(rid("daily", W0 + 9 * H), "hook")]
     finally:

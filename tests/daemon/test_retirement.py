@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.rig import Rig, running_rig, wait_for
+from tests.rig import Rig, run_driven, running_rig, wait_for
 from watcher.core.outbox import OutboxStatus
 from watcher.core.secret import MASK
 from watcher.core.settings import Rule, Settings, WebhookTarget
@@ -164,10 +164,7 @@ async def test_replaced_client_and_notifier_close_once_unused(
         assert masked(redactor, "echo key-new-0002") == f"echo {MASK}"
         watcher.request_stop()
 
-    with anyio.fail_after(40):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(handle_signals=False)
+    await run_driven(watcher, drive, within=40)
     watcher.store.close()
     assert [r.status for r in receiver.requests] == [204]  # sent once, never again
     assert receiver.requests[0].headers["x-key"] == "key-old-0001"
@@ -197,10 +194,7 @@ async def test_the_redactor_holds_the_current_secrets_after_many_reloads(
             sizes.append(len(redactor.secrets))
         watcher.request_stop()
 
-    with anyio.fail_after(40):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(handle_signals=False)
+    await run_driven(watcher, drive, within=40)
     watcher.store.close()
     current = live.settings.secret_values()
     assert sizes == [len(current)] * 10

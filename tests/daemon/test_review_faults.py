@@ -27,6 +27,13 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         yield running
 
 
+async def complete_s1(rig: Rig, watcher: Watcher) -> None:
+    """Poll s1 (the baseline), complete its run, poll again: `session.completed` is queued."""
+    await watcher.poll_all()
+    rig.sim.complete_run("s1")
+    await watcher.poll_all()
+
+
 @pytest.mark.anyio
 async def test_a_full_disk_under_the_recording_costs_a_warning_and_a_count_not_a_poll(
     rig: Rig, caplog: pytest.LogCaptureFixture
@@ -80,9 +87,7 @@ async def test_a_busy_store_after_a_send_retries_the_mark_never_the_send(rig: Ri
         watcher = Watcher(settings)
         delivery_log.addHandler(refused)
         try:
-            await watcher.poll_all()
-            rig.sim.complete_run("s1")
-            await watcher.poll_all()
+            await complete_s1(rig, watcher)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watcher.deliver_due)
                 assert await anyio.to_thread.run_sync(refused.seen.wait, 30)
@@ -121,9 +126,7 @@ async def test_stopping_while_a_mark_is_refused_leaves_the_row_to_be_sent_again(
         watcher = Watcher(settings)
         delivery_log.addHandler(refused)
         try:
-            await watcher.poll_all()
-            rig.sim.complete_run("s1")
-            await watcher.poll_all()
+            await complete_s1(rig, watcher)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watcher.deliver_due)
                 assert await anyio.to_thread.run_sync(refused.seen.wait, 30)
@@ -164,6 +167,22 @@ class MonotonicSteps:
         return self.now
 
 
+async def poll_while_rendering(
+    watcher: Watcher, clock: MonotonicSteps, sent: Callable[[], int]
+) -> tuple[int, int]:
+    """Deliver in the background; once the render thread reads the clock, poll three times,
+    then let the render's time run out: the polls and the `sent()` count meanwhile."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watcher.deliver_due)
+        assert await anyio.to_thread.run_sync(clock.read_elsewhere.wait, 30)
+        before = watcher.stats.polls
+        for _ in range(3):
+            await watcher.poll_all()
+        polled, sent_meanwhile = watcher.stats.polls - before, sent()
+        clock.now += 2.5  # the render's time is up: it stops at its next step
+    return polled, sent_meanwhile
+
+
 def with_body_template(rig: Rig, body: str) -> Watcher:
     """A watcher of s1 whose `completed` rule sends `body`'s template to ci."""
     settings = rig.with_sessions("s1")
@@ -178,9 +197,7 @@ async def test_a_template_with_loops_in_loops_falls_back_to_the_built_in_message
     """At send time, a template past its step budget costs a warning, not the notification."""
     watcher = with_body_template(rig, NESTED_BODY)
     try:
-        await watcher.poll_all()
-        rig.sim.complete_run("s1")
-        await watcher.poll_all()
+        await complete_s1(rig, watcher)
         await watcher.deliver_due()
     finally:
         await watcher.aclose()
@@ -204,18 +221,10 @@ async def test_polls_go_on_while_a_slow_template_renders_and_its_time_limit_ends
     renderer = SendTimeRenderer(lambda: settings, clock=clock, time_limit=2.0)
     watcher = Watcher(settings, render=renderer.message)
     try:
-        await watcher.poll_all()
-        rig.sim.complete_run("s1")
-        await watcher.poll_all()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watcher.deliver_due)
-            assert await anyio.to_thread.run_sync(clock.read_elsewhere.wait, 30)
-            before = watcher.stats.polls
-            for _ in range(3):
-                await watcher.poll_all()
-            polled_while_rendering = watcher.stats.polls - before
-            sent_while_rendering = len(rig.receiver.requests)
-            clock.now += 2.5  # the render's time is up: it stops at its next step
+        await complete_s1(rig, watcher)
+        polled_while_rendering, sent_while_rendering = await poll_while_rendering(
+            watcher, clock, lambda: len(rig.receiver.requests)
+        )
     finally:
         await watcher.aclose()
         watcher.store.close()
@@ -238,18 +247,10 @@ async def test_polls_go_on_while_a_slow_card_template_renders_and_its_time_limit
     renderer = SendTimeRenderer(lambda: settings, clock=clock, time_limit=2.0)
     watcher = Watcher(settings, render=renderer.message, cards=renderer.cards)
     try:
-        await watcher.poll_all()
-        rig.sim.complete_run("s1")
-        await watcher.poll_all()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watcher.deliver_due)
-            assert await anyio.to_thread.run_sync(clock.read_elsewhere.wait, 30)
-            before = watcher.stats.polls
-            for _ in range(3):
-                await watcher.poll_all()
-            polled_while_rendering = watcher.stats.polls - before
-            posted_while_rendering = rig.slack.calls("chat.postMessage")
-            clock.now += 2.5  # the render's time is up: it stops at its next step
+        await complete_s1(rig, watcher)
+        polled_while_rendering, posted_while_rendering = await poll_while_rendering(
+            watcher, clock, lambda: rig.slack.calls("chat.postMessage")
+        )
     finally:
         await watcher.aclose()
         watcher.store.close()

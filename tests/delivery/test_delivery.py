@@ -16,7 +16,7 @@ import anyio.lowlevel
 import pytest
 
 from tests.core.factories import event, ref
-from tests.rig import CHANNEL, Rig, running_rig, wait_for
+from tests.rig import CHANNEL, Rig, run_driven, running_rig, wait_for
 from watcher.core.message import (
     FailureKind,
     Message,
@@ -437,10 +437,7 @@ async def test_destination_retry_after_is_honoured(rig: Rig) -> None:
         )
         watcher.request_stop()
 
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drive)
-            await watcher.run(handle_signals=False)
+    await run_driven(watcher, drive, within=30)
     requests = rig.receiver.requests
     limited = next(r for r in requests if r.status == 429)
     after = [r.received - limited.received for r in requests if r.received > limited.received]

@@ -39,7 +39,9 @@ class DueStore(SqliteStore):
         return super().load_state(session_id)
 
     def record_evaluation(self, session_id: str, evaluation: Evaluation, now: datetime) -> int:
-        """Note which session's evaluation was committed."""
+        """Note which session's evaluation was committed (raise for a broken one)."""
+        if session_id in self.broken:
+            raise RuntimeError(f"boom in {session_id}")
         self.evaluated.append(session_id)
         return super().record_evaluation(session_id, evaluation, now)
 
@@ -97,3 +99,19 @@ def test_without_a_failing_set_every_call_logs(caplog: pytest.LogCaptureFixture)
     apply_tick(store, SETTINGS, WATCHED, NOW)
     apply_tick(store, SETTINGS, WATCHED, NOW)
     assert len(tracebacks(caplog)) == 2
+
+
+def test_an_unwatched_session_whose_wake_up_cannot_be_cleared_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A due session no longer watched whose wake-up cannot be cleared stays due: it logs
+    one traceback, not one per tick, and the watched sessions are still evaluated."""
+    store = DueStore(["gone", "s2"], {"gone"})
+    failing: set[str] = set()
+    caplog.set_level(logging.DEBUG, logger="watcher.intake.tick")
+    for _ in range(3):
+        apply_tick(store, SETTINGS, WATCHED, NOW, failing)
+    assert len(tracebacks(caplog)) == 1
+    assert "gone" in tracebacks(caplog)[0].getMessage()
+    assert failing == {"gone"}
+    assert store.evaluated == ["s2"] * 3

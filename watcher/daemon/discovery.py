@@ -36,7 +36,7 @@ from watcher.core.rules import route
 from watcher.core.settings import DiscoverSettings, WatchedSession
 from watcher.core.snapshot import to_unix_ms
 from watcher.daemon.health import HealthWatch
-from watcher.daemon.live import Wiring
+from watcher.daemon.live import Part, Wiring
 from watcher.daemon.scheduler import PollScheduler
 from watcher.poll.backoff import DISCOVERY
 from watcher.store import Recorded
@@ -57,21 +57,13 @@ class DiscoveryReport:
     failure: FetchFailed | None = None
 
 
-class DiscoveryLoop:
+class DiscoveryLoop(Part):
     """Reads the session list and keeps the watch list in step with it."""
 
     def __init__(self, wiring: Wiring, *, health: HealthWatch, scheduler: PollScheduler) -> None:
-        self.live = wiring.live
-        self.book = wiring.book
-        self.backoff = wiring.book.backoff
-        self.store = wiring.store
-        self.db = wiring.db
-        self.budget = wiring.budget
+        super().__init__(wiring)
         self.health = health
         self.scheduler = scheduler
-        self.stats = wiring.stats
-        self.clock = wiring.clock
-        self.wake = wiring.wake
         self._work: TaskGroup | None = None
         self._running = False
         self._wake = anyio.Event()

@@ -22,21 +22,16 @@ from watcher.core.model import Event
 from watcher.core.poll import Answer, FetchFailed, FetchFailureKind
 from watcher.core.rules import route
 from watcher.core.rulestate import active_mute
-from watcher.daemon.live import Wiring
+from watcher.daemon.live import Part, Wiring
 
 log = logging.getLogger("watcher.daemon")
 
 
-class HealthWatch:
+class HealthWatch(Part):
     """Folds answers into the API's health and reports its changes."""
 
     def __init__(self, wiring: Wiring) -> None:
-        self.live = wiring.live
-        self.store = wiring.store
-        self.db = wiring.db
-        self.metrics = wiring.metrics
-        self.backoff = wiring.book.backoff
-        self.wake = wiring.wake
+        super().__init__(wiring)
         self.health = ApiHealth()
         self.unrecorded: dict[str, Event] = {}  # declared but not yet stored, by event id
 

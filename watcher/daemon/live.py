@@ -165,3 +165,19 @@ class Wiring:
     metrics: Metrics
     clock: Callable[[], datetime]
     wake: Callable[[Collection[str]], None]  # delivery: new rows for these targets
+
+
+class Part:
+    """A part of one watcher: the wiring's fields (and the book's backoff) as its own."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self.live = wiring.live
+        self.book = wiring.book
+        self.backoff = wiring.book.backoff
+        self.store = wiring.store
+        self.db = wiring.db
+        self.budget = wiring.budget
+        self.stats = wiring.stats
+        self.metrics = wiring.metrics
+        self.clock = wiring.clock
+        self.wake = wiring.wake

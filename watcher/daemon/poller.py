@@ -29,7 +29,7 @@ from watcher.core.settings import WatchedSession
 from watcher.core.text import describe_error
 from watcher.daemon.eventlog import log_decisions, log_events
 from watcher.daemon.health import HealthWatch
-from watcher.daemon.live import Wiring
+from watcher.daemon.live import Part, Wiring
 from watcher.daemon.scheduler import PollScheduler
 from watcher.intake.poll import PollReport, apply_poll
 from watcher.ops.failpoint import Failpoint, failpoint
@@ -40,7 +40,7 @@ from watcher.poll.recorder import PollRecorder
 log = logging.getLogger("watcher.daemon")
 
 
-class Poller:
+class Poller(Part):
     """Polls one session at a time: fetch, intake, remember."""
 
     def __init__(
@@ -51,22 +51,13 @@ class Poller:
         scheduler: PollScheduler,
         recorder: PollRecorder | None,
     ) -> None:
-        self.live = wiring.live
-        self.book = wiring.book
-        self.backoff = wiring.book.backoff
-        self.store = wiring.store
-        self.db = wiring.db
-        self.budget = wiring.budget
+        super().__init__(wiring)
         self.health = health
         self.scheduler = scheduler
-        self.stats = wiring.stats
-        self.metrics = wiring.metrics
         self.recorder = recorder
         if recorder is not None:
             failures = self.metrics.record_failures
             recorder.count_failures_with(lambda kind: failures.labels(kind).inc())
-        self.clock = wiring.clock
-        self.wake = wiring.wake
         self.book.on_forget(self._release)
 
     def _release(self, session_id: str) -> None:

@@ -21,7 +21,7 @@ import anyio.lowlevel
 
 from watcher.core.outbox import OutboxStatus
 from watcher.core.text import describe_error
-from watcher.daemon.live import Wiring
+from watcher.daemon.live import Part, Wiring
 from watcher.poll.book import SessionBook
 from watcher.store import Pruned
 
@@ -58,7 +58,7 @@ class WatchedNow:
         return session_id in self._book.watched
 
 
-class Pruner:
+class Pruner(Part):
     """Runs the retention rules every `period` seconds while the watcher runs."""
 
     def __init__(
@@ -69,12 +69,7 @@ class Pruner:
         batch: int = PRUNE_BATCH,
         max_batches: int = MAX_BATCHES,
     ) -> None:
-        self.live = wiring.live
-        self.book = wiring.book
-        self.store = wiring.store
-        self.db = wiring.db
-        self.metrics = wiring.metrics
-        self.clock = wiring.clock
+        super().__init__(wiring)
         self.period = period
         self.batch = batch
         self.max_batches = max_batches

@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup
 from watcher.core.settings import Settings, Target
 from watcher.core.text import describe_error
 from watcher.daemon.discovery import DiscoveryLoop
-from watcher.daemon.live import Wiring
+from watcher.daemon.live import Part, Wiring
 from watcher.daemon.reports import ReportPart
 from watcher.daemon.scheduler import PollScheduler
 from watcher.daemon.supervisor import Supervisor
@@ -107,7 +107,7 @@ class Built:
     notifiers: dict[str, Notifier]
 
 
-class Reloader:
+class Reloader(Part):
     """Re-reads the configuration on request and tells each part what changed."""
 
     def __init__(
@@ -123,18 +123,15 @@ class Reloader:
         make_notifier: Callable[[Target], Notifier] = build_notifier,
         reports: ReportPart | None = None,
     ) -> None:
-        self.live = wiring.live
+        super().__init__(wiring)
         self.reports = reports
         self._read = read
         self._make_notifier = make_notifier
-        self.book = wiring.book
         self.scheduler = scheduler
         self.discovery = discovery
         self.delivery = delivery
         self.notifiers = notifiers
-        self.budget = wiring.budget
         self.supervisor = supervisor
-        self.metrics = wiring.metrics
         self.systemd = supervisor.systemd
         # Replaced, not closed yet: each is closed once nothing uses it (or at exit).
         self.retired: list[Notifier | SessionSource] = []

@@ -243,7 +243,7 @@ class Replica:
         ready = False
         while not self._stopping:
             started = self.clock()
-            got = await self.lease.acquire()
+            got = await self._acquire()
             if got.epoch is not None and not self._stopping:
                 self.problem = None
                 await self._lead(got.epoch, started, None if ready else on_ready)
@@ -270,6 +270,23 @@ class Replica:
                 else:
                     await self.lease.wait(wait)
             self._waiting = None
+
+    async def _acquire(self) -> Acquisition:
+        """One try for the lease; an answer that cannot be read is a failed try, not an exit."""
+        try:
+            return await self.lease.acquire()
+        except Exception as error:  # a lease row this release cannot decode, or a bug
+            # `_standing_by` logs the failure once; the traceback is for debugging.
+            log.debug("the lease answer could not be read", exc_info=True)
+            return Acquisition(None, failure=f"unreadable lease answer: {_one_line(error)}")
+
+    async def _resign(self, epoch: int) -> bool:
+        """Resign `epoch`; an answer that cannot be read leaves the lease to expire."""
+        try:
+            return await self.lease.resign(epoch)
+        except Exception as error:  # as in `_acquire`: the replica stands by regardless
+            log.error("could not resign the lease: %s", _one_line(error))  # noqa: TRY400
+            return False
 
     def _standing_by(self, got: Acquisition) -> None:
         """Note what a failed try saw: the leader, or why the database cannot be asked."""
@@ -328,7 +345,7 @@ class Replica:
                     await anyio.to_thread.run_sync(_close_quietly, store)
         reason = self._reason or StepDown.RESIGNED
         with anyio.CancelScope(shield=True):
-            resigned = await self.lease.resign(epoch)
+            resigned = await self._resign(epoch)
         if self._stopping and self._reason is None:
             reason = StepDown.RESIGNED
         self.metrics.leadership_changes.labels(str(reason)).inc()

@@ -34,7 +34,7 @@ from watcher.core.reportclock import Run, Skip, Wait, decide, scan_from
 from watcher.core.rules import Route
 from watcher.core.settings import ReportSpec
 from watcher.core.text import describe_error
-from watcher.daemon.live import Wiring
+from watcher.daemon.live import Part, Wiring
 from watcher.ops.logs import context
 
 log = logging.getLogger("watcher.daemon")
@@ -49,16 +49,11 @@ def _schedule_of(spec: ReportSpec) -> tuple[str, str]:
     return spec.schedule, spec.timezone
 
 
-class ReportPart:
+class ReportPart(Part):
     """Runs every scheduled report at its times; `run()` until the daemon stops."""
 
     def __init__(self, wiring: Wiring) -> None:
-        self.live = wiring.live
-        self.store = wiring.store
-        self.db = wiring.db
-        self.metrics = wiring.metrics
-        self.clock = wiring.clock
-        self.wake_delivery = wiring.wake
+        super().__init__(wiring)
         # The schedules in force, to tell a reload's changes.
         self._schedules = {s.name: _schedule_of(s) for s in self.live.settings.reports}
         # Per report, a time up to which nothing is due: the latest time skipped as too
@@ -241,4 +236,4 @@ class ReportPart:
             "" if run.reason == "due" else f"; {run.reason}",
             extra=extra,
         )
-        self.wake_delivery(set(spec.notify))
+        self.wake(set(spec.notify))

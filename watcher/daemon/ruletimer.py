@@ -8,24 +8,18 @@ from __future__ import annotations
 import logging
 
 from watcher.daemon.eventlog import describe, log_decisions
-from watcher.daemon.live import Wiring
+from watcher.daemon.live import Part, Wiring
 from watcher.intake.tick import TickReport, apply_tick
 
 log = logging.getLogger("watcher.daemon")
 RULES_TICK = 1.0  # seconds between timer evaluations of time-based rules and digests
 
 
-class RuleTimer:
+class RuleTimer(Part):
     """Evaluates time-based rules and releases due digests, now or every tick."""
 
     def __init__(self, wiring: Wiring) -> None:
-        self.live = wiring.live
-        self.book = wiring.book
-        self.store = wiring.store
-        self.db = wiring.db
-        self.metrics = wiring.metrics
-        self.clock = wiring.clock
-        self.wake = wiring.wake
+        super().__init__(wiring)
         self.failing: set[str] = set()  # sessions whose evaluation raised: logged once
 
     async def tick(self) -> TickReport:

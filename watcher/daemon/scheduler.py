@@ -22,7 +22,7 @@ from watcher.core.cadence import needs_reschedule, poll_cadence, poll_deadline, 
 from watcher.core.discovery import decide_fetch
 from watcher.core.schedule import poll_timing
 from watcher.core.settings import WatchedSession
-from watcher.daemon.live import Wiring
+from watcher.daemon.live import Part, Wiring
 from watcher.ops.logs import context
 from watcher.poll.book import SessionEntry
 from watcher.poll.queue import PollQueue
@@ -32,17 +32,12 @@ log = logging.getLogger("watcher.daemon")
 UNKNOWN = SessionEntry()  # what is known of a session without an entry (never written)
 
 
-class PollScheduler:
+class PollScheduler(Part):
     """The timetable, the queue of due polls, and the poll workers."""
 
     def __init__(self, wiring: Wiring, rng: random.Random) -> None:
-        self.live = wiring.live
-        self.book = wiring.book
-        self.backoff = wiring.book.backoff
-        self.budget = wiring.budget
-        self.stats = wiring.stats
+        super().__init__(wiring)
         self._rng = rng
-        self.clock = wiring.clock
         self.timetable = self._new_timetable()  # when each session is next polled
         self.last_cycle = time.monotonic()  # when the timetable last looked for due polls
         self.queue: PollQueue | None = None

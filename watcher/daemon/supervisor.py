@@ -22,7 +22,7 @@ from watcher.core.figures import Readiness, ReadinessInputs, readiness, status_b
 from watcher.core.model import Gone, SessionState
 from watcher.core.text import describe_error
 from watcher.daemon.health import HealthWatch
-from watcher.daemon.live import Wiring
+from watcher.daemon.live import Part, Wiring
 from watcher.daemon.scheduler import PollScheduler
 from watcher.ops.endpoint import Request, Response, text
 from watcher.ops.metrics import StoreFigures
@@ -42,7 +42,7 @@ def state_bucket(state: SessionState | None) -> str:
     return status_bucket(None if state is None else state.status, gone=False)
 
 
-class Supervisor:
+class Supervisor(Part):
     """Housekeeping, readiness, the status line, the watchdog and the HTTP routes."""
 
     def __init__(
@@ -53,17 +53,10 @@ class Supervisor:
         scheduler: PollScheduler,
         systemd: SystemdNotifier,
     ) -> None:
-        self.live = wiring.live
-        self.book = wiring.book
-        self.store = wiring.store
-        self.db = wiring.db
-        self.stats = wiring.stats
+        super().__init__(wiring)
         self.health = health
         self.scheduler = scheduler
-        self.budget = wiring.budget
-        self.metrics = wiring.metrics
         self.systemd = systemd
-        self.clock = wiring.clock
         self.progress = ProgressWatchdog(STALL_AFTER)
         for component in COMPONENTS:
             self.progress.register(component, time.monotonic())

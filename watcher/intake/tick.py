@@ -80,11 +80,11 @@ def apply_tick(
     decisions: dict[str, tuple[Decision, ...]] = {}
     new_rows = 0
     for session_id in store.due_sessions(now):
-        if session_id not in watched:
-            _sleep_session(store, session_id, now)
-            continue
         try:
-            found = _tick_session(store, settings, watched, session_id, mutes, now)
+            if session_id in watched:
+                found = _tick_session(store, settings, watched, session_id, mutes, now)
+            else:
+                found = _sleep_session(store, session_id, now)
         except Exception:  # one session's trouble must not hold back the others
             if session_id in failing:
                 log.debug("rule timer still failing for session %s", session_id, exc_info=True)
@@ -111,12 +111,10 @@ def apply_tick(
     return TickReport(tuple(routes), new_rows, decisions)
 
 
-def _sleep_session(store: IntakeStore, session_id: str, now: datetime) -> None:
+def _sleep_session(store: IntakeStore, session_id: str, now: datetime) -> TickReport:
     """Clear the wake-up of a session no longer watched; its memory stays as it was."""
-    try:
-        store.record_evaluation(session_id, Evaluation(store.load_memory(session_id)), now)
-    except Exception:  # one session's trouble must not hold back the others
-        log.exception("rule timer could not clear the wake-up of session %s", session_id)
+    store.record_evaluation(session_id, Evaluation(store.load_memory(session_id)), now)
+    return TickReport()
 
 
 def _tick_session(
