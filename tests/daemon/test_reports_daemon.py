@@ -12,7 +12,7 @@ import argparse
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,11 +27,10 @@ from tests.daemon.parts import Clock, wiring
 from tests.rig import run_driven, wait_for
 from watcher.commands.report import report_command
 from watcher.core.model import EventType
-from watcher.core.report import Report
+from watcher.core.report import Report, build_report
 from watcher.core.secret import Secret
 from watcher.core.settings import FactorySettings, ReportSpec, Settings
-from watcher.daemon import reports as part_module
-from watcher.daemon.reports import RETRY_AFTER, ReportPart
+from watcher.daemon.reports import MAX_SLEEP, MIN_SLEEP, RETRY_AFTER, ReportPart
 from watcher.ops.metrics import Metrics
 from watcher.store import OutboxRow, SqliteStore
 
@@ -57,7 +56,14 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 class Part:
     """A report part over a store, with what it woke and counted."""
 
-    def __init__(self, store: SqliteStore, clock: Clock, *reports: ReportSpec) -> None:
+    def __init__(
+        self,
+        store: SqliteStore,
+        clock: Clock,
+        *reports: ReportSpec,
+        build: Callable[..., Report] = build_report,
+        sleep_bounds: tuple[float, float] = (MIN_SLEEP, MAX_SLEEP),
+    ) -> None:
         self.woken: list[set[str]] = []
         settings = Settings(
             factory=FactorySettings(api_key=Secret("k")),
@@ -73,7 +79,7 @@ class Part:
             metrics=self.metrics,
         )
         self.live = wired.live
-        self.part = ReportPart(wired)
+        self.part = ReportPart(wired, build=build, sleep_bounds=sleep_bounds)
 
     async def turn(self) -> datetime | None:
         """One look at every report now."""
@@ -262,52 +268,55 @@ async def test_an_empty_report_is_sent_when_not_skipped(store: SqliteStore) -> N
 
 
 async def test_one_failing_report_leaves_the_others_and_is_retried(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug in one report's content: logged, the other sent, the failed one retried later."""
-    build = part_module.build_report
+    bug = {"broken"}
 
     def broken(spec: ReportSpec, *args: Any) -> Report:
-        if spec.name == "broken":
+        if spec.name in bug:
             raise ValueError("a bug in this report")
-        return build(spec, *args)
+        return build_report(spec, *args)
 
-    monkeypatch.setattr(part_module, "build_report", broken)
     clock = Clock(at(60))
-    part = Part(store, clock, replace(TENS, name="broken"), TENS)
+    part = Part(store, clock, replace(TENS, name="broken"), TENS, build=broken)
     with caplog.at_level(logging.INFO, logger="watcher.daemon"):
         assert await part.turn() == at(60) + RETRY_AFTER
     assert "report broken failed, trying again at 2026-12-01T01:00:30+00:00" in caplog.text
     assert {e for e, _ in queued(store)} == {rid("tens", at(60))}
     clock.now = at(60) + RETRY_AFTER / 2
     await part.turn()  # not yet: the failed report waits its retry
-    monkeypatch.setattr(part_module, "build_report", build)
+    bug.clear()  # the bug is fixed
     clock.now = at(60) + RETRY_AFTER
     assert await part.turn() == at(70)
     assert {e for e, _ in queued(store)} == {rid("tens", at(60)), rid("broken", at(60))}
 
 
-async def test_a_store_that_fails_is_retried_and_does_not_end_the_loop(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The runs cannot be read: the loop logs, sleeps, and goes on until stopped."""
-    clock = Clock(at(60))
-    part = Part(store, clock, TENS)
-    failures: list[int] = []
+class UnreadableRuns(SqliteStore):
+    """A SQLite store whose report runs cannot be read (a disk gone), counting the tries."""
 
-    def unreadable() -> dict[str, datetime]:
-        failures.append(1)
+    failures = 0
+
+    def report_runs(self) -> dict[str, datetime]:
+        """Fail, and count it."""
+        self.failures += 1
         raise OSError("disk gone")
 
-    monkeypatch.setattr(store, "report_runs", unreadable)
-    monkeypatch.setattr(part_module, "MIN_SLEEP", 0.0)
-    monkeypatch.setattr(part_module, "MAX_SLEEP", 0.0)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(part.part.run)
-            await anyio.to_thread.run_sync(lambda: wait_for(lambda: len(failures) >= 3))
-            part.live.stop()
-    assert queued(store) == []
+
+async def test_a_store_that_fails_is_retried_and_does_not_end_the_loop(tmp_path: Path) -> None:
+    """The runs cannot be read: the loop logs, sleeps, and goes on until stopped."""
+    store = UnreadableRuns(tmp_path / "unreadable.db")
+    clock = Clock(at(60))
+    part = Part(store, clock, TENS, sleep_bounds=(0.0, 0.0))
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(part.part.run)
+                await anyio.to_thread.run_sync(lambda: wait_for(lambda: store.failures >= 3))
+                part.live.stop()
+        assert queued(store) == []
+    finally:
+        store.close()
 
 
 async def test_a_reload_adds_removes_and_reschedules_reports(store: SqliteStore) -> None:

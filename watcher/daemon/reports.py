@@ -23,13 +23,14 @@ a report added or given a new schedule by a reload starts from that moment
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 
 import anyio
 
 from watcher.config.cron import fire_times, fire_times_between
-from watcher.core.report import build_report, report_event, report_rule
+from watcher.core.report import Report, build_report, report_event, report_rule
 from watcher.core.reportclock import Run, Skip, Wait, decide, scan_from
 from watcher.core.rules import Route
 from watcher.core.settings import ReportSpec
@@ -52,8 +53,18 @@ def _schedule_of(spec: ReportSpec) -> tuple[str, str]:
 class ReportPart(Part):
     """Runs every scheduled report at its times; `run()` until the daemon stops."""
 
-    def __init__(self, wiring: Wiring) -> None:
+    def __init__(
+        self,
+        wiring: Wiring,
+        *,
+        build: Callable[..., Report] = build_report,
+        sleep_bounds: tuple[float, float] = (MIN_SLEEP, MAX_SLEEP),
+    ) -> None:
+        """`build` makes a report's content (`core.report.build_report`; a test passes a
+        failing one); `sleep_bounds` are the shortest and longest sleep between looks."""
         super().__init__(wiring)
+        self._build = build
+        self._min_sleep, self._max_sleep = sleep_bounds
         # The schedules in force, to tell a reload's changes.
         self._schedules = {s.name: _schedule_of(s) for s in self.live.settings.reports}
         # Per report, a time up to which nothing is due: the latest time skipped as too
@@ -104,9 +115,10 @@ class ReportPart(Part):
                 )
                 until = self.clock() + RETRY_AFTER
             if until is None:
-                delay = MAX_SLEEP
+                delay = self._max_sleep
             else:
-                delay = min(max((until - self.clock()).total_seconds(), MIN_SLEEP), MAX_SLEEP)
+                left = (until - self.clock()).total_seconds()
+                delay = min(max(left, self._min_sleep), self._max_sleep)
             if not await self.live.unless_stopping(partial(self._sleep, delay)):
                 return
 
@@ -197,7 +209,7 @@ class ReportPart(Part):
         # Pure but not small: off the event loop, so polls and sends go on meanwhile.
         report = await anyio.to_thread.run_sync(
             partial(
-                build_report, spec, history, run.start, run.end, now, settings.factory.session_url
+                self._build, spec, history, run.start, run.end, now, settings.factory.session_url
             )
         )
         event = report_event(spec, report, run.scheduled_at)
