@@ -145,10 +145,15 @@ def make_settings(
 
 
 @contextmanager
-def running_rig(tmp_path: Path, *, slack_interval: float = 0.0) -> Iterator[Rig]:
-    """Start every server on 127.0.0.1; stop them afterwards."""
+def running_rig(
+    tmp_path: Path,
+    *,
+    slack_interval: float = 0.0,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[Rig]:
+    """Start every server on 127.0.0.1 (the simulator on `clock` when given); stop them after."""
     with ExitStack() as stack:
-        sim = stack.enter_context(FactorySimulator(API_KEY))
+        sim = stack.enter_context(FactorySimulator(API_KEY, clock=clock))
         slack = stack.enter_context(
             FakeSlack(SLACK_TOKEN, (CHANNEL,), slack_interval, epoch=time.time)
         )

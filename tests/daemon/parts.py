@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.daemon.offline import IdleSource
 from tests.rig import Rig, running_rig
 from watcher.core.settings import Settings
@@ -27,7 +25,6 @@ from watcher.poll.api import RequestBudget
 from watcher.poll.backoff import Backoff
 from watcher.poll.book import SessionBook
 from watcher.store import Store
-from watcher.testing.sim import FactorySimulator
 
 
 class Clock:
@@ -90,15 +87,9 @@ class StepClock:
 
 
 @contextmanager
-def clocked_rig(tmp_path: Path, clock: StepClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+def clocked_rig(tmp_path: Path, clock: StepClock) -> Iterator[Rig]:
     """The loopback rig whose simulator reads `clock`."""
-    original = FactorySimulator.__init__
-
-    def with_clock(self: FactorySimulator, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, clock=clock.seconds, **kwargs)
-
-    monkeypatch.setattr(FactorySimulator, "__init__", with_clock)
-    with running_rig(tmp_path) as running:
+    with running_rig(tmp_path, clock=clock.seconds) as running:
         yield running
 
 

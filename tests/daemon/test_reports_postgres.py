@@ -36,9 +36,9 @@ def clock() -> StepClock:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, clock: StepClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+def rig(tmp_path: Path, clock: StepClock) -> Iterator[Rig]:
     """The loopback rig whose simulator reads the test's clock."""
-    with clocked_rig(tmp_path, clock, monkeypatch) as running:
+    with clocked_rig(tmp_path, clock) as running:
         yield running
 
 
