@@ -55,6 +55,10 @@ class Backend(Protocol):
         """(session id, state as stored, reason) of every session row set aside."""
         ...
 
+    def overwrite_report_run(self, name: str, scheduled_at: float) -> None:
+        """Store `scheduled_at` (Unix seconds, however absurd) as a report's last run."""
+        ...
+
     def read_only(self) -> ReadOnlyStore:
         """The read-only view `status` opens on this backend's data."""
         ...
@@ -115,6 +119,13 @@ class SqliteBackend:
     def overwrite_state(self, session_id: str, text: str) -> None:
         """UPDATE the sessions row's state document."""
         self._write("UPDATE sessions SET state=? WHERE session_id=?", (text, session_id))
+
+    def overwrite_report_run(self, name: str, scheduled_at: float) -> None:
+        """UPDATE the report_runs row's time."""
+        db = sqlite3.connect(self.path)
+        with db:
+            db.execute("UPDATE report_runs SET scheduled_at=? WHERE name=?", (scheduled_at, name))
+        db.close()
 
     def set_aside_states(self) -> list[tuple[str, str, str]]:
         """SELECT the sessions_set_aside rows, oldest first."""
@@ -181,6 +192,12 @@ class PostgresBackend:
     def overwrite_state(self, session_id: str, text: str) -> None:
         """UPDATE the sessions row's state document."""
         self._write("UPDATE sessions SET state = %s WHERE session_id = %s", (text, session_id))
+
+    def overwrite_report_run(self, name: str, scheduled_at: float) -> None:
+        """UPDATE the report_runs row's time."""
+        self._write(
+            "UPDATE report_runs SET scheduled_at = %s WHERE name = %s", (scheduled_at, name)
+        )
 
     def set_aside_states(self) -> list[tuple[str, str, str]]:
         """SELECT the sessions_set_aside rows, oldest first."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,6 +38,26 @@ def report_lane(name: str) -> str:
 
 def _moment(value: float) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
+
+
+def report_runs_from(rows: Iterable[tuple[str, float]]) -> dict[str, datetime]:
+    """Each report's last run from `(name, scheduled_at)` rows as stored.
+
+    A time that cannot be read (a damaged row) is left out with a warning: that
+    report then runs as if it never had, rather than every report failing.
+    """
+    runs: dict[str, datetime] = {}
+    for name, at in rows:
+        try:
+            runs[name] = _moment(at)
+        except (TypeError, ValueError, OverflowError, OSError) as error:
+            log.warning(
+                "the last run of report %s cannot be read (%r: %s); it runs as if it never had",
+                name,
+                at,
+                describe_error(error),
+            )
+    return runs
 
 
 @dataclass(frozen=True, slots=True)

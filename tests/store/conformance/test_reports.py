@@ -126,3 +126,17 @@ def test_a_report_waits_behind_no_session_in_its_target(store: Store) -> None:
         for r in store.due("hook", T0, 10)
     ]
     assert due == ["e-s1", e.id]
+
+
+def test_a_damaged_run_time_leaves_out_that_report_only(store: Store, backend: Backend) -> None:
+    """A last run whose time cannot be read is left out; the other reports' runs still read."""
+    for name in ("daily", "weekly"):
+        e = report(name, T0)
+        store.record_report(name, T0, e, routed(e, "hook"), T0)
+    backend.overwrite_report_run("weekly", 1e300)
+    assert store.report_runs() == {"daily": T0}
+    view = backend.read_only()
+    try:
+        assert view.report_runs() == {"daily": T0}
+    finally:
+        view.close()

@@ -17,8 +17,14 @@ from typing import Any
 import psycopg
 
 from watcher.core.reporthistory import ReportHistory
-from watcher.store.postgres.base import PostgresBase, moment, seconds
-from watcher.store.reportrows import STATUS_CHANGED, ReportRows, decode_report_rows, starts_a_run
+from watcher.store.postgres.base import PostgresBase, seconds
+from watcher.store.reportrows import (
+    STATUS_CHANGED,
+    ReportRows,
+    decode_report_rows,
+    report_runs_from,
+    starts_a_run,
+)
 
 # Status changes read per session at a time: a run's start is nearly always in the first page.
 RUN_START_PAGE = 4
@@ -102,8 +108,7 @@ def read_report_runs(db: psycopg.Connection[Any]) -> dict[str, datetime]:
     present = db.execute("SELECT to_regclass('report_runs') IS NOT NULL").fetchone()
     if present is None or not present[0]:
         return {}
-    rows = db.execute("SELECT name, scheduled_at FROM report_runs").fetchall()
-    return {name: moment(at) for name, at in rows}
+    return report_runs_from(db.execute("SELECT name, scheduled_at FROM report_runs").fetchall())
 
 
 class ReportTables(PostgresBase):

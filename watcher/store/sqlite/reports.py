@@ -14,8 +14,8 @@ import sqlite3
 from datetime import datetime
 
 from watcher.core.reporthistory import ReportHistory
-from watcher.store.reportrows import ReportRows, decode_report_rows
-from watcher.store.sqlite.base import SqliteBase, moment, seconds
+from watcher.store.reportrows import ReportRows, decode_report_rows, report_runs_from
+from watcher.store.sqlite.base import SqliteBase, seconds
 
 _WINDOW = (
     "SELECT body, sequence, recorded_at, session_id FROM events"
@@ -79,8 +79,7 @@ def read_report_runs(db: sqlite3.Connection) -> dict[str, datetime]:
     ).fetchone()
     if found is None:
         return {}
-    rows = db.execute("SELECT name, scheduled_at FROM report_runs").fetchall()
-    return {name: moment(at) for name, at in rows}
+    return report_runs_from(db.execute("SELECT name, scheduled_at FROM report_runs").fetchall())
 
 
 class ReportTables(SqliteBase):

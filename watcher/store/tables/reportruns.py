@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from watcher.core.model import Event
-from watcher.store.reportrows import report_lane
-from watcher.store.tables.base import moment, seconds
+from watcher.store.reportrows import report_lane, report_runs_from
+from watcher.store.tables.base import seconds
 from watcher.store.tables.events import EventWriter
 
 if TYPE_CHECKING:
@@ -39,8 +39,7 @@ class ReportRunTables(EventWriter):
 
     def report_runs(self) -> dict[str, datetime]:
         """The last scheduled time each report ran for, by report name."""
-        rows = self._read_all("SELECT name, scheduled_at FROM report_runs")
-        return {name: moment(at) for name, at in rows}
+        return report_runs_from(self._read_all("SELECT name, scheduled_at FROM report_runs"))
 
     def record_report(
         self,
